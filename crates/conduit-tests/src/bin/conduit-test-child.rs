@@ -1,0 +1,149 @@
+//! The child process of conduit's cross-process tests. `argv[1]` names a
+//! role; the link to the test comes from `conduit::process::parent`.
+
+use std::io::IoSlice;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use conduit::wire::{self, Kind};
+use conduit::{Sender, TrySendError};
+use conduit_tests::{FromChild, Request, ToChild};
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+
+type Up = Sender<FromChild>;
+
+fn report(up: &Up, m: FromChild) {
+    up.send(m).expect("report to the test");
+}
+
+fn outcome(up: &Up, s: &str) {
+    report(up, FromChild::Outcome(s.to_string()));
+}
+
+fn main() {
+    let role = std::env::args().nth(1).expect("role");
+    let (up, down) = conduit::process::parent::<FromChild, ToChild>().expect("link to the test");
+    let next = || down.recv().expect("instruction from the test");
+    match role.as_str() {
+        "bounded-sender" => {
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            for i in 0..3 {
+                tx.send(i).unwrap();
+            }
+            report(&up, FromChild::Sent(3));
+            match tx.try_send(3) {
+                Err(TrySendError::Full(3)) => outcome(&up, "Full"),
+                other => outcome(&up, &format!("{other:?}")),
+            }
+            match tx.send_timeout(3, Duration::from_millis(20)) {
+                Err(conduit::SendTimeoutError::Timeout(3)) => outcome(&up, "Timeout"),
+                other => outcome(&up, &format!("{other:?}")),
+            }
+            report(&up, FromChild::Blocking);
+            tx.send(3).unwrap();
+            report(&up, FromChild::Sent(4));
+        }
+        "rendezvous-sender" => {
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            match tx.try_send(42) {
+                Err(TrySendError::Full(42)) => outcome(&up, "Full"),
+                other => outcome(&up, &format!("{other:?}")),
+            }
+            match tx.send_timeout(42, Duration::from_millis(20)) {
+                Err(conduit::SendTimeoutError::Timeout(42)) => outcome(&up, "Timeout"),
+                other => outcome(&up, &format!("{other:?}")),
+            }
+            report(&up, FromChild::Blocking);
+            tx.send(42).unwrap();
+            report(&up, FromChild::Sent(1));
+        }
+        "flood" => {
+            let ToChild::SendBytes(tx, n) = next() else { panic!("want SendBytes") };
+            for i in 0..n {
+                // try_send: an unbounded channel must never say Full.
+                tx.try_send(i.to_le_bytes().repeat(128)).expect("unbounded send never blocks");
+            }
+            report(&up, FromChild::Sent(n));
+            tx.flush();
+        }
+        "relay-sender" => {
+            let ToChild::SendString(tx) = next() else { panic!("want SendString") };
+            tx.send("hello from B".to_string()).unwrap();
+            report(&up, FromChild::Sent(1));
+        }
+        "relay-receiver" => {
+            let ToChild::RecvString(rx) = next() else { panic!("want RecvString") };
+            report(&up, FromChild::Ready);
+            let (msg, who) = rx.recv_from().unwrap();
+            report(&up, FromChild::Received(msg, who.pid));
+            match rx.recv() {
+                Err(conduit::RecvError::Disconnected) => outcome(&up, "Disconnected"),
+                other => outcome(&up, &format!("{other:?}")),
+            }
+        }
+        "hold" => {
+            // Keep whatever right we were given until killed.
+            let _held = next();
+            report(&up, FromChild::Ready);
+            let _ = down.recv();
+        }
+        "identity" => {
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            tx.send(std::process::id() as u64).unwrap();
+        }
+        "garbage" => {
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            let fd = tx.as_fd();
+            let raw = |bytes: &[u8]| {
+                let mut control = SendAncillaryBuffer::default();
+                rustix::net::sendmsg(fd, &[IoSlice::new(bytes)], &mut control, SendFlags::empty()).unwrap();
+            };
+            let good = wire::simple_frame(Kind::Data, &[7]);
+            raw(b"not a conduit frame at all"); // bad magic
+            raw(&good[..9]); // truncated
+            let mut corrupt = good.clone();
+            corrupt[16] ^= 0xff;
+            raw(&corrupt); // checksum
+            let mut version = good.clone();
+            version[2] = 99;
+            raw(&version); // version
+            let mut long = good.clone();
+            long[8] = 200;
+            raw(&long); // length field lies
+            raw(&[0xC0; 100_000]); // oversized
+            let mut kind = good.clone();
+            kind[3] = 2;
+            raw(&kind); // a wake frame sent to the receiver
+            let mut rights = good.clone();
+            rights[6] = 1;
+            rights.push(1);
+            raw(&rights); // declares a right, carries no descriptor
+            raw(&wire::simple_frame(Kind::Data, &[0xff, 0xff, 0xff])); // not a u64
+            tx.send(99).unwrap();
+            report(&up, FromChild::Sent(1));
+        }
+        "exit-code" => std::process::exit(7),
+        "server" => {
+            let ToChild::Serve(rx) = next() else { panic!("want Serve") };
+            for req in rx.iter() {
+                match req {
+                    Request::Upper(s, reply) => reply.send(s.to_uppercase()).unwrap(),
+                    Request::Ignore(reply) => drop(reply),
+                }
+            }
+        }
+        "double" => {
+            let ToChild::RecvU64(rx) = next() else { panic!("want RecvU64") };
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            for x in rx.iter() {
+                tx.send(x * 2).unwrap();
+            }
+        }
+        "big" => {
+            let ToChild::SendBytes(tx, n) = next() else { panic!("want SendBytes") };
+            let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            tx.send(data).unwrap();
+        }
+        other => panic!("unknown role {other}"),
+    }
+}

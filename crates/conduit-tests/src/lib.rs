@@ -1,0 +1,47 @@
+//! Messages between the cross-process tests and `conduit-test-child`.
+
+use conduit::{Receiver, ReplyTo, Sender};
+use serde::{Deserialize, Serialize};
+
+/// What a test sends to a child.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ToChild {
+    /// A send right for `u64` messages.
+    SendU64(Sender<u64>),
+    /// A receive right for `u64` messages.
+    RecvU64(Receiver<u64>),
+    /// A send right for byte messages, and how many to send.
+    SendBytes(Sender<Vec<u8>>, u64),
+    /// A send right for strings.
+    SendString(Sender<String>),
+    /// A receive right for strings.
+    RecvString(Receiver<String>),
+    /// A receive right for requests.
+    Serve(Receiver<Request>),
+    /// Go on.
+    Go,
+}
+
+/// What a child reports.
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromChild {
+    /// Ready, holding what it was given.
+    Ready,
+    /// About to block in a send.
+    Blocking,
+    /// Sent this many messages.
+    Sent(u64),
+    /// The outcome of an operation, by name (`Full`, `Timeout`, ...).
+    Outcome(String),
+    /// Received a message, with the sender's pid.
+    Received(String, u32),
+}
+
+/// A request for the `server` role.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// Reply with the string upper-cased.
+    Upper(String, ReplyTo<String>),
+    /// Drop the reply right without answering.
+    Ignore(ReplyTo<String>),
+}

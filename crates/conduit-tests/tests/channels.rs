@@ -1,0 +1,201 @@
+//! Channels across real processes: capacity, rendezvous, unbounded,
+//! timeouts, rights passing, identity, port sets, call/reply, async.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{finish, outcome, report, spawn};
+use conduit::{PortSet, RecvError, RecvTimeoutError, TryRecvError};
+use conduit_tests::{FromChild, Request, ToChild};
+
+#[test]
+fn bounded_3_blocks_the_fourth_send_until_one_is_received() {
+    let kid = spawn("bounded-sender");
+    let (tx, rx) = conduit::bounded::<u64>(3).unwrap();
+    kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    assert_eq!(report(&kid), FromChild::Sent(3));
+    assert_eq!(report(&kid), outcome("Full"), "try_send of the 4th");
+    assert_eq!(report(&kid), outcome("Timeout"), "send_timeout of the 4th");
+    assert_eq!(report(&kid), FromChild::Blocking);
+    assert_eq!(rx.len(), 3);
+    // The child is now inside send(3): it must not get through while the
+    // channel holds three unreceived messages.
+    assert!(matches!(kid.rx.recv_timeout(Duration::from_millis(300)), Err(RecvTimeoutError::Timeout)));
+    assert_eq!(rx.recv().unwrap(), 0);
+    assert_eq!(report(&kid), FromChild::Sent(4), "taking one message unblocks the sender");
+    let rest: Vec<u64> = rx.iter().collect();
+    assert_eq!(rest, vec![1, 2, 3]);
+    finish(kid);
+}
+
+#[test]
+fn rendezvous_send_returns_only_once_the_receiver_takes_it() {
+    let kid = spawn("rendezvous-sender");
+    let (tx, rx) = conduit::bounded::<u64>(0).unwrap();
+    kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    assert_eq!(report(&kid), outcome("Full"), "try_send with no receiver waiting");
+    assert_eq!(report(&kid), outcome("Timeout"), "send_timeout with no receiver waiting");
+    assert_eq!(report(&kid), FromChild::Blocking);
+    assert!(matches!(kid.rx.recv_timeout(Duration::from_millis(300)), Err(RecvTimeoutError::Timeout)));
+    // Nothing was queued while nobody received.
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    assert_eq!(rx.recv().unwrap(), 42);
+    assert_eq!(report(&kid), FromChild::Sent(1));
+    let last = rx.recv();
+    assert!(matches!(last, Err(RecvError::Disconnected)), "{last:?}");
+    finish(kid);
+}
+
+#[test]
+fn unbounded_never_blocks_the_sender_while_the_receiver_sleeps() {
+    // 20 000 messages of 1 KiB: about 100 times what the kernel buffers.
+    const N: u64 = 20_000;
+    let kid = spawn("flood");
+    let (tx, rx) = conduit::unbounded::<Vec<u8>>().unwrap();
+    kid.tx.send(ToChild::SendBytes(tx, N)).unwrap();
+    // We receive nothing until the child says it has sent everything.
+    assert_eq!(report(&kid), FromChild::Sent(N));
+    for i in 0..N {
+        let m = rx.recv().unwrap();
+        assert_eq!(m, i.to_le_bytes().repeat(128), "message {i} intact and in order");
+    }
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+    finish(kid);
+}
+
+#[test]
+fn try_and_timeout_variants_report_empty_timeout_and_disconnected() {
+    let kid = spawn("identity");
+    let (tx, rx) = conduit::bounded::<u64>(4).unwrap();
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+    assert!(matches!(rx.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout)));
+    kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), kid.child.id() as u64);
+    // The child's send right died with it.
+    assert!(matches!(rx.recv_timeout(Duration::from_secs(10)), Err(RecvTimeoutError::Disconnected)));
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Disconnected)));
+    finish(kid);
+}
+
+#[test]
+fn a_right_passed_to_a_third_process_is_used_directly() {
+    // A (this test) gives C the receive right and B a send right; B then
+    // talks to C without A in the path.
+    let b = spawn("relay-sender");
+    let c = spawn("relay-receiver");
+    let (tx, rx) = conduit::unbounded::<String>().unwrap();
+    c.tx.send(ToChild::RecvString(rx)).unwrap();
+    assert_eq!(report(&c), FromChild::Ready);
+    b.tx.send(ToChild::SendString(tx)).unwrap();
+    assert_eq!(report(&b), FromChild::Sent(1));
+    let b_pid = b.child.id();
+    assert_eq!(report(&c), FromChild::Received("hello from B".into(), b_pid), "C names B as the sender");
+    finish(b);
+    // B exited and A's copy went into the message: C sees no senders left.
+    assert_eq!(report(&c), outcome("Disconnected"));
+    finish(c);
+}
+
+#[test]
+fn recv_from_names_the_sending_process() {
+    let kid = spawn("identity");
+    let (tx, rx) = conduit::unbounded::<u64>().unwrap();
+    kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    let (pid, who) = rx.recv_from().unwrap();
+    assert_eq!(pid, kid.child.id() as u64);
+    assert_eq!(who.pid, kid.child.id());
+    assert_eq!(who.uid, rustix::process::getuid().as_raw());
+    assert_eq!(who.gid, rustix::process::getgid().as_raw());
+    finish(kid);
+}
+
+#[test]
+fn port_set_says_which_receiver_is_ready() {
+    let kid = spawn("identity");
+    let (_tx_a, rx_a) = conduit::unbounded::<String>().unwrap();
+    let (tx_b, rx_b) = conduit::bounded::<u64>(1).unwrap();
+    let (_tx_c, rx_c) = conduit::bounded::<u64>(0).unwrap();
+    let mut set = PortSet::new();
+    let a = set.add(&rx_a);
+    let b = set.add(&rx_b);
+    let c = set.add(&rx_c);
+    assert_eq!(set.try_ready(), None);
+    assert_eq!(set.ready_timeout(Duration::from_millis(20)), None);
+    kid.tx.send(ToChild::SendU64(tx_b)).unwrap();
+    assert_eq!(set.ready(), b);
+    assert_eq!(rx_b.try_recv().unwrap(), kid.child.id() as u64);
+    // The child is gone: its channel is ready with Disconnected; the others stay quiet.
+    assert_eq!(set.ready_timeout(Duration::from_secs(10)), Some(b));
+    assert!(matches!(rx_b.try_recv(), Err(TryRecvError::Disconnected)));
+    assert!(matches!(rx_a.try_recv(), Err(TryRecvError::Empty)));
+    assert_ne!(a, c);
+    finish(kid);
+}
+
+#[test]
+fn port_set_serves_a_rendezvous_member() {
+    let kid = spawn("rendezvous-sender");
+    let (_tx_a, rx_a) = conduit::unbounded::<u64>().unwrap();
+    let (tx, rx) = conduit::bounded::<u64>(0).unwrap();
+    kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    assert_eq!(report(&kid), outcome("Full"));
+    assert_eq!(report(&kid), outcome("Timeout"));
+    assert_eq!(report(&kid), FromChild::Blocking);
+    let mut set = PortSet::new();
+    set.add(&rx_a);
+    let r = set.add(&rx);
+    assert_eq!(set.ready_timeout(Duration::from_secs(10)), Some(r));
+    assert_eq!(rx.try_recv().unwrap(), 42);
+    assert_eq!(report(&kid), FromChild::Sent(1));
+    finish(kid);
+}
+
+#[test]
+fn call_waits_for_exactly_one_reply_and_reports_a_dropped_reply_right() {
+    let kid = spawn("server");
+    let (tx, rx) = conduit::bounded::<Request>(4).unwrap();
+    kid.tx.send(ToChild::Serve(rx)).unwrap();
+    let up = tx.call(|reply| Request::Upper("mach".into(), reply)).unwrap();
+    assert_eq!(up, "MACH");
+    let err = tx.call_timeout(Request::Ignore, Duration::from_secs(10)).unwrap_err();
+    assert!(matches!(err, conduit::CallError::NoReply), "{err:?}");
+    drop(tx);
+    finish(kid);
+}
+
+#[test]
+fn a_large_message_travels_out_of_line() {
+    const N: u64 = 4 << 20;
+    let kid = spawn("big");
+    let (tx, rx) = conduit::bounded::<Vec<u8>>(1).unwrap();
+    kid.tx.send(ToChild::SendBytes(tx, N)).unwrap();
+    let data = rx.recv().unwrap();
+    assert_eq!(data.len() as u64, N);
+    assert!(data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    finish(kid);
+}
+
+#[test]
+fn async_send_and_recv_inside_tokio() {
+    let kid = spawn("double");
+    let (to_tx, to_rx) = conduit::bounded::<u64>(1).unwrap();
+    let (back_tx, back_rx) = conduit::bounded::<u64>(1).unwrap();
+    kid.tx.send(ToChild::RecvU64(to_rx)).unwrap();
+    kid.tx.send(ToChild::SendU64(back_tx)).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        // Another task makes progress while ours waits: the runtime is not blocked.
+        let ticker = tokio::spawn(async { 7u8 });
+        for i in 0..50u64 {
+            to_tx.send_async(i).await.unwrap();
+            assert_eq!(back_rx.recv_async().await.unwrap(), i * 2);
+        }
+        assert_eq!(ticker.await.unwrap(), 7);
+    });
+    drop(to_tx);
+    rt.block_on(async {
+        assert!(matches!(back_rx.recv_async().await, Err(RecvError::Disconnected)));
+    });
+    finish(kid);
+}

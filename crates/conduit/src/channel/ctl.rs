@@ -1,0 +1,181 @@
+//! The channel's control block: one sealed 4 KiB memfd shared by the
+//! receiver and every sender, wherever they live.
+//!
+//! It holds the capacity and the credit counter, so that capacity is exact
+//! across processes without a round trip per message:
+//!
+//! * `bounded(n)`: `count` = messages sent and not yet received. A sender
+//!   takes a credit by raising it while it is below `n`; the receiver gives
+//!   one back after taking a message.
+//! * `bounded(0)` (rendezvous): `count` = receivers waiting right now. A
+//!   receiver entering `recv` offers a token; a sender may send only by
+//!   taking one, so a message is written only when a receiver is there.
+//! * `unbounded()`: `count` is unused.
+//!
+//! A sender that finds no credit registers in `waiters` and sleeps in
+//! `poll` on its socket; whoever makes a credit available while `waiters`
+//! is non-zero writes a one-byte-payload wake frame to the senders' side.
+//! `poll` wakes every sleeping sender on that socket, and a sender consumes
+//! a wake only after a failed check, so no wake-up is lost; and since it
+//! sleeps on the socket, it also sees the receiver die (`POLLHUP`) at once.
+//! When nobody waits, no syscall is made for flow control at all.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::error::WireError;
+use crate::sys::memory::{self, Mapping, SIZE_SEALS};
+use crate::sys::socket;
+use crate::wire::{self, Kind};
+
+const CTL_MAGIC: u32 = 0xC0D1_C7A1;
+const CTL_VERSION: u32 = 1;
+const CTL_LEN: usize = 4096;
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 4;
+const OFF_CAPACITY: usize = 8;
+// Hot counters on cache lines of their own.
+const OFF_COUNT: usize = 64;
+const OFF_WAITERS: usize = 128;
+const UNBOUNDED: u64 = u64::MAX;
+
+/// How many messages a channel buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capacity {
+    /// Rendezvous: a send completes only when a receiver takes it.
+    Zero,
+    /// At most `n` unreceived messages.
+    Bounded(u64),
+    /// No limit: `send` never blocks.
+    Unbounded,
+}
+
+/// A mapped control block.
+#[derive(Debug)]
+pub struct Ctl {
+    fd: OwnedFd,
+    map: Mapping,
+    capacity: Capacity,
+}
+
+impl Ctl {
+    /// A new control block for a channel of `capacity`.
+    pub fn create(capacity: Capacity) -> io::Result<Ctl> {
+        let fd = memory::memfd("conduit-ctl", CTL_LEN as u64)?;
+        memory::seal(fd.as_fd(), SIZE_SEALS)?;
+        let map = Mapping::new(fd.as_fd(), CTL_LEN)?;
+        let raw = match capacity {
+            Capacity::Zero => 0,
+            Capacity::Bounded(n) => n,
+            Capacity::Unbounded => UNBOUNDED,
+        };
+        map.atomic_u64(OFF_CAPACITY).store(raw, SeqCst);
+        map.atomic_u32(OFF_VERSION).store(CTL_VERSION, SeqCst);
+        map.atomic_u32(OFF_MAGIC).store(CTL_MAGIC, SeqCst);
+        Ok(Ctl { fd, map, capacity })
+    }
+
+    /// Map a control block received from another process, checking that it
+    /// is a sealed memfd of the right size and layout.
+    pub fn adopt(fd: OwnedFd, index: usize) -> Result<Ctl, WireError> {
+        let bad = |why| WireError::BadRight { index, why };
+        match memory::size_if_sealed(fd.as_fd(), SIZE_SEALS) {
+            Ok(Some(n)) if n == CTL_LEN as u64 => {}
+            Ok(Some(_)) => return Err(bad("control block has the wrong size")),
+            _ => return Err(bad("control block is not a sealed memfd")),
+        }
+        let map = Mapping::new(fd.as_fd(), CTL_LEN).map_err(|_| bad("control block cannot be mapped"))?;
+        if map.atomic_u32(OFF_MAGIC).load(SeqCst) != CTL_MAGIC
+            || map.atomic_u32(OFF_VERSION).load(SeqCst) != CTL_VERSION
+        {
+            return Err(bad("control block has a bad magic or version"));
+        }
+        let capacity = match map.atomic_u64(OFF_CAPACITY).load(SeqCst) {
+            0 => Capacity::Zero,
+            UNBOUNDED => Capacity::Unbounded,
+            n => Capacity::Bounded(n),
+        };
+        Ok(Ctl { fd, map, capacity })
+    }
+
+    /// The descriptor, to pass along with a right.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The channel's capacity.
+    pub fn capacity(&self) -> Capacity {
+        self.capacity
+    }
+
+    fn count(&self) -> &AtomicU64 {
+        self.map.atomic_u64(OFF_COUNT)
+    }
+
+    fn waiters(&self) -> &AtomicU32 {
+        self.map.atomic_u32(OFF_WAITERS)
+    }
+
+    /// Messages sent and not yet received (bounded channels).
+    pub fn queued(&self) -> u64 {
+        match self.capacity {
+            Capacity::Bounded(_) => self.count().load(SeqCst),
+            _ => 0,
+        }
+    }
+
+    /// Sender: take the right to write one message, if there is one now.
+    pub fn try_acquire(&self) -> bool {
+        let count = self.count();
+        match self.capacity {
+            Capacity::Unbounded => true,
+            Capacity::Bounded(n) => count.fetch_update(SeqCst, SeqCst, |c| (c < n).then_some(c + 1)).is_ok(),
+            Capacity::Zero => count.fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1)).is_ok(),
+        }
+    }
+
+    /// Sender: register as sleeping; the guard unregisters.
+    pub fn wait_guard(&self) -> WaitGuard<'_> {
+        self.waiters().fetch_add(1, SeqCst);
+        WaitGuard(self)
+    }
+
+    /// Receiver: one message was taken from a bounded channel.
+    pub fn release(&self, sock: BorrowedFd<'_>) {
+        if let Capacity::Bounded(_) = self.capacity {
+            // Saturating: a hostile sender may write without a credit.
+            let _ = self.count().fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1));
+            self.wake_senders(sock);
+        }
+    }
+
+    /// Receiver of a rendezvous channel: offer one token.
+    pub fn offer(&self, sock: BorrowedFd<'_>) {
+        self.count().fetch_add(1, SeqCst);
+        self.wake_senders(sock);
+    }
+
+    /// Receiver of a rendezvous channel: take the token back. `false` means
+    /// a sender already took it, so its message is on the way.
+    pub fn retract(&self) -> bool {
+        self.count().fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1)).is_ok()
+    }
+
+    fn wake_senders(&self, sock: BorrowedFd<'_>) {
+        if self.waiters().load(SeqCst) > 0 {
+            // A full socket means wakes are already pending: fine to drop.
+            let _ = socket::send_frame(sock, &[&wire::simple_frame(Kind::Wake, &[])], &[]);
+        }
+    }
+}
+
+/// Keeps a sender counted in `waiters` while it sleeps.
+pub struct WaitGuard<'a>(&'a Ctl);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.waiters().fetch_sub(1, SeqCst);
+    }
+}

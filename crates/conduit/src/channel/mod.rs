@@ -1,0 +1,97 @@
+//! Typed channels between processes: ports with rights.
+//!
+//! One API, after crossbeam-channel: [`Sender`] (a send right, clonable)
+//! and [`Receiver`] (the receive right, unique), with `send`, `try_send`,
+//! `send_timeout`, `send_deadline` and `recv`, `try_recv`, `recv_timeout`,
+//! `recv_deadline`, `iter`, `try_iter`; errors give the message back.
+//!
+//! Both halves work in any process: put one inside a message and the
+//! process that receives it can use it directly. The capacity is a
+//! property of the channel, enforced exactly across all processes:
+//!
+//! | constructor | capacity | `send` blocks while |
+//! |---|---|---|
+//! | [`bounded(0)`](bounded) | rendezvous | no receiver is waiting in `recv` |
+//! | [`bounded(n)`](bounded) | n messages | n messages are unreceived |
+//! | [`unbounded()`] | no limit | never |
+//!
+//! Underneath, a channel is an `AF_UNIX` `SOCK_SEQPACKET` socket pair plus
+//! a small sealed memfd control block ([`ctl`]) holding the credits. The
+//! path of a message: encode ([`codec`]) → take a credit ([`ctl`]) → write
+//! the frame, or queue it in the process's [`outbox`] if the kernel buffer
+//! is full → the receiver reads it, returns the credit, decodes.
+//!
+//! ```
+//! let (tx, rx) = conduit::bounded::<String>(4)?;
+//! tx.send("hello".to_string()).unwrap();
+//! assert_eq!(rx.recv().unwrap(), "hello");
+//! # Ok::<(), conduit::Error>(())
+//! ```
+
+#[cfg(feature = "tokio")]
+mod async_io;
+pub(crate) mod codec;
+pub(crate) mod ctl;
+mod error;
+pub(crate) mod outbox;
+mod receiver;
+mod select;
+mod sender;
+
+use std::os::fd::AsFd;
+
+use serde::{Deserialize, Serialize};
+
+pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use receiver::Receiver;
+pub use select::PortSet;
+pub use sender::{CallError, Sender};
+
+use crate::error::Error;
+use crate::sys::socket;
+use ctl::{Capacity, Ctl};
+
+fn with_capacity<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
+    let (send_end, recv_end) = socket::seqpacket_pair()?;
+    socket::set_passcred(recv_end.as_fd())?;
+    let ctl = Ctl::create(capacity)?;
+    let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
+    Ok((Sender::from_parts(send_end, ctl), Receiver::from_parts(recv_end, ctl2)))
+}
+
+/// A channel that holds at most `cap` unreceived messages; `bounded(0)` is
+/// a rendezvous, where `send` returns only once a receiver takes the
+/// message.
+pub fn bounded<T>(cap: usize) -> Result<(Sender<T>, Receiver<T>), Error> {
+    with_capacity(if cap == 0 { Capacity::Zero } else { Capacity::Bounded(cap as u64) })
+}
+
+/// A channel without a limit: `send` never blocks, whatever the receiver
+/// does. Messages the kernel cannot buffer yet wait in the sending
+/// process's outbox (see [`Sender::flush`]).
+pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
+    with_capacity(Capacity::Unbounded)
+}
+
+/// A send-once right: the reply half of a request/reply exchange
+/// ([`Sender::call`]). It can be used once ([`ReplyTo::send`] consumes
+/// it); dropping it unanswered tells the caller
+/// [`CallError::NoReply`].
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct ReplyTo<R> {
+    tx: Sender<R>,
+}
+
+impl<R> ReplyTo<R> {
+    pub(crate) fn new(tx: Sender<R>) -> Self {
+        ReplyTo { tx }
+    }
+}
+
+impl<R: Serialize> ReplyTo<R> {
+    /// Answer the call. Fails with `Disconnected` if the caller gave up.
+    pub fn send(self, reply: R) -> Result<(), SendError<R>> {
+        self.tx.send(reply)
+    }
+}

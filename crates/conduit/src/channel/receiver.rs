@@ -1,0 +1,285 @@
+//! The receive right.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::codec;
+use super::ctl::{Capacity, Ctl};
+use super::error::{RecvError, RecvFail, RecvTimeoutError, TryRecvError};
+use crate::error::{Error, WireError};
+use crate::rights::{self, PortFds, RightKind};
+use crate::sys::socket::{self, Credentials};
+use crate::sys::Wait;
+use crate::wire::MAX_FRAME;
+
+/// How long a rendezvous receiver that gave up waits for a message whose
+/// sender had already taken its token (normally microseconds).
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
+
+thread_local! {
+    static RECV_BUF: RefCell<Vec<u8>> = RefCell::new(vec![0u8; MAX_FRAME]);
+}
+
+/// The receive right: the one receiving half of a channel.
+///
+/// There is exactly one; it can be moved (also into a message, to another
+/// process) but not cloned. When it is dropped, or its process dies, every
+/// sender gets [`Disconnected`](super::SendError::Disconnected).
+pub struct Receiver<T> {
+    sock: OwnedFd,
+    ctl: Ctl,
+    /// Rendezvous only: we have a token out (offered, or taken by a sender
+    /// whose message has not been read yet).
+    token: AtomicBool,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> fmt::Debug for Receiver<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").field("capacity", &self.capacity()).finish_non_exhaustive()
+    }
+}
+
+impl<T> AsFd for Receiver<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+type Got<T> = (T, Option<Credentials>);
+
+impl<T> Receiver<T> {
+    pub(crate) fn from_parts(sock: OwnedFd, ctl: Ctl) -> Self {
+        Receiver { sock, ctl, token: AtomicBool::new(false), _t: PhantomData }
+    }
+
+    pub(crate) fn raw_parts(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
+        (self.sock.as_fd(), self.ctl.fd())
+    }
+
+    /// The channel's capacity: `Some(0)` for a rendezvous, `Some(n)` when
+    /// bounded, `None` when unbounded.
+    pub fn capacity(&self) -> Option<usize> {
+        match self.ctl.capacity() {
+            Capacity::Zero => Some(0),
+            Capacity::Bounded(n) => Some(n as usize),
+            Capacity::Unbounded => None,
+        }
+    }
+
+    /// Messages sent and not yet received (bounded channels; 0 otherwise).
+    pub fn len(&self) -> usize {
+        self.ctl.queued() as usize
+    }
+
+    /// True if no message waits (bounded channels; always true otherwise).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Rendezvous: tell senders a receiver is here (once per message).
+    pub(crate) fn begin(&self) {
+        if self.ctl.capacity() == Capacity::Zero && !self.token.swap(true, SeqCst) {
+            self.ctl.offer(self.sock.as_fd());
+        }
+    }
+
+    /// Rendezvous: take back an unused token. Returns `false` if a sender
+    /// took it, so its message is on the way and must be read.
+    pub(crate) fn retract(&self) -> bool {
+        if self.ctl.capacity() != Capacity::Zero || !self.token.load(SeqCst) {
+            return true;
+        }
+        if self.ctl.retract() {
+            self.token.store(false, SeqCst);
+            true
+        } else {
+            false
+        }
+    }
+
+    fn on_data(&self) {
+        match self.ctl.capacity() {
+            Capacity::Bounded(_) => self.ctl.release(self.sock.as_fd()),
+            Capacity::Zero => self.token.store(false, SeqCst),
+            Capacity::Unbounded => {}
+        }
+    }
+}
+
+impl<T: DeserializeOwned> Receiver<T> {
+    /// Read one frame if there is one (`Ok(None)` = nothing yet).
+    fn read(&self, block: bool) -> Result<Option<Got<T>>, RecvFail> {
+        let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if buf.len() < MAX_FRAME {
+            buf.resize(MAX_FRAME, 0);
+        }
+        let out = self.read_into(&mut buf, block);
+        RECV_BUF.with(|b| *b.borrow_mut() = buf);
+        out
+    }
+
+    fn read_into(&self, buf: &mut [u8], block: bool) -> Result<Option<Got<T>>, RecvFail> {
+        let rec = loop {
+            match socket::recv_frame(self.sock.as_fd(), buf, block) {
+                Ok(rec) => break rec,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+                // The last sender closed with wake frames unread: the kernel
+                // reports that once; the queued messages are still there.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                Err(e) => return Err(RecvFail::Failed(Error::Io(e))),
+            }
+        };
+        if rec.len == 0 && rec.fds.is_empty() {
+            // End of stream, or a (hostile) empty datagram.
+            return Err(if socket::peer_gone(self.sock.as_fd()).unwrap_or(true) {
+                RecvFail::Disconnected
+            } else {
+                RecvFail::Failed(WireError::Empty.into())
+            });
+        }
+        let creds = rec.creds;
+        let n = rec.len.min(buf.len());
+        match codec::decode(&buf[..n], rec, || self.on_data()) {
+            Ok(msg) => Ok(Some((msg, creds))),
+            Err(e) => Err(RecvFail::Failed(e)),
+        }
+    }
+
+    /// Stop waiting: retract a rendezvous token, or read the message of
+    /// the sender who took it.
+    fn give_up(&self) -> Result<Got<T>, RecvFail> {
+        if self.retract() {
+            return Err(RecvFail::Empty);
+        }
+        let grace = Wait::Until(Instant::now() + IN_FLIGHT_GRACE);
+        let _ = socket::poll(&[self.sock.as_fd()], grace);
+        // If it has still not come, the token stays ours: the next receive
+        // gets that message.
+        self.read(false)?.ok_or(RecvFail::Empty)
+    }
+
+    pub(crate) fn recv_with(&self, wait: Wait) -> Result<Got<T>, RecvFail> {
+        self.begin();
+        loop {
+            if let Some(got) = self.read(wait == Wait::Forever)? {
+                return Ok(got);
+            }
+            if wait != Wait::Never && !wait.expired() {
+                let ready = socket::poll(&[self.sock.as_fd()], wait).map_err(|e| RecvFail::Failed(e.into()))?;
+                if ready[0].readable || ready[0].hangup || wait == Wait::Forever {
+                    continue;
+                }
+            }
+            return self.give_up();
+        }
+    }
+
+    /// Wait for a message as long as it takes. Returns
+    /// [`RecvError::Disconnected`] once every sender is gone and the queue
+    /// is empty.
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.recv_with(Wait::Forever).map(|g| g.0).map_err(RecvFail::recv)
+    }
+
+    /// Take a message if one is there, without waiting.
+    pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        self.recv_with(Wait::Never).map(|g| g.0).map_err(RecvFail::try_recv)
+    }
+
+    /// Wait for a message at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvTimeoutError> {
+        self.recv_deadline(Instant::now() + timeout)
+    }
+
+    /// Wait for a message until `deadline` at most.
+    pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        self.recv_with(Wait::Until(deadline)).map(|g| g.0).map_err(RecvFail::recv_timeout)
+    }
+
+    /// Like [`recv`](Self::recv), and also say who sent the message: the
+    /// pid, uid and gid the kernel attached to it (`SCM_CREDENTIALS`).
+    pub fn recv_from(&self) -> Result<(T, Credentials), RecvError> {
+        let (msg, creds) = self.recv_with(Wait::Forever).map_err(RecvFail::recv)?;
+        Ok((msg, creds.ok_or_else(no_creds)?))
+    }
+
+    /// Like [`recv_timeout`](Self::recv_timeout), with the sender's credentials.
+    pub fn recv_from_timeout(&self, timeout: Duration) -> Result<(T, Credentials), RecvTimeoutError> {
+        let wait = Wait::Until(Instant::now() + timeout);
+        let (msg, creds) = self.recv_with(wait).map_err(RecvFail::recv_timeout)?;
+        Ok((msg, creds.ok_or_else(no_creds)?))
+    }
+
+    /// A blocking iterator; it ends when the channel is disconnected.
+    /// Frames that fail to decode are skipped.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || loop {
+            match self.recv() {
+                Ok(m) => return Some(m),
+                Err(RecvError::Disconnected) => return None,
+                Err(RecvError::Failed(_)) => continue,
+            }
+        })
+    }
+
+    /// An iterator over the messages there now; it never waits.
+    pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
+        std::iter::from_fn(move || loop {
+            match self.try_recv() {
+                Ok(m) => return Some(m),
+                Err(TryRecvError::Failed(_)) => continue,
+                Err(_) => return None,
+            }
+        })
+    }
+
+    /// Non-blocking read used by the async API (no token handling).
+    pub(crate) fn poll_read(&self) -> Result<Option<Got<T>>, RecvFail> {
+        self.read(false)
+    }
+}
+
+fn no_creds() -> Error {
+    Error::Io(std::io::Error::other("the kernel attached no credentials"))
+}
+
+impl RecvTimeoutError {
+    pub(crate) fn from_recv(e: RecvError) -> Self {
+        match e {
+            RecvError::Disconnected => RecvTimeoutError::Disconnected,
+            RecvError::Failed(e) => RecvTimeoutError::Failed(e),
+        }
+    }
+}
+
+impl<T> Serialize for Receiver<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.retract() {
+            return Err(serde::ser::Error::custom(
+                "a rendezvous receiver with a message in flight cannot be moved",
+            ));
+        }
+        let fds = socket::dup(&self.sock)
+            .and_then(|sock| Ok(PortFds { sock, ctl: socket::dup(self.ctl.fd())? }))
+            .map_err(serde::ser::Error::custom)?;
+        let index = rights::push(RightKind::Receive, fds).map_err(serde::ser::Error::custom)?;
+        s.serialize_u32(index)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Receiver<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        let (sock, ctl) = rights::take(index, RightKind::Receive).map_err(serde::de::Error::custom)?;
+        Ok(Receiver::from_parts(sock, ctl))
+    }
+}

@@ -1,0 +1,251 @@
+//! The send right.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::codec;
+use super::ctl::{Capacity, Ctl};
+use super::error::{SendError, SendFail, SendTimeoutError, TrySendError};
+use super::outbox::SenderCore;
+use crate::error::Error;
+use crate::rights::{self, PortFds, RightKind};
+use crate::sys::{Wait, socket};
+
+/// A send right: the sending half of a channel.
+///
+/// Clone it to get more send rights to the same port (clones in one
+/// process share one socket); put it inside a message to give another
+/// process a way to reach the receiver. When every send right, in every
+/// process, is gone, the receiver sees [`Disconnected`](super::RecvError::Disconnected)
+/// once it has drained the queue.
+pub struct Sender<T> {
+    pub(crate) core: Arc<SenderCore>,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        Sender { core: Arc::clone(&self.core), _t: PhantomData }
+    }
+}
+
+impl<T> fmt::Debug for Sender<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").field("capacity", &self.capacity()).finish_non_exhaustive()
+    }
+}
+
+impl<T> AsFd for Sender<T> {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.core.sock.as_fd()
+    }
+}
+
+impl<T> Sender<T> {
+    pub(crate) fn from_parts(sock: std::os::fd::OwnedFd, ctl: Ctl) -> Self {
+        Sender { core: SenderCore::new(sock, ctl), _t: PhantomData }
+    }
+
+    /// The channel's capacity: `Some(0)` for a rendezvous, `Some(n)` when
+    /// bounded, `None` when unbounded.
+    pub fn capacity(&self) -> Option<usize> {
+        match self.core.ctl.capacity() {
+            Capacity::Zero => Some(0),
+            Capacity::Bounded(n) => Some(n as usize),
+            Capacity::Unbounded => None,
+        }
+    }
+
+    /// Messages sent and not yet received (bounded channels; 0 otherwise).
+    pub fn len(&self) -> usize {
+        self.core.ctl.queued() as usize
+    }
+
+    /// True if no message waits (bounded channels; always true otherwise).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Block until every message this process sent has left its outbox for
+    /// the kernel (see the `outbox` module); useful before exiting.
+    pub fn flush(&self) {
+        self.core.flush();
+    }
+
+    /// True if the receiver is gone.
+    pub fn is_disconnected(&self) -> bool {
+        socket::peer_gone(self.core.sock.as_fd()).unwrap_or(true)
+    }
+
+    /// Wait for the right to write one message (a credit or a rendezvous
+    /// token), sleeping in `poll` on the socket so that the receiver's
+    /// death ends the wait at once.
+    fn acquire(&self, wait: Wait) -> Result<(), SendFail> {
+        let ctl = &self.core.ctl;
+        let sock = self.core.sock.as_fd();
+        loop {
+            if ctl.try_acquire() {
+                return Ok(());
+            }
+            if wait == Wait::Never {
+                return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
+            }
+            let guard = ctl.wait_guard();
+            if ctl.try_acquire() {
+                return Ok(());
+            }
+            if wait.expired() {
+                return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
+            }
+            let ready = socket::poll(&[sock], wait).map_err(|e| SendFail::Failed(e.into()))?[0];
+            drop(guard);
+            if ready.hangup {
+                return Err(SendFail::Disconnected);
+            }
+            if ready.readable {
+                self.consume_wake()?;
+            }
+        }
+    }
+
+    /// Take one wake frame off the senders' side of the socket.
+    pub(crate) fn consume_wake(&self) -> Result<(), SendFail> {
+        let mut buf = [0u8; 64];
+        match socket::recv_frame(self.core.sock.as_fd(), &mut buf, false) {
+            Ok(r) if r.len == 0 && r.fds.is_empty() => Err(SendFail::Disconnected),
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(SendFail::Failed(e.into())),
+        }
+    }
+
+    pub(crate) fn try_acquire_now(&self) -> bool {
+        self.core.ctl.try_acquire()
+    }
+
+    pub(crate) fn wait_guard(&self) -> super::ctl::WaitGuard<'_> {
+        self.core.ctl.wait_guard()
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    pub(crate) fn send_with(&self, msg: &T, wait: Wait) -> Result<(), SendFail> {
+        let frame = codec::encode(msg).map_err(SendFail::Failed)?;
+        self.acquire(wait)?;
+        self.core.write(frame)
+    }
+
+    /// Send, waiting for room (bounded) or for a receiver (rendezvous) as
+    /// long as it takes. Fails only if the receiver is gone or the message
+    /// cannot be encoded; the error gives the message back.
+    pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
+        self.send_with(&msg, Wait::Forever).map_err(|f| f.send(msg))
+    }
+
+    /// Send only if it can be done without waiting: returns
+    /// [`TrySendError::Full`] when the channel is full, or, for a
+    /// rendezvous, when no receiver is waiting.
+    pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
+        self.send_with(&msg, Wait::Never).map_err(|f| f.try_send(msg))
+    }
+
+    /// Send, waiting at most `timeout`.
+    pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
+        self.send_deadline(msg, Instant::now() + timeout)
+    }
+
+    /// Send, waiting until `deadline` at most.
+    pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
+        self.send_with(&msg, Wait::Until(deadline)).map_err(|f| f.send_timeout(msg))
+    }
+
+    /// Send a request carrying a send-once reply right, and wait for
+    /// exactly one reply (Mach's `msg_rpc`). `make` builds the request
+    /// around the reply right. If the server drops the right without
+    /// answering, or dies, the call fails with [`CallError::NoReply`].
+    pub fn call<R, F>(&self, make: F) -> Result<R, CallError>
+    where
+        R: Serialize + DeserializeOwned,
+        F: FnOnce(super::ReplyTo<R>) -> T,
+    {
+        self.call_deadline(make, None)
+    }
+
+    /// [`call`](Self::call) with a time limit on the whole exchange.
+    pub fn call_timeout<R, F>(&self, make: F, timeout: Duration) -> Result<R, CallError>
+    where
+        R: Serialize + DeserializeOwned,
+        F: FnOnce(super::ReplyTo<R>) -> T,
+    {
+        self.call_deadline(make, Some(Instant::now() + timeout))
+    }
+
+    fn call_deadline<R, F>(&self, make: F, deadline: Option<Instant>) -> Result<R, CallError>
+    where
+        R: Serialize + DeserializeOwned,
+        F: FnOnce(super::ReplyTo<R>) -> T,
+    {
+        let (reply_tx, reply_rx) = super::bounded::<R>(1).map_err(CallError::Failed)?;
+        let request = make(super::ReplyTo::new(reply_tx));
+        let wait = deadline.map_or(Wait::Forever, Wait::Until);
+        match self.send_with(&request, wait) {
+            Ok(()) => {}
+            Err(SendFail::Full) => return Err(CallError::Timeout),
+            Err(SendFail::Disconnected) => return Err(CallError::Disconnected),
+            Err(SendFail::Failed(e)) => return Err(CallError::Failed(e)),
+        }
+        // Our copy of the reply right must go, so that a server that drops
+        // its copy makes the wait below end.
+        drop(request);
+        let got = match deadline {
+            None => reply_rx.recv().map_err(super::RecvTimeoutError::from_recv),
+            Some(d) => reply_rx.recv_deadline(d),
+        };
+        got.map_err(|e| match e {
+            super::RecvTimeoutError::Timeout => CallError::Timeout,
+            super::RecvTimeoutError::Disconnected => CallError::NoReply,
+            super::RecvTimeoutError::Failed(e) => CallError::Failed(e),
+        })
+    }
+}
+
+/// Why a [`Sender::call`] got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The server's port is gone.
+    #[error("the server's port is disconnected")]
+    Disconnected,
+    /// The server dropped the reply right without answering, or died.
+    #[error("the server dropped the reply right without answering")]
+    NoReply,
+    /// The time limit passed.
+    #[error("the call timed out")]
+    Timeout,
+    /// Encoding, decoding or a system error.
+    #[error("call failed: {0}")]
+    Failed(Error),
+}
+
+impl<T> Serialize for Sender<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let fds = socket::dup(&self.core.sock)
+            .and_then(|sock| Ok(PortFds { sock, ctl: socket::dup(self.core.ctl.fd())? }))
+            .map_err(serde::ser::Error::custom)?;
+        let index = rights::push(RightKind::Send, fds).map_err(serde::ser::Error::custom)?;
+        s.serialize_u32(index)
+    }
+}
+
+impl<'de, T> Deserialize<'de> for Sender<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(d)?;
+        let (sock, ctl) = rights::take(index, RightKind::Send).map_err(serde::de::Error::custom)?;
+        Ok(Sender::from_parts(sock, ctl))
+    }
+}

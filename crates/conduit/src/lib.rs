@@ -1,0 +1,47 @@
+//! # conduit
+//!
+//! Inter-process communication for Linux, the way the operating-systems
+//! textbook describes it and the way production systems need it.
+//!
+//! * [`channel`]: typed channels between processes — Mach-style ports with
+//!   rights. [`bounded`], [`unbounded`], rendezvous (`bounded(0)`); send
+//!   rights ([`Sender`]) and the receive right ([`Receiver`]) travel inside
+//!   messages; [`PortSet`] waits on many; [`Sender::call`] with a
+//!   send-once [`ReplyTo`]; [`Receiver::recv_from`] names the sender.
+//! * [`process`]: spawn a child with a link already connected; children
+//!   are reaped and their exit arrives as a message.
+//! * [`wire`]: the frame format (also in `docs/WIRE.md`).
+//!
+//! ```
+//! use conduit::{bounded, Sender};
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Serialize, Deserialize)]
+//! enum Request { Add(i64, i64, conduit::ReplyTo<i64>) }
+//!
+//! let (tx, rx) = bounded::<Request>(8)?;
+//! let server = std::thread::spawn(move || {
+//!     for Request::Add(a, b, reply) in rx.iter() {
+//!         reply.send(a + b).unwrap();
+//!     }
+//! });
+//! assert_eq!(tx.call(|reply| Request::Add(2, 3, reply)).unwrap(), 5);
+//! drop(tx);
+//! server.join().unwrap();
+//! # Ok::<(), conduit::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod channel;
+pub mod error;
+pub mod process;
+mod rights;
+mod sys;
+pub mod wire;
+
+pub use channel::{
+    CallError, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError,
+    Sender, TryRecvError, TrySendError, bounded, unbounded,
+};
+pub use error::{Error, WireError};
+pub use sys::socket::Credentials;

@@ -1,0 +1,285 @@
+//! Spawning processes with a link already set up (M9.1, M9.2).
+//!
+//! The safe form of `fork` + ordinary pipe: [`Command::spawn`] starts a
+//! program with a pair of typed channels to it already connected; the
+//! child picks up its ends with one call to [`parent`]. Every child is
+//! reaped by a reaper thread, so none lingers as a zombie, and its exit
+//! status arrives as a message ([`Child::exits`]), which a
+//! [`PortSet`](crate::PortSet) can wait on alongside other ports.
+//!
+//! ```no_run
+//! use conduit::process::{self, Command};
+//! // parent
+//! let mut linked = Command::new("/proc/self/exe").arg("child").spawn::<String, usize>()?;
+//! linked.tx.send("hello".into()).unwrap();
+//! let len: usize = linked.rx.recv().unwrap();
+//! let exit = linked.child.wait()?;
+//! // child (in its main)
+//! let (tx, rx) = process::parent::<usize, String>()?;
+//! tx.send(rx.recv().unwrap().len()).unwrap();
+//! # Ok::<(), conduit::Error>(())
+//! ```
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::ctl::Ctl;
+use crate::channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
+use crate::error::Error;
+use crate::sys::process as sysproc;
+
+/// The environment variable naming the inherited link descriptors:
+/// `PARENT_PID:recv_sock,recv_ctl,send_sock,send_ctl`.
+pub const LINK_VAR: &str = "CONDUIT_LINK";
+
+/// How a child ended, delivered as a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The child's pid.
+    pub pid: u32,
+    /// Exit code, if it exited normally.
+    pub code: Option<i32>,
+    /// Signal number, if a signal killed it.
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    /// True for a normal exit with code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// A builder for a child process with a link to this one.
+#[derive(Debug)]
+pub struct Command {
+    cmd: std::process::Command,
+    kill_on_parent_death: bool,
+}
+
+/// A spawned child and this side's ends of the link.
+#[derive(Debug)]
+pub struct Linked<Tx, Rx> {
+    /// The child process.
+    pub child: Child,
+    /// Sends to the child (its [`parent`] receiver).
+    pub tx: Sender<Tx>,
+    /// Receives from the child (its [`parent`] sender).
+    pub rx: Receiver<Rx>,
+}
+
+impl Command {
+    /// A command running `program`.
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        let mut cmd = std::process::Command::new(program);
+        cmd.env_remove(LINK_VAR);
+        Command { cmd, kill_on_parent_death: false }
+    }
+
+    /// Add an argument.
+    pub fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.arg(arg);
+        self
+    }
+
+    /// Add arguments.
+    pub fn args<I, S>(&mut self, args: I) -> &mut Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.cmd.args(args);
+        self
+    }
+
+    /// Set an environment variable for the child.
+    pub fn env(&mut self, key: impl AsRef<OsStr>, val: impl AsRef<OsStr>) -> &mut Self {
+        self.cmd.env(key, val);
+        self
+    }
+
+    /// Set the child's working directory.
+    pub fn current_dir(&mut self, dir: impl AsRef<Path>) -> &mut Self {
+        self.cmd.current_dir(dir);
+        self
+    }
+
+    /// The child's standard input.
+    pub fn stdin(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stdin(cfg);
+        self
+    }
+
+    /// The child's standard output.
+    pub fn stdout(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stdout(cfg);
+        self
+    }
+
+    /// The child's standard error.
+    pub fn stderr(&mut self, cfg: impl Into<Stdio>) -> &mut Self {
+        self.cmd.stderr(cfg);
+        self
+    }
+
+    /// Kill the child (SIGKILL) if the thread that spawned it ends
+    /// (`PR_SET_PDEATHSIG`). Off by default.
+    pub fn kill_on_parent_death(&mut self, yes: bool) -> &mut Self {
+        self.kill_on_parent_death = yes;
+        self
+    }
+
+    /// Spawn the child with a link: `Tx` is what this side sends, `Rx`
+    /// what it receives. The child calls [`parent::<Rx, Tx>()`](parent).
+    /// Both directions are unbounded channels.
+    pub fn spawn<Tx, Rx>(&mut self) -> Result<Linked<Tx, Rx>, Error> {
+        let (tx, child_rx) = unbounded::<Tx>()?;
+        let (child_tx, rx) = unbounded::<Rx>()?;
+        let (a, b) = child_rx.raw_parts();
+        let (c, d) = (child_tx.core.sock.as_fd(), child_tx.core.ctl.fd());
+        let raws = vec![sysproc::raw(&a), sysproc::raw(&b), sysproc::raw(&c), sysproc::raw(&d)];
+        let var = format!("{}:{},{},{},{}", sysproc::getpid(), raws[0], raws[1], raws[2], raws[3]);
+        self.cmd.env(LINK_VAR, var);
+        sysproc::inherit_fds(&mut self.cmd, raws, self.kill_on_parent_death);
+        let spawned = self.cmd.spawn();
+        self.cmd.env_remove(LINK_VAR);
+        let std_child = spawned?;
+        // The child has its own copies now.
+        drop(child_rx);
+        drop(child_tx);
+        let child = Child::adopt(std_child)?;
+        Ok(Linked { child, tx, rx })
+    }
+}
+
+/// A child process, reaped by a thread of this process when it ends.
+#[derive(Debug)]
+pub struct Child {
+    pid: u32,
+    pidfd: OwnedFd,
+    exits: Receiver<Exit>,
+    status: Option<Exit>,
+}
+
+impl Child {
+    fn adopt(mut child: std::process::Child) -> Result<Child, Error> {
+        let pid = child.id();
+        // Opened before the reaper can reap, so it names this very process.
+        let pidfd = sysproc::pidfd(pid)?;
+        let (exit_tx, exits) = unbounded::<Exit>()?;
+        std::thread::Builder::new().name("conduit-reaper".into()).spawn(move || {
+            let exit = match child.wait() {
+                Ok(st) => Exit { pid, code: st.code(), signal: st.signal() },
+                Err(_) => Exit { pid, code: None, signal: None },
+            };
+            let _ = exit_tx.send(exit);
+        })?;
+        Ok(Child { pid, pidfd, exits, status: None })
+    }
+
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Kill the child with SIGKILL (through a pidfd: never another process
+    /// that reused the pid).
+    pub fn kill(&self) -> Result<(), Error> {
+        Ok(sysproc::pidfd_kill(self.pidfd.as_fd())?)
+    }
+
+    /// The port on which the child's [`Exit`] arrives (once), for use in a
+    /// [`PortSet`](crate::PortSet).
+    pub fn exits(&self) -> &Receiver<Exit> {
+        &self.exits
+    }
+
+    fn got(&mut self, exit: Exit) -> Exit {
+        self.status = Some(exit);
+        exit
+    }
+
+    /// Wait for the child to end; it has been reaped when this returns.
+    pub fn wait(&mut self) -> Result<Exit, Error> {
+        if let Some(e) = self.status {
+            return Ok(e);
+        }
+        match self.exits.recv() {
+            Ok(e) => Ok(self.got(e)),
+            Err(e) => Err(Error::Link(e.to_string())),
+        }
+    }
+
+    /// The exit, if the child has ended.
+    pub fn try_wait(&mut self) -> Result<Option<Exit>, Error> {
+        if let Some(e) = self.status {
+            return Ok(Some(e));
+        }
+        match self.exits.try_recv() {
+            Ok(e) => Ok(Some(self.got(e))),
+            Err(TryRecvError::Empty) => Ok(None),
+            Err(e) => Err(Error::Link(e.to_string())),
+        }
+    }
+
+    /// Wait at most `timeout` for the child to end.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<Exit>, Error> {
+        if let Some(e) = self.status {
+            return Ok(Some(e));
+        }
+        match self.exits.recv_deadline(Instant::now() + timeout) {
+            Ok(e) => Ok(Some(self.got(e))),
+            Err(RecvTimeoutError::Timeout) => Ok(None),
+            Err(e) => Err(Error::Link(e.to_string())),
+        }
+    }
+}
+
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// In a child spawned by [`Command::spawn`]: this side's ends of the link
+/// to the parent. `Tx` is what the child sends, `Rx` what it receives. Can
+/// be called once per process.
+pub fn parent<Tx, Rx>() -> Result<(Sender<Tx>, Receiver<Rx>), Error>
+where
+    Tx: Serialize,
+    Rx: DeserializeOwned,
+{
+    let var = std::env::var(LINK_VAR)
+        .map_err(|_| Error::Link(format!("{LINK_VAR} is not set: not spawned by conduit::process::Command")))?;
+    let bad = || Error::Link(format!("{LINK_VAR}={var:?} is malformed"));
+    let (ppid, fds) = var.split_once(':').ok_or_else(bad)?;
+    if ppid.parse::<u32>().ok() != sysproc::getppid() {
+        return Err(Error::Link(format!("{LINK_VAR} was meant for a child of pid {ppid}, not of this process's parent")));
+    }
+    let fds: Vec<i32> = fds.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
+    if fds.len() != 4 {
+        return Err(bad());
+    }
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(Error::Link("the parent link was already taken".into()));
+    }
+    let mut owned: Vec<OwnedFd> = Vec::with_capacity(4);
+    for fd in fds {
+        owned.push(sysproc::adopt_inherited(fd)?);
+    }
+    let mut it = owned.into_iter();
+    let mut next = || it.next().expect("four descriptors");
+    let (rs, rc, ss, sc) = (next(), next(), next(), next());
+    let rx = Receiver::from_parts(rs, Ctl::adopt(rc, 0)?);
+    let tx = Sender::from_parts(ss, Ctl::adopt(sc, 1)?);
+    Ok((tx, rx))
+}
+
+/// True if this process was spawned by [`Command::spawn`] and has a link.
+pub fn is_linked() -> bool {
+    std::env::var_os(LINK_VAR).is_some()
+}

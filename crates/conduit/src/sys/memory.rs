@@ -1,0 +1,130 @@
+//! Anonymous, sealed memory files (`memfd`) and shared mappings.
+
+use std::ffi::c_void;
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+
+/// Seals that fix a memfd's size for good.
+pub const SIZE_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::SEAL);
+
+/// Seals that also make its content immutable.
+pub const CONTENT_SEALS: SealFlags = SIZE_SEALS.union(SealFlags::WRITE);
+
+/// A new anonymous memory file of `len` bytes, zero-filled, close-on-exec,
+/// sealable. Nothing appears in any file system.
+pub fn memfd(name: &str, len: u64) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    rustix::fs::ftruncate(&fd, len)?;
+    Ok(fd)
+}
+
+/// Add `seals` to a memfd.
+pub fn seal(fd: BorrowedFd<'_>, seals: SealFlags) -> io::Result<()> {
+    Ok(rustix::fs::fcntl_add_seals(fd, seals)?)
+}
+
+/// Size of a file and whether it carries all of `seals`.
+pub fn size_if_sealed(fd: BorrowedFd<'_>, seals: SealFlags) -> io::Result<Option<u64>> {
+    let have = match rustix::fs::fcntl_get_seals(fd) {
+        Ok(s) => s,
+        Err(rustix::io::Errno::INVAL) => return Ok(None), // not a memfd
+        Err(e) => return Err(e.into()),
+    };
+    if !have.contains(seals) {
+        return Ok(None);
+    }
+    Ok(Some(rustix::fs::fstat(fd)?.st_size as u64))
+}
+
+/// A memfd holding exactly `data`, sealed against any change.
+pub fn sealed_copy(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut file = File::from(fd);
+    file.write_all(data)?;
+    let fd = OwnedFd::from(file);
+    seal(fd.as_fd(), CONTENT_SEALS)?;
+    Ok(fd)
+}
+
+/// Read the whole content of a (sealed) memfd.
+pub fn read_all(fd: OwnedFd, len: usize) -> io::Result<Vec<u8>> {
+    let mut file = File::from(fd);
+    file.rewind()?;
+    let mut out = vec![0u8; len];
+    file.read_exact(&mut out)?;
+    Ok(out)
+}
+
+/// A `MAP_SHARED`, read-write mapping of a whole memory file.
+///
+/// The mapping stays valid for the life of this value, whatever happens to
+/// the descriptor it came from; it is unmapped on drop.
+#[derive(Debug)]
+pub struct Mapping {
+    ptr: NonNull<c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; all access from this crate
+// goes through atomics (`atomic_u32`/`atomic_u64`), which are Sync.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Map `len` bytes of `fd` shared and read-write.
+    pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks; it aliases
+        // no Rust object. Callers only reach it through atomics.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )?
+        };
+        let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapping { ptr, len })
+    }
+
+    fn check(&self, offset: usize, size: usize) {
+        assert!(offset % size == 0, "misaligned atomic at offset {offset}");
+        assert!(offset + size <= self.len, "atomic at offset {offset} outside the mapping");
+    }
+
+    /// The 32-bit atomic at `offset` (aligned, inside the mapping).
+    pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4);
+        // SAFETY: in bounds and aligned (checked above); page-aligned base;
+        // the memory lives as long as `self`; other processes touch it only
+        // atomically as well, so no data race in the Rust sense.
+        unsafe { &*(self.ptr.as_ptr().cast::<u8>().add(offset).cast::<AtomicU32>()) }
+    }
+
+    /// The 64-bit atomic at `offset` (aligned, inside the mapping).
+    pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        self.check(offset, 8);
+        // SAFETY: as for `atomic_u32`.
+        unsafe { &*(self.ptr.as_ptr().cast::<u8>().add(offset).cast::<AtomicU64>()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: we own this mapping and no reference into it outlives
+        // `self` (accessors borrow `self`).
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr(), self.len) };
+    }
+}

@@ -1,0 +1,38 @@
+//! The only place where conduit talks to the kernel.
+//!
+//! Every system call goes through [`rustix`]; every `unsafe` block of the
+//! crate lives in this module tree and carries a `// SAFETY:` comment. The
+//! rest of the crate sees typed, safe functions over `OwnedFd`/`BorrowedFd`.
+
+pub mod memory;
+pub mod process;
+pub mod socket;
+
+use std::time::{Duration, Instant};
+
+/// How long a blocking operation may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Return at once.
+    Never,
+    /// Wait until this instant.
+    Until(Instant),
+    /// Wait as long as it takes.
+    Forever,
+}
+
+impl Wait {
+    /// The time left, `None` meaning "no limit"; `Some(ZERO)` once passed.
+    pub fn remaining(self) -> Option<Duration> {
+        match self {
+            Wait::Never => Some(Duration::ZERO),
+            Wait::Until(t) => Some(t.saturating_duration_since(Instant::now())),
+            Wait::Forever => None,
+        }
+    }
+
+    /// True when the deadline has passed (never true for `Forever`).
+    pub fn expired(self) -> bool {
+        self.remaining() == Some(Duration::ZERO)
+    }
+}

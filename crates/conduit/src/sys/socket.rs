@@ -1,0 +1,205 @@
+//! `AF_UNIX` `SOCK_SEQPACKET` sockets: pairs, framed send/receive with
+//! `SCM_RIGHTS` and `SCM_CREDENTIALS`, and `poll`.
+
+use std::io;
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+use super::Wait;
+
+/// Most descriptors that one frame may carry (the kernel's `SCM_MAX_FD` is 253).
+pub const MAX_FDS: usize = 200;
+
+/// Kernel-verified identity of the process that sent a message
+/// (`SCM_CREDENTIALS`, filled in by the kernel, not by the sender).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Credentials {
+    /// Process id of the sender at the time of sending.
+    pub pid: u32,
+    /// Effective user id of the sender.
+    pub uid: u32,
+    /// Effective group id of the sender.
+    pub gid: u32,
+}
+
+/// A connected pair of `SOCK_SEQPACKET` sockets, close-on-exec and blocking.
+pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((a, b))
+}
+
+/// Ask the kernel to attach the sender's credentials to every message
+/// received on `fd`.
+pub fn set_passcred(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_passcred(fd, true)?)
+}
+
+/// Send one datagram made of `parts`, with `fds` attached, never blocking
+/// and never raising `SIGPIPE`. `WouldBlock` means the socket buffer is full.
+pub fn send_frame(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let iov: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"));
+    }
+    let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+    let sent = rustix::net::sendmsg(fd, &iov, &mut control, flags)?;
+    let want: usize = parts.iter().map(|p| p.len()).sum();
+    if sent != want {
+        // SOCK_SEQPACKET sends whole records or fails; this cannot happen.
+        return Err(io::Error::other("short write on a seqpacket socket"));
+    }
+    Ok(())
+}
+
+/// What one `recvmsg` brought.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Bytes of the datagram (the whole datagram length, even if truncated).
+    pub len: usize,
+    /// The datagram was longer than the buffer.
+    pub truncated: bool,
+    /// Descriptors did not fit in the control buffer (they were closed).
+    pub fds_truncated: bool,
+    /// Descriptors that came with it, already owned (closed on drop).
+    pub fds: Vec<OwnedFd>,
+    /// The sender, if the socket has `SO_PASSCRED`.
+    pub creds: Option<Credentials>,
+}
+
+/// Receive one datagram into `buf`. `block` chooses a blocking receive;
+/// otherwise `WouldBlock` means "nothing there".
+pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8], block: bool) -> io::Result<Received> {
+    let mut space = [MaybeUninit::<u8>::uninit();
+        rustix::cmsg_space!(ScmRights(MAX_FDS), ScmCredentials(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::TRUNC;
+    if !block {
+        flags |= RecvFlags::DONTWAIT;
+    }
+    let msg = loop {
+        match rustix::net::recvmsg(fd, &mut iov, &mut control, flags) {
+            Err(rustix::io::Errno::INTR) => continue,
+            other => break other?,
+        }
+    };
+    let mut out = Received {
+        len: msg.bytes,
+        truncated: msg.flags.contains(ReturnFlags::TRUNC),
+        fds_truncated: msg.flags.contains(ReturnFlags::CTRUNC),
+        ..Received::default()
+    };
+    for m in control.drain() {
+        match m {
+            RecvAncillaryMessage::ScmRights(fds) => out.fds.extend(fds),
+            RecvAncillaryMessage::ScmCredentials(c) => {
+                out.creds = Some(Credentials {
+                    pid: c.pid.as_raw_nonzero().get() as u32,
+                    uid: c.uid.as_raw(),
+                    gid: c.gid.as_raw(),
+                })
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Readiness reported by [`poll`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    /// Data (or end of stream) can be read.
+    pub readable: bool,
+    /// The peer has gone (`POLLHUP`/`POLLERR`).
+    pub hangup: bool,
+}
+
+fn timespec(d: Duration) -> Timespec {
+    Timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    }
+}
+
+/// Wait until one of `fds` is readable or hung up, or `wait` runs out.
+/// Returns one entry per descriptor; all `false` on timeout.
+pub fn poll(fds: &[BorrowedFd<'_>], wait: Wait) -> io::Result<Vec<Ready>> {
+    let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
+    loop {
+        let ts = wait.remaining().map(timespec);
+        match rustix::event::poll(&mut pfds, ts.as_ref()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => break,
+        }
+    }
+    Ok(pfds
+        .iter()
+        .map(|p| {
+            let r = p.revents();
+            Ready {
+                readable: r.contains(PollFlags::IN),
+                hangup: r.intersects(PollFlags::HUP | PollFlags::ERR),
+            }
+        })
+        .collect())
+}
+
+/// Wait until `fd` can take more data (`POLLOUT`) or has hung up.
+pub fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let mut pfd = [PollFd::new(&fd, PollFlags::OUT)];
+    loop {
+        match rustix::event::poll(&mut pfd, None) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+/// True if the peer of `fd` has closed its end.
+pub fn peer_gone(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    Ok(poll(&[fd], Wait::Never)?[0].hangup)
+}
+
+/// Duplicate a descriptor (close-on-exec).
+pub fn dup(fd: impl AsFd) -> io::Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}
+
+/// True if `fd` is a Unix-domain `SOCK_SEQPACKET` socket.
+pub fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> bool {
+    matches!(rustix::net::sockopt::socket_type(fd), Ok(SocketType::SEQPACKET))
+        && matches!(rustix::net::sockopt::socket_domain(fd), Ok(AddressFamily::UNIX))
+}
+
+/// Wait, as an async task on the current tokio runtime, until `fd` is
+/// readable or hung up.
+#[cfg(feature = "tokio")]
+pub async fn readable_async(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+    // A private duplicate: the reactor registration is ours alone.
+    let own = dup(fd)?;
+    // SAFETY: `own` is an open descriptor owned by the AsyncFd for its whole
+    // life; nobody else can close or replace it.
+    let afd = unsafe { AsyncFd::register_with_interest(own, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
+    let _guard = afd.readable().await?;
+    Ok(())
+}

@@ -1,0 +1,191 @@
+//! The wire format: one `SOCK_SEQPACKET` datagram per frame.
+//!
+//! ```text
+//!  0      2     3     4       6        8          12        16
+//!  +------+-----+-----+-------+--------+----------+---------+---------------+----------+
+//!  |magic | ver |kind | flags | rights |  length  | crc32c  | payload (len) | rights   |
+//!  |C0D1  |  1  |     |       |  (n)   |  (u32)   |         | postcard      | n bytes  |
+//!  +------+-----+-----+-------+--------+----------+---------+---------------+----------+
+//! ```
+//!
+//! All integers little-endian. `crc32c` covers header bytes 0..12, the
+//! payload and the rights table. With the `OUT_OF_LINE` flag the payload is
+//! not in the datagram but in a sealed memfd passed as the last descriptor.
+//! Each right travels as two descriptors (`SCM_RIGHTS`): the socket and the
+//! channel's control block. See `docs/WIRE.md`.
+
+use crate::error::WireError;
+
+/// First two bytes of every frame.
+pub const MAGIC: u16 = 0xC0D1;
+/// The wire-format version this build speaks.
+pub const VERSION: u8 = 1;
+/// Bytes in the fixed header.
+pub const HEADER_LEN: usize = 16;
+/// Payloads up to this size travel inside the datagram.
+pub const INLINE_MAX: usize = 64 * 1024;
+/// Largest payload a message may have (out of line above [`INLINE_MAX`]).
+pub const MAX_PAYLOAD: usize = 1 << 30;
+/// Most rights (ports) one message may carry.
+pub const MAX_RIGHTS: usize = 64;
+/// Descriptors per right: socket and control block.
+pub const FDS_PER_RIGHT: usize = 2;
+/// Largest datagram a receiver accepts.
+pub const MAX_FRAME: usize = HEADER_LEN + INLINE_MAX + MAX_RIGHTS;
+
+/// Frame kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// A message, receiver-bound.
+    Data = 1,
+    /// "Look again": receiver to senders, when room or a rendezvous opened.
+    Wake = 2,
+}
+
+/// Flag: the payload is in a sealed memfd, the last descriptor.
+pub const OUT_OF_LINE: u16 = 1;
+const KNOWN_FLAGS: u16 = OUT_OF_LINE;
+
+/// A parsed header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Frame kind.
+    pub kind: Kind,
+    /// Flag bits.
+    pub flags: u16,
+    /// Number of rights carried.
+    pub rights: usize,
+    /// Payload length.
+    pub len: usize,
+    /// Checksum of header bytes 0..12, payload and rights table.
+    pub crc: u32,
+}
+
+impl Header {
+    /// True if the payload is out of line.
+    pub fn out_of_line(&self) -> bool {
+        self.flags & OUT_OF_LINE != 0
+    }
+
+    /// Descriptors the frame must come with.
+    pub fn expected_fds(&self) -> usize {
+        self.rights * FDS_PER_RIGHT + usize::from(self.out_of_line())
+    }
+}
+
+/// Write a header in place into `buf[..16]`. The checksum is computed over
+/// `buf[..12]`, then `payload`, then `rights`.
+pub fn write_header(buf: &mut [u8], kind: Kind, flags: u16, payload: &[u8], rights: &[u8]) {
+    buf[0..2].copy_from_slice(&MAGIC.to_le_bytes());
+    buf[2] = VERSION;
+    buf[3] = kind as u8;
+    buf[4..6].copy_from_slice(&flags.to_le_bytes());
+    buf[6..8].copy_from_slice(&(rights.len() as u16).to_le_bytes());
+    buf[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    let crc = checksum(&buf[..12], payload, rights);
+    buf[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The frame checksum.
+pub fn checksum(head: &[u8], payload: &[u8], rights: &[u8]) -> u32 {
+    let c = crc32c::crc32c(head);
+    let c = crc32c::crc32c_append(c, payload);
+    crc32c::crc32c_append(c, rights)
+}
+
+/// A whole frame for a message without rights and with an inline payload
+/// (used for wake frames and by tests that forge frames).
+pub fn simple_frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN + payload.len()];
+    buf[HEADER_LEN..].copy_from_slice(payload);
+    let (head, body) = buf.split_at_mut(HEADER_LEN);
+    write_header(head, kind, 0, body, &[]);
+    buf
+}
+
+/// Parse and check the header of a received datagram of `bytes`. Returns
+/// the header and the inline body (payload then rights table).
+pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
+    if bytes.is_empty() {
+        return Err(WireError::Empty);
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(WireError::Truncated(bytes.len()));
+    }
+    let magic = u16::from_le_bytes([bytes[0], bytes[1]]);
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    if bytes[2] != VERSION {
+        return Err(WireError::Version(bytes[2]));
+    }
+    let kind = match bytes[3] {
+        1 => Kind::Data,
+        2 => Kind::Wake,
+        k => return Err(WireError::Kind(k)),
+    };
+    let flags = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(WireError::Flags(flags));
+    }
+    let rights = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    if rights > MAX_RIGHTS {
+        return Err(WireError::TooLarge { size: rights, limit: MAX_RIGHTS });
+    }
+    let len = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    let header = Header { kind, flags, rights, len, crc };
+    let body = &bytes[HEADER_LEN..];
+    let inline = if header.out_of_line() { 0 } else { len };
+    if header.out_of_line() && len > MAX_PAYLOAD {
+        return Err(WireError::TooLarge { size: len, limit: MAX_PAYLOAD });
+    }
+    if body.len() != inline + rights {
+        return Err(WireError::Length { declared: inline + rights, actual: body.len() });
+    }
+    Ok((header, body))
+}
+
+/// Verify the checksum of a frame whose payload is `payload` (inline or
+/// read from the out-of-line memfd).
+pub fn verify(frame: &[u8], header: &Header, payload: &[u8], rights: &[u8]) -> Result<(), WireError> {
+    let actual = checksum(&frame[..12], payload, rights);
+    if actual != header.crc {
+        return Err(WireError::Checksum { expected: header.crc, actual });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_every_rejection() {
+        let f = simple_frame(Kind::Data, b"hello");
+        let (h, body) = parse(&f).unwrap();
+        assert_eq!((h.kind, h.len, h.rights), (Kind::Data, 5, 0));
+        verify(&f, &h, &body[..5], &[]).unwrap();
+
+        assert_eq!(parse(&[]), Err(WireError::Empty));
+        assert_eq!(parse(&f[..7]), Err(WireError::Truncated(7)));
+        let mut bad = f.clone();
+        bad[0] = 0;
+        assert!(matches!(parse(&bad), Err(WireError::BadMagic(_))));
+        let mut bad = f.clone();
+        bad[2] = 9;
+        assert_eq!(parse(&bad), Err(WireError::Version(9)));
+        let mut bad = f.clone();
+        bad[3] = 77;
+        assert_eq!(parse(&bad), Err(WireError::Kind(77)));
+        let mut bad = f.clone();
+        bad[4] = 0x80;
+        assert_eq!(parse(&bad), Err(WireError::Flags(0x80)));
+        assert!(matches!(parse(&f[..f.len() - 1]), Err(WireError::Length { .. })));
+        let mut bad = f.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        let (h, body) = parse(&bad).unwrap();
+        assert!(matches!(verify(&bad, &h, &body[..5], &[]), Err(WireError::Checksum { .. })));
+    }
+}
