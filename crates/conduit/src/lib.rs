@@ -40,8 +40,8 @@ mod sys;
 pub mod wire;
 
 pub use channel::{
-    CallError, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError,
-    Sender, TryRecvError, TrySendError, bounded, unbounded,
+    CallError, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError, Sender,
+    TryRecvError, TrySendError, bounded, unbounded,
 };
 pub use error::{Error, WireError};
 pub use sys::socket::Credentials;

@@ -258,7 +258,9 @@ where
     let bad = || Error::Link(format!("{LINK_VAR}={var:?} is malformed"));
     let (ppid, fds) = var.split_once(':').ok_or_else(bad)?;
     if ppid.parse::<u32>().ok() != sysproc::getppid() {
-        return Err(Error::Link(format!("{LINK_VAR} was meant for a child of pid {ppid}, not of this process's parent")));
+        return Err(Error::Link(format!(
+            "{LINK_VAR} was meant for a child of pid {ppid}, not of this process's parent"
+        )));
     }
     let fds: Vec<i32> = fds.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
     if fds.len() != 4 {

@@ -85,9 +85,7 @@ pub fn provide<R>(rights: Vec<Incoming>, f: impl FnOnce() -> R) -> R {
 pub fn take(index: u32, kind: RightKind) -> Result<(OwnedFd, Ctl), &'static str> {
     INCOMING.with(|i| {
         let mut table = i.borrow_mut();
-        let table = table
-            .as_mut()
-            .ok_or("conduit rights can only be deserialized from a conduit message")?;
+        let table = table.as_mut().ok_or("conduit rights can only be deserialized from a conduit message")?;
         let slot = table.get_mut(index as usize).ok_or("right index out of range")?;
         match slot.take() {
             None => Err("right claimed twice"),

@@ -166,7 +166,7 @@ impl Ctl {
     fn wake_senders(&self, sock: BorrowedFd<'_>) {
         if self.waiters().load(SeqCst) > 0 {
             // A full socket means wakes are already pending: fine to drop.
-            let _ = socket::send_frame(sock, &[&wire::simple_frame(Kind::Wake, &[])], &[]);
+            let _ = socket::send_frame(sock, &wire::simple_frame(Kind::Wake, &[]), &[]);
         }
     }
 }

@@ -52,7 +52,7 @@ impl SenderCore {
 
     fn try_write(&self, frame: &OutFrame) -> io::Result<()> {
         let fds: Vec<BorrowedFd<'_>> = frame.fds.iter().map(|f| f.as_fd()).collect();
-        socket::send_frame(self.sock.as_fd(), &[&frame.bytes], &fds)
+        socket::send_frame(self.sock.as_fd(), &frame.bytes, &fds)
     }
 
     /// Write a frame now, or queue it behind earlier ones. Never blocks.
@@ -76,9 +76,7 @@ impl SenderCore {
         if !ob.flushing {
             ob.flushing = true;
             let core = Arc::clone(self);
-            let spawned = std::thread::Builder::new()
-                .name("conduit-flush".into())
-                .spawn(move || core.flush_loop());
+            let spawned = std::thread::Builder::new().name("conduit-flush".into()).spawn(move || core.flush_loop());
             if let Err(e) = spawned {
                 ob.flushing = false;
                 ob.pending.pop_back();

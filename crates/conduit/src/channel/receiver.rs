@@ -16,8 +16,8 @@ use super::ctl::{Capacity, Ctl};
 use super::error::{RecvError, RecvFail, RecvTimeoutError, TryRecvError};
 use crate::error::{Error, WireError};
 use crate::rights::{self, PortFds, RightKind};
-use crate::sys::socket::{self, Credentials};
 use crate::sys::Wait;
+use crate::sys::socket::{self, Credentials};
 use crate::wire::MAX_FRAME;
 
 /// How long a rendezvous receiver that gave up waits for a message whose
@@ -222,22 +222,26 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// A blocking iterator; it ends when the channel is disconnected.
     /// Frames that fail to decode are skipped.
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
-        std::iter::from_fn(move || loop {
-            match self.recv() {
-                Ok(m) => return Some(m),
-                Err(RecvError::Disconnected) => return None,
-                Err(RecvError::Failed(_)) => continue,
+        std::iter::from_fn(move || {
+            loop {
+                match self.recv() {
+                    Ok(m) => return Some(m),
+                    Err(RecvError::Disconnected) => return None,
+                    Err(RecvError::Failed(_)) => continue,
+                }
             }
         })
     }
 
     /// An iterator over the messages there now; it never waits.
     pub fn try_iter(&self) -> impl Iterator<Item = T> + '_ {
-        std::iter::from_fn(move || loop {
-            match self.try_recv() {
-                Ok(m) => return Some(m),
-                Err(TryRecvError::Failed(_)) => continue,
-                Err(_) => return None,
+        std::iter::from_fn(move || {
+            loop {
+                match self.try_recv() {
+                    Ok(m) => return Some(m),
+                    Err(TryRecvError::Failed(_)) => continue,
+                    Err(_) => return None,
+                }
             }
         })
     }
@@ -264,9 +268,7 @@ impl RecvTimeoutError {
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if !self.retract() {
-            return Err(serde::ser::Error::custom(
-                "a rendezvous receiver with a message in flight cannot be moved",
-            ));
+            return Err(serde::ser::Error::custom("a rendezvous receiver with a message in flight cannot be moved"));
         }
         let fds = socket::dup(&self.sock)
             .and_then(|sock| Ok(PortFds { sock, ctl: socket::dup(self.ctl.fd())? }))

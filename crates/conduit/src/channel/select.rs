@@ -110,9 +110,8 @@ impl<'a> PortSet<'a> {
         // poll fails only on ENOMEM; treat that like a timeout.
         let ready = socket::poll(&fds, wait).unwrap_or_default();
         let start = self.next;
-        let mut chosen = (0..n)
-            .map(|k| (start + k) % n)
-            .find(|&i| ready.get(i).is_some_and(|r| r.readable || r.hangup));
+        let mut chosen =
+            (0..n).map(|k| (start + k) % n).find(|&i| ready.get(i).is_some_and(|r| r.readable || r.hangup));
         // Take back the tokens of the others; a token a sender already
         // took means its message is coming, so that member is ready too.
         for (i, m) in self.members.iter().enumerate() {

@@ -86,21 +86,14 @@ impl Mapping {
         // SAFETY: a fresh mapping at an address the kernel picks; it aliases
         // no Rust object. Callers only reach it through atomics.
         let ptr = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::SHARED,
-                fd,
-                0,
-            )?
+            rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)?
         };
         let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
     }
 
     fn check(&self, offset: usize, size: usize) {
-        assert!(offset % size == 0, "misaligned atomic at offset {offset}");
+        assert!(offset.is_multiple_of(size), "misaligned atomic at offset {offset}");
         assert!(offset + size <= self.len, "atomic at offset {offset} outside the mapping");
     }
 

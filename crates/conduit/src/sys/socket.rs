@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
 use super::Wait;
@@ -32,12 +32,7 @@ pub struct Credentials {
 
 /// A connected pair of `SOCK_SEQPACKET` sockets, close-on-exec and blocking.
 pub fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
-    let (a, b) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )?;
+    let (a, b) = rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
     Ok((a, b))
 }
 
@@ -47,19 +42,22 @@ pub fn set_passcred(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::net::sockopt::set_socket_passcred(fd, true)?)
 }
 
-/// Send one datagram made of `parts`, with `fds` attached, never blocking
-/// and never raising `SIGPIPE`. `WouldBlock` means the socket buffer is full.
-pub fn send_frame(fd: BorrowedFd<'_>, parts: &[&[u8]], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    let iov: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"));
-    }
+/// Send one datagram, with `fds` attached, never blocking and never
+/// raising `SIGPIPE`. `WouldBlock` means the socket buffer is full.
+pub fn send_frame(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let iov = [IoSlice::new(bytes)];
     let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-    let sent = rustix::net::sendmsg(fd, &iov, &mut control, flags)?;
-    let want: usize = parts.iter().map(|p| p.len()).sum();
-    if sent != want {
+    let sent = if fds.is_empty() {
+        rustix::net::sendmsg(fd, &iov, &mut SendAncillaryBuffer::default(), flags)?
+    } else {
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors"));
+        }
+        rustix::net::sendmsg(fd, &iov, &mut control, flags)?
+    };
+    if sent != bytes.len() {
         // SOCK_SEQPACKET sends whole records or fails; this cannot happen.
         return Err(io::Error::other("short write on a seqpacket socket"));
     }
@@ -84,8 +82,7 @@ pub struct Received {
 /// Receive one datagram into `buf`. `block` chooses a blocking receive;
 /// otherwise `WouldBlock` means "nothing there".
 pub fn recv_frame(fd: BorrowedFd<'_>, buf: &mut [u8], block: bool) -> io::Result<Received> {
-    let mut space = [MaybeUninit::<u8>::uninit();
-        rustix::cmsg_space!(ScmRights(MAX_FDS), ScmCredentials(1))];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS), ScmCredentials(1))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
     let mut iov = [IoSliceMut::new(buf)];
     let mut flags = RecvFlags::CMSG_CLOEXEC | RecvFlags::TRUNC;
@@ -130,10 +127,7 @@ pub struct Ready {
 }
 
 fn timespec(d: Duration) -> Timespec {
-    Timespec {
-        tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
-        tv_nsec: d.subsec_nanos() as _,
-    }
+    Timespec { tv_sec: d.as_secs().min(i64::MAX as u64) as i64, tv_nsec: d.subsec_nanos() as _ }
 }
 
 /// Wait until one of `fds` is readable or hung up, or `wait` runs out.
@@ -152,10 +146,7 @@ pub fn poll(fds: &[BorrowedFd<'_>], wait: Wait) -> io::Result<Vec<Ready>> {
         .iter()
         .map(|p| {
             let r = p.revents();
-            Ready {
-                readable: r.contains(PollFlags::IN),
-                hangup: r.intersects(PollFlags::HUP | PollFlags::ERR),
-            }
+            Ready { readable: r.contains(PollFlags::IN), hangup: r.intersects(PollFlags::HUP | PollFlags::ERR) }
         })
         .collect())
 }
@@ -198,8 +189,7 @@ pub async fn readable_async(fd: BorrowedFd<'_>) -> io::Result<()> {
     let own = dup(fd)?;
     // SAFETY: `own` is an open descriptor owned by the AsyncFd for its whole
     // life; nobody else can close or replace it.
-    let afd = unsafe { AsyncFd::register_with_interest(own, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
+    let afd = unsafe { AsyncFd::register_with_interest(own, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
     let _guard = afd.readable().await?;
     Ok(())
 }

@@ -1,0 +1,159 @@
+//! The measurement every case runs, over a byte-message [`Link`] between
+//! two processes.
+//!
+//! The peer ([`serve`]) echoes 8-byte messages, counts longer ones, answers
+//! a 1-byte "end of batch" with the count (8 bytes), and stops on a 2-byte
+//! "quit". The driver ([`measure`]) times round trips of 8 bytes, a stream
+//! of 64-byte messages, and a stream of 1 MiB messages (in pieces of at
+//! most [`Link::max_message`]).
+
+use std::io;
+use std::time::Instant;
+
+/// One side of a two-process message link.
+pub trait Link {
+    /// Send one message.
+    fn send(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Receive one message into `buf` (resized to its length).
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()>;
+    /// Largest message the link carries in one piece.
+    fn max_message(&self) -> usize {
+        usize::MAX
+    }
+}
+
+const ECHO: usize = 8;
+const END: usize = 1;
+const QUIT: usize = 2;
+/// Size of the bulk messages.
+pub const MIB: usize = 1 << 20;
+
+/// How much to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    /// Round trips (after as many again of warm-up / 10).
+    pub round_trips: usize,
+    /// 64-byte messages in the stream.
+    pub small: usize,
+    /// 1 MiB messages in the stream.
+    pub large: usize,
+}
+
+/// What one case measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Measurement {
+    /// Case name, e.g. `floor/uds`.
+    pub name: String,
+    /// Median round trip of an 8-byte message, ns.
+    pub rtt_p50_ns: f64,
+    /// 99th percentile round trip, ns.
+    pub rtt_p99_ns: f64,
+    /// One-way 64-byte messages per second.
+    pub msgs_per_s_64b: f64,
+    /// One-way GB/s (10⁹ bytes) with 1 MiB messages.
+    pub gb_per_s_1mib: f64,
+}
+
+impl Measurement {
+    /// The better of two runs, metric by metric.
+    pub fn best(&self, other: &Measurement) -> Measurement {
+        Measurement {
+            name: self.name.clone(),
+            rtt_p50_ns: self.rtt_p50_ns.min(other.rtt_p50_ns),
+            rtt_p99_ns: self.rtt_p99_ns.min(other.rtt_p99_ns),
+            msgs_per_s_64b: self.msgs_per_s_64b.max(other.msgs_per_s_64b),
+            gb_per_s_1mib: self.gb_per_s_1mib.max(other.gb_per_s_1mib),
+        }
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::other(what.to_string())
+}
+
+/// The peer's side: serve until told to quit.
+pub fn serve(link: &mut dyn Link) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(MIB);
+    let mut count = 0u64;
+    loop {
+        link.recv(&mut buf)?;
+        match buf.len() {
+            ECHO => link.send(&buf)?,
+            END => {
+                link.send(&count.to_le_bytes())?;
+                count = 0;
+            }
+            QUIT => return Ok(()),
+            _ => count += 1,
+        }
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64
+}
+
+fn end_batch(link: &mut dyn Link, buf: &mut Vec<u8>, expect: u64) -> io::Result<()> {
+    link.send(&[0u8; END])?;
+    link.recv(buf)?;
+    let got = u64::from_le_bytes(buf.as_slice().try_into().map_err(|_| bad("bad batch ack"))?);
+    if got != expect {
+        return Err(bad(&format!("peer counted {got} messages, {expect} were sent")));
+    }
+    Ok(())
+}
+
+/// The driver's side: measure, then tell the peer to quit.
+pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let mut buf = Vec::with_capacity(MIB);
+    // Round trips.
+    let ping = 0x0123_4567_89ab_cdefu64.to_le_bytes();
+    for _ in 0..plan.round_trips / 10 {
+        link.send(&ping)?;
+        link.recv(&mut buf)?;
+    }
+    let mut rtts = Vec::with_capacity(plan.round_trips);
+    for _ in 0..plan.round_trips {
+        let t = Instant::now();
+        link.send(&ping)?;
+        link.recv(&mut buf)?;
+        rtts.push(t.elapsed().as_nanos() as u64);
+        if buf[..] != ping {
+            return Err(bad("echo differs"));
+        }
+    }
+    rtts.sort_unstable();
+    tick();
+    // 64-byte stream.
+    let small = [0x5au8; 64];
+    let t = Instant::now();
+    for _ in 0..plan.small {
+        link.send(&small)?;
+    }
+    end_batch(link, &mut buf, plan.small as u64)?;
+    let msgs_per_s_64b = plan.small as f64 / t.elapsed().as_secs_f64();
+    tick();
+    // 1 MiB stream; each message is written anew, as a producer would.
+    let piece = link.max_message().min(MIB);
+    let mut big = vec![0u8; MIB];
+    let t = Instant::now();
+    let mut sent = 0u64;
+    for i in 0..plan.large {
+        big[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        for chunk in big.chunks(piece) {
+            link.send(chunk)?;
+            sent += 1;
+        }
+    }
+    end_batch(link, &mut buf, sent)?;
+    let gb_per_s_1mib = (plan.large * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    tick();
+    link.send(&[0u8; QUIT])?;
+    Ok(Measurement {
+        name: name.to_string(),
+        rtt_p50_ns: percentile(&rtts, 0.50),
+        rtt_p99_ns: percentile(&rtts, 0.99),
+        msgs_per_s_64b,
+        gb_per_s_1mib,
+    })
+}

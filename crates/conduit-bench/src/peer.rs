@@ -1,0 +1,65 @@
+//! The second process of every case: this same binary, run as
+//! `conduit __bench-peer CASE ARGS...`, linked to the bench by a conduit
+//! channel pair that carries the rights a case needs.
+
+use std::io;
+
+use conduit::process::{Command, Linked};
+
+use crate::Give;
+
+/// A running peer process.
+pub struct Running {
+    linked: Linked<Give, ()>,
+}
+
+/// Spawn the peer for `case`, pinned to CPU 1 when there are two or more.
+pub fn spawn_peer(case: &str, args: &[String]) -> io::Result<Running> {
+    let exe = std::env::current_exe()?;
+    let linked =
+        Command::new(exe).arg("__bench-peer").arg(case).args(args).spawn::<Give, ()>().map_err(io::Error::other)?;
+    Ok(Running { linked })
+}
+
+impl Running {
+    /// Hand the peer a right.
+    pub fn give(&self, g: Give) -> io::Result<()> {
+        self.linked.tx.send(g).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Wait for the peer to end; pass `m` through if it ended well.
+    pub fn finish<T>(mut self, m: io::Result<T>) -> io::Result<T> {
+        if m.is_err() {
+            let _ = self.linked.child.kill();
+        }
+        let exit = self.linked.child.wait().map_err(io::Error::other)?;
+        let m = m?;
+        if !exit.success() {
+            return Err(io::Error::other(format!("bench peer failed: {exit:?}")));
+        }
+        Ok(m)
+    }
+}
+
+/// What a peer process gets.
+pub struct Peer {
+    args: Vec<String>,
+    given: conduit::Receiver<Give>,
+}
+
+impl Peer {
+    pub(crate) fn new(args: &[String]) -> io::Result<Peer> {
+        let (_up, given) = conduit::process::parent::<(), Give>().map_err(io::Error::other)?;
+        Ok(Peer { args: args.to_vec(), given })
+    }
+
+    /// Argument `i` after the case name.
+    pub fn arg(&self, i: usize) -> io::Result<&str> {
+        self.args.get(i).map(String::as_str).ok_or_else(|| io::Error::other("missing peer argument"))
+    }
+
+    /// The next right the bench hands over.
+    pub fn take(&self) -> io::Result<Give> {
+        self.given.recv().map_err(|e| io::Error::other(e.to_string()))
+    }
+}

@@ -1,0 +1,389 @@
+//! `conduit tour`: every mechanism conduit has, shown between real
+//! processes (this binary, spawned as `conduit __tour-child ROLE`), one
+//! line each. Exits 0 only if every step worked.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use conduit::process::{Command, Linked};
+use conduit::{PortSet, Receiver, RecvTimeoutError, ReplyTo, SendTimeoutError, Sender, TryRecvError, TrySendError};
+use serde::{Deserialize, Serialize};
+
+/// What the tour hands a child.
+#[derive(Serialize, Deserialize)]
+enum Give {
+    Numbers(Sender<u64>),
+    NumbersIn(Receiver<u64>),
+    Bytes(Sender<Vec<u8>>, u64),
+    Inbox(Receiver<String>),
+    Outbox(Sender<String>),
+    Service(Receiver<Question>),
+}
+
+/// A request carrying a send-once reply right.
+#[derive(Serialize, Deserialize)]
+enum Question {
+    Square(u64, ReplyTo<u64>),
+}
+
+/// What a child tells the tour.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+enum Tell {
+    Ready,
+    Full,
+    Blocking,
+    Done(u64),
+    Heard(String, u32),
+}
+
+type Kid = Linked<Give, Tell>;
+type Step = Result<String, String>;
+type StepFn = fn() -> Step;
+
+fn e(x: impl std::fmt::Display) -> String {
+    x.to_string()
+}
+
+fn micros(d: Duration) -> String {
+    format!("{:.1} µs", d.as_secs_f64() * 1e6)
+}
+
+fn spawn(role: &str) -> Result<Kid, String> {
+    let exe = std::env::current_exe().map_err(e)?;
+    Command::new(exe).args(["__tour-child", role]).spawn::<Give, Tell>().map_err(|x| format!("spawn {role}: {x}"))
+}
+
+fn give(kid: &Kid, g: Give) -> Result<(), String> {
+    kid.tx.send(g).map_err(e)
+}
+
+fn expect(kid: &Kid, want: Tell) -> Result<(), String> {
+    match kid.rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(got) if got == want => Ok(()),
+        Ok(got) => Err(format!("expected {want:?}, the child said {got:?}")),
+        Err(x) => Err(format!("expected {want:?}: {x}")),
+    }
+}
+
+/// The child has not said anything for a while (it is blocked).
+fn silent(kid: &Kid) -> Result<(), String> {
+    match kid.rx.recv_timeout(Duration::from_millis(100)) {
+        Err(RecvTimeoutError::Timeout) => Ok(()),
+        other => Err(format!("the child should be blocked, yet: {other:?}")),
+    }
+}
+
+fn finish(mut kid: Kid) -> Result<(), String> {
+    let exit = kid.child.wait().map_err(e)?;
+    if exit.success() { Ok(()) } else { Err(format!("child ended with {exit:?}")) }
+}
+
+fn spawn_with_link() -> Step {
+    let kid = spawn("exit")?;
+    let pid = kid.child.id();
+    let exit = kid.child.exits().recv_timeout(Duration::from_secs(10)).map_err(e)?;
+    if exit.code != Some(3) {
+        return Err(format!("expected exit code 3, got {exit:?}"));
+    }
+    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(format!("pid {pid} was not reaped"));
+    }
+    Ok(format!(
+        "spawned pid {pid} with a linked channel pair; its exit (code 3) arrived as a message; reaped, no zombie"
+    ))
+}
+
+fn round_trip() -> Step {
+    let kid = spawn("double")?;
+    let (to_tx, to_rx) = conduit::bounded::<u64>(1).map_err(e)?;
+    let (back_tx, back_rx) = conduit::bounded::<u64>(1).map_err(e)?;
+    give(&kid, Give::NumbersIn(to_rx))?;
+    give(&kid, Give::Numbers(back_tx))?;
+    let mut rtts = Vec::with_capacity(5000);
+    for i in 0..5000u64 {
+        let t = Instant::now();
+        to_tx.send(i).map_err(e)?;
+        let got = back_rx.recv().map_err(e)?;
+        rtts.push(t.elapsed());
+        if got != i * 2 {
+            return Err(format!("sent {i}, got {got}"));
+        }
+    }
+    drop(to_tx);
+    finish(kid)?;
+    rtts.sort();
+    Ok(format!(
+        "8-byte request/response between two processes: p50 {}, p99 {} over 5000 round trips",
+        micros(rtts[rtts.len() / 2]),
+        micros(rtts[rtts.len() * 99 / 100])
+    ))
+}
+
+fn bounded() -> Step {
+    let kid = spawn("fill")?;
+    let (tx, rx) = conduit::bounded::<u64>(3).map_err(e)?;
+    give(&kid, Give::Numbers(tx))?;
+    expect(&kid, Tell::Full)?;
+    expect(&kid, Tell::Blocking)?;
+    silent(&kid)?;
+    let queued = rx.len();
+    let first = rx.recv().map_err(e)?;
+    expect(&kid, Tell::Done(4))?;
+    let rest: Vec<u64> = rx.iter().collect();
+    finish(kid)?;
+    if (queued, first, &rest[..]) != (3, 0, &[1, 2, 3][..]) {
+        return Err(format!("queued {queued}, got {first} then {rest:?}"));
+    }
+    Ok("bounded(3): 3 sent, the 4th try_send said Full and send blocked until we took one; all 4 arrived in order"
+        .into())
+}
+
+fn rendezvous() -> Step {
+    let kid = spawn("rendezvous")?;
+    let (tx, rx) = conduit::bounded::<u64>(0).map_err(e)?;
+    give(&kid, Give::Numbers(tx))?;
+    expect(&kid, Tell::Full)?;
+    expect(&kid, Tell::Blocking)?;
+    silent(&kid)?;
+    if !matches!(rx.try_recv(), Err(TryRecvError::Empty)) {
+        return Err("a message was queued before anyone received".into());
+    }
+    let got = rx.recv().map_err(e)?;
+    expect(&kid, Tell::Done(1))?;
+    finish(kid)?;
+    if got != 42 {
+        return Err(format!("got {got}"));
+    }
+    Ok("rendezvous (bounded(0)): try_send said Full with nobody receiving; send completed only when we received".into())
+}
+
+fn unbounded() -> Step {
+    const N: u64 = 10_000;
+    let kid = spawn("flood")?;
+    let (tx, rx) = conduit::unbounded::<Vec<u8>>().map_err(e)?;
+    give(&kid, Give::Bytes(tx, N))?;
+    // We read nothing until the child says it sent everything.
+    expect(&kid, Tell::Done(N))?;
+    let mut n = 0u64;
+    for m in rx.iter() {
+        if m != n.to_le_bytes().repeat(128) {
+            return Err(format!("message {n} damaged or out of order"));
+        }
+        n += 1;
+    }
+    finish(kid)?;
+    if n != N {
+        return Err(format!("received {n} of {N}"));
+    }
+    Ok(format!(
+        "unbounded: the child sent {N} × 1 KiB (~50× the kernel socket buffer) without blocking while we were not reading; all arrived"
+    ))
+}
+
+fn rights() -> Step {
+    let b = spawn("relay-b")?;
+    let c = spawn("relay-c")?;
+    let (tx, rx) = conduit::unbounded::<String>().map_err(e)?;
+    give(&c, Give::Inbox(rx))?;
+    expect(&c, Tell::Ready)?;
+    give(&b, Give::Outbox(tx))?;
+    expect(&b, Tell::Done(1))?;
+    let b_pid = b.child.id();
+    expect(&c, Tell::Heard("hello from B".into(), b_pid))?;
+    finish(b)?;
+    finish(c)?;
+    Ok(format!(
+        "rights in messages: we gave C the receive right and B a send right; B (pid {b_pid}) reached C directly"
+    ))
+}
+
+fn port_set_and_identity() -> Step {
+    let kid = spawn("ident")?;
+    let (_a_tx, a) = conduit::unbounded::<String>().map_err(e)?;
+    let (b_tx, b) = conduit::bounded::<u64>(1).map_err(e)?;
+    let (_c_tx, c) = conduit::bounded::<u64>(0).map_err(e)?;
+    let mut set = PortSet::new();
+    set.add(&a);
+    let ib = set.add(&b);
+    set.add(&c);
+    give(&kid, Give::Numbers(b_tx))?;
+    let ready = set.ready_timeout(Duration::from_secs(10));
+    if ready != Some(ib) {
+        return Err(format!("port set said {ready:?}, expected Some({ib})"));
+    }
+    let (pid, who) = b.recv_from().map_err(e)?;
+    finish(kid)?;
+    if who.pid as u64 != pid {
+        return Err(format!("kernel says pid {}, child says {pid}", who.pid));
+    }
+    Ok(format!(
+        "port set of 3 receivers woke on #{ib}; the kernel names the sender: pid {} uid {} gid {}",
+        who.pid, who.uid, who.gid
+    ))
+}
+
+fn call() -> Step {
+    let kid = spawn("server")?;
+    let (tx, rx) = conduit::bounded::<Question>(4).map_err(e)?;
+    give(&kid, Give::Service(rx))?;
+    let t = Instant::now();
+    let sq = tx.call(|reply| Question::Square(12, reply)).map_err(e)?;
+    let took = t.elapsed();
+    drop(tx);
+    finish(kid)?;
+    if sq != 144 {
+        return Err(format!("12² = {sq}?"));
+    }
+    Ok(format!("call with a send-once reply right: 12² = {sq} from the server process in {}", micros(took)))
+}
+
+fn dead_peer() -> Step {
+    let mut kid = spawn("hold")?;
+    let (tx, rx) = conduit::bounded::<u64>(1).map_err(e)?;
+    give(&kid, Give::NumbersIn(rx))?;
+    expect(&kid, Tell::Ready)?;
+    tx.send(1).map_err(e)?;
+    let blocked = std::thread::spawn(move || (tx.send_timeout(2, Duration::from_secs(10)), Instant::now()));
+    let killed = Instant::now();
+    kid.child.kill().map_err(e)?;
+    let (got, at) = blocked.join().map_err(|_| "sender thread panicked".to_string())?;
+    let exit = kid.child.wait().map_err(e)?;
+    match got {
+        Err(SendTimeoutError::Disconnected(2)) => Ok(format!(
+            "dead peer: receiver killed with SIGKILL (signal {:?}); our blocked send said Disconnected after {}",
+            exit.signal.unwrap_or(0),
+            micros(at.saturating_duration_since(killed))
+        )),
+        other => Err(format!("blocked send after kill -9: {other:?}")),
+    }
+}
+
+fn async_tokio() -> Step {
+    let kid = spawn("double")?;
+    let (to_tx, to_rx) = conduit::bounded::<u64>(1).map_err(e)?;
+    let (back_tx, back_rx) = conduit::bounded::<u64>(1).map_err(e)?;
+    give(&kid, Give::NumbersIn(to_rx))?;
+    give(&kid, Give::Numbers(back_tx))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(e)?;
+    let sum = rt.block_on(async {
+        let mut sum = 0;
+        for i in 0..100u64 {
+            to_tx.send_async(i).await.map_err(e)?;
+            sum += back_rx.recv_async().await.map_err(e)?;
+        }
+        Ok::<u64, String>(sum)
+    })?;
+    drop(to_tx);
+    finish(kid)?;
+    Ok(format!("async: 100 round trips with send_async/recv_async inside tokio (sum {sum})"))
+}
+
+/// Run the tour.
+pub fn run() -> ExitCode {
+    let steps: [(&str, StepFn); 10] = [
+        ("spawn", spawn_with_link),
+        ("round-trip", round_trip),
+        ("bounded", bounded),
+        ("rendezvous", rendezvous),
+        ("unbounded", unbounded),
+        ("rights", rights),
+        ("port-set", port_set_and_identity),
+        ("call", call),
+        ("dead-peer", dead_peer),
+        ("async", async_tokio),
+    ];
+    println!("conduit {} tour: every mechanism, between real processes", env!("CARGO_PKG_VERSION"));
+    let mut failed = 0;
+    for (name, step) in steps {
+        match step() {
+            Ok(line) => println!("  ok    {name:<11} {line}"),
+            Err(why) => {
+                failed += 1;
+                println!("  FAIL  {name:<11} {why}");
+            }
+        }
+    }
+    if failed == 0 {
+        println!("all {} steps worked", steps.len());
+        ExitCode::SUCCESS
+    } else {
+        println!("{failed} of {} steps failed", steps.len());
+        ExitCode::FAILURE
+    }
+}
+
+/// A child process of the tour.
+pub fn child(role: &str) -> ExitCode {
+    match child_role(role) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("tour child {role}: {why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn child_role(role: &str) -> Result<(), String> {
+    let (tell, given) = conduit::process::parent::<Tell, Give>().map_err(e)?;
+    let say = |t: Tell| tell.send(t).map_err(e);
+    let next = || given.recv().map_err(e);
+    let wrong = || Err::<(), String>(format!("{role}: unexpected instruction"));
+    if role == "exit" {
+        std::process::exit(3);
+    }
+    match (role, next()?) {
+        ("double", Give::NumbersIn(rx)) => {
+            let Give::Numbers(tx) = next()? else { return wrong() };
+            for x in rx.iter() {
+                tx.send(x * 2).map_err(e)?;
+            }
+        }
+        ("fill", Give::Numbers(tx)) => {
+            for i in 0..3 {
+                tx.send(i).map_err(e)?;
+            }
+            if matches!(tx.try_send(3), Err(TrySendError::Full(3))) {
+                say(Tell::Full)?;
+            }
+            say(Tell::Blocking)?;
+            tx.send(3).map_err(e)?;
+            say(Tell::Done(4))?;
+        }
+        ("rendezvous", Give::Numbers(tx)) => {
+            if matches!(tx.try_send(42), Err(TrySendError::Full(42))) {
+                say(Tell::Full)?;
+            }
+            say(Tell::Blocking)?;
+            tx.send(42).map_err(e)?;
+            say(Tell::Done(1))?;
+        }
+        ("flood", Give::Bytes(tx, n)) => {
+            for i in 0..n {
+                tx.try_send(i.to_le_bytes().repeat(128)).map_err(e)?;
+            }
+            say(Tell::Done(n))?;
+            tx.flush();
+        }
+        ("relay-b", Give::Outbox(tx)) => {
+            tx.send("hello from B".into()).map_err(e)?;
+            say(Tell::Done(1))?;
+        }
+        ("relay-c", Give::Inbox(rx)) => {
+            say(Tell::Ready)?;
+            let (msg, who) = rx.recv_from().map_err(e)?;
+            say(Tell::Heard(msg, who.pid))?;
+        }
+        ("ident", Give::Numbers(tx)) => tx.send(std::process::id() as u64).map_err(e)?,
+        ("server", Give::Service(rx)) => {
+            for Question::Square(x, reply) in rx.iter() {
+                reply.send(x * x).map_err(e)?;
+            }
+        }
+        ("hold", _held) => {
+            say(Tell::Ready)?;
+            let _ = given.recv();
+        }
+        _ => return wrong(),
+    }
+    Ok(())
+}
