@@ -32,6 +32,9 @@ pub enum Error {
         /// The limit.
         limit: usize,
     },
+    /// Per-message credentials are not available on this channel.
+    #[error("no sender credentials: shared-memory channels carry none (the kernel sees no message)")]
+    NoCredentials,
     /// The link to a parent or child process could not be set up.
     #[error("process link: {0}")]
     Link(String),
@@ -102,6 +105,9 @@ pub enum WireError {
     /// The kernel dropped descriptors (control buffer too small).
     #[error("descriptors were truncated by the kernel")]
     DescriptorsTruncated,
+    /// A shared-memory ring holds data that breaks its protocol.
+    #[error("corrupt ring: {0}")]
+    BadRing(&'static str),
     /// A right in the frame is not a usable conduit port.
     #[error("right #{index} is invalid: {why}")]
     BadRight {

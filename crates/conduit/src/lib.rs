@@ -36,6 +36,7 @@ pub mod channel;
 pub mod error;
 pub mod process;
 mod rights;
+pub mod shm;
 mod sys;
 pub mod wire;
 

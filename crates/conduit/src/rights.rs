@@ -1,50 +1,80 @@
 //! Rights inside messages.
 //!
-//! A `Sender` or `Receiver` inside a message serializes as a small index;
-//! its descriptors go into a per-thread table that the frame encoder sends
-//! with `SCM_RIGHTS`. On receipt, the decoder fills the table with the
-//! descriptors that arrived, and deserializing a right takes its entry.
+//! A `Sender`, `Receiver` or `Segment` inside a message serializes as a
+//! small index; its descriptors go into a per-thread table that the frame
+//! encoder sends with `SCM_RIGHTS`. On receipt, the decoder checks every
+//! descriptor and fills the table; deserializing a right takes its entry.
 //! Entries nobody took are closed when decoding ends: nothing leaks.
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 
 use crate::channel::ctl::Ctl;
+use crate::shm::Segment;
+use crate::shm::ring::Ring;
 
-/// What a right is.
+/// What a right is; the byte in the frame's rights table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RightKind {
-    /// A send right (`Sender`).
+    /// A send right of a socket channel: socket, control block.
     Send = 1,
-    /// The receive right (`Receiver`).
+    /// The receive right of a socket channel: socket, control block.
     Receive = 2,
+    /// A send right of a shared-memory channel: socket, control block, ring.
+    ShmSend = 3,
+    /// The receive right of a shared-memory channel: socket, control block, ring.
+    ShmReceive = 4,
+    /// A shared-memory segment: one sealed memfd.
+    Segment = 5,
 }
 
 impl RightKind {
     pub(crate) fn from_byte(b: u8) -> Option<RightKind> {
-        match b {
-            1 => Some(RightKind::Send),
-            2 => Some(RightKind::Receive),
-            _ => None,
+        Some(match b {
+            1 => RightKind::Send,
+            2 => RightKind::Receive,
+            3 => RightKind::ShmSend,
+            4 => RightKind::ShmReceive,
+            5 => RightKind::Segment,
+            _ => return None,
+        })
+    }
+
+    /// Descriptors that travel with a right of this kind.
+    pub(crate) fn fds(self) -> usize {
+        match self {
+            RightKind::Send | RightKind::Receive => 2,
+            RightKind::ShmSend | RightKind::ShmReceive => 3,
+            RightKind::Segment => 1,
         }
+    }
+
+    pub(crate) fn is_receive(self) -> bool {
+        matches!(self, RightKind::Receive | RightKind::ShmReceive)
     }
 }
 
-/// The descriptors of one port end: the socket and the control block.
+/// A right that arrived, already checked.
 #[derive(Debug)]
-pub struct PortFds {
-    pub sock: OwnedFd,
-    pub ctl: OwnedFd,
+pub enum Incoming {
+    /// A channel end: a conduit socket, its control block, and for
+    /// shared-memory channels the ring segment.
+    Port { kind: RightKind, sock: OwnedFd, ctl: Ctl, ring: Option<Ring> },
+    /// A segment.
+    Segment(Segment),
 }
 
+/// A channel end taken out of a message.
+pub type PortParts = (OwnedFd, Ctl, Option<Ring>);
+
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<(RightKind, PortFds)>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Vec<(RightKind, Vec<OwnedFd>)>>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<Incoming>>>> = const { RefCell::new(None) };
 }
 
 /// Run `f` (a serialization) collecting the rights it meets.
-pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<(RightKind, PortFds)>) {
+pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<(RightKind, Vec<OwnedFd>)>) {
     let saved = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
     let r = f();
     let rights = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), saved)).unwrap_or_default();
@@ -52,7 +82,7 @@ pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<(RightKind, PortFds)>) {
 }
 
 /// Record a right met during serialization; returns its index.
-pub fn push(kind: RightKind, fds: PortFds) -> Result<u32, &'static str> {
+pub fn push(kind: RightKind, fds: Vec<OwnedFd>) -> Result<u32, &'static str> {
     OUTGOING.with(|o| match o.borrow_mut().as_mut() {
         None => Err("conduit rights can only be serialized inside a conduit message"),
         Some(v) => {
@@ -60,15 +90,6 @@ pub fn push(kind: RightKind, fds: PortFds) -> Result<u32, &'static str> {
             Ok((v.len() - 1) as u32)
         }
     })
-}
-
-/// A right that arrived, already checked: a conduit socket and a mapped
-/// control block.
-#[derive(Debug)]
-pub struct Incoming {
-    pub kind: RightKind,
-    pub sock: OwnedFd,
-    pub ctl: Ctl,
 }
 
 /// Run `f` (a deserialization) with `rights` available to it. Rights left
@@ -81,16 +102,27 @@ pub fn provide<R>(rights: Vec<Incoming>, f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// Claim right `index`, which must be of `kind`.
-pub fn take(index: u32, kind: RightKind) -> Result<(OwnedFd, Ctl), &'static str> {
+fn take(index: u32) -> Result<Incoming, &'static str> {
     INCOMING.with(|i| {
         let mut table = i.borrow_mut();
         let table = table.as_mut().ok_or("conduit rights can only be deserialized from a conduit message")?;
         let slot = table.get_mut(index as usize).ok_or("right index out of range")?;
-        match slot.take() {
-            None => Err("right claimed twice"),
-            Some(r) if r.kind != kind => Err("right of the wrong kind (send vs receive)"),
-            Some(r) => Ok((r.sock, r.ctl)),
-        }
+        slot.take().ok_or("right claimed twice")
     })
+}
+
+/// Claim channel end `index`: a receive right if `receive`, else a send right.
+pub fn take_port(index: u32, receive: bool) -> Result<PortParts, &'static str> {
+    match take(index)? {
+        Incoming::Port { kind, sock, ctl, ring } if kind.is_receive() == receive => Ok((sock, ctl, ring)),
+        _ => Err(if receive { "expected a receive right" } else { "expected a send right" }),
+    }
+}
+
+/// Claim segment `index`.
+pub fn take_segment(index: u32) -> Result<Segment, &'static str> {
+    match take(index)? {
+        Incoming::Segment(s) => Ok(s),
+        _ => Err("expected a segment"),
+    }
 }

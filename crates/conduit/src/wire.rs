@@ -11,8 +11,9 @@
 //! All integers little-endian. `crc32c` covers header bytes 0..12, the
 //! payload and the rights table. With the `OUT_OF_LINE` flag the payload is
 //! not in the datagram but in a sealed memfd passed as the last descriptor.
-//! Each right travels as two descriptors (`SCM_RIGHTS`): the socket and the
-//! channel's control block. See `docs/WIRE.md`.
+//! Each right travels as one to three descriptors (`SCM_RIGHTS`), by kind.
+//! Shared-memory channels put the same frames in their ring. See
+//! `docs/WIRE.md`.
 
 use crate::error::WireError;
 
@@ -28,8 +29,6 @@ pub const INLINE_MAX: usize = 64 * 1024;
 pub const MAX_PAYLOAD: usize = 1 << 30;
 /// Most rights (ports) one message may carry.
 pub const MAX_RIGHTS: usize = 64;
-/// Descriptors per right: socket and control block.
-pub const FDS_PER_RIGHT: usize = 2;
 /// Largest datagram a receiver accepts.
 pub const MAX_FRAME: usize = HEADER_LEN + INLINE_MAX + MAX_RIGHTS;
 
@@ -41,11 +40,17 @@ pub enum Kind {
     Data = 1,
     /// "Look again": receiver to senders, when room or a rendezvous opened.
     Wake = 2,
+    /// Shared-memory channels: the descriptors of the next ring record
+    /// that carries rights or an out-of-line payload.
+    Carrier = 3,
 }
 
 /// Flag: the payload is in a sealed memfd, the last descriptor.
 pub const OUT_OF_LINE: u16 = 1;
-const KNOWN_FLAGS: u16 = OUT_OF_LINE;
+/// Flag: no checksum was computed (`crc32c` is 0). Accepted only from a
+/// shared-memory ring, where nothing is transmitted that could corrupt it.
+pub const UNCHECKED: u16 = 2;
+const KNOWN_FLAGS: u16 = OUT_OF_LINE | UNCHECKED;
 
 /// A parsed header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,23 +73,27 @@ impl Header {
         self.flags & OUT_OF_LINE != 0
     }
 
-    /// Descriptors the frame must come with.
-    pub fn expected_fds(&self) -> usize {
-        self.rights * FDS_PER_RIGHT + usize::from(self.out_of_line())
+    /// True if the frame carries no checksum.
+    pub fn unchecked(&self) -> bool {
+        self.flags & UNCHECKED != 0
     }
 }
 
 /// Write a header in place into `buf[..16]`. The checksum is computed over
 /// `buf[..12]`, then `payload`, then `rights`.
 pub fn write_header(buf: &mut [u8], kind: Kind, flags: u16, payload: &[u8], rights: &[u8]) {
+    write_header_len(buf, kind, flags, payload.len(), rights.len());
+    let crc = if flags & UNCHECKED != 0 { 0 } else { checksum(&buf[..12], payload, rights) };
+    buf[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn write_header_len(buf: &mut [u8], kind: Kind, flags: u16, len: usize, rights: usize) {
     buf[0..2].copy_from_slice(&MAGIC.to_le_bytes());
     buf[2] = VERSION;
     buf[3] = kind as u8;
     buf[4..6].copy_from_slice(&flags.to_le_bytes());
-    buf[6..8].copy_from_slice(&(rights.len() as u16).to_le_bytes());
-    buf[8..12].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    let crc = checksum(&buf[..12], payload, rights);
-    buf[12..16].copy_from_slice(&crc.to_le_bytes());
+    buf[6..8].copy_from_slice(&(rights as u16).to_le_bytes());
+    buf[8..12].copy_from_slice(&(len as u32).to_le_bytes());
 }
 
 /// The frame checksum.
@@ -123,6 +132,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
     let kind = match bytes[3] {
         1 => Kind::Data,
         2 => Kind::Wake,
+        3 => Kind::Carrier,
         k => return Err(WireError::Kind(k)),
     };
     let flags = u16::from_le_bytes([bytes[4], bytes[5]]);

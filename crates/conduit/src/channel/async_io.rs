@@ -1,8 +1,12 @@
 //! The async face of channels, for tokio: `send_async`, `recv_async`.
 //!
-//! Waiting registers a duplicate of the socket with tokio's reactor, so a
-//! task never blocks a runtime thread; the fast path (room, or a message
-//! already there) makes no registration at all.
+//! Socket channels: waiting registers a duplicate of the socket with
+//! tokio's reactor, so a task never blocks a runtime thread; the fast path
+//! (room, or a message already there) makes no registration at all.
+//!
+//! Shared-memory channels: the kernel has no event to wait on, so a task
+//! polls the ring, yielding and then sleeping with a backoff of up to 1 ms
+//! (this needs tokio's time driver, e.g. `enable_all()`).
 
 use std::io;
 
@@ -10,29 +14,50 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::codec;
-use super::error::{RecvError, SendError};
+use super::error::{RecvError, RecvFail, SendError, SendFail};
+use super::shm::async_backoff;
 use super::{Receiver, Sender};
 use crate::error::Error;
+use crate::sys::Wait;
 use crate::sys::socket::{self, Credentials};
 
 use socket::readable_async as readable;
+
+async fn pause(step: &mut u32) {
+    if *step < 4 {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(async_backoff(*step - 4)).await;
+    }
+    *step += 1;
+}
 
 impl<T: Serialize> Sender<T> {
     /// Send without blocking the async runtime: waits (as a task) for room
     /// or for a rendezvous receiver, like [`send`](Self::send).
     pub async fn send_async(&self, msg: T) -> Result<(), SendError<T>> {
-        let frame = match codec::encode(&msg) {
+        if self.is_shared_memory() {
+            let mut step = 0;
+            loop {
+                match self.send_with(&msg, Wait::Never) {
+                    Ok(()) => return Ok(()),
+                    Err(SendFail::Full) => pause(&mut step).await,
+                    Err(f) => return Err(f.send(msg)),
+                }
+            }
+        }
+        let frame = match codec::encode(&msg, self.encoding()) {
             Ok(f) => f,
             Err(e) => return Err(SendError::Failed(msg, e)),
         };
         loop {
             if self.try_acquire_now() {
-                return self.core.write(frame).map_err(|f| f.send(msg));
+                return self.core.write(frame, Wait::Never).map_err(|f| f.send(msg));
             }
             let guard = self.wait_guard();
             if self.try_acquire_now() {
                 drop(guard);
-                return self.core.write(frame).map_err(|f| f.send(msg));
+                return self.core.write(frame, Wait::Never).map_err(|f| f.send(msg));
             }
             if let Err(e) = readable(std::os::fd::AsFd::as_fd(self)).await {
                 return Err(SendError::Failed(msg, e.into()));
@@ -51,23 +76,34 @@ impl<T: Serialize> Sender<T> {
 impl<T: DeserializeOwned> Receiver<T> {
     /// Receive without blocking the async runtime, like [`recv`](Self::recv).
     pub async fn recv_async(&self) -> Result<T, RecvError> {
-        self.recv_from_async().await.map(|(m, _)| m)
+        self.recv_async_inner().await.map(|(m, _)| m)
     }
 
     /// Receive with the sender's credentials, without blocking the runtime.
     pub async fn recv_from_async(&self) -> Result<(T, Credentials), RecvError> {
+        match self.recv_async_inner().await? {
+            (m, Some(c)) => Ok((m, c)),
+            (_, None) => Err(RecvError::Failed(Error::NoCredentials)),
+        }
+    }
+
+    async fn recv_async_inner(&self) -> Result<(T, Option<Credentials>), RecvError> {
         self.begin();
+        let mut step = 0;
         loop {
             match self.poll_read() {
-                Ok(Some((m, Some(c)))) => return Ok((m, c)),
-                Ok(Some((_, None))) => {
-                    return Err(RecvError::Failed(Error::Io(io::Error::other("no credentials"))));
-                }
-                Ok(None) => {
-                    if let Err(e) = readable(std::os::fd::AsFd::as_fd(self)).await {
-                        return Err(RecvError::Failed(e.into()));
+                Ok(Some(got)) => return Ok(got),
+                Ok(None) => match self.ring_end() {
+                    Some(end) if end.is_gone() => {
+                        return self.poll_read().map_err(RecvFail::recv)?.ok_or(RecvError::Disconnected);
                     }
-                }
+                    Some(_) => pause(&mut step).await,
+                    None => {
+                        if let Err(e) = readable(std::os::fd::AsFd::as_fd(self)).await {
+                            return Err(RecvError::Failed(io::Error::from(e).into()));
+                        }
+                    }
+                },
                 Err(f) => return Err(f.recv()),
             }
         }

@@ -11,7 +11,9 @@ use crate::error::{Error, WireError};
 use crate::rights::{self, Incoming, RightKind};
 use crate::sys::memory::{self, CONTENT_SEALS};
 use crate::sys::socket::{self, Received};
-use crate::wire::{self, HEADER_LEN, INLINE_MAX, Kind, MAX_FRAME, MAX_PAYLOAD, MAX_RIGHTS, OUT_OF_LINE};
+use crate::shm::Segment;
+use crate::shm::ring::Ring;
+use crate::wire::{self, HEADER_LEN, Kind, MAX_FRAME, MAX_PAYLOAD, MAX_RIGHTS, OUT_OF_LINE};
 
 /// An encoded message ready to write: the datagram and its descriptors.
 #[derive(Debug)]
@@ -20,8 +22,18 @@ pub struct OutFrame {
     pub fds: Vec<OwnedFd>,
 }
 
+/// How to encode for a transport.
+#[derive(Clone, Copy, Debug)]
+pub struct Encoding {
+    /// Larger payloads go out of line.
+    pub inline_max: usize,
+    /// Compute the CRC32C (sockets) or not (shared-memory rings).
+    pub checksum: bool,
+}
+
 /// Encode `msg` into a frame.
-pub fn encode<T: Serialize>(msg: &T) -> Result<OutFrame, Error> {
+pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding) -> Result<OutFrame, Error> {
+    let flags = if how.checksum { 0 } else { wire::UNCHECKED };
     let (res, rights) = rights::collect(|| postcard::to_extend(msg, vec![0u8; HEADER_LEN]));
     let mut buf = res.map_err(Error::Encode)?;
     let len = buf.len() - HEADER_LEN;
@@ -32,16 +44,15 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<OutFrame, Error> {
         return Err(Error::TooLarge { size: len, limit: MAX_PAYLOAD });
     }
     let kinds: Vec<u8> = rights.iter().map(|(k, _)| *k as u8).collect();
-    let mut fds = Vec::with_capacity(rights.len() * 2 + 1);
-    for (_, port) in rights {
-        fds.push(port.sock);
-        fds.push(port.ctl);
+    let mut fds = Vec::new();
+    for (_, port_fds) in rights {
+        fds.extend(port_fds);
     }
-    if len > INLINE_MAX {
+    if len > how.inline_max {
         // Out of line: the payload moves as its own sealed memfd.
         let ool = memory::sealed_copy("conduit-ool", &buf[HEADER_LEN..])?;
         let (head, payload) = buf.split_at_mut(HEADER_LEN);
-        wire::write_header(head, Kind::Data, OUT_OF_LINE, payload, &kinds);
+        wire::write_header(head, Kind::Data, OUT_OF_LINE | flags, payload, &kinds);
         buf.truncate(HEADER_LEN);
         buf.extend_from_slice(&kinds);
         fds.push(ool);
@@ -49,16 +60,22 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<OutFrame, Error> {
         buf.extend_from_slice(&kinds);
         let (head, rest) = buf.split_at_mut(HEADER_LEN);
         let (payload, kinds) = rest.split_at(len);
-        wire::write_header(head, Kind::Data, 0, payload, kinds);
+        wire::write_header(head, Kind::Data, flags, payload, kinds);
     }
     Ok(OutFrame { bytes: buf, fds })
 }
 
-/// Check and decode a received datagram (`frame` = the bytes that
-/// arrived). `on_data` runs as soon as the header is known to be a data
-/// frame, before the payload is checked, so the channel's accounting stays
-/// right even when the payload is then rejected.
-pub fn decode<T: DeserializeOwned>(frame: &[u8], rec: Received, on_data: impl FnOnce()) -> Result<T, Error> {
+/// Check and decode a received frame (`frame` = the bytes that arrived,
+/// from the socket or, if `from_ring`, from a shared-memory ring).
+/// `on_data` runs as soon as the header is known to be a data frame,
+/// before the payload is checked, so the channel's accounting stays right
+/// even when the payload is then rejected.
+pub fn decode<T: DeserializeOwned>(
+    frame: &[u8],
+    rec: Received,
+    from_ring: bool,
+    on_data: impl FnOnce(),
+) -> Result<T, Error> {
     if rec.truncated {
         return Err(WireError::TooLarge { size: rec.len, limit: MAX_FRAME }.into());
     }
@@ -69,13 +86,22 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8], rec: Received, on_data: impl Fn
     if header.kind != Kind::Data {
         return Err(WireError::Kind(header.kind as u8).into());
     }
+    if header.unchecked() && !from_ring {
+        return Err(WireError::Flags(header.flags).into());
+    }
     on_data();
     let mut fds = rec.fds;
-    if fds.len() != header.expected_fds() {
-        return Err(WireError::Descriptors { declared: header.expected_fds(), actual: fds.len() }.into());
+    let kinds_at = if header.out_of_line() { 0 } else { header.len };
+    let mut kinds = Vec::with_capacity(header.rights);
+    for (index, &k) in body[kinds_at..].iter().enumerate() {
+        kinds.push(RightKind::from_byte(k).ok_or(WireError::BadRight { index, why: "unknown right kind" })?);
+    }
+    let expected = kinds.iter().map(|k| k.fds()).sum::<usize>() + usize::from(header.out_of_line());
+    if fds.len() != expected {
+        return Err(WireError::Descriptors { declared: expected, actual: fds.len() }.into());
     }
     let ool_payload;
-    let (payload, kinds) = if header.out_of_line() {
+    let (payload, kind_bytes) = if header.out_of_line() {
         let fd = fds.pop().expect("counted above");
         match memory::size_if_sealed(fd.as_fd(), CONTENT_SEALS) {
             Ok(Some(n)) if n == header.len as u64 => {}
@@ -92,17 +118,28 @@ pub fn decode<T: DeserializeOwned>(frame: &[u8], rec: Received, on_data: impl Fn
     } else {
         body.split_at(header.len)
     };
-    wire::verify(frame, &header, payload, kinds)?;
+    if !header.unchecked() {
+        wire::verify(frame, &header, payload, kind_bytes)?;
+    }
     let mut incoming = Vec::with_capacity(header.rights);
     let mut fds = fds.into_iter();
-    for (index, &k) in kinds.iter().enumerate() {
-        let kind = RightKind::from_byte(k).ok_or(WireError::BadRight { index, why: "unknown right kind" })?;
-        let (sock, ctl) = (fds.next().expect("counted"), fds.next().expect("counted"));
+    for (index, kind) in kinds.into_iter().enumerate() {
+        let mut next = || fds.next().expect("counted above");
+        if kind == RightKind::Segment {
+            incoming.push(Incoming::Segment(Segment::adopt(next(), index)?));
+            continue;
+        }
+        let (sock, ctl) = (next(), next());
+        let ring = matches!(kind, RightKind::ShmSend | RightKind::ShmReceive).then(&mut next);
         if !socket::is_unix_seqpacket(sock.as_fd()) {
             return Err(WireError::BadRight { index, why: "not a conduit socket" }.into());
         }
         let ctl = Ctl::adopt(ctl, index)?;
-        incoming.push(Incoming { kind, sock, ctl });
+        let ring = match ring {
+            None => None,
+            Some(fd) => Some(Ring::adopt(Segment::adopt(fd, index)?, index)?),
+        };
+        incoming.push(Incoming::Port { kind, sock, ctl, ring });
     }
     rights::provide(incoming, || postcard::from_bytes(payload)).map_err(Error::Decode)
 }

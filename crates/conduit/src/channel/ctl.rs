@@ -142,6 +142,19 @@ impl Ctl {
         WaitGuard(self)
     }
 
+    /// Sender: return a credit or token taken but not used.
+    pub fn give_back(&self) {
+        match self.capacity {
+            Capacity::Bounded(_) => {
+                let _ = self.count().fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1));
+            }
+            Capacity::Zero => {
+                self.count().fetch_add(1, SeqCst);
+            }
+            Capacity::Unbounded => {}
+        }
+    }
+
     /// Receiver: one message was taken from a bounded channel.
     pub fn release(&self, sock: BorrowedFd<'_>) {
         if let Capacity::Bounded(_) = self.capacity {

@@ -37,6 +37,7 @@ pub(crate) mod outbox;
 mod receiver;
 mod select;
 mod sender;
+pub mod shm;
 
 use std::os::fd::AsFd;
 

@@ -1,12 +1,15 @@
 //! The senders' side of a channel in one process: the socket, the control
-//! block, and the outbox.
+//! block, the ring (shared-memory channels), and the outbox.
 //!
-//! Sends never block on the kernel's socket buffer. When it is full, the
-//! frame waits in this process's outbox, in order, and a flusher thread
-//! writes it as soon as the socket drains. Capacity is enforced by credits
-//! (see [`super::ctl`]), not by how much the kernel happens to buffer, so a
+//! Sends never block on the transport's buffer (kernel socket buffer or
+//! ring bytes) for unbounded channels: when it is full, the frame waits in
+//! this process's outbox, in order, and a flusher thread writes it as soon
+//! as there is room. Capacity is enforced by credits (see [`super::ctl`]),
+//! not by how much the transport happens to buffer, so a
 //! `bounded(100_000)` channel holds 100 000 messages and `unbounded()`
-//! never blocks its sender.
+//! never blocks its sender. (Bounded shared-memory channels whose ring is
+//! momentarily full wait for room within the send's time limit instead,
+//! which is faster than a hand-off to another thread.)
 //!
 //! Frames in an outbox belong to the sending process: if it exits before
 //! they are flushed, they are gone, as with any user-space buffer. Call
@@ -18,10 +21,14 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 
 use super::codec::OutFrame;
-use super::ctl::Ctl;
+use super::ctl::{Capacity, Ctl};
 use super::error::SendFail;
+use super::shm::RingEnd;
 use crate::error::Error;
-use crate::sys::socket;
+use crate::shm::WaitStrategy;
+use crate::shm::ring::TooLarge;
+use crate::sys::{Wait, socket};
+use crate::wire::{self, Kind};
 
 #[derive(Debug, Default)]
 struct Outbox {
@@ -35,8 +42,17 @@ struct Outbox {
 pub struct SenderCore {
     pub sock: OwnedFd,
     pub ctl: Ctl,
+    pub ring: Option<Arc<RingEnd>>,
     outbox: Mutex<Outbox>,
     drained: Condvar,
+}
+
+/// Why a frame was not written.
+pub(crate) enum WriteFail {
+    /// No room in the transport right now.
+    NoRoom,
+    Disconnected,
+    Failed(Error),
 }
 
 fn is_disconnect(e: &io::Error) -> bool {
@@ -45,18 +61,111 @@ fn is_disconnect(e: &io::Error) -> bool {
         || code == rustix::io::Errno::NOTCONN.raw_os_error())
 }
 
+fn sock_fail(e: io::Error) -> WriteFail {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        WriteFail::NoRoom
+    } else if is_disconnect(&e) {
+        WriteFail::Disconnected
+    } else {
+        WriteFail::Failed(Error::Io(e))
+    }
+}
+
+impl Drop for SenderCore {
+    fn drop(&mut self) {
+        if let Some(end) = &self.ring {
+            end.unwatch(self.sock.as_fd());
+        }
+    }
+}
+
 impl SenderCore {
-    pub fn new(sock: OwnedFd, ctl: Ctl) -> Arc<SenderCore> {
-        Arc::new(SenderCore { sock, ctl, outbox: Mutex::default(), drained: Condvar::new() })
+    pub fn new(sock: OwnedFd, ctl: Ctl, ring: Option<Arc<RingEnd>>) -> Arc<SenderCore> {
+        Arc::new(SenderCore { sock, ctl, ring, outbox: Mutex::default(), drained: Condvar::new() })
     }
 
-    fn try_write(&self, frame: &OutFrame) -> io::Result<()> {
+    /// Largest payload sent inside the frame (larger: out of line).
+    pub fn inline_max(&self) -> usize {
+        match &self.ring {
+            None => wire::INLINE_MAX,
+            Some(end) => end.ring.max_message() - wire::HEADER_LEN - wire::MAX_RIGHTS,
+        }
+    }
+
+    /// Write one frame now if the transport has room.
+    fn try_write(&self, frame: &OutFrame) -> Result<(), WriteFail> {
         let fds: Vec<BorrowedFd<'_>> = frame.fds.iter().map(|f| f.as_fd()).collect();
-        socket::send_frame(self.sock.as_fd(), &frame.bytes, &fds)
+        let Some(end) = &self.ring else {
+            return socket::send_frame(self.sock.as_fd(), &frame.bytes, &fds).map_err(sock_fail);
+        };
+        if end.is_gone() {
+            return Err(WriteFail::Disconnected);
+        }
+        let _lock = end.ring.lock_producers(&end.gone);
+        let r = match end.ring.try_reserve(frame.bytes.len()) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(WriteFail::NoRoom),
+            Err(TooLarge) => return Err(WriteFail::Failed(Error::TooLarge { size: frame.bytes.len(), limit: end.ring.max_message() })),
+        };
+        if !fds.is_empty() {
+            // Descriptors go first, by the socket, in ring order (we hold
+            // the producers' lock); the receiver picks them up when it
+            // reaches this record.
+            let carrier = wire::simple_frame(Kind::Carrier, &[]);
+            loop {
+                match socket::send_frame(self.sock.as_fd(), &carrier, &fds) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        socket::wait_writable(self.sock.as_fd()).map_err(|e| WriteFail::Failed(e.into()))?
+                    }
+                    Err(e) => return Err(sock_fail(e)),
+                }
+            }
+        }
+        end.ring.reserved_mut(&r).copy_from_slice(&frame.bytes);
+        end.ring.commit(r);
+        Ok(())
     }
 
-    /// Write a frame now, or queue it behind earlier ones. Never blocks.
-    pub fn write(self: &Arc<Self>, frame: OutFrame) -> Result<(), SendFail> {
+    /// Block until the transport may have room for `frame` (or the peer is gone).
+    fn wait_room(&self, len: usize) -> io::Result<()> {
+        match &self.ring {
+            None => socket::wait_writable(self.sock.as_fd()),
+            Some(end) => {
+                let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)) | Err(_));
+                end.ring.space_bell().wait(WaitStrategy::Park, Wait::Forever, &end.gone, room);
+                Ok(())
+            }
+        }
+    }
+
+    /// Write a frame whose credit is already taken. Unbounded channels (and
+    /// socket channels) never block here: a full transport sends the frame
+    /// to the outbox. Bounded shared-memory channels wait for ring room
+    /// until `wait` runs out, and then give the credit back.
+    pub fn write(self: &Arc<Self>, frame: OutFrame, wait: Wait) -> Result<(), SendFail> {
+        if let Some(end) = &self.ring
+            && self.ctl.capacity() != Capacity::Unbounded
+        {
+            let _local = end.local.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                match self.try_write(&frame) {
+                    Ok(()) => return Ok(()),
+                    Err(WriteFail::NoRoom) => {
+                        let len = frame.bytes.len();
+                        let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)));
+                        if !end.ring.space_bell().wait(end.strategy, wait, &end.gone, room) {
+                            self.ctl.give_back();
+                            end.ring.credit_bell().ring();
+                            return Err(if end.is_gone() { SendFail::Disconnected } else { SendFail::Full });
+                        }
+                    }
+                    Err(WriteFail::Disconnected) => return Err(SendFail::Disconnected),
+                    Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
+                }
+            }
+        }
+        let _local = self.ring.as_ref().map(|end| end.local.lock().unwrap_or_else(|p| p.into_inner()));
         let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         if ob.dead {
             return Err(SendFail::Disconnected);
@@ -64,12 +173,12 @@ impl SenderCore {
         if ob.pending.is_empty() {
             match self.try_write(&frame) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if is_disconnect(&e) => {
+                Err(WriteFail::NoRoom) => {}
+                Err(WriteFail::Disconnected) => {
                     ob.dead = true;
                     return Err(SendFail::Disconnected);
                 }
-                Err(e) => return Err(SendFail::Failed(Error::Io(e))),
+                Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
             }
         }
         ob.pending.push_back(frame);
@@ -88,18 +197,23 @@ impl SenderCore {
 
     fn flush_loop(&self) {
         loop {
-            // Blocks until the socket drains or the receiver is gone.
-            let waited = socket::wait_writable(self.sock.as_fd());
+            let front = {
+                let ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+                ob.pending.front().map(|f| f.bytes.len())
+            };
+            // Sleep until the transport may take the oldest frame.
+            let waited = front.map_or(Ok(()), |len| self.wait_room(len));
+            let _local = self.ring.as_ref().map(|end| end.local.lock().unwrap_or_else(|p| p.into_inner()));
             let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(frame) = ob.pending.front() {
                 match self.try_write(frame) {
                     Ok(()) => {
                         ob.pending.pop_front();
                     }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock && waited.is_ok() => break,
+                    Err(WriteFail::NoRoom) if waited.is_ok() && !self.ring.as_ref().is_some_and(|e| e.is_gone()) => break,
                     Err(_) => {
-                        // Receiver gone (or the socket broken): nobody can
-                        // ever take these frames.
+                        // Receiver gone (or the transport broken): nobody
+                        // can ever take these frames.
                         ob.dead = true;
                         ob.pending.clear();
                     }

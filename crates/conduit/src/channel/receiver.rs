@@ -4,6 +4,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
@@ -14,11 +15,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::codec;
 use super::ctl::{Capacity, Ctl};
 use super::error::{RecvError, RecvFail, RecvTimeoutError, TryRecvError};
+use super::sender::dup_port;
+use super::shm::RingEnd;
 use crate::error::{Error, WireError};
-use crate::rights::{self, PortFds, RightKind};
+use crate::rights::{self, PortParts, RightKind};
 use crate::sys::Wait;
-use crate::sys::socket::{self, Credentials};
-use crate::wire::MAX_FRAME;
+use crate::sys::socket::{self, Credentials, Received};
+use crate::wire::{self, Kind, MAX_FRAME};
 
 /// How long a rendezvous receiver that gave up waits for a message whose
 /// sender had already taken its token (normally microseconds).
@@ -36,6 +39,7 @@ thread_local! {
 pub struct Receiver<T> {
     sock: OwnedFd,
     ctl: Ctl,
+    ring: Option<Arc<RingEnd>>,
     /// Rendezvous only: we have a token out (offered, or taken by a sender
     /// whose message has not been read yet).
     token: AtomicBool,
@@ -44,7 +48,10 @@ pub struct Receiver<T> {
 
 impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Receiver").field("capacity", &self.capacity()).finish_non_exhaustive()
+        f.debug_struct("Receiver")
+            .field("capacity", &self.capacity())
+            .field("shared_memory", &self.ring.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -54,15 +61,43 @@ impl<T> AsFd for Receiver<T> {
     }
 }
 
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        if let Some(end) = &self.ring {
+            end.unwatch(self.sock.as_fd());
+        }
+    }
+}
+
 type Got<T> = (T, Option<Credentials>);
 
 impl<T> Receiver<T> {
     pub(crate) fn from_parts(sock: OwnedFd, ctl: Ctl) -> Self {
-        Receiver { sock, ctl, token: AtomicBool::new(false), _t: PhantomData }
+        Receiver { sock, ctl, ring: None, token: AtomicBool::new(false), _t: PhantomData }
+    }
+
+    pub(crate) fn from_ring(sock: OwnedFd, ctl: Ctl, end: Arc<RingEnd>) -> Self {
+        Receiver { sock, ctl, ring: Some(end), token: AtomicBool::new(false), _t: PhantomData }
+    }
+
+    fn from_received(parts: PortParts) -> std::io::Result<Self> {
+        let (sock, ctl, ring) = parts;
+        Ok(match ring {
+            None => Receiver::from_parts(sock, ctl),
+            Some(ring) => {
+                let end = RingEnd::new(ring, sock.as_fd())?;
+                Receiver::from_ring(sock, ctl, end)
+            }
+        })
     }
 
     pub(crate) fn raw_parts(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
         (self.sock.as_fd(), self.ctl.fd())
+    }
+
+    /// The ring, for shared-memory channels.
+    pub(crate) fn ring_end(&self) -> Option<&Arc<RingEnd>> {
+        self.ring.as_ref()
     }
 
     /// The channel's capacity: `Some(0)` for a rendezvous, `Some(n)` when
@@ -75,6 +110,11 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// True if this channel runs over shared memory.
+    pub fn is_shared_memory(&self) -> bool {
+        self.ring.is_some()
+    }
+
     /// Messages sent and not yet received (bounded channels; 0 otherwise).
     pub fn len(&self) -> usize {
         self.ctl.queued() as usize
@@ -85,10 +125,17 @@ impl<T> Receiver<T> {
         self.len() == 0
     }
 
+    fn credits_changed(&self) {
+        if let Some(end) = &self.ring {
+            end.ring.credit_bell().ring();
+        }
+    }
+
     /// Rendezvous: tell senders a receiver is here (once per message).
     pub(crate) fn begin(&self) {
         if self.ctl.capacity() == Capacity::Zero && !self.token.swap(true, SeqCst) {
             self.ctl.offer(self.sock.as_fd());
+            self.credits_changed();
         }
     }
 
@@ -108,7 +155,10 @@ impl<T> Receiver<T> {
 
     fn on_data(&self) {
         match self.ctl.capacity() {
-            Capacity::Bounded(_) => self.ctl.release(self.sock.as_fd()),
+            Capacity::Bounded(_) => {
+                self.ctl.release(self.sock.as_fd());
+                self.credits_changed();
+            }
             Capacity::Zero => self.token.store(false, SeqCst),
             Capacity::Unbounded => {}
         }
@@ -116,18 +166,21 @@ impl<T> Receiver<T> {
 }
 
 impl<T: DeserializeOwned> Receiver<T> {
-    /// Read one frame if there is one (`Ok(None)` = nothing yet).
+    /// Read one message if there is one (`Ok(None)` = nothing yet).
     fn read(&self, block: bool) -> Result<Option<Got<T>>, RecvFail> {
+        if let Some(end) = &self.ring {
+            return self.read_ring(end);
+        }
         let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         if buf.len() < MAX_FRAME {
             buf.resize(MAX_FRAME, 0);
         }
-        let out = self.read_into(&mut buf, block);
+        let out = self.read_socket(&mut buf, block);
         RECV_BUF.with(|b| *b.borrow_mut() = buf);
         out
     }
 
-    fn read_into(&self, buf: &mut [u8], block: bool) -> Result<Option<Got<T>>, RecvFail> {
+    fn read_socket(&self, buf: &mut [u8], block: bool) -> Result<Option<Got<T>>, RecvFail> {
         let rec = loop {
             match socket::recv_frame(self.sock.as_fd(), buf, block) {
                 Ok(rec) => break rec,
@@ -148,9 +201,49 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
         let creds = rec.creds;
         let n = rec.len.min(buf.len());
-        match codec::decode(&buf[..n], rec, || self.on_data()) {
+        match codec::decode(&buf[..n], rec, false, || self.on_data()) {
             Ok(msg) => Ok(Some((msg, creds))),
             Err(e) => Err(RecvFail::Failed(e)),
+        }
+    }
+
+    /// Shared memory: take the oldest record of the ring, if any.
+    fn read_ring(&self, end: &RingEnd) -> Result<Option<Got<T>>, RecvFail> {
+        let record = match end.ring.peek() {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(corrupt) => return Err(RecvFail::Failed(WireError::BadRing(corrupt.0).into())),
+        };
+        let frame = end.ring.payload(&record);
+        let needs_fds = wire::parse(frame).is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
+        let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
+        let got = fds.and_then(|fds| {
+            let rec = Received { len: frame.len(), fds, ..Received::default() };
+            codec::decode(frame, rec, true, || self.on_data()).map_err(RecvFail::Failed)
+        });
+        end.ring.release(record);
+        got.map(|m| Some((m, None)))
+    }
+
+    /// Shared memory: the descriptors of the record being read, which its
+    /// producer sent by the socket before committing it.
+    fn recv_carrier(&self) -> Result<Vec<OwnedFd>, RecvFail> {
+        let mut buf = [0u8; 64];
+        loop {
+            let rec = match socket::recv_frame(self.sock.as_fd(), &mut buf, true) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
+                Err(e) => return Err(RecvFail::Failed(Error::Io(e))),
+            };
+            if rec.len == 0 && rec.fds.is_empty() {
+                return Err(RecvFail::Failed(WireError::Descriptors { declared: 1, actual: 0 }.into()));
+            }
+            match wire::parse(&buf[..rec.len.min(buf.len())]) {
+                Ok((h, _)) if h.kind == Kind::Carrier => return Ok(rec.fds),
+                Ok((h, _)) if h.kind == Kind::Wake => continue,
+                Ok((h, _)) => return Err(RecvFail::Failed(WireError::Kind(h.kind as u8).into())),
+                Err(e) => return Err(RecvFail::Failed(e.into())),
+            }
         }
     }
 
@@ -161,7 +254,14 @@ impl<T: DeserializeOwned> Receiver<T> {
             return Err(RecvFail::Empty);
         }
         let grace = Wait::Until(Instant::now() + IN_FLIGHT_GRACE);
-        let _ = socket::poll(&[self.sock.as_fd()], grace);
+        match &self.ring {
+            None => {
+                let _ = socket::poll(&[self.sock.as_fd()], grace);
+            }
+            Some(end) => {
+                end.ring.data_bell().wait(end.strategy, grace, &end.gone, || end.ring.used() > 0);
+            }
+        }
         // If it has still not come, the token stays ours: the next receive
         // gets that message.
         self.read(false)?.ok_or(RecvFail::Empty)
@@ -169,6 +269,22 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     pub(crate) fn recv_with(&self, wait: Wait) -> Result<Got<T>, RecvFail> {
         self.begin();
+        if let Some(end) = &self.ring {
+            loop {
+                if let Some(got) = self.read_ring(end)? {
+                    return Ok(got);
+                }
+                if end.is_gone() {
+                    // Everything committed before the last sender went is
+                    // still delivered.
+                    return self.read_ring(end)?.map(Ok).unwrap_or(Err(RecvFail::Disconnected));
+                }
+                let ready = end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.used() > 0);
+                if !ready && !end.is_gone() {
+                    return self.give_up();
+                }
+            }
+        }
         loop {
             if let Some(got) = self.read(wait == Wait::Forever)? {
                 return Ok(got);
@@ -207,6 +323,7 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Like [`recv`](Self::recv), and also say who sent the message: the
     /// pid, uid and gid the kernel attached to it (`SCM_CREDENTIALS`).
+    /// Socket channels only: on shared memory the kernel sees no message.
     pub fn recv_from(&self) -> Result<(T, Credentials), RecvError> {
         let (msg, creds) = self.recv_with(Wait::Forever).map_err(RecvFail::recv)?;
         Ok((msg, creds.ok_or_else(no_creds)?))
@@ -227,6 +344,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                 match self.recv() {
                     Ok(m) => return Some(m),
                     Err(RecvError::Disconnected) => return None,
+                    Err(RecvError::Failed(Error::Wire(WireError::BadRing(_)))) => return None,
                     Err(RecvError::Failed(_)) => continue,
                 }
             }
@@ -239,6 +357,7 @@ impl<T: DeserializeOwned> Receiver<T> {
             loop {
                 match self.try_recv() {
                     Ok(m) => return Some(m),
+                    Err(TryRecvError::Failed(Error::Wire(WireError::BadRing(_)))) => return None,
                     Err(TryRecvError::Failed(_)) => continue,
                     Err(_) => return None,
                 }
@@ -253,7 +372,7 @@ impl<T: DeserializeOwned> Receiver<T> {
 }
 
 fn no_creds() -> Error {
-    Error::Io(std::io::Error::other("the kernel attached no credentials"))
+    Error::NoCredentials
 }
 
 impl RecvTimeoutError {
@@ -270,10 +389,9 @@ impl<T> Serialize for Receiver<T> {
         if !self.retract() {
             return Err(serde::ser::Error::custom("a rendezvous receiver with a message in flight cannot be moved"));
         }
-        let fds = socket::dup(&self.sock)
-            .and_then(|sock| Ok(PortFds { sock, ctl: socket::dup(self.ctl.fd())? }))
-            .map_err(serde::ser::Error::custom)?;
-        let index = rights::push(RightKind::Receive, fds).map_err(serde::ser::Error::custom)?;
+        let fds = dup_port(self.sock.as_fd(), &self.ctl, self.ring.as_ref()).map_err(serde::ser::Error::custom)?;
+        let kind = if self.ring.is_some() { RightKind::ShmReceive } else { RightKind::Receive };
+        let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }
 }
@@ -281,7 +399,7 @@ impl<T> Serialize for Receiver<T> {
 impl<'de, T> Deserialize<'de> for Receiver<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(d)?;
-        let (sock, ctl) = rights::take(index, RightKind::Receive).map_err(serde::de::Error::custom)?;
-        Ok(Receiver::from_parts(sock, ctl))
+        let parts = rights::take_port(index, true).map_err(serde::de::Error::custom)?;
+        Receiver::from_received(parts).map_err(serde::de::Error::custom)
     }
 }

@@ -14,7 +14,8 @@ use super::ctl::{Capacity, Ctl};
 use super::error::{SendError, SendFail, SendTimeoutError, TrySendError};
 use super::outbox::SenderCore;
 use crate::error::Error;
-use crate::rights::{self, PortFds, RightKind};
+use super::shm::RingEnd;
+use crate::rights::{self, PortParts, RightKind};
 use crate::sys::{Wait, socket};
 
 /// A send right: the sending half of a channel.
@@ -49,7 +50,31 @@ impl<T> AsFd for Sender<T> {
 
 impl<T> Sender<T> {
     pub(crate) fn from_parts(sock: std::os::fd::OwnedFd, ctl: Ctl) -> Self {
-        Sender { core: SenderCore::new(sock, ctl), _t: PhantomData }
+        Sender { core: SenderCore::new(sock, ctl, None), _t: PhantomData }
+    }
+
+    pub(crate) fn from_ring(sock: std::os::fd::OwnedFd, ctl: Ctl, end: Arc<RingEnd>) -> Self {
+        Sender { core: SenderCore::new(sock, ctl, Some(end)), _t: PhantomData }
+    }
+
+    fn from_received(parts: PortParts) -> std::io::Result<Self> {
+        let (sock, ctl, ring) = parts;
+        Ok(match ring {
+            None => Sender::from_parts(sock, ctl),
+            Some(ring) => {
+                let end = RingEnd::new(ring, sock.as_fd())?;
+                Sender::from_ring(sock, ctl, end)
+            }
+        })
+    }
+
+    /// True if this channel runs over shared memory.
+    pub fn is_shared_memory(&self) -> bool {
+        self.core.ring.is_some()
+    }
+
+    pub(crate) fn encoding(&self) -> codec::Encoding {
+        codec::Encoding { inline_max: self.core.inline_max(), checksum: self.core.ring.is_none() }
     }
 
     /// The channel's capacity: `Some(0)` for a rendezvous, `Some(n)` when
@@ -80,14 +105,22 @@ impl<T> Sender<T> {
 
     /// True if the receiver is gone.
     pub fn is_disconnected(&self) -> bool {
-        socket::peer_gone(self.core.sock.as_fd()).unwrap_or(true)
+        self.core.ring.as_ref().is_some_and(|e| e.is_gone()) || socket::peer_gone(self.core.sock.as_fd()).unwrap_or(true)
     }
 
     /// Wait for the right to write one message (a credit or a rendezvous
-    /// token), sleeping in `poll` on the socket so that the receiver's
-    /// death ends the wait at once.
+    /// token). Socket channels sleep in `poll` on the socket, so that the
+    /// receiver's death ends the wait at once; shared-memory channels spin
+    /// and/or sleep on the ring's credit futex, woken by the monitor thread
+    /// if the receiver dies.
     fn acquire(&self, wait: Wait) -> Result<(), SendFail> {
         let ctl = &self.core.ctl;
+        if let Some(end) = &self.core.ring {
+            if end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || ctl.try_acquire()) {
+                return Ok(());
+            }
+            return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
+        }
         let sock = self.core.sock.as_fd();
         loop {
             if ctl.try_acquire() {
@@ -136,9 +169,9 @@ impl<T> Sender<T> {
 
 impl<T: Serialize> Sender<T> {
     pub(crate) fn send_with(&self, msg: &T, wait: Wait) -> Result<(), SendFail> {
-        let frame = codec::encode(msg).map_err(SendFail::Failed)?;
+        let frame = codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?;
         self.acquire(wait)?;
-        self.core.write(frame)
+        self.core.write(frame, wait)
     }
 
     /// Send, waiting for room (bounded) or for a receiver (rendezvous) as
@@ -232,12 +265,25 @@ pub enum CallError {
     Failed(Error),
 }
 
+/// Duplicates of a channel end's descriptors, to put in a message.
+pub(crate) fn dup_port(
+    sock: BorrowedFd<'_>,
+    ctl: &Ctl,
+    ring: Option<&Arc<RingEnd>>,
+) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
+    let mut fds = vec![socket::dup(sock)?, socket::dup(ctl.fd())?];
+    if let Some(end) = ring {
+        fds.push(socket::dup(end.ring.segment().fd())?);
+    }
+    Ok(fds)
+}
+
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fds = socket::dup(&self.core.sock)
-            .and_then(|sock| Ok(PortFds { sock, ctl: socket::dup(self.core.ctl.fd())? }))
+        let fds = dup_port(self.core.sock.as_fd(), &self.core.ctl, self.core.ring.as_ref())
             .map_err(serde::ser::Error::custom)?;
-        let index = rights::push(RightKind::Send, fds).map_err(serde::ser::Error::custom)?;
+        let kind = if self.core.ring.is_some() { RightKind::ShmSend } else { RightKind::Send };
+        let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }
 }
@@ -245,7 +291,7 @@ impl<T> Serialize for Sender<T> {
 impl<'de, T> Deserialize<'de> for Sender<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let index = u32::deserialize(d)?;
-        let (sock, ctl) = rights::take(index, RightKind::Send).map_err(serde::de::Error::custom)?;
-        Ok(Sender::from_parts(sock, ctl))
+        let parts = rights::take_port(index, false).map_err(serde::de::Error::custom)?;
+        Sender::from_received(parts).map_err(serde::de::Error::custom)
     }
 }

@@ -77,6 +77,7 @@ unsafe impl Send for Mapping {}
 // SAFETY: as above.
 unsafe impl Sync for Mapping {}
 
+#[allow(clippy::len_without_is_empty)]
 impl Mapping {
     /// Map `len` bytes of `fd` shared and read-write.
     pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
@@ -90,6 +91,40 @@ impl Mapping {
         };
         let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Base address. Writing through it is the caller's business (see
+    /// `Segment` and the ring, which keep to their bounds).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr().cast()
+    }
+
+    /// Copy `out.len()` bytes from `offset` (bounds-checked).
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> bool {
+        if offset.checked_add(out.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: in bounds (checked); the source is shared memory that
+        // other processes may write concurrently, which can only make the
+        // copied bytes stale, never invalid (any bytes are valid u8).
+        unsafe { std::ptr::copy_nonoverlapping(self.as_ptr().add(offset), out.as_mut_ptr(), out.len()) };
+        true
+    }
+
+    /// Copy `data` to `offset` (bounds-checked).
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> bool {
+        if offset.checked_add(data.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: in bounds (checked); the mapping is writable; no Rust
+        // reference to this memory exists outside the unsafe accessors.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
+        true
     }
 
     fn check(&self, offset: usize, size: usize) {

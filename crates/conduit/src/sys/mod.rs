@@ -4,7 +4,9 @@
 //! crate lives in this module tree and carries a `// SAFETY:` comment. The
 //! rest of the crate sees typed, safe functions over `OwnedFd`/`BorrowedFd`.
 
+pub mod futex;
 pub mod memory;
+pub mod monitor;
 pub mod process;
 pub mod socket;
 

@@ -78,3 +78,11 @@ pub fn getpid() -> u32 {
 pub fn getppid() -> Option<u32> {
     rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
 }
+
+/// True if a process with this pid exists (signal 0).
+pub fn alive(pid: u32) -> bool {
+    match Pid::from_raw(pid as i32) {
+        None => false,
+        Some(p) => !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH)),
+    }
+}

@@ -1,0 +1,35 @@
+//! Shared memory: sealed segments, the ring, and waiting.
+//!
+//! * [`Segment`] / [`NamedSegment`]: memory to share, safely.
+//! * [`ring`]: the bounded producer/consumer buffer across processes.
+//! * [`Wait`](WaitStrategy): how a side that must wait does so — spin,
+//!   park on a futex, or spin briefly and then park (the default).
+//!
+//! The shared-memory flavor of the channel API is in
+//! [`crate::channel::shm`].
+
+pub mod ring;
+pub mod ring_core;
+mod segment;
+
+pub use segment::{NamedSegment, Segment};
+
+use std::time::Duration;
+
+/// How a channel end waits when it must (no message, no room, no credit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Spin, never sleep: the lowest latency, and a core kept busy.
+    Spin,
+    /// Sleep on a futex at once: no spinning at all.
+    Park,
+    /// Spin for up to this long, then sleep on a futex (the default, with
+    /// 20 µs). A waker makes no system call when nobody sleeps.
+    Adaptive(Duration),
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::Adaptive(Duration::from_micros(20))
+    }
+}

@@ -1,0 +1,395 @@
+//! The bounded buffer across processes (M3.2): a byte ring in a sealed
+//! memfd segment, for variable-size messages, one consumer and any number
+//! of producers, using its whole capacity.
+//!
+//! ```text
+//! segment: | 4 KiB header                                   | data: capacity bytes (2^k) |
+//! header:  magic·version·capacity | tail | head | producer lock | data waiters·seq |
+//!          space waiters·seq | credit waiters·seq      (each on its own 64-byte line)
+//! ```
+//!
+//! The index protocol is in `ring_core.rs` (model-checked with loom).
+//! Producers take turns through a lock word in the header holding the
+//! owner's pid; a producer that finds the owner dead (`kill -9` while
+//! writing) takes the lock over, and the dead producer's uncommitted
+//! record simply never appears — no corrupt message is ever delivered.
+//!
+//! Waiting ([`WaitStrategy`]): spin for a budget, then sleep on a futex
+//! word, counting sleepers so that a waker makes no system call when
+//! nobody sleeps.
+
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, fence};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use super::ring_core::{Corrupt, Record, Reservation, TooLarge};
+use super::ring_core::{self, Counter, RingMemory};
+use super::{Segment, WaitStrategy};
+use crate::error::{Error, WireError};
+use crate::sys::{self, Wait, futex};
+
+const MAGIC: u32 = 0xC0D1_4149;
+const VERSION: u32 = 1;
+const OFF_MAGIC: usize = 0;
+const OFF_VERSION: usize = 4;
+const OFF_CAPACITY: usize = 8;
+const OFF_WAIT_MODE: usize = 16;
+const OFF_WAIT_BUDGET_NS: usize = 24;
+const OFF_TAIL: usize = 64;
+const OFF_HEAD: usize = 128;
+const OFF_LOCK: usize = 192;
+const OFF_LOCK_WAITERS: usize = 196;
+const OFF_DATA_WAITERS: usize = 256;
+const OFF_DATA_SEQ: usize = 260;
+const OFF_SPACE_WAITERS: usize = 320;
+const OFF_SPACE_SEQ: usize = 324;
+const OFF_CREDIT_WAITERS: usize = 384;
+const OFF_CREDIT_SEQ: usize = 388;
+/// Where the data area starts.
+pub const DATA_OFFSET: usize = 4096;
+/// Smallest data area.
+pub const MIN_CAPACITY: usize = 4096;
+/// Largest data area.
+pub const MAX_CAPACITY: usize = 1 << 32;
+
+impl Counter for AtomicU64 {
+    fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
+        AtomicU64::load(self, order)
+    }
+    fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
+        AtomicU64::store(self, value, order)
+    }
+}
+
+/// A futex word and a count of its sleepers.
+pub(crate) struct Bell<'a> {
+    seq: &'a AtomicU32,
+    waiters: &'a AtomicU32,
+}
+
+impl Bell<'_> {
+    /// Wake every sleeper, if there is any. Cheap when nobody sleeps.
+    pub(crate) fn ring(&self) {
+        fence(SeqCst);
+        if self.waiters.load(SeqCst) > 0 {
+            self.seq.fetch_add(1, SeqCst);
+            futex::wake(self.seq, u32::MAX);
+        }
+    }
+
+    /// Ring even if nobody seems to sleep (peer death).
+    fn ring_always(&self) {
+        self.seq.fetch_add(1, SeqCst);
+        futex::wake(self.seq, u32::MAX);
+    }
+
+    /// Wait until `ready()` returns true (→ `true`), `gone` is set or the
+    /// deadline passes (→ `ready()` once more). `ready` may act (take a
+    /// credit): it is never called again after it returned true.
+    pub(crate) fn wait(&self, strategy: WaitStrategy, wait: Wait, gone: &AtomicBool, mut ready: impl FnMut() -> bool) -> bool {
+        if ready() {
+            return true;
+        }
+        if wait == Wait::Never {
+            return false;
+        }
+        let spin_for = match strategy {
+            WaitStrategy::Spin => None,
+            WaitStrategy::Park => Some(Duration::ZERO),
+            WaitStrategy::Adaptive(d) => Some(d),
+        };
+        let start = Instant::now();
+        let mut i = 0u32;
+        loop {
+            if ready() {
+                return true;
+            }
+            if gone.load(SeqCst) {
+                return ready();
+            }
+            i = i.wrapping_add(1);
+            if i % 64 == 0 {
+                if wait.expired() {
+                    return ready();
+                }
+                if spin_for.is_some_and(|d| start.elapsed() >= d) {
+                    break;
+                }
+            }
+            if spin_for == Some(Duration::ZERO) {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let seq = self.seq.load(SeqCst);
+            self.waiters.fetch_add(1, SeqCst);
+            if ready() {
+                self.waiters.fetch_sub(1, SeqCst);
+                return true;
+            }
+            if gone.load(SeqCst) {
+                self.waiters.fetch_sub(1, SeqCst);
+                return ready();
+            }
+            futex::wait(self.seq, seq, wait);
+            self.waiters.fetch_sub(1, SeqCst);
+            if ready() {
+                return true;
+            }
+            if gone.load(SeqCst) || wait.expired() {
+                return ready();
+            }
+        }
+    }
+}
+
+/// A ring in a shared-memory segment.
+#[derive(Debug)]
+pub struct Ring {
+    seg: Segment,
+    capacity: u64,
+}
+
+impl RingMemory for Ring {
+    type C = AtomicU64;
+    fn tail(&self) -> &AtomicU64 {
+        self.seg.mapping().atomic_u64(OFF_TAIL)
+    }
+    fn head(&self) -> &AtomicU64 {
+        self.seg.mapping().atomic_u64(OFF_HEAD)
+    }
+    fn capacity(&self) -> u64 {
+        self.capacity
+    }
+    fn write(&self, pos: u64, data: &[u8]) {
+        let ok = self.seg.mapping().write_at(DATA_OFFSET + pos as usize, data);
+        debug_assert!(ok);
+    }
+    fn read(&self, pos: u64, out: &mut [u8]) {
+        let ok = self.seg.mapping().read_at(DATA_OFFSET + pos as usize, out);
+        debug_assert!(ok);
+    }
+}
+
+impl Ring {
+    /// A new ring with a data area of at least `capacity` bytes (rounded up
+    /// to a power of two, at least [`MIN_CAPACITY`]).
+    pub fn new(capacity: usize) -> Result<Ring, Error> {
+        let cap = capacity.clamp(MIN_CAPACITY, MAX_CAPACITY).next_power_of_two();
+        let seg = Segment::new(DATA_OFFSET + cap)?;
+        let m = seg.mapping();
+        m.atomic_u64(OFF_CAPACITY).store(cap as u64, SeqCst);
+        m.atomic_u32(OFF_VERSION).store(VERSION, SeqCst);
+        m.atomic_u32(OFF_MAGIC).store(MAGIC, SeqCst);
+        Ok(Ring { seg, capacity: cap as u64 })
+    }
+
+    /// Use a segment received from another process as a ring, after
+    /// checking its header.
+    pub(crate) fn adopt(seg: Segment, index: usize) -> Result<Ring, WireError> {
+        let bad = |why| WireError::BadRight { index, why };
+        if seg.len() < DATA_OFFSET + MIN_CAPACITY {
+            return Err(bad("ring segment is too small"));
+        }
+        let m = seg.mapping();
+        if m.atomic_u32(OFF_MAGIC).load(SeqCst) != MAGIC || m.atomic_u32(OFF_VERSION).load(SeqCst) != VERSION {
+            return Err(bad("ring has a bad magic or version"));
+        }
+        let cap = m.atomic_u64(OFF_CAPACITY).load(SeqCst);
+        if !cap.is_power_of_two() || cap as usize + DATA_OFFSET != seg.len() {
+            return Err(bad("ring capacity does not match its segment"));
+        }
+        Ok(Ring { seg, capacity: cap })
+    }
+
+    /// How the ends of this ring wait (chosen by its creator).
+    pub fn strategy(&self) -> WaitStrategy {
+        let m = self.seg.mapping();
+        match m.atomic_u32(OFF_WAIT_MODE).load(SeqCst) {
+            1 => WaitStrategy::Spin,
+            2 => WaitStrategy::Park,
+            _ => match m.atomic_u64(OFF_WAIT_BUDGET_NS).load(SeqCst) {
+                0 => WaitStrategy::default(),
+                ns => WaitStrategy::Adaptive(Duration::from_nanos(ns)),
+            },
+        }
+    }
+
+    /// Choose how the ends of this ring wait.
+    pub fn set_strategy(&self, w: WaitStrategy) {
+        let m = self.seg.mapping();
+        let (mode, ns) = match w {
+            WaitStrategy::Spin => (1, 0),
+            WaitStrategy::Park => (2, 0),
+            WaitStrategy::Adaptive(d) => (0, d.as_nanos().clamp(1, u64::MAX as u128) as u64),
+        };
+        m.atomic_u64(OFF_WAIT_BUDGET_NS).store(ns, SeqCst);
+        m.atomic_u32(OFF_WAIT_MODE).store(mode, SeqCst);
+    }
+
+    /// Bytes in the data area.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
+    }
+
+    /// Largest message the ring carries.
+    pub fn max_message(&self) -> usize {
+        ring_core::max_payload(self.capacity)
+    }
+
+    /// Bytes committed and not yet released.
+    pub fn used(&self) -> usize {
+        ring_core::used(self) as usize
+    }
+
+    /// The segment (to pass the ring to another process).
+    pub fn segment(&self) -> &Segment {
+        &self.seg
+    }
+
+    fn word(&self, off: usize) -> &AtomicU32 {
+        self.seg.mapping().atomic_u32(off)
+    }
+
+    pub(crate) fn data_bell(&self) -> Bell<'_> {
+        Bell { seq: self.word(OFF_DATA_SEQ), waiters: self.word(OFF_DATA_WAITERS) }
+    }
+
+    pub(crate) fn space_bell(&self) -> Bell<'_> {
+        Bell { seq: self.word(OFF_SPACE_SEQ), waiters: self.word(OFF_SPACE_WAITERS) }
+    }
+
+    pub(crate) fn credit_bell(&self) -> Bell<'_> {
+        Bell { seq: self.word(OFF_CREDIT_SEQ), waiters: self.word(OFF_CREDIT_WAITERS) }
+    }
+
+    /// Wake everyone sleeping on this ring (a peer died).
+    pub(crate) fn wake_all(&self) {
+        self.data_bell().ring_always();
+        self.space_bell().ring_always();
+        self.credit_bell().ring_always();
+        futex::wake(self.word(OFF_LOCK), u32::MAX);
+    }
+
+    /// Producer: room for `len` bytes now?
+    pub fn try_reserve(&self, len: usize) -> Result<Option<Reservation>, TooLarge> {
+        ring_core::try_reserve(self, len)
+    }
+
+    /// Producer: the reserved payload, to write in place.
+    pub fn reserved_mut(&self, r: &Reservation) -> &mut [u8] {
+        let start = DATA_OFFSET + r.payload_pos() as usize;
+        assert!(start + r.len() <= self.seg.len());
+        // SAFETY: in bounds (asserted). A reservation is exclusive: only the
+        // producer holding the lock and the reservation touches these
+        // bytes until `commit`, and the consumer does not read past `tail`.
+        #[allow(clippy::mut_from_ref)]
+        unsafe {
+            std::slice::from_raw_parts_mut(self.seg.as_ptr().add(start), r.len())
+        }
+    }
+
+    /// Producer: publish a written reservation and wake the consumer.
+    pub fn commit(&self, r: Reservation) {
+        ring_core::commit(self, r);
+        self.data_bell().ring();
+    }
+
+    /// Consumer: the oldest message, if any.
+    pub fn peek(&self) -> Result<Option<Record>, Corrupt> {
+        ring_core::peek(self)
+    }
+
+    /// Consumer: the payload of `r`, in place.
+    pub fn payload(&self, r: &Record) -> &[u8] {
+        let start = DATA_OFFSET + r.payload_pos() as usize;
+        assert!(start + r.len() <= self.seg.len());
+        // SAFETY: in bounds (asserted). A committed record is not written by
+        // producers until the consumer releases it, which needs `&Record`
+        // moved into `release`, after this borrow ends. (A hostile producer
+        // can scribble on it anyway; then we read garbage bytes, which the
+        // frame checks reject.)
+        unsafe { std::slice::from_raw_parts(self.seg.as_ptr().add(start), r.len()) }
+    }
+
+    /// Consumer: done with `r`; wake producers waiting for room.
+    pub fn release(&self, r: Record) {
+        ring_core::release(self, r);
+        self.space_bell().ring();
+    }
+
+    /// Take the producers' lock for this process (`pid`), taking it over
+    /// from a dead owner. Sleeps on the lock word when contended.
+    pub(crate) fn lock_producers(&self, gone: &AtomicBool) -> ProducerLock<'_> {
+        let pid = sys::process::getpid();
+        let word = self.word(OFF_LOCK);
+        let waiters = self.word(OFF_LOCK_WAITERS);
+        let mut spins = 0u32;
+        loop {
+            match word.compare_exchange(0, pid, SeqCst, Relaxed) {
+                Ok(_) => return ProducerLock { ring: self },
+                Err(owner) if owner == pid => {
+                    // Left locked by an earlier incarnation of this pid
+                    // (cannot be us: the caller serializes our threads).
+                    if word.compare_exchange(owner, pid, SeqCst, Relaxed).is_ok() {
+                        return ProducerLock { ring: self };
+                    }
+                }
+                Err(owner) => {
+                    spins += 1;
+                    if spins < 200 {
+                        std::hint::spin_loop();
+                        continue;
+                    }
+                    if !sys::process::alive(owner) {
+                        // The owner died holding it: its record was never
+                        // committed, so nothing half-written is visible.
+                        if word.compare_exchange(owner, pid, SeqCst, Relaxed).is_ok() {
+                            return ProducerLock { ring: self };
+                        }
+                        continue;
+                    }
+                    if gone.load(SeqCst) {
+                        // Nobody will read what we write; do not wait forever.
+                        return ProducerLock { ring: self };
+                    }
+                    waiters.fetch_add(1, SeqCst);
+                    futex::wait(word, owner, Wait::Until(Instant::now() + Duration::from_millis(50)));
+                    waiters.fetch_sub(1, SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// Holds the producers' lock.
+pub(crate) struct ProducerLock<'a> {
+    ring: &'a Ring,
+}
+
+impl Drop for ProducerLock<'_> {
+    fn drop(&mut self) {
+        let word = self.ring.word(OFF_LOCK);
+        let pid = sys::process::getpid();
+        let _ = word.compare_exchange(pid, 0, SeqCst, Relaxed);
+        if self.ring.word(OFF_LOCK_WAITERS).load(SeqCst) > 0 {
+            futex::wake(word, 1);
+        }
+    }
+}
+
+impl Serialize for Ring {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.seg.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Ring {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let seg = Segment::deserialize(d)?;
+        Ring::adopt(seg, 0).map_err(serde::de::Error::custom)
+    }
+}
