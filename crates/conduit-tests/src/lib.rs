@@ -18,6 +18,12 @@ pub enum ToChild {
     RecvString(Receiver<String>),
     /// A receive right for requests.
     Serve(Receiver<Request>),
+    /// A shared-memory segment.
+    Segment(conduit::shm::Segment),
+    /// A receive right for byte messages.
+    RecvBytes(Receiver<conduit::Bytes>),
+    /// A send right for a stream of self-checking messages.
+    SendStream(Sender<Vec<u64>>),
     /// Go on.
     Go,
 }
@@ -44,4 +50,19 @@ pub enum Request {
     Upper(String, ReplyTo<String>),
     /// Drop the reply right without answering.
     Ignore(ReplyTo<String>),
+}
+
+/// The self-checking message number `i` of a stream: `i` repeated
+/// `1 + i % 64` times, so a torn or mixed-up message cannot pass.
+pub fn stream_message(i: u64) -> Vec<u64> {
+    vec![i; 1 + (i % 64) as usize]
+}
+
+/// Switch this process to user and group `nobody` (65534).
+pub fn become_nobody() {
+    let gid = rustix::process::Gid::from_raw(65534);
+    let uid = rustix::process::Uid::from_raw(65534);
+    rustix::thread::set_thread_groups(&[]).expect("setgroups");
+    rustix::thread::set_thread_res_gid(gid, gid, gid).expect("setresgid");
+    rustix::thread::set_thread_res_uid(uid, uid, uid).expect("setresuid");
 }

@@ -5,14 +5,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{finish, outcome, report, spawn};
+use common::{Flavor, finish, outcome, report, spawn};
 use conduit::{PortSet, RecvError, RecvTimeoutError, TryRecvError};
 use conduit_tests::{FromChild, Request, ToChild};
 
-#[test]
-fn bounded_3_blocks_the_fourth_send_until_one_is_received() {
+fn bounded_3_blocks_the_fourth_send_until_one_is_received(f: Flavor) {
     let kid = spawn("bounded-sender");
-    let (tx, rx) = conduit::bounded::<u64>(3).unwrap();
+    let (tx, rx) = f.bounded::<u64>(3);
     kid.tx.send(ToChild::SendU64(tx)).unwrap();
     assert_eq!(report(&kid), FromChild::Sent(3));
     assert_eq!(report(&kid), outcome("Full"), "try_send of the 4th");
@@ -29,10 +28,9 @@ fn bounded_3_blocks_the_fourth_send_until_one_is_received() {
     finish(kid);
 }
 
-#[test]
-fn rendezvous_send_returns_only_once_the_receiver_takes_it() {
+fn rendezvous_send_returns_only_once_the_receiver_takes_it(f: Flavor) {
     let kid = spawn("rendezvous-sender");
-    let (tx, rx) = conduit::bounded::<u64>(0).unwrap();
+    let (tx, rx) = f.bounded::<u64>(0);
     kid.tx.send(ToChild::SendU64(tx)).unwrap();
     assert_eq!(report(&kid), outcome("Full"), "try_send with no receiver waiting");
     assert_eq!(report(&kid), outcome("Timeout"), "send_timeout with no receiver waiting");
@@ -47,12 +45,11 @@ fn rendezvous_send_returns_only_once_the_receiver_takes_it() {
     finish(kid);
 }
 
-#[test]
-fn unbounded_never_blocks_the_sender_while_the_receiver_sleeps() {
+fn unbounded_never_blocks_the_sender_while_the_receiver_sleeps(f: Flavor) {
     // 20 000 messages of 1 KiB: about 100 times what the kernel buffers.
     const N: u64 = 20_000;
     let kid = spawn("flood");
-    let (tx, rx) = conduit::unbounded::<Vec<u8>>().unwrap();
+    let (tx, rx) = f.unbounded::<Vec<u8>>();
     kid.tx.send(ToChild::SendBytes(tx, N)).unwrap();
     // We receive nothing until the child says it has sent everything.
     assert_eq!(report(&kid), FromChild::Sent(N));
@@ -64,10 +61,9 @@ fn unbounded_never_blocks_the_sender_while_the_receiver_sleeps() {
     finish(kid);
 }
 
-#[test]
-fn try_and_timeout_variants_report_empty_timeout_and_disconnected() {
+fn try_and_timeout_variants_report_empty_timeout_and_disconnected(f: Flavor) {
     let kid = spawn("identity");
-    let (tx, rx) = conduit::bounded::<u64>(4).unwrap();
+    let (tx, rx) = f.bounded::<u64>(4);
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
     assert!(matches!(rx.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout)));
     kid.tx.send(ToChild::SendU64(tx)).unwrap();
@@ -78,18 +74,17 @@ fn try_and_timeout_variants_report_empty_timeout_and_disconnected() {
     finish(kid);
 }
 
-#[test]
-fn a_right_passed_to_a_third_process_is_used_directly() {
+fn a_right_passed_to_a_third_process_is_used_directly(f: Flavor) {
     // A (this test) gives C the receive right and B a send right; B then
     // talks to C without A in the path.
     let b = spawn("relay-sender");
     let c = spawn("relay-receiver");
-    let (tx, rx) = conduit::unbounded::<String>().unwrap();
+    let (tx, rx) = f.unbounded::<String>();
     c.tx.send(ToChild::RecvString(rx)).unwrap();
     assert_eq!(report(&c), FromChild::Ready);
     b.tx.send(ToChild::SendString(tx)).unwrap();
     assert_eq!(report(&b), FromChild::Sent(1));
-    let b_pid = b.child.id();
+    let b_pid = if f == Flavor::Shm { u32::MAX } else { b.child.id() };
     assert_eq!(report(&c), FromChild::Received("hello from B".into(), b_pid), "C names B as the sender");
     finish(b);
     // B exited and A's copy went into the message: C sees no senders left.
@@ -97,11 +92,17 @@ fn a_right_passed_to_a_third_process_is_used_directly() {
     finish(c);
 }
 
-#[test]
-fn recv_from_names_the_sending_process() {
+fn recv_from_names_the_sending_process(f: Flavor) {
     let kid = spawn("identity");
-    let (tx, rx) = conduit::unbounded::<u64>().unwrap();
+    let (tx, rx) = f.unbounded::<u64>();
     kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    if f == Flavor::Shm {
+        // The kernel sees no message on shared memory: no credentials, said so.
+        let err = rx.recv_from().unwrap_err();
+        assert!(matches!(err, RecvError::Failed(conduit::Error::NoCredentials)), "{err:?}");
+        finish(kid);
+        return;
+    }
     let (pid, who) = rx.recv_from().unwrap();
     assert_eq!(pid, kid.child.id() as u64);
     assert_eq!(who.pid, kid.child.id());
@@ -110,12 +111,11 @@ fn recv_from_names_the_sending_process() {
     finish(kid);
 }
 
-#[test]
-fn port_set_says_which_receiver_is_ready() {
+fn port_set_says_which_receiver_is_ready(f: Flavor) {
     let kid = spawn("identity");
-    let (_tx_a, rx_a) = conduit::unbounded::<String>().unwrap();
-    let (tx_b, rx_b) = conduit::bounded::<u64>(1).unwrap();
-    let (_tx_c, rx_c) = conduit::bounded::<u64>(0).unwrap();
+    let (_tx_a, rx_a) = f.unbounded::<String>();
+    let (tx_b, rx_b) = f.bounded::<u64>(1);
+    let (_tx_c, rx_c) = f.bounded::<u64>(0);
     let mut set = PortSet::new();
     let a = set.add(&rx_a);
     let b = set.add(&rx_b);
@@ -133,11 +133,10 @@ fn port_set_says_which_receiver_is_ready() {
     finish(kid);
 }
 
-#[test]
-fn port_set_serves_a_rendezvous_member() {
+fn port_set_serves_a_rendezvous_member(f: Flavor) {
     let kid = spawn("rendezvous-sender");
-    let (_tx_a, rx_a) = conduit::unbounded::<u64>().unwrap();
-    let (tx, rx) = conduit::bounded::<u64>(0).unwrap();
+    let (_tx_a, rx_a) = f.unbounded::<u64>();
+    let (tx, rx) = f.bounded::<u64>(0);
     kid.tx.send(ToChild::SendU64(tx)).unwrap();
     assert_eq!(report(&kid), outcome("Full"));
     assert_eq!(report(&kid), outcome("Timeout"));
@@ -151,10 +150,9 @@ fn port_set_serves_a_rendezvous_member() {
     finish(kid);
 }
 
-#[test]
-fn call_waits_for_exactly_one_reply_and_reports_a_dropped_reply_right() {
+fn call_waits_for_exactly_one_reply_and_reports_a_dropped_reply_right(f: Flavor) {
     let kid = spawn("server");
-    let (tx, rx) = conduit::bounded::<Request>(4).unwrap();
+    let (tx, rx) = f.bounded::<Request>(4);
     kid.tx.send(ToChild::Serve(rx)).unwrap();
     let up = tx.call(|reply| Request::Upper("mach".into(), reply)).unwrap();
     assert_eq!(up, "MACH");
@@ -164,11 +162,10 @@ fn call_waits_for_exactly_one_reply_and_reports_a_dropped_reply_right() {
     finish(kid);
 }
 
-#[test]
-fn a_large_message_travels_out_of_line() {
+fn a_large_message_travels_out_of_line(f: Flavor) {
     const N: u64 = 4 << 20;
     let kid = spawn("big");
-    let (tx, rx) = conduit::bounded::<Vec<u8>>(1).unwrap();
+    let (tx, rx) = f.bounded::<Vec<u8>>(1);
     kid.tx.send(ToChild::SendBytes(tx, N)).unwrap();
     let data = rx.recv().unwrap();
     assert_eq!(data.len() as u64, N);
@@ -176,11 +173,10 @@ fn a_large_message_travels_out_of_line() {
     finish(kid);
 }
 
-#[test]
-fn async_send_and_recv_inside_tokio() {
+fn async_send_and_recv_inside_tokio(f: Flavor) {
     let kid = spawn("double");
-    let (to_tx, to_rx) = conduit::bounded::<u64>(1).unwrap();
-    let (back_tx, back_rx) = conduit::bounded::<u64>(1).unwrap();
+    let (to_tx, to_rx) = f.bounded::<u64>(1);
+    let (back_tx, back_rx) = f.bounded::<u64>(1);
     kid.tx.send(ToChild::RecvU64(to_rx)).unwrap();
     kid.tx.send(ToChild::SendU64(back_tx)).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -199,3 +195,17 @@ fn async_send_and_recv_inside_tokio() {
     });
     finish(kid);
 }
+
+on_both_transports!(
+    bounded_3_blocks_the_fourth_send_until_one_is_received,
+    rendezvous_send_returns_only_once_the_receiver_takes_it,
+    unbounded_never_blocks_the_sender_while_the_receiver_sleeps,
+    try_and_timeout_variants_report_empty_timeout_and_disconnected,
+    a_right_passed_to_a_third_process_is_used_directly,
+    recv_from_names_the_sending_process,
+    port_set_says_which_receiver_is_ready,
+    port_set_serves_a_rendezvous_member,
+    call_waits_for_exactly_one_reply_and_reports_a_dropped_reply_right,
+    a_large_message_travels_out_of_line,
+    async_send_and_recv_inside_tokio,
+);

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{finish, report, spawn};
+use common::{Flavor, finish, report, spawn};
 use conduit::{Error, RecvError, SendError, WireError};
 use conduit_tests::{FromChild, ToChild};
 
@@ -20,11 +20,10 @@ fn within_100ms(scenario: impl Fn() -> Duration) {
     assert!(second <= Duration::from_millis(100), "detected after {first:?}, then {second:?}");
 }
 
-#[test]
-fn blocked_sender_sees_disconnected_within_100ms_of_kill_9_of_the_receiver() {
+fn blocked_sender_sees_disconnected_within_100ms_of_kill_9_of_the_receiver(f: Flavor) {
     within_100ms(|| {
         let mut kid = spawn("hold");
-        let (tx, rx) = conduit::bounded::<u64>(1).unwrap();
+        let (tx, rx) = f.bounded::<u64>(1);
         kid.tx.send(ToChild::RecvU64(rx)).unwrap();
         assert_eq!(report(&kid), FromChild::Ready);
         tx.send(1).unwrap(); // the channel is now full
@@ -43,11 +42,10 @@ fn blocked_sender_sees_disconnected_within_100ms_of_kill_9_of_the_receiver() {
     });
 }
 
-#[test]
-fn blocked_receiver_sees_disconnected_within_100ms_of_kill_9_of_the_sender() {
+fn blocked_receiver_sees_disconnected_within_100ms_of_kill_9_of_the_sender(f: Flavor) {
     within_100ms(|| {
         let mut kid = spawn("hold");
-        let (tx, rx) = conduit::bounded::<u64>(1).unwrap();
+        let (tx, rx) = f.bounded::<u64>(1);
         kid.tx.send(ToChild::SendU64(tx)).unwrap();
         assert_eq!(report(&kid), FromChild::Ready);
         let killed_at = Instant::now();
@@ -118,3 +116,8 @@ fn parent_link_is_refused_outside_a_linked_child() {
     let err = conduit::process::parent::<u8, u8>().unwrap_err();
     assert!(err.to_string().contains("CONDUIT_LINK"), "{err}");
 }
+
+on_both_transports!(
+    blocked_sender_sees_disconnected_within_100ms_of_kill_9_of_the_receiver,
+    blocked_receiver_sees_disconnected_within_100ms_of_kill_9_of_the_sender,
+);

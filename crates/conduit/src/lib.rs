@@ -41,7 +41,7 @@ mod sys;
 pub mod wire;
 
 pub use channel::{
-    CallError, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError, Sender,
+    Bytes, CallError, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError, Sender,
     TryRecvError, TrySendError, bounded, unbounded,
 };
 pub use error::{Error, WireError};

@@ -68,13 +68,16 @@ pub enum Incoming {
 /// A channel end taken out of a message.
 pub type PortParts = (OwnedFd, Ctl, Option<Ring>);
 
+/// Rights met while serializing: kind and descriptors, in table order.
+pub type Outgoing = Vec<(RightKind, Vec<OwnedFd>)>;
+
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<(RightKind, Vec<OwnedFd>)>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<Incoming>>>> = const { RefCell::new(None) };
 }
 
 /// Run `f` (a serialization) collecting the rights it meets.
-pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Vec<(RightKind, Vec<OwnedFd>)>) {
+pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Outgoing) {
     let saved = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
     let r = f();
     let rights = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), saved)).unwrap_or_default();

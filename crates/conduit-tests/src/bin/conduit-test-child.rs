@@ -74,8 +74,13 @@ fn main() {
         "relay-receiver" => {
             let ToChild::RecvString(rx) = next() else { panic!("want RecvString") };
             report(&up, FromChild::Ready);
-            let (msg, who) = rx.recv_from().unwrap();
-            report(&up, FromChild::Received(msg, who.pid));
+            // Shared-memory channels carry no credentials: report u32::MAX.
+            let (msg, pid) = match rx.recv_from() {
+                Ok((msg, who)) => (msg, who.pid),
+                Err(conduit::RecvError::Failed(conduit::Error::NoCredentials)) => (rx.recv().unwrap(), u32::MAX),
+                Err(e) => panic!("{e}"),
+            };
+            report(&up, FromChild::Received(msg, pid));
             match rx.recv() {
                 Err(conduit::RecvError::Disconnected) => outcome(&up, "Disconnected"),
                 other => outcome(&up, &format!("{other:?}")),
@@ -143,6 +148,67 @@ fn main() {
             let ToChild::SendBytes(tx, n) = next() else { panic!("want SendBytes") };
             let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
             tx.send(data).unwrap();
+        }
+        "stream" => {
+            // Sends self-checking messages until killed.
+            let ToChild::SendStream(tx) = next() else { panic!("want SendStream") };
+            for i in 0.. {
+                tx.send(conduit_tests::stream_message(i)).unwrap();
+                if i == 1000 {
+                    report(&up, FromChild::Ready);
+                }
+            }
+        }
+        "drain" => {
+            let ToChild::RecvU64(rx) = next() else { panic!("want RecvU64") };
+            let mut n = 0u64;
+            for x in rx.iter() {
+                assert_eq!(x, n, "messages in order");
+                n += 1;
+                if n == 100 {
+                    report(&up, FromChild::Ready);
+                }
+            }
+        }
+        "in-place" => {
+            let ToChild::RecvBytes(mut rx) = next() else { panic!("want RecvBytes") };
+            {
+                let got = rx.recv_in_place().unwrap();
+                let ok = got.iter().enumerate().all(|(i, &b)| b == i as u8);
+                outcome(&up, &format!("in place: {} bytes {}", got.len(), if ok { "intact" } else { "DAMAGED" }));
+            }
+            let second = rx.recv().unwrap();
+            outcome(&up, &format!("then: {}", String::from_utf8_lossy(&second.0)));
+            let _ = rx.recv();
+        }
+        "segment-reader" => {
+            let ToChild::Segment(seg) = next() else { panic!("want Segment") };
+            let mut buf = [0u8; 6];
+            seg.read_at(0, &mut buf).unwrap();
+            assert_eq!(&buf, b"secret");
+            seg.write_at(6, b"+reply").unwrap();
+            report(&up, FromChild::Outcome(format!("read {} bytes", seg.len())));
+        }
+        "intruder" => {
+            // argv[2]: a path to open as user nobody.
+            let path = std::env::args().nth(2).expect("path");
+            conduit_tests::become_nobody();
+            match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(_) => outcome(&up, "opened"),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => outcome(&up, "denied"),
+                Err(e) => outcome(&up, &format!("error: {e}")),
+            }
+        }
+        "named-intruder" => {
+            let name = std::env::args().nth(2).expect("name");
+            conduit_tests::become_nobody();
+            match conduit::shm::NamedSegment::open(&name) {
+                Ok(_) => outcome(&up, "opened"),
+                Err(conduit::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    outcome(&up, "denied")
+                }
+                Err(e) => outcome(&up, &format!("error: {e}")),
+            }
         }
         other => panic!("unknown role {other}"),
     }

@@ -4,11 +4,11 @@
 //! tokio's reactor, so a task never blocks a runtime thread; the fast path
 //! (room, or a message already there) makes no registration at all.
 //!
-//! Shared-memory channels: the kernel has no event to wait on, so a task
-//! polls the ring, yielding and then sleeping with a backoff of up to 1 ms
-//! (this needs tokio's time driver, e.g. `enable_all()`).
-
-use std::io;
+//! Shared-memory channels: a receiving task arms the ring's doorbell, so
+//! producers also write a wake frame to the socket, and sleeps on the
+//! socket like above. A sending task that finds the channel full polls,
+//! yielding and then sleeping with a backoff of up to 1 ms (this needs
+//! tokio's time driver, e.g. `enable_all()`).
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -89,7 +89,6 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     async fn recv_async_inner(&self) -> Result<(T, Option<Credentials>), RecvError> {
         self.begin();
-        let mut step = 0;
         loop {
             match self.poll_read() {
                 Ok(Some(got)) => return Ok(got),
@@ -97,10 +96,20 @@ impl<T: DeserializeOwned> Receiver<T> {
                     Some(end) if end.is_gone() => {
                         return self.poll_read().map_err(RecvFail::recv)?.ok_or(RecvError::Disconnected);
                     }
-                    Some(_) => pause(&mut step).await,
+                    Some(end) => {
+                        // Sleep on the socket: producers ring it while we are armed.
+                        end.ring.doorbell_on();
+                        let woke =
+                            if end.ring.used() > 0 { Ok(()) } else { readable(std::os::fd::AsFd::as_fd(self)).await };
+                        end.ring.doorbell_off();
+                        socket::drain_wakes(std::os::fd::AsFd::as_fd(self));
+                        if let Err(e) = woke {
+                            return Err(RecvError::Failed(e.into()));
+                        }
+                    }
                     None => {
                         if let Err(e) = readable(std::os::fd::AsFd::as_fd(self)).await {
-                            return Err(RecvError::Failed(io::Error::from(e).into()));
+                            return Err(RecvError::Failed(e.into()));
                         }
                     }
                 },

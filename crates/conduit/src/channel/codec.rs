@@ -9,10 +9,10 @@ use serde::de::DeserializeOwned;
 use super::ctl::Ctl;
 use crate::error::{Error, WireError};
 use crate::rights::{self, Incoming, RightKind};
-use crate::sys::memory::{self, CONTENT_SEALS};
-use crate::sys::socket::{self, Received};
 use crate::shm::Segment;
 use crate::shm::ring::Ring;
+use crate::sys::memory::{self, CONTENT_SEALS};
+use crate::sys::socket::{self, Received};
 use crate::wire::{self, HEADER_LEN, Kind, MAX_FRAME, MAX_PAYLOAD, MAX_RIGHTS, OUT_OF_LINE};
 
 /// An encoded message ready to write: the datagram and its descriptors.

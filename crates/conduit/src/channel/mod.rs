@@ -33,6 +33,7 @@ mod async_io;
 pub(crate) mod codec;
 pub(crate) mod ctl;
 mod error;
+mod loan;
 pub(crate) mod outbox;
 mod receiver;
 mod select;
@@ -44,6 +45,7 @@ use std::os::fd::AsFd;
 use serde::{Deserialize, Serialize};
 
 pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
+pub use loan::{Bytes, InPlace, Loan};
 pub use receiver::Receiver;
 pub use select::PortSet;
 pub use sender::{CallError, Sender};

@@ -102,10 +102,15 @@ impl SenderCore {
             return Err(WriteFail::Disconnected);
         }
         let _lock = end.ring.lock_producers(&end.gone);
-        let r = match end.ring.try_reserve(frame.bytes.len()) {
+        let mut r = match end.ring.try_reserve(frame.bytes.len()) {
             Ok(Some(r)) => r,
             Ok(None) => return Err(WriteFail::NoRoom),
-            Err(TooLarge) => return Err(WriteFail::Failed(Error::TooLarge { size: frame.bytes.len(), limit: end.ring.max_message() })),
+            Err(TooLarge) => {
+                return Err(WriteFail::Failed(Error::TooLarge {
+                    size: frame.bytes.len(),
+                    limit: end.ring.max_message(),
+                }));
+            }
         };
         if !fds.is_empty() {
             // Descriptors go first, by the socket, in ring order (we hold
@@ -122,8 +127,12 @@ impl SenderCore {
                 }
             }
         }
-        end.ring.reserved_mut(&r).copy_from_slice(&frame.bytes);
+        end.ring.reserved_mut(&mut r).copy_from_slice(&frame.bytes);
         end.ring.commit(r);
+        if end.ring.doorbell_wanted() {
+            // A full socket already holds a wake: fine to drop this one.
+            let _ = socket::send_frame(self.sock.as_fd(), &wire::simple_frame(Kind::Wake, &[]), &[]);
+        }
         Ok(())
     }
 
@@ -210,7 +219,9 @@ impl SenderCore {
                     Ok(()) => {
                         ob.pending.pop_front();
                     }
-                    Err(WriteFail::NoRoom) if waited.is_ok() && !self.ring.as_ref().is_some_and(|e| e.is_gone()) => break,
+                    Err(WriteFail::NoRoom) if waited.is_ok() && !self.ring.as_ref().is_some_and(|e| e.is_gone()) => {
+                        break;
+                    }
                     Err(_) => {
                         // Receiver gone (or the transport broken): nobody
                         // can ever take these frames.

@@ -153,6 +153,11 @@ impl<T> Receiver<T> {
         }
     }
 
+    /// A message left the queue by a path other than `read` (in place).
+    pub(crate) fn credit_taken(&self) {
+        self.on_data();
+    }
+
     fn on_data(&self) {
         match self.ctl.capacity() {
             Capacity::Bounded(_) => {
@@ -281,6 +286,11 @@ impl<T: DeserializeOwned> Receiver<T> {
                 }
                 let ready = end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.used() > 0);
                 if !ready && !end.is_gone() {
+                    // The monitor thread may not have seen a hang-up yet.
+                    if socket::peer_gone(self.sock.as_fd()).unwrap_or(false) {
+                        end.gone.store(true, SeqCst);
+                        continue;
+                    }
                     return self.give_up();
                 }
             }
@@ -325,12 +335,18 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// pid, uid and gid the kernel attached to it (`SCM_CREDENTIALS`).
     /// Socket channels only: on shared memory the kernel sees no message.
     pub fn recv_from(&self) -> Result<(T, Credentials), RecvError> {
+        if self.ring.is_some() {
+            return Err(RecvError::Failed(Error::NoCredentials));
+        }
         let (msg, creds) = self.recv_with(Wait::Forever).map_err(RecvFail::recv)?;
         Ok((msg, creds.ok_or_else(no_creds)?))
     }
 
     /// Like [`recv_timeout`](Self::recv_timeout), with the sender's credentials.
     pub fn recv_from_timeout(&self, timeout: Duration) -> Result<(T, Credentials), RecvTimeoutError> {
+        if self.ring.is_some() {
+            return Err(RecvTimeoutError::Failed(Error::NoCredentials));
+        }
         let wait = Wait::Until(Instant::now() + timeout);
         let (msg, creds) = self.recv_with(wait).map_err(RecvFail::recv_timeout)?;
         Ok((msg, creds.ok_or_else(no_creds)?))

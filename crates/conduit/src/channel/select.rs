@@ -11,6 +11,11 @@ trait Member {
     fn fd(&self) -> BorrowedFd<'_>;
     fn begin(&self);
     fn retract(&self) -> bool;
+    /// Shared memory: ready without the socket saying so?
+    fn ring_ready(&self) -> bool;
+    /// Shared memory: have producers ring the socket while we sleep.
+    fn arm(&self, on: bool);
+    fn is_ring(&self) -> bool;
 }
 
 impl<T> Member for Receiver<T> {
@@ -22,6 +27,22 @@ impl<T> Member for Receiver<T> {
     }
     fn retract(&self) -> bool {
         Receiver::retract(self)
+    }
+    fn ring_ready(&self) -> bool {
+        self.ring_end().is_some_and(|e| e.is_gone() || e.ring.used() > 0)
+    }
+    fn is_ring(&self) -> bool {
+        self.ring_end().is_some()
+    }
+    fn arm(&self, on: bool) {
+        if let Some(e) = self.ring_end() {
+            if on {
+                e.ring.doorbell_on();
+            } else {
+                e.ring.doorbell_off();
+                socket::drain_wakes(self.as_fd());
+            }
+        }
     }
 }
 
@@ -102,16 +123,39 @@ impl<'a> PortSet<'a> {
         if n == 0 {
             return None;
         }
-        // Rendezvous members tell their senders we are listening.
+        // Rendezvous members tell their senders we are listening;
+        // shared-memory members ask their producers for a doorbell.
         for m in &self.members {
             m.begin();
+            m.arm(true);
         }
-        let fds: Vec<BorrowedFd<'_>> = self.members.iter().map(|m| m.fd()).collect();
-        // poll fails only on ENOMEM; treat that like a timeout.
-        let ready = socket::poll(&fds, wait).unwrap_or_default();
         let start = self.next;
-        let mut chosen =
-            (0..n).map(|k| (start + k) % n).find(|&i| ready.get(i).is_some_and(|r| r.readable || r.hangup));
+        let order = || (0..n).map(|k| (start + k) % n);
+        let fds: Vec<BorrowedFd<'_>> = self.members.iter().map(|m| m.fd()).collect();
+        let mut chosen;
+        loop {
+            chosen = order().find(|&i| self.members[i].ring_ready());
+            if chosen.is_some() {
+                break;
+            }
+            // poll fails only on ENOMEM; treat that like a timeout.
+            let ready = socket::poll(&fds, wait).unwrap_or_default();
+            chosen = order().find(|&i| {
+                let (m, r) = (self.members[i], ready.get(i).copied().unwrap_or_default());
+                if m.is_ring() { m.ring_ready() || r.hangup } else { r.readable || r.hangup }
+            });
+            if chosen.is_some() || wait == Wait::Never || wait.expired() {
+                break;
+            }
+            // Only doorbells of shared-memory members woke us: drop them.
+            for m in &self.members {
+                m.arm(false);
+                m.arm(true);
+            }
+        }
+        for m in &self.members {
+            m.arm(false);
+        }
         // Take back the tokens of the others; a token a sender already
         // took means its message is coming, so that member is ready too.
         for (i, m) in self.members.iter().enumerate() {

@@ -13,8 +13,8 @@ use super::codec;
 use super::ctl::{Capacity, Ctl};
 use super::error::{SendError, SendFail, SendTimeoutError, TrySendError};
 use super::outbox::SenderCore;
-use crate::error::Error;
 use super::shm::RingEnd;
+use crate::error::Error;
 use crate::rights::{self, PortParts, RightKind};
 use crate::sys::{Wait, socket};
 
@@ -105,7 +105,8 @@ impl<T> Sender<T> {
 
     /// True if the receiver is gone.
     pub fn is_disconnected(&self) -> bool {
-        self.core.ring.as_ref().is_some_and(|e| e.is_gone()) || socket::peer_gone(self.core.sock.as_fd()).unwrap_or(true)
+        self.core.ring.as_ref().is_some_and(|e| e.is_gone())
+            || socket::peer_gone(self.core.sock.as_fd()).unwrap_or(true)
     }
 
     /// Wait for the right to write one message (a credit or a rendezvous
@@ -167,11 +168,22 @@ impl<T> Sender<T> {
     }
 }
 
-impl<T: Serialize> Sender<T> {
-    pub(crate) fn send_with(&self, msg: &T, wait: Wait) -> Result<(), SendFail> {
+impl<T> Sender<T> {
+    /// Send any value that encodes like a `T` (e.g. a borrowed form).
+    pub(crate) fn send_ref<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
         let frame = codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?;
         self.acquire(wait)?;
         self.core.write(frame, wait)
+    }
+
+    pub(crate) fn acquire_for_loan(&self) -> Result<(), SendFail> {
+        self.acquire(Wait::Forever)
+    }
+}
+
+impl<T: Serialize> Sender<T> {
+    pub(crate) fn send_with(&self, msg: &T, wait: Wait) -> Result<(), SendFail> {
+        self.send_ref(msg, wait)
     }
 
     /// Send, waiting for room (bounded) or for a receiver (rendezvous) as

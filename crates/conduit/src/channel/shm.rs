@@ -18,9 +18,8 @@
 //! ```
 //!
 //! Per-message sender credentials do not exist here (the kernel sees no
-//! message), so [`Receiver::recv_from`] fails on these channels; the async
-//! methods poll the ring with a backoff of up to 1 ms rather than sleeping
-//! on an event.
+//! message), so [`Receiver::recv_from`] fails on these channels with
+//! [`Error::NoCredentials`](crate::Error::NoCredentials).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use super::ring_core::{Corrupt, Record, Reservation, TooLarge};
 use super::ring_core::{self, Counter, RingMemory};
+pub use super::ring_core::{Corrupt, Record, Reservation, TooLarge};
 use super::{Segment, WaitStrategy};
 use crate::error::{Error, WireError};
 use crate::sys::{self, Wait, futex};
@@ -47,6 +47,7 @@ const OFF_SPACE_WAITERS: usize = 320;
 const OFF_SPACE_SEQ: usize = 324;
 const OFF_CREDIT_WAITERS: usize = 384;
 const OFF_CREDIT_SEQ: usize = 388;
+const OFF_DOORBELL: usize = 448;
 /// Where the data area starts.
 pub const DATA_OFFSET: usize = 4096;
 /// Smallest data area.
@@ -88,7 +89,13 @@ impl Bell<'_> {
     /// Wait until `ready()` returns true (→ `true`), `gone` is set or the
     /// deadline passes (→ `ready()` once more). `ready` may act (take a
     /// credit): it is never called again after it returned true.
-    pub(crate) fn wait(&self, strategy: WaitStrategy, wait: Wait, gone: &AtomicBool, mut ready: impl FnMut() -> bool) -> bool {
+    pub(crate) fn wait(
+        &self,
+        strategy: WaitStrategy,
+        wait: Wait,
+        gone: &AtomicBool,
+        mut ready: impl FnMut() -> bool,
+    ) -> bool {
         if ready() {
             return true;
         }
@@ -110,7 +117,7 @@ impl Bell<'_> {
                 return ready();
             }
             i = i.wrapping_add(1);
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 if wait.expired() {
                     return ready();
                 }
@@ -266,6 +273,23 @@ impl Ring {
         Bell { seq: self.word(OFF_CREDIT_SEQ), waiters: self.word(OFF_CREDIT_WAITERS) }
     }
 
+    /// Consumer: ask producers to also ring the socket on each commit (for
+    /// waiters that sleep in `poll`: port sets, async tasks). Undo with
+    /// [`doorbell_off`](Self::doorbell_off).
+    pub(crate) fn doorbell_on(&self) {
+        self.word(OFF_DOORBELL).fetch_add(1, SeqCst);
+    }
+
+    pub(crate) fn doorbell_off(&self) {
+        self.word(OFF_DOORBELL).fetch_sub(1, SeqCst);
+    }
+
+    /// Producer, after a commit: does a consumer want the socket rung?
+    pub(crate) fn doorbell_wanted(&self) -> bool {
+        fence(SeqCst);
+        self.word(OFF_DOORBELL).load(SeqCst) > 0
+    }
+
     /// Wake everyone sleeping on this ring (a peer died).
     pub(crate) fn wake_all(&self) {
         self.data_bell().ring_always();
@@ -280,16 +304,21 @@ impl Ring {
     }
 
     /// Producer: the reserved payload, to write in place.
-    pub fn reserved_mut(&self, r: &Reservation) -> &mut [u8] {
+    pub fn reserved_mut<'a>(&'a self, r: &'a mut Reservation) -> &'a mut [u8] {
         let start = DATA_OFFSET + r.payload_pos() as usize;
         assert!(start + r.len() <= self.seg.len());
-        // SAFETY: in bounds (asserted). A reservation is exclusive: only the
-        // producer holding the lock and the reservation touches these
-        // bytes until `commit`, and the consumer does not read past `tail`.
-        #[allow(clippy::mut_from_ref)]
-        unsafe {
-            std::slice::from_raw_parts_mut(self.seg.as_ptr().add(start), r.len())
-        }
+        // SAFETY: in bounds (asserted). A reservation is exclusive (not
+        // Clone, borrowed mutably here): only its holder touches these bytes
+        // until `commit`, and the consumer does not read past `tail`.
+        unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr().add(start), r.len()) }
+    }
+
+    /// Producer: the reserved payload, to read back.
+    pub fn reserved<'a>(&'a self, r: &'a Reservation) -> &'a [u8] {
+        let start = DATA_OFFSET + r.payload_pos() as usize;
+        assert!(start + r.len() <= self.seg.len());
+        // SAFETY: in bounds (asserted); see `reserved_mut`.
+        unsafe { std::slice::from_raw_parts(self.seg.as_ptr().add(start), r.len()) }
     }
 
     /// Producer: publish a written reservation and wake the consumer.
@@ -366,7 +395,7 @@ impl Ring {
 }
 
 /// Holds the producers' lock.
-pub(crate) struct ProducerLock<'a> {
+pub struct ProducerLock<'a> {
     ring: &'a Ring,
 }
 

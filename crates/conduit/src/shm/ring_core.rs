@@ -65,8 +65,9 @@ fn header(len: u64, kind: u32) -> [u8; 8] {
     h
 }
 
-/// Room a producer has claimed (not yet visible to the consumer).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Room a producer has claimed (not yet visible to the consumer). Not
+/// `Clone`: one reservation, one writer.
+#[derive(Debug, PartialEq, Eq)]
 pub struct Reservation {
     at: u64,
     pad: u64,
@@ -126,7 +127,7 @@ pub fn commit<M: RingMemory>(m: &M, r: Reservation) {
 }
 
 /// A record the consumer is looking at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Record {
     at: u64,
     pos: u64,

@@ -57,6 +57,14 @@ impl Segment {
         Ok(Segment { fd, map })
     }
 
+    /// Another handle to the same memory (a duplicated descriptor and a
+    /// second mapping).
+    pub fn try_clone(&self) -> Result<Segment, Error> {
+        let fd = socket::dup(&self.fd)?;
+        let map = Mapping::new(fd.as_fd(), self.len())?;
+        Ok(Segment { fd, map })
+    }
+
     /// Size in bytes.
     pub fn len(&self) -> usize {
         self.map.len()
@@ -118,6 +126,12 @@ fn out_of_bounds(offset: usize, len: usize, size: usize) -> Error {
         std::io::ErrorKind::InvalidInput,
         format!("range {offset}..{} is outside the {size}-byte segment", offset.saturating_add(len)),
     ))
+}
+
+impl AsFd for Segment {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
 }
 
 impl Serialize for Segment {

@@ -193,3 +193,18 @@ pub async fn readable_async(fd: BorrowedFd<'_>) -> io::Result<()> {
     let _guard = afd.readable().await?;
     Ok(())
 }
+
+/// Consume the wake frames (kind 2) at the head of `fd`'s queue, leaving
+/// any other frame in place.
+pub fn drain_wakes(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; crate::wire::HEADER_LEN];
+    loop {
+        let peek = rustix::net::recv(fd, &mut buf, RecvFlags::PEEK | RecvFlags::DONTWAIT);
+        match peek {
+            Ok((n, _)) if n == buf.len() && buf[3] == crate::wire::Kind::Wake as u8 => {
+                let _ = rustix::net::recv(fd, &mut buf, RecvFlags::DONTWAIT);
+            }
+            _ => return,
+        }
+    }
+}

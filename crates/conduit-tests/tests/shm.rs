@@ -1,0 +1,175 @@
+//! Shared memory across processes: kill -9 mid-stream, segment access,
+//! named segments, the ring's exact capacity, zero-copy loans.
+
+mod common;
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use common::{finish, outcome, report, spawn};
+use conduit::channel::{Bytes, shm};
+use conduit::shm::ring::Ring;
+use conduit::shm::{NamedSegment, Segment, WaitStrategy};
+use conduit::{RecvTimeoutError, SendTimeoutError};
+use conduit_tests::{FromChild, ToChild, stream_message};
+
+fn no_conduit_objects_in_dev_shm() {
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    assert!(!left.iter().any(|n| n.contains("conduit")), "left in /dev/shm: {left:?}");
+}
+
+fn kill_9_of_the_producer_mid_stream(wait: WaitStrategy) {
+    let mut kid = spawn("stream");
+    let (tx, rx) = shm::Builder::new().bounded(64).ring_bytes(16 * 1024).wait(wait).build::<Vec<u64>>().unwrap();
+    kid.tx.send(ToChild::SendStream(tx)).unwrap();
+    let mut next = 0u64;
+    let check = |next: &mut u64, m: Vec<u64>| {
+        assert_eq!(m, stream_message(*next), "message {next} whole and in order");
+        *next += 1;
+    };
+    // Let it stream, then kill it while it is writing.
+    while next < 500 {
+        check(&mut next, rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    kid.child.kill().unwrap();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(m) => check(&mut next, m),
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("after the producer's death: {e:?}"),
+        }
+    }
+    assert!(next >= 500);
+    assert_eq!(kid.child.wait().unwrap().signal, Some(9));
+    drop(rx);
+    no_conduit_objects_in_dev_shm();
+}
+
+#[test]
+fn kill_9_of_the_producer_mid_stream_delivers_only_whole_messages_then_disconnected() {
+    kill_9_of_the_producer_mid_stream(WaitStrategy::default());
+}
+
+#[test]
+fn kill_9_of_the_producer_mid_stream_with_parked_waiting() {
+    kill_9_of_the_producer_mid_stream(WaitStrategy::Park);
+}
+
+#[test]
+fn kill_9_of_the_producer_mid_stream_with_spinning() {
+    kill_9_of_the_producer_mid_stream(WaitStrategy::Spin);
+}
+
+#[test]
+fn kill_9_of_the_consumer_mid_stream_disconnects_the_producer() {
+    let kid = spawn("drain");
+    let (tx, rx) = shm::bounded::<u64>(16).unwrap();
+    kid.tx.send(ToChild::RecvU64(rx)).unwrap();
+    let mut i = 0;
+    // Stream until the consumer is well into it, then kill it.
+    let killer = std::thread::spawn({
+        move || {
+            let r = report(&kid);
+            assert_eq!(r, FromChild::Ready);
+            kid.child.kill().unwrap();
+            kid
+        }
+    });
+    let err = loop {
+        match tx.send_timeout(i, Duration::from_secs(10)) {
+            Ok(()) => i += 1,
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, SendTimeoutError::Disconnected(_)), "{err:?}");
+    assert!(i >= 100);
+    let mut kid = killer.join().unwrap();
+    assert_eq!(kid.child.wait().unwrap().signal, Some(9));
+    no_conduit_objects_in_dev_shm();
+}
+
+#[test]
+fn a_segment_is_shared_by_passing_it_and_only_so() {
+    let seg = Segment::new(4096).unwrap();
+    seg.write_at(0, b"secret").unwrap();
+    // A process given the segment maps it and sees the same memory.
+    let reader = spawn("segment-reader");
+    reader.tx.send(ToChild::Segment(seg.try_clone().unwrap())).unwrap();
+    assert_eq!(report(&reader), outcome("read 4096 bytes"));
+    let mut back = [0u8; 12];
+    seg.read_at(0, &mut back).unwrap();
+    assert_eq!(&back, b"secret+reply");
+    finish(reader);
+    // It has no name: nothing in /dev/shm, and another user cannot reach
+    // it even through our /proc entry.
+    no_conduit_objects_in_dev_shm();
+    let fd_path = format!("/proc/{}/fd/{}", std::process::id(), std::os::fd::AsRawFd::as_raw_fd(&seg.as_fd()));
+    let intruder = common::spawn_with_args("intruder", &[&fd_path]);
+    assert_eq!(report(&intruder), outcome("denied"));
+    finish(intruder);
+    // Out of bounds is an error, not a crash.
+    assert!(seg.read_at(4090, &mut [0u8; 16]).is_err());
+    assert!(seg.write_at(usize::MAX, b"x").is_err());
+}
+
+#[test]
+fn named_segments_obey_their_mode_for_other_users() {
+    let name = format!("/conduit-test-{}", std::process::id());
+    for (mode, expect) in [(0o600, "denied"), (0o666, "opened")] {
+        let seg = NamedSegment::create(&name, 4096, mode).unwrap();
+        seg.segment().write_at(0, b"hi").unwrap();
+        let kid = common::spawn_with_args("named-intruder", &[&name]);
+        assert_eq!(report(&kid), outcome(expect), "mode {mode:o}");
+        finish(kid);
+        NamedSegment::unlink(&name).unwrap();
+    }
+    assert!(NamedSegment::open(&name).is_err(), "unlinked");
+    no_conduit_objects_in_dev_shm();
+}
+
+#[test]
+fn the_ring_uses_its_whole_capacity() {
+    // 4096 bytes; a 56-byte payload takes 64 bytes: exactly 64 fit — not
+    // 63 as in the textbook ring that keeps a slot empty.
+    let ring = Ring::new(4096).unwrap();
+    let mut n = 0;
+    while let Some(mut r) = ring.try_reserve(56).unwrap() {
+        ring.reserved_mut(&mut r).fill(n as u8);
+        ring.commit(r);
+        n += 1;
+    }
+    assert_eq!(n, 64);
+    assert_eq!(ring.used(), 4096);
+    // Taking one makes room for exactly one more.
+    let first = ring.peek().unwrap().unwrap();
+    assert_eq!(ring.payload(&first), &[0u8; 56][..]);
+    ring.release(first);
+    let r = ring.try_reserve(56).unwrap().expect("room for one");
+    ring.commit(r);
+    assert!(ring.try_reserve(56).unwrap().is_none());
+    // Too large for this ring is said so.
+    assert!(ring.try_reserve(4096).is_err());
+}
+
+#[test]
+fn loans_write_and_read_in_place_across_processes() {
+    let (tx, rx) = shm::bounded::<Bytes>(4).unwrap();
+    let kid = spawn("in-place");
+    kid.tx.send(ToChild::RecvBytes(rx)).unwrap();
+    // An abandoned loan publishes nothing and gives its credit back.
+    for _ in 0..8 {
+        drop(tx.loan(10).unwrap());
+    }
+    let mut loan = tx.loan(1 << 16).unwrap();
+    for (i, b) in loan.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    loan.send();
+    tx.send_slice(b"second").unwrap();
+    assert_eq!(report(&kid), outcome("in place: 65536 bytes intact"));
+    assert_eq!(report(&kid), outcome("then: second"));
+    drop(tx);
+    finish(kid);
+}

@@ -1,0 +1,274 @@
+//! Zero-copy messages of bytes (M2.6).
+//!
+//! [`Bytes`] is a message that is just bytes. On a shared-memory channel a
+//! sender can [`loan`](Sender::loan) room for one in the ring, write it in
+//! place and [`send`](Loan::send) it; the receiver can
+//! [`recv_in_place`](Receiver::recv_in_place) and read it where it lies.
+//! No byte is copied by conduit on either side. Large payloads on any
+//! channel travel as their own sealed segment instead of through the
+//! transport (see `docs/WIRE.md`, out-of-line payloads).
+//!
+//! ```
+//! use conduit::channel::{shm, Bytes};
+//! let (tx, mut rx) = shm::bounded::<Bytes>(4)?;
+//! let mut loan = tx.loan(5).unwrap();
+//! loan.copy_from_slice(b"hello");
+//! loan.send();
+//! let got = rx.recv_in_place().unwrap();
+//! assert_eq!(&*got, b"hello");
+//! # Ok::<(), conduit::Error>(())
+//! ```
+
+use std::ops::{Deref, DerefMut};
+use std::sync::MutexGuard;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::{RecvError, SendFail};
+use super::{Receiver, Sender};
+use crate::error::{Error, WireError};
+use crate::shm::ring::{ProducerLock, Record, Reservation, TooLarge};
+use crate::sys::Wait;
+use crate::wire::{self, HEADER_LEN, Kind};
+
+/// A message that is a byte string (encoded as one, not as a sequence).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Bytes(pub Vec<u8>);
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+struct BytesRef<'a>(&'a [u8]);
+
+impl Serialize for BytesRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+fn varint(mut n: usize, out: &mut [u8; 10]) -> usize {
+    let mut i = 0;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out[i] = b;
+            return i + 1;
+        }
+        out[i] = b | 0x80;
+        i += 1;
+    }
+}
+
+fn read_varint(b: &[u8]) -> Option<(usize, usize)> {
+    let mut n = 0usize;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        n |= ((byte & 0x7f) as usize).checked_shl(7 * i as u32)?;
+        if byte & 0x80 == 0 {
+            return Some((n, i + 1));
+        }
+    }
+    None
+}
+
+impl Sender<Bytes> {
+    /// Send bytes from a slice (no intermediate `Vec`).
+    pub fn send_slice(&self, data: &[u8]) -> Result<(), Error> {
+        match self.send_ref(&BytesRef(data), Wait::Forever) {
+            Ok(()) => Ok(()),
+            Err(SendFail::Failed(e)) => Err(e),
+            Err(_) => Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected"))),
+        }
+    }
+
+    /// Loan room for a `len`-byte message in the channel's ring, to write
+    /// in place; [`Loan::send`] publishes it, dropping the loan abandons it.
+    /// Waits for a credit and for room like [`send`](Sender::send). While a
+    /// loan is out, other producers of the channel wait.
+    pub fn loan(&self, len: usize) -> Result<Loan<'_>, Error> {
+        let end = self.core.ring.as_ref().ok_or_else(|| {
+            Error::Io(std::io::Error::new(std::io::ErrorKind::Unsupported, "loans need a shared-memory channel"))
+        })?;
+        let mut vi = [0u8; 10];
+        let vn = varint(len, &mut vi);
+        let frame_len = HEADER_LEN + vn + len;
+        if frame_len > end.ring.max_message() {
+            return Err(Error::TooLarge { size: len, limit: end.ring.max_message() - HEADER_LEN - 10 });
+        }
+        match self.acquire_for_loan() {
+            Ok(()) => {}
+            Err(SendFail::Failed(e)) => return Err(e),
+            Err(_) => return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected"))),
+        }
+        let local = end.local.lock().unwrap_or_else(|p| p.into_inner());
+        let (lock, mut r) = loop {
+            let lock = end.ring.lock_producers(&end.gone);
+            match end.ring.try_reserve(frame_len) {
+                Ok(Some(r)) => break (lock, r),
+                Ok(None) => drop(lock),
+                Err(TooLarge) => unreachable!("size checked above"),
+            }
+            // Producers of other processes may take room between our check
+            // and our lock: wait and try again.
+            let room = || matches!(end.ring.try_reserve(frame_len), Ok(Some(_)));
+            if !end.ring.space_bell().wait(end.strategy, Wait::Forever, &end.gone, room) {
+                self.core.ctl.give_back();
+                return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected")));
+            }
+        };
+        let buf = end.ring.reserved_mut(&mut r);
+        let payload_len = vn + len;
+        buf[HEADER_LEN..HEADER_LEN + vn].copy_from_slice(&vi[..vn]);
+        let mut head = [0u8; HEADER_LEN];
+        wire::write_header(&mut head, Kind::Data, wire::UNCHECKED, &buf[HEADER_LEN..HEADER_LEN + payload_len], &[]);
+        buf[..HEADER_LEN].copy_from_slice(&head);
+        let start = HEADER_LEN + vn;
+        Ok(Loan { sender: self, reservation: Some(r), start, _lock: lock, _local: local })
+    }
+}
+
+/// Room in a shared-memory ring, lent for writing one message in place.
+pub struct Loan<'a> {
+    sender: &'a Sender<Bytes>,
+    reservation: Option<Reservation>,
+    start: usize,
+    _lock: ProducerLock<'a>,
+    _local: MutexGuard<'a, ()>,
+}
+
+impl Loan<'_> {
+    /// Publish the message.
+    pub fn send(mut self) {
+        let end = self.sender.core.ring.as_ref().expect("a loan comes from a ring");
+        if let Some(r) = self.reservation.take() {
+            end.ring.commit(r);
+            if end.ring.doorbell_wanted() {
+                let sock = std::os::fd::AsFd::as_fd(&self.sender.core.sock);
+                let _ = crate::sys::socket::send_frame(sock, &wire::simple_frame(Kind::Wake, &[]), &[]);
+            }
+        }
+    }
+}
+
+impl Deref for Loan<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let end = self.sender.core.ring.as_ref().expect("ring");
+        &end.ring.reserved(self.reservation.as_ref().expect("not sent"))[self.start..]
+    }
+}
+
+impl DerefMut for Loan<'_> {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        let end = self.sender.core.ring.as_ref().expect("ring");
+        &mut end.ring.reserved_mut(self.reservation.as_mut().expect("not sent"))[self.start..]
+    }
+}
+
+impl Drop for Loan<'_> {
+    fn drop(&mut self) {
+        if self.reservation.take().is_some() {
+            // Abandoned: nothing was published; return the credit.
+            self.sender.core.ctl.give_back();
+            if let Some(end) = &self.sender.core.ring {
+                end.ring.credit_bell().ring();
+            }
+        }
+    }
+}
+
+/// A received message, read where it lies in the ring; its room goes back
+/// to the producers when this is dropped.
+pub struct InPlace<'a> {
+    rx: &'a Receiver<Bytes>,
+    record: Option<Record>,
+    start: usize,
+    len: usize,
+}
+
+impl Deref for InPlace<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let end = self.rx.ring_end().expect("ring");
+        &end.ring.payload(self.record.as_ref().expect("held"))[self.start..self.start + self.len]
+    }
+}
+
+impl Drop for InPlace<'_> {
+    fn drop(&mut self) {
+        if let (Some(r), Some(end)) = (self.record.take(), self.rx.ring_end()) {
+            end.ring.release(r);
+        }
+    }
+}
+
+impl Receiver<Bytes> {
+    /// Receive a message and read it where it lies in the ring
+    /// (shared-memory channels only). Waits like [`recv`](Receiver::recv).
+    /// A message with rights or an out-of-line payload is rejected (and
+    /// dropped) here: receive those with `recv`.
+    pub fn recv_in_place(&mut self) -> Result<InPlace<'_>, RecvError> {
+        let end = self.ring_end().ok_or(RecvError::Failed(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "in-place receive needs a shared-memory channel",
+        ))))?;
+        self.begin();
+        loop {
+            match end.ring.peek() {
+                Err(c) => return Err(RecvError::Failed(WireError::BadRing(c.0).into())),
+                Ok(Some(record)) => {
+                    let frame = end.ring.payload(&record);
+                    let parsed = wire::parse(frame).and_then(|(h, body)| {
+                        if h.kind != Kind::Data || h.rights > 0 || h.out_of_line() {
+                            return Err(WireError::Kind(h.kind as u8));
+                        }
+                        let (n, vn) = read_varint(body).ok_or(WireError::Truncated(body.len()))?;
+                        if vn + n != h.len {
+                            return Err(WireError::Length { declared: h.len, actual: vn + n });
+                        }
+                        Ok((HEADER_LEN + vn, n))
+                    });
+                    self.credit_taken();
+                    return match parsed {
+                        Ok((start, len)) => Ok(InPlace { rx: self, record: Some(record), start, len }),
+                        Err(e) => {
+                            end.ring.release(record);
+                            Err(RecvError::Failed(e.into()))
+                        }
+                    };
+                }
+                Ok(None) => {
+                    if end.is_gone() {
+                        if end.ring.used() > 0 {
+                            continue;
+                        }
+                        return Err(RecvError::Disconnected);
+                    }
+                    end.ring.data_bell().wait(end.strategy, Wait::Forever, &end.gone, || end.ring.used() > 0);
+                }
+            }
+        }
+    }
+}
