@@ -1,81 +1,117 @@
-//! conduit's own cases.
+//! conduit's own cases: typed channels over Unix sockets and over shared
+//! memory (spinning, adaptive, zero-copy loans).
 
 use std::io;
-use std::sync::Arc;
+use std::time::Duration;
 
+use conduit::channel::{Bytes, shm};
+use conduit::shm::WaitStrategy;
 use conduit::{Receiver, Sender};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::Give;
-use crate::driver::{self, Link, Measurement, Plan};
+use crate::driver::{self, Link, MIB, Measurement, Plan};
 use crate::peer::{Peer, spawn_peer};
-
-/// Bytes as one postcard byte string (not a sequence of u8).
-#[derive(Clone, Debug, Default)]
-pub struct Blob(pub Arc<Vec<u8>>);
-
-impl Serialize for Blob {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_bytes(&self.0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Blob {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl serde::de::Visitor<'_> for V {
-            type Value = Blob;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("bytes")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
-                Ok(Blob(Arc::new(v.to_vec())))
-            }
-        }
-        d.deserialize_bytes(V)
-    }
-}
-
-/// A pair of typed conduit channels used as a byte link.
-pub struct Channels {
-    tx: Sender<Blob>,
-    rx: Receiver<Blob>,
-}
 
 fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+/// A pair of conduit channels carrying [`Bytes`], as a byte link.
+pub struct Channels {
+    tx: Sender<Bytes>,
+    rx: Receiver<Bytes>,
+    /// Send with loans and receive in place (shared memory only).
+    zero_copy: bool,
+}
+
 impl Link for Channels {
     fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        self.tx.send(Blob(Arc::new(data.to_vec()))).map_err(err)
+        if self.zero_copy {
+            let mut loan = self.tx.loan(data.len()).map_err(err)?;
+            loan.copy_from_slice(data);
+            loan.send();
+            Ok(())
+        } else {
+            self.tx.send_slice(data).map_err(err)
+        }
     }
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
-        let b = self.rx.recv().map_err(err)?;
-        buf.clear();
-        buf.extend_from_slice(&b.0);
+        if self.zero_copy {
+            let got = self.rx.recv_in_place().map_err(err)?;
+            buf.clear();
+            buf.extend_from_slice(&got);
+        } else {
+            *buf = self.rx.recv().map_err(err)?.0;
+        }
         Ok(())
+    }
+    fn recv_view(&mut self, scratch: &mut Vec<u8>, look: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        if self.zero_copy {
+            look(&self.rx.recv_in_place().map_err(err)?);
+            Ok(())
+        } else {
+            self.recv(scratch)?;
+            look(scratch);
+            Ok(())
+        }
     }
 }
 
-/// Channel capacity used in the streams.
+/// Messages a channel holds in the streams.
 const CAPACITY: usize = 256;
+/// Ring size of the shared-memory cases: 1 MiB messages fit in the ring.
+const RING: usize = 4 * MIB;
 
-/// `conduit/uds`: typed bounded channels over Unix sockets.
-pub fn uds(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    let (to_tx, to_rx) = conduit::bounded::<Blob>(CAPACITY).map_err(err)?;
-    let (back_tx, back_rx) = conduit::bounded::<Blob>(CAPACITY).map_err(err)?;
-    let peer = spawn_peer("conduit/uds", &[])?;
-    peer.give(Give::Blobs(to_rx, back_tx))?;
-    let mut link = Channels { tx: to_tx, rx: back_rx };
-    let m = driver::measure("conduit/uds", &mut link, plan, tick);
+#[derive(Clone, Copy)]
+enum Kind {
+    Uds,
+    Shm(WaitStrategy, bool),
+}
+
+fn pair(kind: Kind) -> Result<(Sender<Bytes>, Receiver<Bytes>), conduit::Error> {
+    match kind {
+        Kind::Uds => conduit::bounded(CAPACITY),
+        Kind::Shm(wait, _) => shm::Builder::new().bounded(CAPACITY).ring_bytes(RING).wait(wait).build(),
+    }
+}
+
+fn case(name: &str, kind: Kind, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let (to_tx, to_rx) = pair(kind).map_err(err)?;
+    let (back_tx, back_rx) = pair(kind).map_err(err)?;
+    let zero_copy = matches!(kind, Kind::Shm(_, true));
+    let peer = spawn_peer(name, &[zero_copy.to_string()])?;
+    peer.give(Give::Bytes(to_rx, back_tx))?;
+    let mut link = Channels { tx: to_tx, rx: back_rx, zero_copy };
+    let m = driver::measure(name, &mut link, plan, tick);
     drop(link);
     peer.finish(m)
 }
 
-/// The peer of `conduit/uds`.
-pub fn uds_peer(p: &Peer) -> io::Result<()> {
+/// `conduit/uds`: typed bounded channels over Unix sockets.
+pub fn uds(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    case("conduit/uds", Kind::Uds, plan, tick)
+}
+
+/// `conduit/shm-spin`: shared-memory channels, waiting by spinning.
+pub fn shm_spin(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    case("conduit/shm-spin", Kind::Shm(WaitStrategy::Spin, false), plan, tick)
+}
+
+/// `conduit/shm`: shared-memory channels, adaptive waiting (the default).
+pub fn shm_adaptive(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    case("conduit/shm", Kind::Shm(WaitStrategy::Adaptive(Duration::from_micros(20)), false), plan, tick)
+}
+
+/// `conduit/shm-loan`: zero-copy loans out, in-place reads in.
+pub fn shm_loan(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    case("conduit/shm-loan", Kind::Shm(WaitStrategy::default(), true), plan, tick)
+}
+
+/// The peer of every conduit case.
+pub fn peer(p: &Peer) -> io::Result<()> {
+    let zero_copy = p.arg(0)? == "true";
     match p.take()? {
-        Give::Blobs(rx, tx) => driver::serve(&mut Channels { tx, rx }),
+        Give::Bytes(rx, tx) => driver::serve(&mut Channels { tx, rx, zero_copy }),
+        _ => Err(io::Error::other("expected byte channels")),
     }
 }

@@ -1,13 +1,39 @@
 //! The floors: what the kernel and the hardware can do with no library in
-//! the way, written here in a few lines each.
+//! the way, written here in a few lines each. Every floor moves the same
+//! messages as the other cases: one copy in, one copy out.
 
-use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::time::Instant;
 
+use conduit::shm::Segment;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::thread::futex;
 
-use crate::driver::{self, Link, Measurement, Plan};
+use crate::Give;
+use crate::driver::{self, Link, MIB, Measurement, Plan};
 use crate::peer::{Peer, spawn_peer};
+
+fn run(
+    name: &str,
+    args: &[String],
+    link: impl FnOnce(&crate::peer::Running) -> io::Result<Box<dyn Link>>,
+    plan: Plan,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Measurement> {
+    let peer = spawn_peer(name, args)?;
+    let m = link(&peer).and_then(|mut l| driver::measure(name, &mut *l, plan, tick));
+    peer.finish(m)
+}
+
+fn unique(case: &str) -> String {
+    format!("conduit-bench-{}-{}", std::process::id(), case.replace('/', "-"))
+}
+
+// ---------------------------------------------------------------- uds
 
 /// A Unix-domain `SOCK_SEQPACKET` socket: conduit's own transport, raw.
 pub struct Seqpacket(OwnedFd);
@@ -31,22 +57,20 @@ impl Link for Seqpacket {
     }
 }
 
-fn abstract_name(case: &str) -> String {
-    format!("conduit-bench-{}-{}", std::process::id(), case.replace('/', "-"))
-}
-
 /// `floor/uds`: raw `SOCK_SEQPACKET` ping-pong and streams.
 pub fn uds(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    let name = abstract_name("floor/uds");
+    let name = unique("floor/uds");
     let addr = SocketAddrUnix::new_abstract_name(name.as_bytes())?;
     let listener = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
     rustix::net::bind(&listener, &addr)?;
     rustix::net::listen(&listener, 1)?;
-    let peer = spawn_peer("floor/uds", &[name])?;
-    let sock = rustix::net::accept_with(&listener, SocketFlags::CLOEXEC)?;
-    let mut link = Seqpacket(sock);
-    let m = driver::measure("floor/uds", &mut link, plan, tick);
-    peer.finish(m)
+    run(
+        "floor/uds",
+        &[name],
+        |_| Ok(Box::new(Seqpacket(rustix::net::accept_with(&listener, SocketFlags::CLOEXEC)?))),
+        plan,
+        tick,
+    )
 }
 
 /// The peer of `floor/uds`.
@@ -54,6 +78,305 @@ pub fn uds_peer(p: &Peer) -> io::Result<()> {
     let addr = SocketAddrUnix::new_abstract_name(p.arg(0)?.as_bytes())?;
     let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)?;
     rustix::net::connect(&sock, &addr)?;
-    let _ = sock.as_fd();
     driver::serve(&mut Seqpacket(sock))
+}
+
+// ---------------------------------------------------------- streams
+
+/// A byte stream with a 4-byte length before each message.
+pub struct Framed<R, W> {
+    r: R,
+    w: W,
+}
+
+impl<R: Read, W: Write> Link for Framed<R, W> {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.w.write_all(&(data.len() as u32).to_le_bytes())?;
+        self.w.write_all(data)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let mut len = [0u8; 4];
+        self.r.read_exact(&mut len)?;
+        buf.resize(u32::from_le_bytes(len) as usize, 0);
+        self.r.read_exact(buf)
+    }
+}
+
+/// `floor/pipe`: two ordinary pipes.
+pub fn pipe(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let (down_r, down_w) = rustix::pipe::pipe()?;
+    let (up_r, up_w) = rustix::pipe::pipe()?;
+    // The peer opens its ends through /proc (same user), so no descriptor
+    // has to be inherited.
+    let args = vec![down_r.as_raw_fd().to_string(), up_w.as_raw_fd().to_string()];
+    let peer = spawn_peer("floor/pipe", &args)?;
+    // Wait until the peer holds its ends, then close ours.
+    peer.wait_ready()?;
+    drop((down_r, up_w));
+    let mut link = Framed { r: File::from(up_r), w: File::from(down_w) };
+    let m = driver::measure("floor/pipe", &mut link, plan, tick);
+    peer.finish(m)
+}
+
+/// The peer of `floor/pipe`.
+pub fn pipe_peer(p: &Peer) -> io::Result<()> {
+    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get());
+    let open = |fd: &str, write: bool| File::options().read(!write).write(write).open(format!("/proc/{ppid}/fd/{fd}"));
+    let r = open(p.arg(0)?, false)?;
+    let w = open(p.arg(1)?, true)?;
+    p.ready()?;
+    driver::serve(&mut Framed { r, w })
+}
+
+/// `floor/tcp`: TCP over loopback, `TCP_NODELAY`.
+pub fn tcp(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port().to_string();
+    run(
+        "floor/tcp",
+        &[port],
+        |_| {
+            let (s, _) = listener.accept()?;
+            s.set_nodelay(true)?;
+            Ok(Box::new(Framed { r: s.try_clone()?, w: s }))
+        },
+        plan,
+        tick,
+    )
+}
+
+/// The peer of `floor/tcp`.
+pub fn tcp_peer(p: &Peer) -> io::Result<()> {
+    let s = TcpStream::connect(("127.0.0.1", p.arg(0)?.parse::<u16>().map_err(io::Error::other)?))?;
+    s.set_nodelay(true)?;
+    driver::serve(&mut Framed { r: s.try_clone()?, w: s })
+}
+
+// -------------------------------------------------------- posix mq
+
+/// A pair of POSIX message queues.
+pub struct PosixMq {
+    tx: nix::mqueue::MqdT,
+    rx: nix::mqueue::MqdT,
+}
+
+const MQ_MSG: usize = 8192;
+
+impl Link for PosixMq {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        nix::mqueue::mq_send(&self.tx, data, 0).map_err(io::Error::from)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.resize(MQ_MSG, 0);
+        let mut prio = 0;
+        let n = nix::mqueue::mq_receive(&self.rx, buf, &mut prio).map_err(io::Error::from)?;
+        buf.truncate(n);
+        Ok(())
+    }
+    fn max_message(&self) -> usize {
+        MQ_MSG
+    }
+}
+
+fn mq_open(name: &str, create: bool) -> io::Result<nix::mqueue::MqdT> {
+    use nix::mqueue::{MQ_OFlag, MqAttr};
+    use nix::sys::stat::Mode;
+    let attr = MqAttr::new(0, 10, MQ_MSG as _, 0);
+    let flags = if create { MQ_OFlag::O_CREAT | MQ_OFlag::O_EXCL | MQ_OFlag::O_RDWR } else { MQ_OFlag::O_RDWR };
+    nix::mqueue::mq_open(name, flags, Mode::from_bits_truncate(0o600), Some(&attr)).map_err(io::Error::from)
+}
+
+/// `floor/posix-mq`: the kernel's own mailbox (messages of at most 8 KiB).
+pub fn posix_mq(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let (down, up) = (format!("/{}-down", unique("mq")), format!("/{}-up", unique("mq")));
+    let link = PosixMq { tx: mq_open(&down, true)?, rx: mq_open(&up, true)? };
+    let peer = spawn_peer("floor/posix-mq", &[down.clone(), up.clone()]);
+    let m = peer.and_then(|peer| {
+        let waited = peer.wait_ready();
+        let _ = nix::mqueue::mq_unlink(down.as_str());
+        let _ = nix::mqueue::mq_unlink(up.as_str());
+        waited?;
+        let mut link = link;
+        let m = driver::measure("floor/posix-mq", &mut link, plan, tick);
+        peer.finish(m)
+    });
+    let _ = nix::mqueue::mq_unlink(down.as_str());
+    let _ = nix::mqueue::mq_unlink(up.as_str());
+    m
+}
+
+/// The peer of `floor/posix-mq`.
+pub fn posix_mq_peer(p: &Peer) -> io::Result<()> {
+    let mut link = PosixMq { rx: mq_open(p.arg(0)?, false)?, tx: mq_open(p.arg(1)?, false)? };
+    p.ready()?;
+    driver::serve(&mut link)
+}
+
+// ------------------------------------------------------------ memcpy
+
+/// `floor/memcpy`: copying 1 MiB within one process (bandwidth only).
+pub fn memcpy(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let src = vec![0x5au8; MIB];
+    let mut dst = vec![0u8; MIB];
+    let reps = plan.large.max(1) * 4;
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        for i in 0..reps {
+            dst.copy_from_slice(std::hint::black_box(&src));
+            std::hint::black_box(&mut dst)[0] = i as u8;
+        }
+        best = best.min(t.elapsed().as_secs_f64());
+        tick();
+    }
+    Ok(Measurement {
+        name: "floor/memcpy".into(),
+        rtt_p50_ns: None,
+        rtt_p99_ns: None,
+        msgs_per_s_64b: None,
+        gb_per_s_1mib: Some((reps * MIB) as f64 / best / 1e9),
+    })
+}
+
+// ------------------------------------------------- spin and futex
+
+/// A single-producer, single-consumer ring of fixed slots in a shared
+/// segment, hand-written: the least a shared-memory transport can do.
+/// `park` makes every wait a futex sleep and every publish a futex wake.
+pub struct SlotRing {
+    seg: Segment,
+    park: bool,
+}
+
+const SLOTS: u64 = 4;
+const SLOT: usize = MIB + 64;
+const TAIL: usize = 0;
+const HEAD: usize = 64;
+const DATA_SEQ: usize = 128;
+const SPACE_SEQ: usize = 192;
+const BASE: usize = 4096;
+
+impl SlotRing {
+    /// A new ring.
+    pub fn create(park: bool) -> io::Result<SlotRing> {
+        Ok(SlotRing { seg: Segment::new(BASE + SLOTS as usize * SLOT).map_err(io::Error::other)?, park })
+    }
+
+    fn wait(&self, word: usize, done: impl Fn() -> bool) {
+        while !done() {
+            if self.park {
+                let seq = self.seg.atomic_u32(word);
+                let s = seq.load(SeqCst);
+                if !done() {
+                    let _ = futex::wait(seq, futex::Flags::empty(), s, None);
+                }
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    fn wake(&self, word: usize) {
+        if self.park {
+            let seq = self.seg.atomic_u32(word);
+            seq.fetch_add(1, SeqCst);
+            let _ = futex::wake(seq, futex::Flags::empty(), 1);
+        }
+    }
+
+    fn send(&self, data: &[u8]) -> io::Result<()> {
+        let (tail, head) = (self.seg.atomic_u64(TAIL), self.seg.atomic_u64(HEAD));
+        let t = tail.load(Relaxed);
+        self.wait(SPACE_SEQ, || t - head.load(Acquire) < SLOTS);
+        let at = BASE + (t % SLOTS) as usize * SLOT;
+        self.seg.write_at(at, &(data.len() as u64).to_le_bytes()).map_err(io::Error::other)?;
+        self.seg.write_at(at + 8, data).map_err(io::Error::other)?;
+        tail.store(t + 1, Release);
+        self.wake(DATA_SEQ);
+        Ok(())
+    }
+
+    fn recv(&self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let (tail, head) = (self.seg.atomic_u64(TAIL), self.seg.atomic_u64(HEAD));
+        let h = head.load(Relaxed);
+        self.wait(DATA_SEQ, || tail.load(Acquire) != h);
+        let at = BASE + (h % SLOTS) as usize * SLOT;
+        let mut len = [0u8; 8];
+        self.seg.read_at(at, &mut len).map_err(io::Error::other)?;
+        buf.resize(u64::from_le_bytes(len) as usize, 0);
+        self.seg.read_at(at + 8, buf).map_err(io::Error::other)?;
+        head.store(h + 1, Release);
+        self.wake(SPACE_SEQ);
+        Ok(())
+    }
+}
+
+/// Two slot rings, one each way.
+pub struct SlotLink {
+    tx: SlotRing,
+    rx: SlotRing,
+}
+
+impl Link for SlotLink {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.tx.send(data)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.rx.recv(buf)
+    }
+    fn max_message(&self) -> usize {
+        MIB
+    }
+}
+
+fn shared_rings(name: &str, park: bool, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let (down, up) = (SlotRing::create(park)?, SlotRing::create(park)?);
+    let clone = |r: &SlotRing| r.seg.try_clone().map_err(io::Error::other);
+    let give = Give::Segments(clone(&down)?, clone(&up)?);
+    run(
+        name,
+        &[],
+        move |peer| {
+            peer.give(give)?;
+            Ok(Box::new(SlotLink { tx: down, rx: up }))
+        },
+        plan,
+        tick,
+    )
+}
+
+/// `floor/spin`: two processes spinning on shared flags.
+pub fn spin(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    shared_rings("floor/spin", false, plan, tick)
+}
+
+/// `floor/futex`: the same, sleeping on futexes (every wait a syscall).
+pub fn futex(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    shared_rings("floor/futex", true, plan, tick)
+}
+
+/// The peer of `floor/spin` and `floor/futex`.
+pub fn shared_rings_peer(p: &Peer, park: bool) -> io::Result<()> {
+    match p.take()? {
+        Give::Segments(down, up) => {
+            let _ = down.as_fd();
+            driver::serve(&mut SlotLink { rx: SlotRing { seg: down, park }, tx: SlotRing { seg: up, park } })
+        }
+        _ => Err(io::Error::other("expected segments")),
+    }
+}
+
+/// The peer of `floor/spin`.
+pub fn spin_peer(p: &Peer) -> io::Result<()> {
+    shared_rings_peer(p, false)
+}
+
+/// The peer of `floor/futex`.
+pub fn futex_peer(p: &Peer) -> io::Result<()> {
+    shared_rings_peer(p, true)
+}
+
+/// The peer of `floor/memcpy` (none runs).
+pub fn no_peer(_: &Peer) -> io::Result<()> {
+    Ok(())
 }

@@ -11,18 +11,20 @@ pub mod conduit_cases;
 pub mod driver;
 pub mod floors;
 pub mod peer;
+pub mod peers;
+pub mod svg;
 
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use conduit::channel::Bytes;
+use conduit::shm::Segment;
 use conduit::{Receiver, Sender};
 use driver::{Measurement, Plan};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-
-use conduit_cases::Blob;
 
 /// Options of `conduit bench`.
 #[derive(clap::Args, Debug, Default)]
@@ -36,6 +38,9 @@ pub struct Options {
     /// Write the results as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Draw the results as an SVG bar chart in this file.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
     /// A tiny run that only checks every case works (for tests).
     #[arg(long, hide = true)]
     pub smoke: bool,
@@ -45,24 +50,45 @@ pub struct Options {
 #[derive(Serialize, Deserialize)]
 pub enum Give {
     /// Receive and send ends of a byte link.
-    Blobs(Receiver<Blob>, Sender<Blob>),
+    Bytes(Receiver<Bytes>, Sender<Bytes>),
+    /// Two shared segments (down, up).
+    Segments(Segment, Segment),
 }
 
 type CaseFn = fn(Plan, &mut dyn FnMut()) -> io::Result<Measurement>;
 type PeerFn = fn(&peer::Peer) -> io::Result<()>;
 
 /// Every case: name, driver, peer.
-pub const CASES: &[(&str, CaseFn, PeerFn)] =
-    &[("floor/uds", floors::uds, floors::uds_peer), ("conduit/uds", conduit_cases::uds, conduit_cases::uds_peer)];
+pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
+    ("floor/spin", floors::spin, floors::spin_peer),
+    ("floor/futex", floors::futex, floors::futex_peer),
+    ("floor/pipe", floors::pipe, floors::pipe_peer),
+    ("floor/uds", floors::uds, floors::uds_peer),
+    ("floor/tcp", floors::tcp, floors::tcp_peer),
+    ("floor/posix-mq", floors::posix_mq, floors::posix_mq_peer),
+    ("floor/memcpy", floors::memcpy, floors::no_peer),
+    ("conduit/shm-spin", conduit_cases::shm_spin, conduit_cases::peer),
+    ("conduit/shm", conduit_cases::shm_adaptive, conduit_cases::peer),
+    ("conduit/shm-loan", conduit_cases::shm_loan, conduit_cases::peer),
+    ("conduit/uds", conduit_cases::uds, conduit_cases::peer),
+    ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
+    ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
+];
 
-fn pin(cpu: usize) {
-    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if n >= 2 {
-        let mut set = rustix::thread::CpuSet::new();
-        set.set(cpu % n);
-        let _ = rustix::thread::sched_setaffinity(None, &set);
-    }
+/// The CPUs this process may run on, before any pinning.
+fn allowed_cpus() -> Vec<usize> {
+    let set = rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new());
+    (0..rustix::thread::CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
 }
+
+fn pin_to(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    let _ = rustix::thread::sched_setaffinity(None, &set);
+}
+
+/// The environment variable telling a peer which CPU to pin itself to.
+pub const PEER_CPU_VAR: &str = "CONDUIT_BENCH_PEER_CPU";
 
 fn plan(opts: &Options) -> Plan {
     if opts.smoke {
@@ -75,12 +101,20 @@ fn plan(opts: &Options) -> Plan {
 }
 
 fn human_rate(x: f64) -> String {
+    if x >= 1e9 {
+        return format!("{:.2} G/s", x / 1e9);
+    }
     if x >= 1e6 { format!("{:.2} M/s", x / 1e6) } else { format!("{:.0} k/s", x / 1e3) }
 }
 
 /// Run the bench.
 pub fn run(opts: &Options) -> ExitCode {
-    pin(0);
+    // Driver and peer on two different CPUs when there are two.
+    let cpus = allowed_cpus();
+    if let [first, second, ..] = cpus[..] {
+        pin_to(first);
+        peer::set_peer_cpu(second);
+    }
     let cases: Vec<_> =
         CASES.iter().filter(|(n, _, _)| opts.only.is_empty() || opts.only.iter().any(|o| o == n)).collect();
     if cases.is_empty() {
@@ -119,6 +153,12 @@ pub fn run(opts: &Options) -> ExitCode {
     let results: Vec<Measurement> = best.into_iter().flatten().collect();
     bar.finish_and_clear();
     print_table(&results);
+    if let Some(path) = &opts.svg
+        && let Err(e) = std::fs::write(path, svg::chart(&results))
+    {
+        eprintln!("cannot write {}: {e}", path.display());
+        failed = true;
+    }
     if let Some(path) = &opts.json {
         let doc = serde_json::json!({ "results": results });
         if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&doc).expect("json")) {
@@ -129,26 +169,64 @@ pub fn run(opts: &Options) -> ExitCode {
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
 
+fn fmt_opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map_or("-".into(), f)
+}
+
+fn get<'a>(results: &'a [Measurement], name: &str) -> Option<&'a Measurement> {
+    results.iter().find(|m| m.name == name)
+}
+
 fn print_table(results: &[Measurement]) {
-    let floor = results.iter().find(|m| m.name == "floor/uds").map(|m| m.rtt_p50_ns);
-    println!("{:<18} {:>12} {:>12} {:>10} {:>12} {:>10}", "case", "rtt p50", "rtt p99", "÷ uds", "64 B msgs", "1 MiB");
+    let spin = get(results, "floor/spin").and_then(|m| m.rtt_p50_ns);
+    println!("{:<18} {:>12} {:>12} {:>8} {:>12} {:>11}", "case", "rtt p50", "rtt p99", "÷ spin", "64 B msgs", "1 MiB");
     for m in results {
-        let ratio = floor.map_or("-".into(), |f| format!("{:.2}×", m.rtt_p50_ns / f));
         println!(
-            "{:<18} {:>9.2} µs {:>9.2} µs {:>10} {:>12} {:>7.2} GB/s",
+            "{:<18} {:>12} {:>12} {:>8} {:>12} {:>11}",
             m.name,
-            m.rtt_p50_ns / 1e3,
-            m.rtt_p99_ns / 1e3,
-            ratio,
-            human_rate(m.msgs_per_s_64b),
-            m.gb_per_s_1mib
+            fmt_opt(m.rtt_p50_ns, |v| format!("{:.2} µs", v / 1e3)),
+            fmt_opt(m.rtt_p99_ns, |v| format!("{:.2} µs", v / 1e3)),
+            fmt_opt(m.rtt_p50_ns.zip(spin), |(v, s)| format!("{:.2}×", v / s)),
+            fmt_opt(m.msgs_per_s_64b, human_rate),
+            fmt_opt(m.gb_per_s_1mib, |v| format!("{v:.2} GB/s")),
         );
+    }
+    let ratio = |a: &str, fa: fn(&Measurement) -> Option<f64>, b: &str, fb: fn(&Measurement) -> Option<f64>| {
+        get(results, a).and_then(fa).zip(get(results, b).and_then(fb)).map(|(x, y)| x / y)
+    };
+    let rtt = |m: &Measurement| m.rtt_p50_ns;
+    let gbs = |m: &Measurement| m.gb_per_s_1mib;
+    let best_floor_64 = results
+        .iter()
+        .filter(|m| m.name.starts_with("floor/"))
+        .filter_map(|m| m.msgs_per_s_64b)
+        .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+    let shm_64 = get(results, "conduit/shm").and_then(|m| m.msgs_per_s_64b);
+    let targets: [(&str, Option<f64>, bool, f64); 7] = [
+        ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
+        ("conduit/shm-spin rtt p50 ÷ floor/spin", ratio("conduit/shm-spin", rtt, "floor/spin", rtt), true, 1.2),
+        ("conduit/shm rtt p50 ÷ floor/spin", ratio("conduit/shm", rtt, "floor/spin", rtt), true, 1.5),
+        ("conduit/shm-spin rtt p50 ÷ peer/iceoryx2", ratio("conduit/shm-spin", rtt, "peer/iceoryx2", rtt), true, 1.0),
+        ("conduit/shm 64 B msgs/s ÷ best floor", shm_64.zip(best_floor_64).map(|(a, b)| a / b), false, 0.8),
+        ("conduit/shm 1 MiB GB/s ÷ floor/memcpy", ratio("conduit/shm", gbs, "floor/memcpy", gbs), false, 0.7),
+        ("conduit/shm-loan 1 MiB GB/s ÷ conduit/shm", ratio("conduit/shm-loan", gbs, "conduit/shm", gbs), false, 1.0),
+    ];
+    let measured: Vec<_> = targets.iter().filter_map(|(n, r, le, t)| r.map(|r| (n, r, le, t))).collect();
+    if !measured.is_empty() {
+        println!("\ntargets (ratios within this run):");
+        for (name, r, le, t) in measured {
+            let met = if *le { r <= *t } else { r >= *t };
+            let op = if *le { "≤" } else { "≥" };
+            println!("  {name:<42} {r:>6.2}  (target {op} {t})  {}", if met { "met" } else { "MISSED" });
+        }
     }
 }
 
 /// Entry point of a peer process (`conduit __bench-peer CASE ARGS...`).
 pub fn peer(case: &str, args: &[String]) -> ExitCode {
-    pin(1);
+    if let Some(cpu) = std::env::var(PEER_CPU_VAR).ok().and_then(|v| v.parse().ok()) {
+        pin_to(cpu);
+    }
     let Some((_, _, serve)) = CASES.iter().find(|(n, _, _)| *n == case) else {
         eprintln!("unknown bench case {case}");
         return ExitCode::FAILURE;

@@ -3,6 +3,7 @@
 //! channel pair that carries the rights a case needs.
 
 use std::io;
+use std::sync::OnceLock;
 
 use conduit::process::{Command, Linked};
 
@@ -13,11 +14,22 @@ pub struct Running {
     linked: Linked<Give, ()>,
 }
 
-/// Spawn the peer for `case`, pinned to CPU 1 when there are two or more.
+static PEER_CPU: OnceLock<usize> = OnceLock::new();
+
+/// Pin every peer spawned from now on to `cpu`.
+pub fn set_peer_cpu(cpu: usize) {
+    let _ = PEER_CPU.set(cpu);
+}
+
+/// Spawn the peer for `case` (pinned to the CPU set by [`set_peer_cpu`]).
 pub fn spawn_peer(case: &str, args: &[String]) -> io::Result<Running> {
     let exe = std::env::current_exe()?;
-    let linked =
-        Command::new(exe).arg("__bench-peer").arg(case).args(args).spawn::<Give, ()>().map_err(io::Error::other)?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("__bench-peer").arg(case).args(args);
+    if let Some(cpu) = PEER_CPU.get() {
+        cmd.env(crate::PEER_CPU_VAR, cpu.to_string());
+    }
+    let linked = cmd.spawn::<Give, ()>().map_err(io::Error::other)?;
     Ok(Running { linked })
 }
 
@@ -25,6 +37,14 @@ impl Running {
     /// Hand the peer a right.
     pub fn give(&self, g: Give) -> io::Result<()> {
         self.linked.tx.send(g).map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Wait until the peer says it is ready.
+    pub fn wait_ready(&self) -> io::Result<()> {
+        self.linked
+            .rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| io::Error::other(format!("peer not ready: {e}")))
     }
 
     /// Wait for the peer to end; pass `m` through if it ended well.
@@ -44,13 +64,19 @@ impl Running {
 /// What a peer process gets.
 pub struct Peer {
     args: Vec<String>,
+    up: conduit::Sender<()>,
     given: conduit::Receiver<Give>,
 }
 
 impl Peer {
     pub(crate) fn new(args: &[String]) -> io::Result<Peer> {
-        let (_up, given) = conduit::process::parent::<(), Give>().map_err(io::Error::other)?;
-        Ok(Peer { args: args.to_vec(), given })
+        let (up, given) = conduit::process::parent::<(), Give>().map_err(io::Error::other)?;
+        Ok(Peer { args: args.to_vec(), up, given })
+    }
+
+    /// Tell the bench this peer is ready.
+    pub fn ready(&self) -> io::Result<()> {
+        self.up.send(()).map_err(|e| io::Error::other(e.to_string()))
     }
 
     /// Argument `i` after the case name.

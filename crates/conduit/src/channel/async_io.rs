@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 
 use super::codec;
 use super::error::{RecvError, RecvFail, SendError, SendFail};
+use super::outbox::Frame;
 use super::shm::async_backoff;
 use super::{Receiver, Sender};
 use crate::error::Error;
@@ -52,12 +53,12 @@ impl<T: Serialize> Sender<T> {
         };
         loop {
             if self.try_acquire_now() {
-                return self.core.write(frame, Wait::Never).map_err(|f| f.send(msg));
+                return self.core.write::<T>(Frame::Encoded(frame), Wait::Never).map_err(|f| f.send(msg));
             }
             let guard = self.wait_guard();
             if self.try_acquire_now() {
                 drop(guard);
-                return self.core.write(frame, Wait::Never).map_err(|f| f.send(msg));
+                return self.core.write::<T>(Frame::Encoded(frame), Wait::Never).map_err(|f| f.send(msg));
             }
             if let Err(e) = readable(std::os::fd::AsFd::as_fd(self)).await {
                 return Err(SendError::Failed(msg, e.into()));

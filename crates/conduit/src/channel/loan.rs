@@ -123,17 +123,27 @@ impl Sender<Bytes> {
             Err(_) => return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected"))),
         }
         let local = end.local.lock().unwrap_or_else(|p| p.into_inner());
+        let bounded = match self.core.ctl.capacity() {
+            crate::channel::ctl::Capacity::Bounded(n) => Some(n),
+            _ => None,
+        };
         let (lock, mut r) = loop {
             let lock = end.ring.lock_producers(&end.gone);
-            match end.ring.try_reserve(frame_len) {
-                Ok(Some(r)) => break (lock, r),
-                Ok(None) => drop(lock),
-                Err(TooLarge) => unreachable!("size checked above"),
+            let credit = bounded.is_none_or(|n| end.ring.below(n));
+            if credit {
+                match end.ring.try_reserve(frame_len) {
+                    Ok(Some(r)) => break (lock, r),
+                    Ok(None) => {}
+                    Err(TooLarge) => unreachable!("size checked above"),
+                }
             }
-            // Producers of other processes may take room between our check
-            // and our lock: wait and try again.
-            let room = || matches!(end.ring.try_reserve(frame_len), Ok(Some(_)));
-            if !end.ring.space_bell().wait(end.strategy, Wait::Forever, &end.gone, room) {
+            drop(lock);
+            // Wait for a credit or for room (producers of other processes
+            // may take them between our check and our lock: loop).
+            let ready =
+                || bounded.is_none_or(|n| end.ring.below(n)) && matches!(end.ring.try_reserve(frame_len), Ok(Some(_)));
+            let bell = if credit { end.ring.space_bell() } else { end.ring.credit_bell() };
+            if !bell.wait(end.strategy, Wait::Forever, &end.gone, ready) {
                 self.core.ctl.give_back();
                 return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected")));
             }
@@ -190,7 +200,8 @@ impl DerefMut for Loan<'_> {
 impl Drop for Loan<'_> {
     fn drop(&mut self) {
         if self.reservation.take().is_some() {
-            // Abandoned: nothing was published; return the credit.
+            // Abandoned: nothing was published; a rendezvous token goes
+            // back (bounded credits are counted at commit, so none was taken).
             self.sender.core.ctl.give_back();
             if let Some(end) = &self.sender.core.ring {
                 end.ring.credit_bell().ring();

@@ -20,7 +20,9 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 
-use super::codec::OutFrame;
+use serde::Serialize;
+
+use super::codec::{self, Encoding, OutFrame};
 use super::ctl::{Capacity, Ctl};
 use super::error::SendFail;
 use super::shm::RingEnd;
@@ -51,6 +53,8 @@ pub struct SenderCore {
 pub(crate) enum WriteFail {
     /// No room in the transport right now.
     NoRoom,
+    /// Bounded shared-memory channel: no credit right now.
+    NoCredit,
     Disconnected,
     Failed(Error),
 }
@@ -71,6 +75,57 @@ fn sock_fail(e: io::Error) -> WriteFail {
     }
 }
 
+/// A frame to write: encoded already, or (shared memory, no rights) a
+/// message to serialize straight into the ring — one copy, no allocation.
+pub(crate) enum Frame<'a, T: ?Sized> {
+    /// Encoded, owned.
+    Encoded(OutFrame),
+    /// Encoded, borrowed from the outbox.
+    Borrowed(&'a OutFrame),
+    /// To serialize in place: `size` bytes of postcard payload.
+    Direct { msg: &'a T, size: usize },
+}
+
+impl<T: Serialize + ?Sized> Frame<'_, T> {
+    fn out(&self) -> Option<&OutFrame> {
+        match self {
+            Frame::Encoded(o) => Some(o),
+            Frame::Borrowed(o) => Some(o),
+            Frame::Direct { .. } => None,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Frame::Direct { size, .. } => wire::HEADER_LEN + size,
+            _ => self.out().map_or(0, |o| o.bytes.len()),
+        }
+    }
+
+    fn fds(&self) -> &[OwnedFd] {
+        self.out().map_or(&[], |o| &o.fds)
+    }
+
+    /// Write the whole frame into `buf` (exactly `len()` bytes).
+    fn fill(&self, buf: &mut [u8]) -> Result<(), Error> {
+        match self {
+            Frame::Direct { msg, size } => {
+                let (head, payload) = buf.split_at_mut(wire::HEADER_LEN);
+                let used = postcard::to_slice(*msg, payload).map_err(Error::Encode)?.len();
+                if used != *size {
+                    return Err(Error::Encode(postcard::Error::SerializeBufferFull));
+                }
+                wire::write_header(head, Kind::Data, wire::UNCHECKED, payload, &[]);
+                Ok(())
+            }
+            _ => {
+                buf.copy_from_slice(&self.out().expect("encoded").bytes);
+                Ok(())
+            }
+        }
+    }
+}
+
 impl Drop for SenderCore {
     fn drop(&mut self) {
         if let Some(end) = &self.ring {
@@ -84,6 +139,11 @@ impl SenderCore {
         Arc::new(SenderCore { sock, ctl, ring, outbox: Mutex::default(), drained: Condvar::new() })
     }
 
+    /// How messages are encoded for this transport.
+    pub fn encoding(&self) -> Encoding {
+        Encoding { inline_max: self.inline_max(), checksum: self.ring.is_none() }
+    }
+
     /// Largest payload sent inside the frame (larger: out of line).
     pub fn inline_max(&self) -> usize {
         match &self.ring {
@@ -93,23 +153,28 @@ impl SenderCore {
     }
 
     /// Write one frame now if the transport has room.
-    fn try_write(&self, frame: &OutFrame) -> Result<(), WriteFail> {
-        let fds: Vec<BorrowedFd<'_>> = frame.fds.iter().map(|f| f.as_fd()).collect();
+    fn try_write<T: Serialize + ?Sized>(&self, frame: &Frame<'_, T>) -> Result<(), WriteFail> {
+        let fds: Vec<BorrowedFd<'_>> = frame.fds().iter().map(|f| f.as_fd()).collect();
         let Some(end) = &self.ring else {
-            return socket::send_frame(self.sock.as_fd(), &frame.bytes, &fds).map_err(sock_fail);
+            let out = frame.out().expect("socket frames are encoded, never direct");
+            return socket::send_frame(self.sock.as_fd(), &out.bytes, &fds).map_err(sock_fail);
         };
         if end.is_gone() {
             return Err(WriteFail::Disconnected);
         }
         let _lock = end.ring.lock_producers(&end.gone);
-        let mut r = match end.ring.try_reserve(frame.bytes.len()) {
+        // Bounded shared-memory channels count credits in the ring, under
+        // the producers' lock (see `Ring::below`).
+        if let Capacity::Bounded(n) = self.ctl.capacity()
+            && !end.ring.below(n)
+        {
+            return Err(WriteFail::NoCredit);
+        }
+        let mut r = match end.ring.try_reserve(frame.len()) {
             Ok(Some(r)) => r,
             Ok(None) => return Err(WriteFail::NoRoom),
             Err(TooLarge) => {
-                return Err(WriteFail::Failed(Error::TooLarge {
-                    size: frame.bytes.len(),
-                    limit: end.ring.max_message(),
-                }));
+                return Err(WriteFail::Failed(Error::TooLarge { size: frame.len(), limit: end.ring.max_message() }));
             }
         };
         if !fds.is_empty() {
@@ -127,7 +192,7 @@ impl SenderCore {
                 }
             }
         }
-        end.ring.reserved_mut(&mut r).copy_from_slice(&frame.bytes);
+        frame.fill(end.ring.reserved_mut(&mut r)).map_err(WriteFail::Failed)?;
         end.ring.commit(r);
         if end.ring.doorbell_wanted() {
             // A full socket already holds a wake: fine to drop this one.
@@ -152,25 +217,34 @@ impl SenderCore {
     /// socket channels) never block here: a full transport sends the frame
     /// to the outbox. Bounded shared-memory channels wait for ring room
     /// until `wait` runs out, and then give the credit back.
-    pub fn write(self: &Arc<Self>, frame: OutFrame, wait: Wait) -> Result<(), SendFail> {
+    pub fn write<T: Serialize + ?Sized>(self: &Arc<Self>, frame: Frame<'_, T>, wait: Wait) -> Result<(), SendFail> {
         if let Some(end) = &self.ring
             && self.ctl.capacity() != Capacity::Unbounded
         {
             let _local = end.local.lock().unwrap_or_else(|p| p.into_inner());
+            let capacity = self.ctl.capacity();
             loop {
-                match self.try_write(&frame) {
+                let len = frame.len();
+                let waited = match self.try_write(&frame) {
                     Ok(()) => return Ok(()),
+                    Err(WriteFail::NoCredit) => {
+                        let Capacity::Bounded(n) = capacity else { unreachable!("credits are for bounded channels") };
+                        end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || end.ring.below(n))
+                    }
                     Err(WriteFail::NoRoom) => {
-                        let len = frame.bytes.len();
                         let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)));
-                        if !end.ring.space_bell().wait(end.strategy, wait, &end.gone, room) {
-                            self.ctl.give_back();
-                            end.ring.credit_bell().ring();
-                            return Err(if end.is_gone() { SendFail::Disconnected } else { SendFail::Full });
-                        }
+                        end.ring.space_bell().wait(end.strategy, wait, &end.gone, room)
                     }
                     Err(WriteFail::Disconnected) => return Err(SendFail::Disconnected),
                     Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
+                };
+                if !waited {
+                    if capacity == Capacity::Zero {
+                        // The rendezvous token we took goes back.
+                        self.ctl.give_back();
+                        end.ring.credit_bell().ring();
+                    }
+                    return Err(if end.is_gone() { SendFail::Disconnected } else { SendFail::Full });
                 }
             }
         }
@@ -182,7 +256,7 @@ impl SenderCore {
         if ob.pending.is_empty() {
             match self.try_write(&frame) {
                 Ok(()) => return Ok(()),
-                Err(WriteFail::NoRoom) => {}
+                Err(WriteFail::NoRoom | WriteFail::NoCredit) => {}
                 Err(WriteFail::Disconnected) => {
                     ob.dead = true;
                     return Err(SendFail::Disconnected);
@@ -190,7 +264,12 @@ impl SenderCore {
                 Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
             }
         }
-        ob.pending.push_back(frame);
+        let out = match frame {
+            Frame::Encoded(out) => out,
+            Frame::Direct { msg, .. } => codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?,
+            Frame::Borrowed(_) => unreachable!("borrowed frames are already in the outbox"),
+        };
+        ob.pending.push_back(out);
         if !ob.flushing {
             ob.flushing = true;
             let core = Arc::clone(self);
@@ -215,7 +294,7 @@ impl SenderCore {
             let _local = self.ring.as_ref().map(|end| end.local.lock().unwrap_or_else(|p| p.into_inner()));
             let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(frame) = ob.pending.front() {
-                match self.try_write(frame) {
+                match self.try_write::<()>(&Frame::Borrowed(frame)) {
                     Ok(()) => {
                         ob.pending.pop_front();
                     }

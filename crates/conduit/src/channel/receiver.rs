@@ -115,9 +115,13 @@ impl<T> Receiver<T> {
         self.ring.is_some()
     }
 
-    /// Messages sent and not yet received (bounded channels; 0 otherwise).
+    /// Messages sent and not yet received (bounded channels, and any
+    /// shared-memory channel; 0 otherwise).
     pub fn len(&self) -> usize {
-        self.ctl.queued() as usize
+        match &self.ring {
+            Some(end) => end.ring.messages() as usize,
+            None => self.ctl.queued() as usize,
+        }
     }
 
     /// True if no message waits (bounded channels; always true otherwise).
@@ -160,10 +164,9 @@ impl<T> Receiver<T> {
 
     fn on_data(&self) {
         match self.ctl.capacity() {
-            Capacity::Bounded(_) => {
-                self.ctl.release(self.sock.as_fd());
-                self.credits_changed();
-            }
+            // Shared memory: the ring's release returns the credit.
+            Capacity::Bounded(_) if self.ring.is_some() => {}
+            Capacity::Bounded(_) => self.ctl.release(self.sock.as_fd()),
             Capacity::Zero => self.token.store(false, SeqCst),
             Capacity::Unbounded => {}
         }

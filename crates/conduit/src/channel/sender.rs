@@ -12,11 +12,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::codec;
 use super::ctl::{Capacity, Ctl};
 use super::error::{SendError, SendFail, SendTimeoutError, TrySendError};
-use super::outbox::SenderCore;
+use super::outbox::{Frame, SenderCore};
 use super::shm::RingEnd;
 use crate::error::Error;
 use crate::rights::{self, PortParts, RightKind};
 use crate::sys::{Wait, socket};
+use crate::wire;
 
 /// A send right: the sending half of a channel.
 ///
@@ -74,7 +75,7 @@ impl<T> Sender<T> {
     }
 
     pub(crate) fn encoding(&self) -> codec::Encoding {
-        codec::Encoding { inline_max: self.core.inline_max(), checksum: self.core.ring.is_none() }
+        self.core.encoding()
     }
 
     /// The channel's capacity: `Some(0)` for a rendezvous, `Some(n)` when
@@ -87,9 +88,13 @@ impl<T> Sender<T> {
         }
     }
 
-    /// Messages sent and not yet received (bounded channels; 0 otherwise).
+    /// Messages sent and not yet received (bounded channels, and any
+    /// shared-memory channel; 0 otherwise).
     pub fn len(&self) -> usize {
-        self.core.ctl.queued() as usize
+        match &self.core.ring {
+            Some(end) => end.ring.messages() as usize,
+            None => self.core.ctl.queued() as usize,
+        }
     }
 
     /// True if no message waits (bounded channels; always true otherwise).
@@ -117,6 +122,10 @@ impl<T> Sender<T> {
     fn acquire(&self, wait: Wait) -> Result<(), SendFail> {
         let ctl = &self.core.ctl;
         if let Some(end) = &self.core.ring {
+            if let Capacity::Bounded(_) = ctl.capacity() {
+                // Counted in the ring by `SenderCore::write`.
+                return Ok(());
+            }
             if end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || ctl.try_acquire()) {
                 return Ok(());
             }
@@ -171,7 +180,16 @@ impl<T> Sender<T> {
 impl<T> Sender<T> {
     /// Send any value that encodes like a `T` (e.g. a borrowed form).
     pub(crate) fn send_ref<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
-        let frame = codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?;
+        let frame = match &self.core.ring {
+            // Shared memory: a message without rights that fits the ring is
+            // serialized straight into it. (Sizing fails on a message with
+            // rights: they can only be serialized inside `encode`.)
+            Some(end) => match postcard::experimental::serialized_size(msg) {
+                Ok(size) if wire::HEADER_LEN + size <= end.ring.max_message() => Frame::Direct { msg, size },
+                _ => Frame::Encoded(codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?),
+            },
+            None => Frame::Encoded(codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?),
+        };
         self.acquire(wait)?;
         self.core.write(frame, wait)
     }

@@ -18,7 +18,7 @@
 //! word, counting sleepers so that a waker makes no system call when
 //! nobody sleeps.
 
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, fence};
 use std::time::{Duration, Instant};
 
@@ -38,7 +38,11 @@ const OFF_CAPACITY: usize = 8;
 const OFF_WAIT_MODE: usize = 16;
 const OFF_WAIT_BUDGET_NS: usize = 24;
 const OFF_TAIL: usize = 64;
+/// Messages ever committed (next to `tail`: written by producers only).
+const OFF_SENT: usize = 72;
 const OFF_HEAD: usize = 128;
+/// Messages ever released (next to `head`: written by the consumer only).
+const OFF_TAKEN: usize = 136;
 const OFF_LOCK: usize = 192;
 const OFF_LOCK_WAITERS: usize = 196;
 const OFF_DATA_WAITERS: usize = 256;
@@ -74,6 +78,12 @@ impl Bell<'_> {
     /// Wake every sleeper, if there is any. Cheap when nobody sleeps.
     pub(crate) fn ring(&self) {
         fence(SeqCst);
+        self.ring_fenced();
+    }
+
+    /// [`ring`](Self::ring) for a caller that has just issued a SeqCst fence
+    /// after its store.
+    fn ring_fenced(&self) {
         if self.waiters.load(SeqCst) > 0 {
             self.seq.fetch_add(1, SeqCst);
             futex::wake(self.seq, u32::MAX);
@@ -107,7 +117,9 @@ impl Bell<'_> {
             WaitStrategy::Park => Some(Duration::ZERO),
             WaitStrategy::Adaptive(d) => Some(d),
         };
-        let start = Instant::now();
+        // The clock is read only every 64 turns: a spinning waiter makes
+        // no system call and hardly any vDSO call.
+        let mut start = None;
         let mut i = 0u32;
         loop {
             if ready() {
@@ -121,7 +133,8 @@ impl Bell<'_> {
                 if wait.expired() {
                     return ready();
                 }
-                if spin_for.is_some_and(|d| start.elapsed() >= d) {
+                let now = Instant::now();
+                if spin_for.is_some_and(|d| now.duration_since(*start.get_or_insert(now)) >= d) {
                     break;
                 }
             }
@@ -284,9 +297,9 @@ impl Ring {
         self.word(OFF_DOORBELL).fetch_sub(1, SeqCst);
     }
 
-    /// Producer, after a commit: does a consumer want the socket rung?
+    /// Producer, right after a commit (whose fence orders this load after
+    /// the new tail): does a consumer want the socket rung?
     pub(crate) fn doorbell_wanted(&self) -> bool {
-        fence(SeqCst);
         self.word(OFF_DOORBELL).load(SeqCst) > 0
     }
 
@@ -323,8 +336,26 @@ impl Ring {
 
     /// Producer: publish a written reservation and wake the consumer.
     pub fn commit(&self, r: Reservation) {
+        let m = self.seg.mapping();
         ring_core::commit(self, r);
-        self.data_bell().ring();
+        // One producer at a time (the caller holds the producers' lock).
+        let sent = m.atomic_u64(OFF_SENT);
+        sent.store(sent.load(Relaxed) + 1, Release);
+        fence(SeqCst);
+        self.data_bell().ring_fenced();
+    }
+
+    /// Messages committed and not yet released.
+    pub fn messages(&self) -> u64 {
+        let m = self.seg.mapping();
+        m.atomic_u64(OFF_SENT).load(Acquire).saturating_sub(m.atomic_u64(OFF_TAKEN).load(Acquire))
+    }
+
+    /// Producer (holding the lock): fewer than `limit` messages queued?
+    /// Reads the consumer's line that `try_reserve` reads anyway.
+    pub(crate) fn below(&self, limit: u64) -> bool {
+        let m = self.seg.mapping();
+        m.atomic_u64(OFF_SENT).load(Relaxed).wrapping_sub(m.atomic_u64(OFF_TAKEN).load(Acquire)) < limit
     }
 
     /// Consumer: the oldest message, if any.
@@ -344,10 +375,14 @@ impl Ring {
         unsafe { std::slice::from_raw_parts(self.seg.as_ptr().add(start), r.len()) }
     }
 
-    /// Consumer: done with `r`; wake producers waiting for room.
+    /// Consumer: done with `r`; wake producers waiting for room or credit.
     pub fn release(&self, r: Record) {
         ring_core::release(self, r);
-        self.space_bell().ring();
+        let taken = self.seg.mapping().atomic_u64(OFF_TAKEN);
+        taken.store(taken.load(Relaxed) + 1, Release);
+        fence(SeqCst);
+        self.space_bell().ring_fenced();
+        self.credit_bell().ring_fenced();
     }
 
     /// Take the producers' lock for this process (`pid`), taking it over

@@ -85,6 +85,17 @@ impl Segment {
         if self.map.write_at(offset, data) { Ok(()) } else { Err(out_of_bounds(offset, data.len(), self.len())) }
     }
 
+    /// The 32-bit atomic at `offset`, for protocols of your own over the
+    /// segment (e.g. a futex word). Panics if misaligned or out of bounds.
+    pub fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
+        self.map.atomic_u32(offset)
+    }
+
+    /// The 64-bit atomic at `offset`. Panics if misaligned or out of bounds.
+    pub fn atomic_u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        self.map.atomic_u64(offset)
+    }
+
     /// The start of the mapping, for code that shares memory by hand.
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()

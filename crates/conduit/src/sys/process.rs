@@ -70,8 +70,21 @@ pub fn raw(fd: &impl AsFd) -> RawFd {
 }
 
 /// This process's id.
+///
+/// Cached after the first call: conduit starts processes with `exec`, so a
+/// process's pid never changes under it (a bare `fork` without `exec` is
+/// not supported by conduit's shared-memory channels).
 pub fn getpid() -> u32 {
-    rustix::process::getpid().as_raw_nonzero().get() as u32
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    static PID: AtomicU32 = AtomicU32::new(0);
+    match PID.load(Relaxed) {
+        0 => {
+            let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+            PID.store(pid, Relaxed);
+            pid
+        }
+        pid => pid,
+    }
 }
 
 /// The parent's pid, if any.

@@ -1,0 +1,136 @@
+//! conduit's peers, as real dependencies: iceoryx2 (shared-memory
+//! publish-subscribe, polling) and ipc-channel (Servo's channels over Unix
+//! sockets).
+
+use std::io;
+
+use iceoryx2::prelude::*;
+use ipc_channel::ipc::{IpcBytesReceiver, IpcBytesSender, IpcOneShotServer, IpcSender};
+
+use crate::driver::{self, Link, MIB, Measurement, Plan};
+use crate::peer::{Peer, spawn_peer};
+
+fn err(e: impl std::fmt::Debug) -> io::Error {
+    io::Error::other(format!("{e:?}"))
+}
+
+// ---------------------------------------------------------- iceoryx2
+
+type Publisher = iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>;
+type Subscriber = iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>;
+
+/// Two iceoryx2 publish-subscribe services, one each way; the receiver
+/// polls (iceoryx2's own way), the sender writes every payload.
+pub struct Iceoryx {
+    publisher: Publisher,
+    subscriber: Subscriber,
+    _node: Node<ipc::Service>,
+}
+
+const BUFFER: usize = 64;
+
+fn iceoryx(down: &str, up: &str, driver_side: bool) -> io::Result<Iceoryx> {
+    let node = NodeBuilder::new().create::<ipc::Service>().map_err(err)?;
+    let open = |name: &str| {
+        let name: ServiceName = name.try_into().map_err(err)?;
+        node.service_builder(&name)
+            .publish_subscribe::<[u8]>()
+            .enable_safe_overflow(false)
+            .subscriber_max_buffer_size(BUFFER)
+            .history_size(0)
+            .max_publishers(1)
+            .max_subscribers(1)
+            .open_or_create()
+            .map_err(err)
+    };
+    let (out_name, in_name) = if driver_side { (down, up) } else { (up, down) };
+    let out = open(out_name)?;
+    let inn = open(in_name)?;
+    let publisher = out
+        .publisher_builder()
+        .initial_max_slice_len(MIB)
+        .max_loaned_samples(4)
+        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
+        .create()
+        .map_err(err)?;
+    let subscriber = inn.subscriber_builder().buffer_size(BUFFER).create().map_err(err)?;
+    Ok(Iceoryx { publisher, subscriber, _node: node })
+}
+
+impl Link for Iceoryx {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        let sample = self.publisher.loan_slice_uninit(data.len()).map_err(err)?;
+        sample.write_from_slice(data).send().map_err(err)?;
+        Ok(())
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        self.recv_view(&mut Vec::new(), &mut |m| {
+            buf.clear();
+            buf.extend_from_slice(m);
+        })
+    }
+    fn recv_view(&mut self, _: &mut Vec<u8>, look: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        loop {
+            if let Some(sample) = self.subscriber.receive().map_err(err)? {
+                look(sample.payload());
+                return Ok(());
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// `peer/iceoryx2`.
+pub fn iceoryx2(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let base = format!("conduit-bench/{}", std::process::id());
+    let (down, up) = (format!("{base}/down"), format!("{base}/up"));
+    let mut link = iceoryx(&down, &up, true)?;
+    let peer = spawn_peer("peer/iceoryx2", &[down, up])?;
+    let m = peer.wait_ready().and_then(|()| driver::measure("peer/iceoryx2", &mut link, plan, tick));
+    peer.finish(m)
+}
+
+/// The peer of `peer/iceoryx2`.
+pub fn iceoryx2_peer(p: &Peer) -> io::Result<()> {
+    let mut link = iceoryx(p.arg(0)?, p.arg(1)?, false)?;
+    p.ready()?;
+    driver::serve(&mut link)
+}
+
+// -------------------------------------------------------- ipc-channel
+
+/// A pair of ipc-channel byte channels.
+pub struct IpcBytes {
+    tx: IpcBytesSender,
+    rx: IpcBytesReceiver,
+}
+
+impl Link for IpcBytes {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.tx.send(data).map_err(err)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.rx.recv().map_err(err)?;
+        Ok(())
+    }
+}
+
+/// `peer/ipc-channel`.
+pub fn ipc_channel(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let (server, name) = IpcOneShotServer::<(IpcBytesSender, IpcBytesReceiver)>::new()?;
+    let peer = spawn_peer("peer/ipc-channel", &[name])?;
+    let m = server.accept().map_err(err).and_then(|(_, (tx, rx))| {
+        let mut link = IpcBytes { tx, rx };
+        driver::measure("peer/ipc-channel", &mut link, plan, tick)
+    });
+    peer.finish(m)
+}
+
+/// The peer of `peer/ipc-channel`.
+pub fn ipc_channel_peer(p: &Peer) -> io::Result<()> {
+    let (to_peer_tx, to_peer_rx) = ipc_channel::ipc::bytes_channel()?;
+    let (to_driver_tx, to_driver_rx) = ipc_channel::ipc::bytes_channel()?;
+    let boot = IpcSender::<(IpcBytesSender, IpcBytesReceiver)>::connect(p.arg(0)?.to_string())?;
+    boot.send((to_peer_tx, to_driver_rx)).map_err(err)?;
+    driver::serve(&mut IpcBytes { tx: to_driver_tx, rx: to_peer_rx })
+}
