@@ -47,11 +47,28 @@ fn bench_writes_every_case_to_json() {
     let dir = std::env::temp_dir().join(format!("conduit-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
-    let out = conduit().args(["bench", "--smoke", "--json"]).arg(&json).output().unwrap();
+    let svg = dir.join("out.svg");
+    let out = conduit().args(["bench", "--smoke", "--json"]).arg(&json).arg("--svg").arg(&svg).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let doc = std::fs::read_to_string(&json).unwrap();
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("conduit/shm-loan"), "{chart}");
     std::fs::remove_dir_all(&dir).unwrap();
-    for name in ["floor/uds", "conduit/uds"] {
+    for name in [
+        "floor/spin",
+        "floor/futex",
+        "floor/pipe",
+        "floor/uds",
+        "floor/tcp",
+        "floor/posix-mq",
+        "floor/memcpy",
+        "conduit/shm-spin",
+        "conduit/shm",
+        "conduit/shm-loan",
+        "conduit/uds",
+        "peer/iceoryx2",
+        "peer/ipc-channel",
+    ] {
         assert!(doc.contains(&format!("\"name\": \"{name}\"")), "{name} in {doc}");
     }
     for field in ["rtt_p50_ns", "rtt_p99_ns", "msgs_per_s_64b", "gb_per_s_1mib"] {

@@ -173,3 +173,26 @@ fn loans_write_and_read_in_place_across_processes() {
     drop(tx);
     finish(kid);
 }
+
+/// CPU time a process has used (ns, `/proc/PID/schedstat`).
+fn cpu_ns(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_idle_adaptive_receiver_sleeps_instead_of_spinning() {
+    let kid = spawn("idle");
+    let (tx, rx) = shm::bounded::<u64>(1).unwrap();
+    kid.tx.send(ToChild::RecvU64(rx)).unwrap();
+    assert_eq!(report(&kid), FromChild::Ready);
+    let pid = kid.child.id();
+    let (c0, t0) = (cpu_ns(pid), std::time::Instant::now());
+    // A measuring window (nothing is synchronised by it).
+    std::thread::sleep(Duration::from_millis(300));
+    let used = (cpu_ns(pid) - c0) as f64 / t0.elapsed().as_nanos() as f64;
+    assert!(used < 0.05, "an idle receiver used {:.2}% of a core", used * 100.0);
+    tx.send(7).unwrap();
+    assert_eq!(report(&kid), FromChild::Sent(7));
+    finish(kid);
+}

@@ -170,6 +170,12 @@ fn main() {
                 }
             }
         }
+        "idle" => {
+            let ToChild::RecvU64(rx) = next() else { panic!("want RecvU64") };
+            report(&up, FromChild::Ready);
+            let got = rx.recv().unwrap();
+            report(&up, FromChild::Sent(got));
+        }
         "in-place" => {
             let ToChild::RecvBytes(mut rx) = next() else { panic!("want RecvBytes") };
             {
