@@ -137,7 +137,7 @@ pub fn decode<T: DeserializeOwned>(
         let ctl = Ctl::adopt(ctl, index)?;
         let ring = match ring {
             None => None,
-            Some(fd) => Some(Ring::adopt(Segment::adopt(fd, index)?, index)?),
+            Some(fd) => Some(Ring::adopt(Segment::adopt_with(fd, index, true)?, index)?),
         };
         incoming.push(Incoming::Port { kind, sock, ctl, ring });
     }

@@ -147,7 +147,7 @@ impl Builder {
         let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
         let ring = Ring::new(self.ring_bytes)?;
         ring.set_strategy(self.wait);
-        let ring2 = Ring::adopt(crate::shm::Segment::adopt(socket::dup(ring.segment().fd())?, 0)?, 0)?;
+        let ring2 = Ring::adopt(crate::shm::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
         let tx_end = RingEnd::new(ring, send_end.as_fd())?;
         let rx_end = RingEnd::new(ring2, recv_end.as_fd())?;
         Ok((Sender::from_ring(send_end, ctl, tx_end), Receiver::from_ring(recv_end, ctl2, rx_end)))

@@ -18,7 +18,7 @@
 //! word, counting sleepers so that a waker makes no system call when
 //! nobody sleeps.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, fence};
 use std::time::{Duration, Instant};
 
@@ -81,8 +81,8 @@ impl Bell<'_> {
         self.ring_fenced();
     }
 
-    /// [`ring`](Self::ring) for a caller that has just issued a SeqCst fence
-    /// after its store.
+    /// [`ring`](Self::ring) for a caller whose store was (or was followed
+    /// by) a SeqCst read-modify-write.
     fn ring_fenced(&self) {
         if self.waiters.load(SeqCst) > 0 {
             self.seq.fetch_add(1, SeqCst);
@@ -199,7 +199,9 @@ impl Ring {
     /// to a power of two, at least [`MIN_CAPACITY`]).
     pub fn new(capacity: usize) -> Result<Ring, Error> {
         let cap = capacity.clamp(MIN_CAPACITY, MAX_CAPACITY).next_power_of_two();
-        let seg = Segment::new(DATA_OFFSET + cap)?;
+        // Faulted in at once: a ring is reused forever, and a first-touch
+        // fault on the hot path costs microseconds.
+        let seg = Segment::new_populated(DATA_OFFSET + cap)?;
         let m = seg.mapping();
         m.atomic_u64(OFF_CAPACITY).store(cap as u64, SeqCst);
         m.atomic_u32(OFF_VERSION).store(VERSION, SeqCst);
@@ -297,8 +299,9 @@ impl Ring {
         self.word(OFF_DOORBELL).fetch_sub(1, SeqCst);
     }
 
-    /// Producer, right after a commit (whose fence orders this load after
-    /// the new tail): does a consumer want the socket rung?
+    /// Producer, right after a commit (whose SeqCst read-modify-write
+    /// orders this load after the new tail): does a consumer want the
+    /// socket rung?
     pub(crate) fn doorbell_wanted(&self) -> bool {
         self.word(OFF_DOORBELL).load(SeqCst) > 0
     }
@@ -340,8 +343,10 @@ impl Ring {
         ring_core::commit(self, r);
         // One producer at a time (the caller holds the producers' lock).
         let sent = m.atomic_u64(OFF_SENT);
-        sent.store(sent.load(Relaxed) + 1, Release);
-        fence(SeqCst);
+        // A SeqCst read-modify-write orders the new tail before the load of
+        // the sleepers' count (the consumer does the converse), so a wake-up
+        // is never lost; it is cheaper than a separate fence.
+        sent.swap(sent.load(Relaxed) + 1, SeqCst);
         self.data_bell().ring_fenced();
     }
 
@@ -379,8 +384,8 @@ impl Ring {
     pub fn release(&self, r: Record) {
         ring_core::release(self, r);
         let taken = self.seg.mapping().atomic_u64(OFF_TAKEN);
-        taken.store(taken.load(Relaxed) + 1, Release);
-        fence(SeqCst);
+        // SeqCst read-modify-write: see `commit`.
+        taken.swap(taken.load(Relaxed) + 1, SeqCst);
         self.space_bell().ring_fenced();
         self.credit_bell().ring_fenced();
     }

@@ -35,25 +35,41 @@ impl fmt::Debug for Segment {
 impl Segment {
     /// A new zero-filled segment of `len` bytes, sealed against resizing.
     pub fn new(len: usize) -> Result<Segment, Error> {
+        Segment::create(len, false)
+    }
+
+    /// A new segment with every page faulted in now (no first-touch
+    /// faults later, at the price of committing the memory at once).
+    pub fn new_populated(len: usize) -> Result<Segment, Error> {
+        Segment::create(len, true)
+    }
+
+    fn create(len: usize, populate: bool) -> Result<Segment, Error> {
         if len == 0 {
             return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty segment")));
         }
         let fd = memory::memfd("conduit-segment", len as u64)?;
         memory::seal(fd.as_fd(), SIZE_SEALS)?;
-        let map = Mapping::new(fd.as_fd(), len)?;
+        let map = if populate { Mapping::new_populated(fd.as_fd(), len)? } else { Mapping::new(fd.as_fd(), len)? };
         Ok(Segment { fd, map })
     }
 
     /// Map a segment received from elsewhere, after checking its seals:
     /// a sender cannot shrink it under us (which would make reads fault).
     pub(crate) fn adopt(fd: OwnedFd, index: usize) -> Result<Segment, WireError> {
+        Segment::adopt_with(fd, index, false)
+    }
+
+    /// [`adopt`](Self::adopt), optionally faulting every page in now.
+    pub(crate) fn adopt_with(fd: OwnedFd, index: usize, populate: bool) -> Result<Segment, WireError> {
         let bad = |why| WireError::BadRight { index, why };
         let len = match memory::size_if_sealed(fd.as_fd(), SIZE_SEALS) {
             Ok(Some(0)) => return Err(bad("segment is empty")),
             Ok(Some(n)) => n as usize,
             _ => return Err(bad("segment is not a memfd sealed against resizing")),
         };
-        let map = Mapping::new(fd.as_fd(), len).map_err(|_| bad("segment cannot be mapped"))?;
+        let map = if populate { Mapping::new_populated(fd.as_fd(), len) } else { Mapping::new(fd.as_fd(), len) };
+        let map = map.map_err(|_| bad("segment cannot be mapped"))?;
         Ok(Segment { fd, map })
     }
 

@@ -81,14 +81,24 @@ unsafe impl Sync for Mapping {}
 impl Mapping {
     /// Map `len` bytes of `fd` shared and read-write.
     pub fn new(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        Mapping::map(fd, len, MapFlags::SHARED)
+    }
+
+    /// Like [`new`](Self::new), with every page faulted in now
+    /// (`MAP_POPULATE`), so that first touches on a hot path cost nothing.
+    pub fn new_populated(fd: BorrowedFd<'_>, len: usize) -> io::Result<Mapping> {
+        Mapping::map(fd, len, MapFlags::SHARED | MapFlags::POPULATE)
+    }
+
+    fn map(fd: BorrowedFd<'_>, len: usize, flags: MapFlags) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
         }
         // SAFETY: a fresh mapping at an address the kernel picks; it aliases
-        // no Rust object. Callers only reach it through atomics.
-        let ptr = unsafe {
-            rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)?
-        };
+        // no Rust object. Callers reach it through atomics and bounds-checked
+        // copies (and the ring's documented raw views).
+        let ptr =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, flags, fd, 0)? };
         let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
     }
