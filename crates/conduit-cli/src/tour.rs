@@ -96,14 +96,15 @@ fn spawn_with_link() -> Step {
     ))
 }
 
-fn round_trip() -> Step {
+/// `n` round trips through a `double` child over the given channels;
+/// returns p50 and p99.
+fn ping_pong(pairs: [(Sender<u64>, Receiver<u64>); 2], n: u64) -> Result<(Duration, Duration), String> {
+    let [(to_tx, to_rx), (back_tx, back_rx)] = pairs;
     let kid = spawn("double")?;
-    let (to_tx, to_rx) = conduit::bounded::<u64>(1).map_err(e)?;
-    let (back_tx, back_rx) = conduit::bounded::<u64>(1).map_err(e)?;
     give(&kid, Give::NumbersIn(to_rx))?;
     give(&kid, Give::Numbers(back_tx))?;
-    let mut rtts = Vec::with_capacity(5000);
-    for i in 0..5000u64 {
+    let mut rtts = Vec::with_capacity(n as usize);
+    for i in 0..n {
         let t = Instant::now();
         to_tx.send(i).map_err(e)?;
         let got = back_rx.recv().map_err(e)?;
@@ -115,10 +116,16 @@ fn round_trip() -> Step {
     drop(to_tx);
     finish(kid)?;
     rtts.sort();
+    Ok((rtts[rtts.len() / 2], rtts[rtts.len() * 99 / 100]))
+}
+
+fn round_trip() -> Step {
+    let pairs = [conduit::bounded::<u64>(1).map_err(e)?, conduit::bounded::<u64>(1).map_err(e)?];
+    let (p50, p99) = ping_pong(pairs, 5000)?;
     Ok(format!(
         "8-byte request/response between two processes: p50 {}, p99 {} over 5000 round trips",
-        micros(rtts[rtts.len() / 2]),
-        micros(rtts[rtts.len() * 99 / 100])
+        micros(p50),
+        micros(p99)
     ))
 }
 
@@ -261,28 +268,12 @@ fn dead_peer() -> Step {
 }
 
 fn shared_memory() -> Step {
-    let kid = spawn("double")?;
-    let (to_tx, to_rx) = shm::bounded::<u64>(1).map_err(e)?;
-    let (back_tx, back_rx) = shm::bounded::<u64>(1).map_err(e)?;
-    give(&kid, Give::NumbersIn(to_rx))?;
-    give(&kid, Give::Numbers(back_tx))?;
-    let mut rtts = Vec::with_capacity(20_000);
-    for i in 0..20_000u64 {
-        let t = Instant::now();
-        to_tx.send(i).map_err(e)?;
-        let got = back_rx.recv().map_err(e)?;
-        rtts.push(t.elapsed());
-        if got != i * 2 {
-            return Err(format!("sent {i}, got {got}"));
-        }
-    }
-    drop(to_tx);
-    finish(kid)?;
-    rtts.sort();
+    let pairs = [shm::bounded::<u64>(1).map_err(e)?, shm::bounded::<u64>(1).map_err(e)?];
+    let (p50, p99) = ping_pong(pairs, 20_000)?;
     Ok(format!(
         "shared-memory channels (sealed memfd ring, adaptive wait): p50 {}, p99 {} over 20000 round trips",
-        micros(rtts[rtts.len() / 2]),
-        micros(rtts[rtts.len() * 99 / 100])
+        micros(p50),
+        micros(p99)
     ))
 }
 
