@@ -1,6 +1,7 @@
 //! `conduit`: the command-line face of conduit. Thin: each subcommand
 //! lives in its own module and calls the library.
 
+mod broker_cmd;
 mod tour;
 
 use std::process::ExitCode;
@@ -24,6 +25,19 @@ enum Command {
     Tour,
     /// Measure conduit against the hardware floor and its peers.
     Bench(conduit_bench::Options),
+    /// Run the broker (names, mailboxes) until SIGTERM.
+    Daemon(broker_cmd::DaemonArgs),
+    /// Mailboxes owned by the broker.
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+    /// Send a message to a mailbox.
+    Send(broker_cmd::SendArgs),
+    /// Receive a message from a mailbox (printed to standard output).
+    Recv(broker_cmd::RecvArgs),
+    /// List every live IPC object: conduit's and the kernel's.
+    Ls(broker_cmd::LsArgs),
+    /// Remove an IPC object.
+    Rm(broker_cmd::RmArgs),
     /// (internal) A child process of `tour`.
     #[command(name = "__tour-child", hide = true)]
     TourChild { role: String },
@@ -32,11 +46,23 @@ enum Command {
     BenchPeer { case: String, args: Vec<String> },
 }
 
+#[derive(Subcommand)]
+enum MailboxCommand {
+    /// Create a mailbox.
+    Create(broker_cmd::CreateArgs),
+}
+
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Tour => tour::run(),
         Command::TourChild { role } => tour::child(&role),
         Command::Bench(opts) => conduit_bench::run(&opts),
         Command::BenchPeer { case, args } => conduit_bench::peer(&case, &args),
+        Command::Daemon(a) => broker_cmd::daemon(&a),
+        Command::Mailbox(MailboxCommand::Create(a)) => broker_cmd::create(&a),
+        Command::Send(a) => broker_cmd::send(&a),
+        Command::Recv(a) => broker_cmd::recv(&a),
+        Command::Ls(a) => broker_cmd::ls(&a),
+        Command::Rm(a) => broker_cmd::rm(&a),
     }
 }

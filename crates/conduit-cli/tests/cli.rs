@@ -82,3 +82,87 @@ fn bench_rejects_an_unknown_case() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no case matches"));
 }
+
+/// A `conduit daemon` on a private socket, stopped with SIGTERM on drop.
+struct Daemon {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(tag: &str) -> Daemon {
+        let dir = std::env::temp_dir().join(format!("conduit-cli-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let child = conduit()
+            .arg("daemon")
+            .env("CONDUIT_BROKER", dir.join("broker.sock"))
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon { child, dir };
+        // Wait for "broker listening" on its log (stderr).
+        use std::io::BufRead;
+        let err = d.child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(err).lines();
+        assert!(lines.any(|l| l.unwrap().contains("broker listening")), "daemon did not start");
+        std::thread::spawn(move || lines.for_each(drop));
+        d
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        conduit().args(args).env("CONDUIT_BROKER", self.dir.join("broker.sock")).output().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "daemon stops cleanly on SIGTERM: {status:?}");
+        assert!(!self.dir.join("broker.sock").exists(), "socket removed");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn ls_json_shows_a_conduit_mailbox_and_a_system_v_queue() {
+    let d = Daemon::start("ls");
+    let out = d.run(&["mailbox", "create", "inbox", "--capacity", "4", "--mode", "0640"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(d.run(&["send", "inbox", "--type", "3", "hello"]).status.success());
+    // A System V queue, made the classic way.
+    // SAFETY: msgget with IPC_PRIVATE only creates a queue; we remove it below.
+    let msqid = unsafe { libc::msgget(libc::IPC_PRIVATE, libc::IPC_CREAT | 0o600) };
+    assert!(msqid >= 0);
+    let out = d.run(&["ls", "--json"]);
+    let _ = conduit().args(["rm", "msg", &msqid.to_string()]).status();
+    assert!(out.status.success());
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let objects = doc["objects"].as_array().unwrap();
+    let inbox = objects.iter().find(|o| o["kind"] == "mailbox" && o["id"] == "inbox").expect("the mailbox");
+    assert_eq!(
+        (inbox["depth"].as_u64(), inbox["capacity"].as_u64(), inbox["mode"].as_str()),
+        (Some(1), Some(4), Some("640"))
+    );
+    assert_eq!(inbox["source"], "conduit");
+    let q = objects.iter().find(|o| o["kind"] == "sysv-msg" && o["id"] == msqid.to_string().as_str());
+    assert!(q.is_some_and(|q| q["source"] == "kernel" && q["mode"] == "600"), "the System V queue: {doc}");
+}
+
+#[test]
+fn send_and_recv_exit_codes_tell_empty_full_timeout_denied_and_not_found() {
+    let d = Daemon::start("codes");
+    assert!(d.run(&["mailbox", "create", "one", "--capacity", "1"]).status.success());
+    let code = |o: std::process::Output| o.status.code();
+    assert_eq!(code(d.run(&["recv", "one", "--nowait"])), Some(3), "empty");
+    assert_eq!(code(d.run(&["send", "one", "a"])), Some(0));
+    assert_eq!(code(d.run(&["send", "one", "--nowait", "b"])), Some(4), "full");
+    assert_eq!(code(d.run(&["send", "one", "--timeout", "20", "b"])), Some(5), "timeout");
+    assert_eq!(code(d.run(&["recv", "nope"])), Some(7), "not found");
+    assert_eq!(code(d.run(&["mailbox", "create", "one"])), Some(10), "exists");
+    let out = d.run(&["recv", "one"]);
+    assert_eq!((out.status.code(), &out.stdout[..]), (Some(0), &b"a"[..]));
+    assert_eq!(code(d.run(&["rm", "mailbox", "one"])), Some(0));
+    assert_eq!(code(d.run(&["recv", "one", "--nowait"])), Some(7));
+}

@@ -46,3 +46,8 @@ pub use channel::{
 };
 pub use error::{Error, WireError};
 pub use sys::socket::Credentials;
+
+/// The kernel's own IPC objects (System V, POSIX queues): removal.
+pub mod kernel {
+    pub use crate::sys::sysv::{SysvKind, remove_mqueue, remove_sysv};
+}

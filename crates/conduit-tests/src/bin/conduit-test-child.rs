@@ -216,6 +216,79 @@ fn main() {
                 Err(e) => outcome(&up, &format!("error: {e}")),
             }
         }
+        "broker" => {
+            // argv[2]: socket; argv[3]: max objects per user; argv[4]: data dir.
+            let args: Vec<String> = std::env::args().collect();
+            let mut config = conduit_broker::Config::at(args[2].clone().into());
+            config.dir_mode = 0o755; // the tests reach it as other users too
+            if let Some(n) = args.get(3) {
+                config.limits.max_objects = n.parse().unwrap();
+            }
+            config.data_dir = args.get(4).map(Into::into);
+            let server = conduit_broker::Server::bind(&config).unwrap().expect("no other broker");
+            report(&up, FromChild::Ready);
+            server.run();
+        }
+        "mailbox-creator" => {
+            let path = std::env::args().nth(2).unwrap();
+            let c = conduit_broker::Client::connect_to(path.as_ref()).unwrap();
+            c.create_mailbox("outlives", conduit_broker::MailboxOptions::default()).unwrap();
+            c.send("outlives", 7, b"left behind", conduit_broker::OnFull::Block).unwrap();
+            report(&up, FromChild::Sent(1));
+        }
+        "blocked-sender" => {
+            let path = std::env::args().nth(2).unwrap();
+            let c = conduit_broker::Client::connect_to(path.as_ref()).unwrap();
+            report(&up, FromChild::Blocking);
+            let sent = c.send("full", 1, b"blocked", conduit_broker::OnFull::Block).unwrap();
+            report(&up, FromChild::Sent(sent.receiver.unwrap_or(0) as u64));
+        }
+        "mailbox-user" => {
+            // argv[2]: socket; argv[3]: mailbox. As nobody: try to send, then receive.
+            let args: Vec<String> = std::env::args().collect();
+            conduit_tests::become_nobody();
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            let outcome_of = |r: Result<(), conduit_broker::ClientError>| match r {
+                Ok(()) => "ok".to_string(),
+                Err(conduit_broker::ClientError::Broker(conduit_broker::BrokerError::Denied(_))) => "denied".into(),
+                Err(conduit_broker::ClientError::Broker(conduit_broker::BrokerError::Quota(_))) => "quota".into(),
+                Err(e) => format!("error: {e}"),
+            };
+            outcome(&up, &outcome_of(c.send(&args[3], 1, b"from nobody", conduit_broker::OnFull::NoWait).map(|_| ())));
+            outcome(&up, &outcome_of(c.recv(&args[3], 0, conduit_broker::WaitFor::NoWait).map(|_| ())));
+            // Then own objects until the quota says no.
+            let mut made = 0;
+            let last = loop {
+                let r = c.create_mailbox(&format!("nobody-{made}"), conduit_broker::MailboxOptions::default());
+                if r.is_err() || made == 100 {
+                    break outcome_of(r);
+                }
+                made += 1;
+            };
+            outcome(&up, &format!("created {made}, then {last}"));
+            // Still served after hitting the quota.
+            outcome(&up, &outcome_of(c.send("nobody-0", 1, b"mine", conduit_broker::OnFull::NoWait).map(|_| ())));
+        }
+        "embedded" => {
+            // Race to start a broker; report which process serves.
+            let path = std::env::args().nth(2).unwrap();
+            let c = conduit_broker::Client::connect_or_start_at(path.as_ref()).unwrap();
+            c.create_mailbox(&format!("from-{}", std::process::id()), conduit_broker::MailboxOptions::default())
+                .unwrap();
+            report(&up, FromChild::Sent(c.broker_pid() as u64));
+            let _ = down.recv();
+        }
+        "service" => {
+            // Offer "echo" by name; answer each connection's requests.
+            let path = std::env::args().nth(2).unwrap();
+            let c = conduit_broker::Client::connect_to(path.as_ref()).unwrap();
+            let conns = c.serve::<String, String>("echo", conduit_broker::NameFlags::default()).unwrap();
+            report(&up, FromChild::Ready);
+            let conn = conns.recv().unwrap();
+            for req in conn.requests.iter() {
+                conn.replies.send(req.to_uppercase()).unwrap();
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }

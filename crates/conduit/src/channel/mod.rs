@@ -76,6 +76,25 @@ pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
     with_capacity(Capacity::Unbounded)
 }
 
+/// Both directions of an already-connected `AF_UNIX` `SOCK_SEQPACKET`
+/// socket (e.g. one accepted from a listener) as a typed link: a
+/// [`Sender<Tx>`] and a [`Receiver<Rx>`], both unbounded, both using the
+/// same socket. Rights travel as usual; [`Receiver::recv_from`] names the
+/// peer. The peer must speak the same wire format (another `connection`).
+pub fn connection<Tx, Rx>(sock: std::os::fd::OwnedFd) -> Result<(Sender<Tx>, Receiver<Rx>), Error> {
+    if !socket::is_unix_seqpacket(sock.as_fd()) {
+        return Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "a connection needs a Unix SOCK_SEQPACKET socket",
+        )));
+    }
+    socket::set_passcred(sock.as_fd())?;
+    let dup = socket::dup(&sock)?;
+    let ctl_tx = Ctl::create(Capacity::Unbounded)?;
+    let ctl_rx = Ctl::create(Capacity::Unbounded)?;
+    Ok((Sender::from_parts(sock, ctl_tx), Receiver::from_parts(dup, ctl_rx)))
+}
+
 /// A send-once right: the reply half of a request/reply exchange
 /// ([`Sender::call`]). It can be used once ([`ReplyTo::send`] consumes
 /// it); dropping it unanswered tells the caller

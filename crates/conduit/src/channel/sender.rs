@@ -69,6 +69,13 @@ impl<T> Sender<T> {
         })
     }
 
+    /// The same send right, for messages of type `U`. Types are a promise
+    /// between the two ends (checked only by decoding): use this to hand
+    /// on a right whose message type the middle does not know (a broker).
+    pub fn cast<U>(self) -> Sender<U> {
+        Sender { core: self.core, _t: PhantomData }
+    }
+
     /// True if this channel runs over shared memory.
     pub fn is_shared_memory(&self) -> bool {
         self.core.ring.is_some()

@@ -9,6 +9,7 @@ pub mod memory;
 pub mod monitor;
 pub mod process;
 pub mod socket;
+pub mod sysv;
 
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,311 @@
+//! The client side: a connection to the broker, started on first use if
+//! none is running.
+
+use std::io;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use conduit::{Receiver, Sender};
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::paths;
+use crate::protocol::{
+    BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, PROTOCOL, Policy, Reply, Request,
+    WaitFor,
+};
+use crate::server::{Config, Server};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The broker refused.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// No broker answers at the socket.
+    #[error("no broker at {path}: {source}")]
+    NoBroker {
+        /// The socket path tried.
+        path: String,
+        /// Why the connection failed.
+        source: io::Error,
+    },
+    /// The connection to the broker broke.
+    #[error("the connection to the broker broke: {0}")]
+    Broken(String),
+    /// The broker answered something unexpected.
+    #[error("unexpected reply from the broker: {0}")]
+    Protocol(String),
+}
+
+/// A received mailbox message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Message {
+    /// Its type (System V `mtype`).
+    pub mtype: i64,
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// The sender's pid (kernel-verified when it connected).
+    pub sender: u32,
+}
+
+/// How a send went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The pid of the receiver it was handed to directly, if one waited.
+    pub receiver: Option<u32>,
+    /// Left with the broker (the mailbox was full), to be queued later.
+    pub deferred: bool,
+}
+
+/// Options of a new mailbox.
+#[derive(Clone, Copy, Debug)]
+pub struct MailboxOptions {
+    /// How many messages it holds.
+    pub capacity: Capacity,
+    /// Who may receive.
+    pub policy: Policy,
+    /// Permission bits (like `ipc_perm`): read = receive, write = send.
+    pub mode: u32,
+    /// Survives a broker crash and restart.
+    pub durable: bool,
+}
+
+impl Default for MailboxOptions {
+    fn default() -> Self {
+        MailboxOptions { capacity: Capacity::Unbounded, policy: Policy::Any, mode: 0o600, durable: false }
+    }
+}
+
+/// A private connection offered to a service registered by name (the
+/// connect handshake, M9.3): the client's requests and the way back.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Connect<Req, Resp> {
+    /// Requests from this client.
+    pub requests: Receiver<Req>,
+    /// Replies to it.
+    pub replies: Sender<Resp>,
+}
+
+/// A connection to the broker. Calls are serialized per connection; a
+/// thread that wants to block in `recv` while others work opens its own.
+pub struct Client {
+    link: Mutex<(Sender<Request>, Receiver<Reply>)>,
+    broker_pid: u32,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("broker_pid", &self.broker_pid).finish_non_exhaustive()
+    }
+}
+
+fn broken(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Broken(e.to_string())
+}
+
+impl Client {
+    /// Connect to the broker at the default socket ([`paths::socket_path`]).
+    pub fn connect() -> Result<Client, ClientError> {
+        Client::connect_to(&paths::socket_path())
+    }
+
+    /// Connect to the broker listening at `path`.
+    pub fn connect_to(path: &Path) -> Result<Client, ClientError> {
+        let no = |source: io::Error| ClientError::NoBroker { path: path.display().to_string(), source };
+        let sock = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+            .map_err(|e| no(e.into()))?;
+        let addr = SocketAddrUnix::new(path).map_err(|e| no(e.into()))?;
+        rustix::net::connect(&sock, &addr).map_err(|e| no(e.into()))?;
+        let (tx, rx) = conduit::channel::connection::<Request, Reply>(sock).map_err(broken)?;
+        let mut client = Client { link: Mutex::new((tx, rx)), broker_pid: 0 };
+        match client.call(Request::Hello { protocol: PROTOCOL })? {
+            Reply::Hello { pid, .. } => client.broker_pid = pid,
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+        Ok(client)
+    }
+
+    /// Connect to the default broker, starting one inside this process if
+    /// none runs (race-free: of several processes starting at once, one
+    /// takes the lock and serves, the others connect to it). An embedded
+    /// broker lives as long as this process.
+    pub fn connect_or_start() -> Result<Client, ClientError> {
+        Client::connect_or_start_at(&paths::socket_path())
+    }
+
+    /// [`connect_or_start`](Self::connect_or_start) for a given socket.
+    pub fn connect_or_start_at(path: &Path) -> Result<Client, ClientError> {
+        match Client::connect_to(path) {
+            Ok(c) => return Ok(c),
+            Err(ClientError::NoBroker { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        let config = Config::at(path.to_path_buf());
+        match Server::bind(&config) {
+            Ok(Some(server)) => {
+                std::thread::Builder::new()
+                    .name("conduit-broker".into())
+                    .spawn(move || server.run())
+                    .map_err(broken)?;
+            }
+            Ok(None) => {} // someone else is the broker, or becoming it
+            Err(e) => return Err(ClientError::NoBroker { path: path.display().to_string(), source: e }),
+        }
+        // The listener is up as soon as `bind` returned in whichever
+        // process won; retry briefly for the others.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_micros(200);
+        loop {
+            match Client::connect_to(path) {
+                Ok(c) => return Ok(c),
+                Err(ClientError::NoBroker { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The broker's pid.
+    pub fn broker_pid(&self) -> u32 {
+        self.broker_pid
+    }
+
+    fn call(&self, req: Request) -> Result<Reply, ClientError> {
+        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        link.0.send(req).map_err(broken)?;
+        match link.1.recv().map_err(broken)? {
+            Reply::Error(e) => Err(ClientError::Broker(e)),
+            r => Ok(r),
+        }
+    }
+
+    fn done(&self, req: Request) -> Result<(), ClientError> {
+        match self.call(req)? {
+            Reply::Done => Ok(()),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Create a mailbox owned by this process's user.
+    pub fn create_mailbox(&self, name: &str, opts: MailboxOptions) -> Result<(), ClientError> {
+        self.done(Request::Create {
+            name: name.into(),
+            capacity: opts.capacity,
+            policy: opts.policy,
+            mode: opts.mode,
+            durable: opts.durable,
+        })
+    }
+
+    /// Remove a mailbox (its owner or root).
+    pub fn remove_mailbox(&self, name: &str) -> Result<(), ClientError> {
+        self.done(Request::Remove { name: name.into() })
+    }
+
+    /// Give a mailbox to another user and group.
+    pub fn chown(&self, name: &str, uid: u32, gid: u32) -> Result<(), ClientError> {
+        self.done(Request::Chown { name: name.into(), uid, gid })
+    }
+
+    /// Send bytes of type `mtype` (≥ 0) to a mailbox.
+    pub fn send(&self, name: &str, mtype: i64, data: &[u8], full: OnFull) -> Result<Sent, ClientError> {
+        match self.call(Request::Send { name: name.into(), mtype, data: data.to_vec(), full })? {
+            Reply::Sent { receiver, deferred } => Ok(Sent { receiver, deferred }),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Receive from a mailbox by System V rules (`select`: 0 any, > 0 that
+    /// type, < 0 the lowest type ≤ |select|).
+    pub fn recv(&self, name: &str, select: i64, wait: WaitFor) -> Result<Message, ClientError> {
+        match self.call(Request::Recv { name: name.into(), select, wait })? {
+            Reply::Message { mtype, data, sender } => Ok(Message { mtype, data, sender }),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Send a typed value (postcard) to a mailbox.
+    pub fn send_value<T: Serialize>(
+        &self,
+        name: &str,
+        mtype: i64,
+        value: &T,
+        full: OnFull,
+    ) -> Result<Sent, ClientError> {
+        let data = postcard::to_stdvec(value).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send(name, mtype, &data, full)
+    }
+
+    /// Receive a typed value (postcard) from a mailbox.
+    pub fn recv_value<T: DeserializeOwned>(&self, name: &str, select: i64, wait: WaitFor) -> Result<T, ClientError> {
+        let m = self.recv(name, select, wait)?;
+        postcard::from_bytes(&m.data).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// Register `port` under `name` (the matchmaker).
+    pub fn register<T>(&self, name: &str, port: Sender<T>, flags: NameFlags) -> Result<NameReply, ClientError> {
+        match self.call(Request::Register { name: name.into(), port: port.cast(), flags })? {
+            Reply::Name(r) => Ok(r),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// The port registered under `name`; `T` is the caller's promise of its
+    /// message type.
+    pub fn lookup<T>(&self, name: &str) -> Result<Sender<T>, ClientError> {
+        match self.call(Request::Lookup { name: name.into() })? {
+            Reply::Port(p) => Ok(p.cast()),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+
+    /// Give up a name (or a place in its queue).
+    pub fn release(&self, name: &str) -> Result<(), ClientError> {
+        self.done(Request::Release { name: name.into() })
+    }
+
+    /// Changes of `name`'s owner, as messages (the current owner first).
+    pub fn watch(&self, name: &str) -> Result<Receiver<NameEvent>, ClientError> {
+        let (tx, rx) = conduit::unbounded::<NameEvent>().map_err(broken)?;
+        self.done(Request::Watch { name: name.into(), events: tx })?;
+        Ok(rx)
+    }
+
+    /// Offer a service under `name`: each client that connects arrives as
+    /// a [`Connect`] with a private pair of ports.
+    pub fn serve<Req, Resp>(&self, name: &str, flags: NameFlags) -> Result<Receiver<Connect<Req, Resp>>, ClientError> {
+        let (tx, rx) = conduit::unbounded::<Connect<Req, Resp>>().map_err(broken)?;
+        match self.register(name, tx, flags)? {
+            NameReply::PrimaryOwner | NameReply::AlreadyOwner | NameReply::InQueue => Ok(rx),
+            NameReply::Exists => Err(ClientError::Broker(BrokerError::Exists(format!("name {name}")))),
+        }
+    }
+
+    /// Connect to the service registered under `name`: a private pair of
+    /// ports to it; the broker is not in the data path.
+    pub fn connect_service<Req, Resp>(&self, name: &str) -> Result<(Sender<Req>, Receiver<Resp>), ClientError>
+    where
+        Req: Serialize,
+        Resp: Serialize,
+    {
+        let service: Sender<Connect<Req, Resp>> = self.lookup(name)?;
+        let (req_tx, req_rx) = conduit::unbounded::<Req>().map_err(broken)?;
+        let (resp_tx, resp_rx) = conduit::unbounded::<Resp>().map_err(broken)?;
+        service.send(Connect { requests: req_rx, replies: resp_tx }).map_err(broken)?;
+        Ok((req_tx, resp_rx))
+    }
+
+    /// Every object the broker holds.
+    pub fn list(&self) -> Result<Vec<ObjectInfo>, ClientError> {
+        match self.call(Request::List)? {
+            Reply::Listing(l) => Ok(l),
+            other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! What clients and the broker say to each other: typed conduit messages
+//! over a connection to the broker's socket (rights ride along).
+
+use conduit::Sender;
+use serde::{Deserialize, Serialize};
+
+/// Version of this protocol.
+pub const PROTOCOL: u32 = 1;
+
+/// A send right whose message type the broker does not know.
+pub type AnyPort = Sender<Opaque>;
+
+/// The message type of a port the broker only passes on.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Opaque;
+
+/// How many messages a mailbox holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Capacity {
+    /// At most this many (0: a send waits for a receiver).
+    Bounded(u32),
+    /// No limit but the owner's byte quota.
+    Unbounded,
+}
+
+/// Who may receive from a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Policy {
+    /// One receiver at a time: the first to receive holds the mailbox until
+    /// its connection ends.
+    Exclusive,
+    /// Any number; the broker picks one waiting receiver per message and
+    /// tells the sender which.
+    Any,
+}
+
+/// What a sender does when a mailbox is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OnFull {
+    /// Wait as long as it takes.
+    Block,
+    /// Wait at most this many milliseconds.
+    Timeout(u64),
+    /// Return at once with `Full`.
+    NoWait,
+    /// Leave the message with the broker, to be queued as soon as there is
+    /// room (one such message per sender and mailbox, after Mach).
+    Leave,
+}
+
+/// How long a receiver waits for a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaitFor {
+    /// As long as it takes.
+    Forever,
+    /// At most this many milliseconds.
+    Millis(u64),
+    /// Not at all.
+    NoWait,
+}
+
+/// Rules for registering a name (after D-Bus well-known names).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameFlags {
+    /// Others may take the name from us with `replace_existing`.
+    pub allow_replacement: bool,
+    /// Take the name from its owner if the owner allows it.
+    pub replace_existing: bool,
+    /// If the name is taken (and cannot be replaced), wait in line for it.
+    pub queue: bool,
+}
+
+/// Outcome of a registration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NameReply {
+    /// We own the name now.
+    PrimaryOwner,
+    /// We are in line for it.
+    InQueue,
+    /// It is taken and we did not queue.
+    Exists,
+    /// We already owned it.
+    AlreadyOwner,
+}
+
+/// A change of a name's owner, sent to watchers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameEvent {
+    /// The name.
+    pub name: String,
+    /// The new owner's pid, or `None` if nobody owns it now.
+    pub owner: Option<u32>,
+}
+
+/// A request to the broker.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// First message on a connection.
+    Hello { protocol: u32 },
+    /// Create a mailbox.
+    Create { name: String, capacity: Capacity, policy: Policy, mode: u32, durable: bool },
+    /// Remove a mailbox (its owner or root).
+    Remove { name: String },
+    /// Give a mailbox to another owner (its owner or root).
+    Chown { name: String, uid: u32, gid: u32 },
+    /// Send to a mailbox.
+    Send { name: String, mtype: i64, data: Vec<u8>, full: OnFull },
+    /// Receive from a mailbox: `select` after System V `msgrcv`: 0 = the
+    /// first message, > 0 = the first of that type, < 0 = the first of the
+    /// lowest type ≤ |select|.
+    Recv { name: String, select: i64, wait: WaitFor },
+    /// Register a name for a port.
+    Register { name: String, port: AnyPort, flags: NameFlags },
+    /// The port registered under a name.
+    Lookup { name: String },
+    /// Give up a name (or our place in its queue).
+    Release { name: String },
+    /// Be told when a name's owner changes.
+    Watch { name: String, events: Sender<NameEvent> },
+    /// Every object the broker holds.
+    List,
+}
+
+/// The broker's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    /// Greeting: the broker's pid and protocol.
+    Hello { pid: u32, protocol: u32 },
+    /// Done.
+    Done,
+    /// A send was accepted: queued, handed to a waiting receiver (its pid),
+    /// or left with the broker for later.
+    Sent { receiver: Option<u32>, deferred: bool },
+    /// A message.
+    Message { mtype: i64, data: Vec<u8>, sender: u32 },
+    /// A registration's outcome.
+    Name(NameReply),
+    /// A port.
+    Port(AnyPort),
+    /// The objects.
+    Listing(Vec<ObjectInfo>),
+    /// A refusal.
+    Error(BrokerError),
+}
+
+/// One object, as `conduit ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectInfo {
+    /// `mailbox`, `name`, `peer`.
+    pub kind: String,
+    /// Its name or id.
+    pub id: String,
+    /// Owner uid.
+    pub owner: u32,
+    /// Owner gid.
+    pub group: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Messages queued (mailboxes).
+    pub depth: u64,
+    /// Capacity (mailboxes; `None` = unbounded).
+    pub capacity: Option<u64>,
+    /// Bytes queued, or held.
+    pub bytes: u64,
+    /// Process ids involved (owner of a name, peers).
+    pub pids: Vec<u32>,
+}
+
+/// Why the broker refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum BrokerError {
+    /// No such object.
+    #[error("no such {0}")]
+    NotFound(String),
+    /// It exists already.
+    #[error("{0} exists already")]
+    Exists(String),
+    /// The caller's credentials do not allow it.
+    #[error("permission denied: {0}")]
+    Denied(String),
+    /// The mailbox is full.
+    #[error("the mailbox is full")]
+    Full,
+    /// Nothing to receive.
+    #[error("the mailbox is empty")]
+    Empty,
+    /// The time limit passed.
+    #[error("timed out")]
+    Timeout,
+    /// Another receiver holds an exclusive mailbox.
+    #[error("another receiver holds this exclusive mailbox")]
+    Busy,
+    /// A per-user limit was reached.
+    #[error("quota exceeded: {0}")]
+    Quota(String),
+    /// A malformed or meaningless request.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}

@@ -1,0 +1,644 @@
+//! Everything the broker holds, behind one lock, and the rules applied to
+//! each request. Blocking operations wait on one condition variable.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use conduit::Sender;
+
+use crate::protocol::{
+    AnyPort, BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor,
+};
+use crate::store::Store;
+
+/// Per-user limits: one client cannot exhaust the broker for others.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Mailboxes and names one user may own.
+    pub max_objects: usize,
+    /// Bytes one user's messages may occupy in mailboxes.
+    pub max_bytes: u64,
+    /// Connections one user may hold open.
+    pub max_connections: usize,
+    /// Largest message.
+    pub max_message: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_objects: 1024, max_bytes: 256 << 20, max_connections: 256, max_message: 16 << 20 }
+    }
+}
+
+/// Who is asking: kernel-verified (`SO_PEERCRED` at accept).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// Connection id, unique for the broker's life.
+    pub id: u64,
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Peer {
+    fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Msg {
+    pub mtype: i64,
+    pub data: Vec<u8>,
+    pub sender_pid: u32,
+    pub sender_uid: u32,
+}
+
+/// A receiver blocked on a mailbox, to whom a sender can hand a message.
+struct Waiter {
+    peer: Peer,
+    select: i64,
+    slot: u64,
+}
+
+pub(crate) struct Mailbox {
+    pub owner: u32,
+    pub group: u32,
+    pub mode: u32,
+    pub capacity: Capacity,
+    pub policy: Policy,
+    pub durable: bool,
+    pub queue: VecDeque<Msg>,
+    /// Messages left with the broker while full (one per sender).
+    deferred: VecDeque<(u64, Msg)>,
+    holder: Option<u64>,
+    waiters: VecDeque<Waiter>,
+}
+
+impl Mailbox {
+    /// An empty mailbox.
+    pub(crate) fn new(owner: u32, group: u32, mode: u32, capacity: Capacity, policy: Policy, durable: bool) -> Self {
+        Mailbox {
+            owner,
+            group,
+            mode,
+            capacity,
+            policy,
+            durable,
+            queue: VecDeque::new(),
+            deferred: VecDeque::new(),
+            holder: None,
+            waiters: VecDeque::new(),
+        }
+    }
+
+    fn full(&self) -> bool {
+        match self.capacity {
+            Capacity::Bounded(n) => self.queue.len() >= n as usize,
+            Capacity::Unbounded => false,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.queue.iter().chain(self.deferred.iter().map(|(_, m)| m)).map(|m| m.data.len() as u64).sum()
+    }
+}
+
+/// The System V `msgrcv` rule: 0 = first, > 0 = first of that type,
+/// < 0 = first of the lowest type ≤ |select|.
+pub(crate) fn pick(queue: &VecDeque<Msg>, select: i64) -> Option<usize> {
+    match select {
+        0 => (!queue.is_empty()).then_some(0),
+        t if t > 0 => queue.iter().position(|m| m.mtype == t),
+        t => {
+            let limit = t.unsigned_abs();
+            queue
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.mtype >= 0 && m.mtype.unsigned_abs() <= limit)
+                .min_by_key(|(i, m)| (m.mtype, *i))
+                .map(|(i, _)| i)
+        }
+    }
+}
+
+fn matches(select: i64, mtype: i64) -> bool {
+    match select {
+        0 => true,
+        t if t > 0 => mtype == t,
+        t => mtype >= 0 && mtype.unsigned_abs() <= t.unsigned_abs(),
+    }
+}
+
+struct Owner {
+    peer: Peer,
+    port: AnyPort,
+    allow_replacement: bool,
+}
+
+#[derive(Default)]
+struct NameEntry {
+    owner: Option<Owner>,
+    queue: VecDeque<Owner>,
+    watchers: Vec<Sender<NameEvent>>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub mailboxes: HashMap<String, Mailbox>,
+    names: HashMap<String, NameEntry>,
+    slots: HashMap<u64, Option<Msg>>,
+    next_slot: u64,
+    pub peers: HashMap<u64, Peer>,
+}
+
+/// The broker's state and rules.
+pub struct Rules {
+    state: Mutex<State>,
+    changed: Condvar,
+    limits: Limits,
+    store: Option<Store>,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The access a request needs.
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
+}
+
+fn allowed(mb: &Mailbox, peer: &Peer, access: Access) -> bool {
+    if peer.is_root() {
+        return true;
+    }
+    let bits = match access {
+        Access::Read => 0o4,
+        Access::Write => 0o2,
+    };
+    let class = if peer.uid == mb.owner {
+        mb.mode >> 6
+    } else if peer.gid == mb.group {
+        mb.mode >> 3
+    } else {
+        mb.mode
+    };
+    class & bits != 0
+}
+
+fn deadline(wait: WaitFor) -> Option<Option<Instant>> {
+    match wait {
+        WaitFor::NoWait => None,
+        WaitFor::Forever => Some(None),
+        WaitFor::Millis(ms) => Some(Some(Instant::now() + Duration::from_millis(ms))),
+    }
+}
+
+impl Rules {
+    /// Empty state (plus durable mailboxes from `store`).
+    pub fn new(limits: Limits, store: Option<Store>) -> Result<Rules, String> {
+        let mut state = State::default();
+        if let Some(s) = &store {
+            s.load(&mut state)?;
+        }
+        Ok(Rules { state: Mutex::new(state), changed: Condvar::new(), limits, store })
+    }
+
+    fn objects_of(st: &State, uid: u32) -> usize {
+        st.mailboxes.values().filter(|m| m.owner == uid).count()
+            + st.names.values().filter(|n| n.owner.as_ref().is_some_and(|o| o.peer.uid == uid)).count()
+    }
+
+    fn bytes_of(st: &State, uid: u32) -> u64 {
+        st.mailboxes
+            .values()
+            .flat_map(|m| m.queue.iter().chain(m.deferred.iter().map(|(_, x)| x)))
+            .filter(|m| m.sender_uid == uid)
+            .map(|m| m.data.len() as u64)
+            .sum()
+    }
+
+    /// A new connection, if the user's quota allows it.
+    pub fn connect(&self, peer: Peer) -> Result<(), BrokerError> {
+        let mut st = lock(&self.state);
+        let open = st.peers.values().filter(|p| p.uid == peer.uid).count();
+        if !peer.is_root() && open >= self.limits.max_connections {
+            return Err(BrokerError::Quota(format!("{open} connections open for uid {}", peer.uid)));
+        }
+        st.peers.insert(peer.id, peer);
+        Ok(())
+    }
+
+    /// A connection ended: its exclusive holds, waits and names go; the
+    /// messages it left with the broker stay and are delivered.
+    pub fn disconnect(&self, peer: &Peer) {
+        let mut st = lock(&self.state);
+        st.peers.remove(&peer.id);
+        for mb in st.mailboxes.values_mut() {
+            if mb.holder == Some(peer.id) {
+                mb.holder = None;
+            }
+            mb.waiters.retain(|w| w.peer.id != peer.id);
+        }
+        let names: Vec<String> = st.names.keys().cloned().collect();
+        for name in names {
+            Self::drop_name_owner(&mut st, &name, peer.id);
+        }
+        self.changed.notify_all();
+    }
+
+    pub fn create(
+        &self,
+        peer: &Peer,
+        name: String,
+        capacity: Capacity,
+        policy: Policy,
+        mode: u32,
+        durable: bool,
+    ) -> Result<(), BrokerError> {
+        if name.is_empty() || name.len() > 255 || mode > 0o777 {
+            return Err(BrokerError::Invalid("a mailbox needs a name of 1..=255 bytes and a mode ≤ 0777".into()));
+        }
+        let mut st = lock(&self.state);
+        if st.mailboxes.contains_key(&name) {
+            return Err(BrokerError::Exists(format!("mailbox {name}")));
+        }
+        if !peer.is_root() && Self::objects_of(&st, peer.uid) >= self.limits.max_objects {
+            return Err(BrokerError::Quota(format!("uid {} owns {} objects", peer.uid, self.limits.max_objects)));
+        }
+        if durable && self.store.is_none() {
+            return Err(BrokerError::Invalid("this broker has no data directory for durable mailboxes".into()));
+        }
+        let mb = Mailbox::new(peer.uid, peer.gid, mode, capacity, policy, durable);
+        if let (true, Some(store)) = (durable, &self.store) {
+            store.put_mailbox(&name, &mb).map_err(BrokerError::Invalid)?;
+        }
+        st.mailboxes.insert(name, mb);
+        Ok(())
+    }
+
+    fn mailbox<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Mailbox, BrokerError> {
+        st.mailboxes.get_mut(name).ok_or_else(|| BrokerError::NotFound(format!("mailbox {name}")))
+    }
+
+    pub fn remove(&self, peer: &Peer, name: &str) -> Result<(), BrokerError> {
+        let mut st = lock(&self.state);
+        let mb = Self::mailbox(&mut st, name)?;
+        if !peer.is_root() && mb.owner != peer.uid {
+            return Err(BrokerError::Denied(format!("mailbox {name} belongs to uid {}", mb.owner)));
+        }
+        if mb.durable
+            && let Some(store) = &self.store
+        {
+            store.remove_mailbox(name).map_err(BrokerError::Invalid)?;
+        }
+        st.mailboxes.remove(name);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    pub fn chown(&self, peer: &Peer, name: &str, uid: u32, gid: u32) -> Result<(), BrokerError> {
+        let mut st = lock(&self.state);
+        let mb = Self::mailbox(&mut st, name)?;
+        if !peer.is_root() && mb.owner != peer.uid {
+            return Err(BrokerError::Denied(format!("mailbox {name} belongs to uid {}", mb.owner)));
+        }
+        mb.owner = uid;
+        mb.group = gid;
+        if mb.durable
+            && let Some(store) = &self.store
+        {
+            store.put_mailbox(name, mb).map_err(BrokerError::Invalid)?;
+        }
+        Ok(())
+    }
+
+    /// Send; returns the pid of the receiver it was handed to, if any, and
+    /// whether it was left with the broker.
+    #[allow(clippy::too_many_arguments)]
+    pub fn send(
+        &self,
+        peer: &Peer,
+        name: &str,
+        mtype: i64,
+        data: Vec<u8>,
+        full: OnFull,
+        alive: &dyn Fn() -> bool,
+    ) -> Result<(Option<u32>, bool), BrokerError> {
+        if data.len() > self.limits.max_message {
+            return Err(BrokerError::Invalid(format!(
+                "message of {} bytes, limit {}",
+                data.len(),
+                self.limits.max_message
+            )));
+        }
+        if mtype < 0 {
+            return Err(BrokerError::Invalid("message types are ≥ 0".into()));
+        }
+        let until = match full {
+            OnFull::Block => Some(None),
+            OnFull::Timeout(ms) => Some(Some(Instant::now() + Duration::from_millis(ms))),
+            OnFull::NoWait | OnFull::Leave => None,
+        };
+        let msg = Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid };
+        let mut st = lock(&self.state);
+        loop {
+            let used = Self::bytes_of(&st, peer.uid);
+            let mb = Self::mailbox(&mut st, name)?;
+            if !allowed(mb, peer, Access::Write) {
+                return Err(BrokerError::Denied(format!(
+                    "uid {} may not send to {name} (mode {:o})",
+                    peer.uid, mb.mode
+                )));
+            }
+            if !peer.is_root() && used + msg.data.len() as u64 > self.limits.max_bytes {
+                return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
+            }
+            // A receiver waiting for a matching message takes it directly.
+            if let Some(i) = mb.waiters.iter().position(|w| matches(w.select, msg.mtype)) {
+                let w = mb.waiters.remove(i).expect("index found");
+                let pid = w.peer.pid;
+                st.slots.insert(w.slot, Some(msg));
+                self.changed.notify_all();
+                return Ok((Some(pid), false));
+            }
+            if !mb.full() && !(mb.capacity == Capacity::Bounded(0)) {
+                if mb.durable
+                    && let Some(store) = &self.store
+                {
+                    store.push(name, &msg).map_err(BrokerError::Invalid)?;
+                }
+                mb.queue.push_back(msg);
+                self.changed.notify_all();
+                return Ok((None, false));
+            }
+            if full == OnFull::Leave {
+                if mb.deferred.iter().any(|(id, _)| *id == peer.id) {
+                    return Err(BrokerError::Full);
+                }
+                mb.deferred.push_back((peer.id, msg));
+                return Ok((None, true));
+            }
+            match until {
+                None => return Err(BrokerError::Full),
+                Some(t) => {
+                    if t.is_some_and(|t| Instant::now() >= t) {
+                        return Err(BrokerError::Timeout);
+                    }
+                    if !alive() {
+                        return Err(BrokerError::Invalid("the client is gone".into()));
+                    }
+                    st = self.wait(st, t);
+                }
+            }
+        }
+    }
+
+    /// Move messages left with the broker into the queue while there is room.
+    fn admit_deferred(&self, mb: &mut Mailbox, name: &str) {
+        while !mb.full() && mb.capacity != Capacity::Bounded(0) {
+            let Some((_, msg)) = mb.deferred.pop_front() else { break };
+            if mb.durable
+                && let Some(store) = &self.store
+            {
+                let _ = store.push(name, &msg);
+            }
+            mb.queue.push_back(msg);
+        }
+    }
+
+    /// Wait for a change, until `t` at most, and at most a second (so that a
+    /// waiter whose client died notices).
+    fn wait<'a>(&self, st: MutexGuard<'a, State>, t: Option<Instant>) -> MutexGuard<'a, State> {
+        let slice = Duration::from_secs(1);
+        let left = t.map_or(slice, |t| t.saturating_duration_since(Instant::now()).min(slice));
+        self.changed.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    pub(crate) fn recv(
+        &self,
+        peer: &Peer,
+        name: &str,
+        select: i64,
+        wait: WaitFor,
+        alive: &dyn Fn() -> bool,
+    ) -> Result<Msg, BrokerError> {
+        let until = deadline(wait);
+        let mut st = lock(&self.state);
+        let mut slot: Option<u64> = None;
+        let out = loop {
+            if let Some(id) = slot
+                && let Some(Some(msg)) = st.slots.get(&id)
+            {
+                let msg = msg.clone();
+                st.slots.remove(&id);
+                break Ok(msg);
+            }
+            let mb = match Self::mailbox(&mut st, name) {
+                Ok(mb) => mb,
+                Err(e) => break Err(e),
+            };
+            if !allowed(mb, peer, Access::Read) {
+                break Err(BrokerError::Denied(format!(
+                    "uid {} may not receive from {name} (mode {:o})",
+                    peer.uid, mb.mode
+                )));
+            }
+            if mb.policy == Policy::Exclusive {
+                match mb.holder {
+                    Some(h) if h != peer.id => break Err(BrokerError::Busy),
+                    _ => mb.holder = Some(peer.id),
+                }
+            }
+            if let Some(i) = pick(&mb.queue, select) {
+                let msg = mb.queue.remove(i).expect("picked");
+                if mb.durable
+                    && let Some(store) = &self.store
+                    && let Err(e) = store.pop(name, mb, i)
+                {
+                    mb.queue.insert(i, msg);
+                    break Err(BrokerError::Invalid(e));
+                }
+                self.admit_deferred(mb, name);
+                self.changed.notify_all();
+                break Ok(msg);
+            }
+            if slot.is_none() {
+                let Some(_) = until else { break Err(BrokerError::Empty) };
+                let id = st.next_slot;
+                st.next_slot += 1;
+                st.slots.insert(id, None);
+                slot = Some(id);
+                let mb = Self::mailbox(&mut st, name).expect("checked above");
+                mb.waiters.push_back(Waiter { peer: *peer, select, slot: id });
+                // A rendezvous sender may be waiting for us.
+                self.changed.notify_all();
+            }
+            let t = until.expect("waiting");
+            if t.is_some_and(|t| Instant::now() >= t) {
+                break Err(BrokerError::Timeout);
+            }
+            if !alive() {
+                break Err(BrokerError::Invalid("the client is gone".into()));
+            }
+            st = self.wait(st, t);
+        };
+        if let Some(id) = slot {
+            // Withdraw; a message handed to us at the last moment is ours.
+            if let Some(mb) = st.mailboxes.get_mut(name) {
+                mb.waiters.retain(|w| w.slot != id);
+            }
+            if let Some(Some(msg)) = st.slots.remove(&id) {
+                return Ok(msg);
+            }
+        }
+        out
+    }
+
+    // ------------------------------------------------------------ names
+
+    fn notify(entry: &mut NameEntry, name: &str) {
+        let event = NameEvent { name: name.to_string(), owner: entry.owner.as_ref().map(|o| o.peer.pid) };
+        entry.watchers.retain(|w| w.send(event.clone()).is_ok());
+    }
+
+    fn drop_name_owner(st: &mut State, name: &str, peer_id: u64) {
+        let Some(entry) = st.names.get_mut(name) else { return };
+        entry.queue.retain(|o| o.peer.id != peer_id);
+        if entry.owner.as_ref().is_some_and(|o| o.peer.id == peer_id) {
+            entry.owner = entry.queue.pop_front();
+            Self::notify(entry, name);
+        }
+        if entry.owner.is_none() && entry.watchers.is_empty() {
+            st.names.remove(name);
+        }
+    }
+
+    pub fn register(
+        &self,
+        peer: &Peer,
+        name: String,
+        port: AnyPort,
+        flags: NameFlags,
+    ) -> Result<NameReply, BrokerError> {
+        if name.is_empty() || name.len() > 255 {
+            return Err(BrokerError::Invalid("a name has 1..=255 bytes".into()));
+        }
+        let mut st = lock(&self.state);
+        if !peer.is_root() && Self::objects_of(&st, peer.uid) >= self.limits.max_objects {
+            return Err(BrokerError::Quota(format!("uid {} owns {} objects", peer.uid, self.limits.max_objects)));
+        }
+        let entry = st.names.entry(name.clone()).or_default();
+        let me = Owner { peer: *peer, port, allow_replacement: flags.allow_replacement };
+        let reply = match &entry.owner {
+            None => {
+                entry.owner = Some(me);
+                NameReply::PrimaryOwner
+            }
+            Some(o) if o.peer.id == peer.id => {
+                entry.owner = Some(me);
+                NameReply::AlreadyOwner
+            }
+            Some(o) if flags.replace_existing && o.allow_replacement => {
+                let old = entry.owner.replace(me).expect("owned");
+                if old.allow_replacement {
+                    // The previous owner goes to the head of the line.
+                    entry.queue.push_front(old);
+                }
+                NameReply::PrimaryOwner
+            }
+            Some(_) if flags.queue => {
+                entry.queue.push_back(me);
+                NameReply::InQueue
+            }
+            Some(_) => NameReply::Exists,
+        };
+        if reply == NameReply::PrimaryOwner {
+            Self::notify(entry, &name);
+        }
+        Ok(reply)
+    }
+
+    pub fn lookup(&self, name: &str) -> Result<AnyPort, BrokerError> {
+        let st = lock(&self.state);
+        st.names
+            .get(name)
+            .and_then(|e| e.owner.as_ref())
+            .map(|o| o.port.clone())
+            .ok_or_else(|| BrokerError::NotFound(format!("name {name}")))
+    }
+
+    pub fn release(&self, peer: &Peer, name: &str) -> Result<(), BrokerError> {
+        let mut st = lock(&self.state);
+        let entry = st.names.get(name).ok_or_else(|| BrokerError::NotFound(format!("name {name}")))?;
+        let mine = entry.owner.as_ref().is_some_and(|o| o.peer.id == peer.id)
+            || entry.queue.iter().any(|o| o.peer.id == peer.id);
+        if !mine {
+            return Err(BrokerError::Denied(format!("name {name} is not ours")));
+        }
+        Self::drop_name_owner(&mut st, name, peer.id);
+        Ok(())
+    }
+
+    pub fn watch(&self, name: String, events: Sender<NameEvent>) {
+        let mut st = lock(&self.state);
+        let entry = st.names.entry(name.clone()).or_default();
+        let now = NameEvent { name, owner: entry.owner.as_ref().map(|o| o.peer.pid) };
+        if events.send(now).is_ok() {
+            entry.watchers.push(events);
+        }
+    }
+
+    pub fn list(&self) -> Vec<ObjectInfo> {
+        let st = lock(&self.state);
+        let mut out: Vec<ObjectInfo> = st
+            .mailboxes
+            .iter()
+            .map(|(name, mb)| ObjectInfo {
+                kind: "mailbox".into(),
+                id: name.clone(),
+                owner: mb.owner,
+                group: mb.group,
+                mode: mb.mode,
+                depth: mb.queue.len() as u64,
+                capacity: match mb.capacity {
+                    Capacity::Bounded(n) => Some(n as u64),
+                    Capacity::Unbounded => None,
+                },
+                bytes: mb.bytes(),
+                pids: mb.waiters.iter().map(|w| w.peer.pid).collect(),
+            })
+            .collect();
+        out.extend(st.names.iter().filter_map(|(name, e)| {
+            let o = e.owner.as_ref()?;
+            Some(ObjectInfo {
+                kind: "name".into(),
+                id: name.clone(),
+                owner: o.peer.uid,
+                group: o.peer.gid,
+                mode: 0o644,
+                depth: e.queue.len() as u64,
+                capacity: None,
+                bytes: 0,
+                pids: std::iter::once(o.peer.pid).chain(e.queue.iter().map(|q| q.peer.pid)).collect(),
+            })
+        }));
+        out.extend(st.peers.values().map(|p| ObjectInfo {
+            kind: "peer".into(),
+            id: p.id.to_string(),
+            owner: p.uid,
+            group: p.gid,
+            mode: 0,
+            depth: 0,
+            capacity: None,
+            bytes: 0,
+            pids: vec![p.pid],
+        }));
+        out.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
+        out
+    }
+}

@@ -1,0 +1,500 @@
+//! `conduit daemon`, `mailbox create`, `send`, `recv`, `ls`, `rm`.
+//!
+//! Exit codes (stable, for scripts): 0 done; 1 other error; 2 usage;
+//! 3 empty; 4 full; 5 timeout; 6 permission denied; 7 not found;
+//! 8 quota exceeded; 9 busy (exclusive mailbox held); 10 exists.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use conduit_broker::{
+    BrokerError, Capacity, Client, ClientError, Config, Limits, MailboxOptions, OnFull, Policy, Server, WaitFor,
+};
+use serde::Serialize;
+
+fn code(e: &ClientError) -> u8 {
+    match e {
+        ClientError::Broker(b) => match b {
+            BrokerError::Empty => 3,
+            BrokerError::Full => 4,
+            BrokerError::Timeout => 5,
+            BrokerError::Denied(_) => 6,
+            BrokerError::NotFound(_) => 7,
+            BrokerError::Quota(_) => 8,
+            BrokerError::Busy => 9,
+            BrokerError::Exists(_) => 10,
+            BrokerError::Invalid(_) => 1,
+        },
+        _ => 1,
+    }
+}
+
+fn fail(e: ClientError) -> ExitCode {
+    eprintln!("conduit: {e}");
+    ExitCode::from(code(&e))
+}
+
+/// Options of `conduit daemon`.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// The socket (default: $CONDUIT_BROKER, $XDG_RUNTIME_DIR/conduit/broker.sock, /tmp/conduit-$UID/broker.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Where durable mailboxes are kept (default: `data` next to the socket).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Objects (mailboxes, names) one user may own.
+    #[arg(long, default_value_t = Limits::default().max_objects)]
+    max_objects: usize,
+    /// Bytes one user's messages may occupy.
+    #[arg(long, default_value_t = Limits::default().max_bytes)]
+    max_bytes: u64,
+    /// Connections one user may hold.
+    #[arg(long, default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Make the socket's directory 0750 (for a group) instead of 0700.
+    #[arg(long)]
+    group: bool,
+}
+
+/// Run the broker until SIGTERM or SIGINT.
+pub fn daemon(a: &DaemonArgs) -> ExitCode {
+    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_target(false).try_init();
+    let socket = a.socket.clone().unwrap_or_else(conduit_broker::paths::socket_path);
+    let mut config = Config::at(socket.clone());
+    if let Some(d) = &a.data {
+        config.data_dir = Some(d.clone());
+    }
+    config.limits = Limits {
+        max_objects: a.max_objects,
+        max_bytes: a.max_bytes,
+        max_connections: a.max_connections,
+        ..Limits::default()
+    };
+    if a.group {
+        config.dir_mode = 0o750;
+    }
+    let server = match Server::bind(&config) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!("conduit: a broker is already running at {}", socket.display());
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("conduit: cannot start the broker at {}: {e}", socket.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let stopper = server.stopper();
+    match signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]) {
+        Ok(mut signals) => {
+            std::thread::spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!(signal = sig, "stopping");
+                    stopper.stop();
+                }
+            });
+        }
+        Err(e) => eprintln!("conduit: no signal handling: {e}"),
+    }
+    server.run();
+    ExitCode::SUCCESS
+}
+
+/// Connect to the broker; if none runs, start `conduit daemon` in the
+/// background (so a new user needs no set-up) and connect to it.
+fn client() -> Result<Client, ClientError> {
+    match Client::connect() {
+        Err(ClientError::NoBroker { .. }) => {}
+        other => return other,
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        use std::os::unix::process::CommandExt;
+        let _ = std::process::Command::new(exe)
+            .arg("daemon")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn();
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match Client::connect() {
+            Err(ClientError::NoBroker { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PolicyArg {
+    Exclusive,
+    Any,
+}
+
+/// Options of `conduit mailbox create`.
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// The mailbox's name.
+    name: String,
+    /// How many messages it holds: a number (0 = a send waits for a receiver) or `unbounded`.
+    #[arg(long, default_value = "unbounded")]
+    capacity: String,
+    /// Permission bits, octal (read = receive, write = send).
+    #[arg(long, default_value = "0600")]
+    mode: String,
+    /// Who receives: one receiver at a time, or any (the broker picks).
+    #[arg(long, value_enum, default_value = "any")]
+    policy: PolicyArg,
+    /// Keep it, and its messages, across broker crashes and restarts.
+    #[arg(long)]
+    durable: bool,
+}
+
+pub fn create(a: &CreateArgs) -> ExitCode {
+    let capacity = match a.capacity.as_str() {
+        "unbounded" => Capacity::Unbounded,
+        n => match n.parse() {
+            Ok(n) => Capacity::Bounded(n),
+            Err(_) => {
+                eprintln!("conduit: --capacity takes a number or `unbounded`");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let Ok(mode) = u32::from_str_radix(a.mode.trim_start_matches("0o"), 8) else {
+        eprintln!("conduit: --mode takes octal permission bits, e.g. 0600");
+        return ExitCode::from(2);
+    };
+    let policy = match a.policy {
+        PolicyArg::Exclusive => Policy::Exclusive,
+        PolicyArg::Any => Policy::Any,
+    };
+    let opts = MailboxOptions { capacity, policy, mode, durable: a.durable };
+    match client().and_then(|c| c.create_mailbox(&a.name, opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// Options of `conduit send`.
+#[derive(Args, Debug)]
+pub struct SendArgs {
+    /// The mailbox.
+    name: String,
+    /// The message's type (System V `mtype`, ≥ 0).
+    #[arg(long = "type", default_value_t = 1)]
+    mtype: i64,
+    /// If the mailbox is full, fail at once (exit 4).
+    #[arg(long, conflicts_with_all = ["timeout", "leave"])]
+    nowait: bool,
+    /// If the mailbox is full, wait at most this many milliseconds (exit 5).
+    #[arg(long, conflicts_with = "leave")]
+    timeout: Option<u64>,
+    /// If the mailbox is full, leave the message with the broker.
+    #[arg(long)]
+    leave: bool,
+    /// The message; `-` or nothing reads standard input.
+    data: Option<String>,
+}
+
+pub fn send(a: &SendArgs) -> ExitCode {
+    let data = match a.data.as_deref() {
+        Some("-") | None => {
+            let mut buf = Vec::new();
+            if let Err(e) = std::io::stdin().read_to_end(&mut buf) {
+                eprintln!("conduit: reading standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            buf
+        }
+        Some(s) => s.as_bytes().to_vec(),
+    };
+    let full = match (a.nowait, a.timeout, a.leave) {
+        (true, _, _) => OnFull::NoWait,
+        (_, Some(ms), _) => OnFull::Timeout(ms),
+        (_, _, true) => OnFull::Leave,
+        _ => OnFull::Block,
+    };
+    match client().and_then(|c| c.send(&a.name, a.mtype, &data, full)) {
+        Ok(sent) => {
+            if let Some(pid) = sent.receiver {
+                eprintln!("delivered to pid {pid}");
+            } else if sent.deferred {
+                eprintln!("left with the broker (the mailbox is full)");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// Options of `conduit recv`.
+#[derive(Args, Debug)]
+pub struct RecvArgs {
+    /// The mailbox.
+    name: String,
+    /// Which message: 0 = the first, N > 0 = the first of type N, N < 0 =
+    /// the first of the lowest type ≤ |N|.
+    #[arg(long = "type", default_value_t = 0, allow_hyphen_values = true)]
+    select: i64,
+    /// If the mailbox is empty, fail at once (exit 3).
+    #[arg(long, conflicts_with = "timeout")]
+    nowait: bool,
+    /// Wait at most this many milliseconds (exit 5).
+    #[arg(long)]
+    timeout: Option<u64>,
+}
+
+pub fn recv(a: &RecvArgs) -> ExitCode {
+    let wait = match (a.nowait, a.timeout) {
+        (true, _) => WaitFor::NoWait,
+        (_, Some(ms)) => WaitFor::Millis(ms),
+        _ => WaitFor::Forever,
+    };
+    match client().and_then(|c| c.recv(&a.name, a.select, wait)) {
+        Ok(m) => {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(&m.data);
+            let _ = out.flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// One object of `conduit ls`.
+#[derive(Debug, Serialize)]
+pub struct Object {
+    /// `conduit` or `kernel`.
+    pub source: &'static str,
+    /// `mailbox`, `name`, `peer`, `sysv-msg`, `sysv-sem`, `sysv-shm`, `mqueue`.
+    pub kind: String,
+    /// Name or id.
+    pub id: String,
+    /// Owner uid.
+    pub owner: u32,
+    /// Owner gid.
+    pub group: u32,
+    /// Permission bits, octal.
+    pub mode: String,
+    /// Bytes held.
+    pub size: u64,
+    /// Messages queued.
+    pub depth: u64,
+    /// Capacity in messages, if bounded.
+    pub capacity: Option<u64>,
+    /// Processes involved.
+    pub pids: Vec<u32>,
+}
+
+fn kernel_objects() -> Vec<Object> {
+    let mut out = Vec::new();
+    // Columns are decimal, except `perms` (the third), printed in octal.
+    let table = |file: &str| -> Vec<Vec<u64>> {
+        std::fs::read_to_string(format!("/proc/sysvipc/{file}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.split_whitespace()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        if i == 2 {
+                            u64::from_str_radix(f, 8).unwrap_or(0)
+                        } else {
+                            f.parse::<i64>().map_or(0, |v| v as u64)
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    // key msqid perms cbytes qnum lspid lrpid uid gid ...
+    for r in table("msg").iter().filter(|r| r.len() >= 9) {
+        out.push(Object {
+            source: "kernel",
+            kind: "sysv-msg".into(),
+            id: r[1].to_string(),
+            owner: r[7] as u32,
+            group: r[8] as u32,
+            mode: format!("{:o}", r[2] & 0o777),
+            size: r[3],
+            depth: r[4],
+            capacity: None,
+            pids: vec![r[5] as u32, r[6] as u32].into_iter().filter(|p| *p != 0).collect(),
+        });
+    }
+    // key semid perms nsems uid gid ...
+    for r in table("sem").iter().filter(|r| r.len() >= 6) {
+        out.push(Object {
+            source: "kernel",
+            kind: "sysv-sem".into(),
+            id: r[1].to_string(),
+            owner: r[4] as u32,
+            group: r[5] as u32,
+            mode: format!("{:o}", r[2] & 0o777),
+            size: r[3],
+            depth: 0,
+            capacity: None,
+            pids: vec![],
+        });
+    }
+    // key shmid perms size cpid lpid nattch uid gid ...
+    for r in table("shm").iter().filter(|r| r.len() >= 9) {
+        out.push(Object {
+            source: "kernel",
+            kind: "sysv-shm".into(),
+            id: r[1].to_string(),
+            owner: r[7] as u32,
+            group: r[8] as u32,
+            mode: format!("{:o}", r[2] & 0o777),
+            size: r[3],
+            depth: r[6],
+            capacity: None,
+            pids: vec![r[4] as u32, r[5] as u32].into_iter().filter(|p| *p != 0).collect(),
+        });
+    }
+    if let Ok(dir) = std::fs::read_dir("/dev/mqueue") {
+        use std::os::unix::fs::MetadataExt;
+        for e in dir.flatten() {
+            let Ok(meta) = e.metadata() else { continue };
+            let info = std::fs::read_to_string(e.path()).unwrap_or_default();
+            let qsize = info
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("QSIZE:"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            out.push(Object {
+                source: "kernel",
+                kind: "mqueue".into(),
+                id: format!("/{}", e.file_name().to_string_lossy()),
+                owner: meta.uid(),
+                group: meta.gid(),
+                mode: format!("{:o}", meta.mode() & 0o777),
+                size: qsize,
+                depth: 0,
+                capacity: None,
+                pids: vec![],
+            });
+        }
+    }
+    out
+}
+
+/// Options of `conduit ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// Print JSON (`{"objects":[…]}`) for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn ls(a: &LsArgs) -> ExitCode {
+    // Only ask a running broker: listing must not start one.
+    let mut objects: Vec<Object> = match Client::connect() {
+        Ok(c) => match c.list() {
+            Ok(l) => l
+                .into_iter()
+                .map(|o| Object {
+                    source: "conduit",
+                    kind: o.kind,
+                    id: o.id,
+                    owner: o.owner,
+                    group: o.group,
+                    mode: format!("{:o}", o.mode),
+                    size: o.bytes,
+                    depth: o.depth,
+                    capacity: o.capacity,
+                    pids: o.pids,
+                })
+                .collect(),
+            Err(e) => return fail(e),
+        },
+        Err(_) => Vec::new(),
+    };
+    objects.extend(kernel_objects());
+    if a.json {
+        println!("{}", serde_json::json!({ "objects": objects }));
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<8} {:<9} {:<28} {:>6} {:>6} {:>5} {:>10} {:>6} {:>9}",
+        "source", "kind", "id", "owner", "group", "mode", "bytes", "depth", "capacity"
+    );
+    for o in &objects {
+        println!(
+            "{:<8} {:<9} {:<28} {:>6} {:>6} {:>5} {:>10} {:>6} {:>9}",
+            o.source,
+            o.kind,
+            o.id,
+            o.owner,
+            o.group,
+            o.mode,
+            o.size,
+            o.depth,
+            o.capacity.map_or("-".into(), |c| c.to_string())
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RmKind {
+    /// A conduit mailbox, by name.
+    Mailbox,
+    /// A System V message queue, by id.
+    Msg,
+    /// A System V semaphore set, by id.
+    Sem,
+    /// A System V shared-memory segment, by id.
+    Shm,
+    /// A POSIX message queue, by name.
+    Mqueue,
+}
+
+/// Options of `conduit rm`.
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    /// What kind of object.
+    #[arg(value_enum)]
+    kind: RmKind,
+    /// Its name or id.
+    id: String,
+}
+
+pub fn rm(a: &RmArgs) -> ExitCode {
+    use conduit::kernel::{SysvKind, remove_mqueue, remove_sysv};
+    let sysv = |k: SysvKind| match a.id.parse::<i32>() {
+        Ok(id) => remove_sysv(k, id),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "a System V id is a number")),
+    };
+    let result = match a.kind {
+        RmKind::Mailbox => {
+            return Client::connect().and_then(|c| c.remove_mailbox(&a.id)).map_or_else(fail, |()| ExitCode::SUCCESS);
+        }
+        RmKind::Msg => sysv(SysvKind::Msg),
+        RmKind::Sem => sysv(SysvKind::Sem),
+        RmKind::Shm => sysv(SysvKind::Shm),
+        RmKind::Mqueue => remove_mqueue(&a.id),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("conduit: {e}");
+            ExitCode::from(match e.kind() {
+                std::io::ErrorKind::PermissionDenied => 6,
+                std::io::ErrorKind::NotFound => 7,
+                _ => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The broker across processes: mailboxes that outlive their creator,
+//! System V receive rules, the four full-mailbox choices, permissions for
+//! another user, quotas, durability across `kill -9`, the race to start an
+//! embedded broker, names and the connect handshake, hostile clients.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{Kid, finish, outcome, report, spawn_with_args};
+use conduit_broker::{
+    BrokerError, Capacity, Client, ClientError, MailboxOptions, NameFlags, NameReply, OnFull, Policy, WaitFor,
+};
+use conduit_tests::FromChild;
+
+/// A broker in a child process, on a socket of its own.
+struct Broker {
+    kid: Kid,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Broker {
+    fn start(tag: &str, extra: &[&str]) -> Broker {
+        let dir = std::env::temp_dir().join(format!("conduit-broker-test-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Broker::start_in(dir, extra)
+    }
+
+    fn start_in(dir: PathBuf, extra: &[&str]) -> Broker {
+        let socket = dir.join("broker.sock");
+        let mut args = vec![socket.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let kid = spawn_with_args("broker", &args);
+        assert_eq!(report(&kid), FromChild::Ready);
+        Broker { kid, dir, socket }
+    }
+
+    fn client(&self) -> Client {
+        Client::connect_to(&self.socket).unwrap()
+    }
+
+    fn stop(mut self) -> PathBuf {
+        self.kid.child.kill().unwrap();
+        self.kid.child.wait().unwrap();
+        self.dir.clone()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.kid.child.kill();
+    }
+}
+
+fn cleanup(dir: PathBuf) {
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn refused(r: Result<impl std::fmt::Debug, ClientError>) -> BrokerError {
+    match r {
+        Err(ClientError::Broker(e)) => e,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_mailbox_outlives_its_creator() {
+    let b = Broker::start("outlives", &[]);
+    let creator = spawn_with_args("mailbox-creator", &[b.socket.to_str().unwrap()]);
+    assert_eq!(report(&creator), FromChild::Sent(1));
+    let creator_pid = creator.child.id();
+    finish(creator);
+    let m = b.client().recv("outlives", 0, WaitFor::Millis(10_000)).unwrap();
+    assert_eq!((m.mtype, &m.data[..], m.sender), (7, &b"left behind"[..], creator_pid));
+    cleanup(b.stop());
+}
+
+#[test]
+fn receive_by_type_follows_the_three_system_v_rules() {
+    let b = Broker::start("mtype", &[]);
+    let c = b.client();
+    c.create_mailbox("typed", MailboxOptions::default()).unwrap();
+    for t in [3, 1, 4, 2, 5] {
+        c.send("typed", t, t.to_string().as_bytes(), OnFull::NoWait).unwrap();
+    }
+    let take = |select| c.recv("typed", select, WaitFor::NoWait).unwrap().mtype;
+    assert_eq!(take(4), 4, "> 0: the first of that type");
+    assert_eq!(take(-3), 1, "< 0: the lowest type ≤ 3");
+    assert_eq!(take(-3), 2);
+    assert_eq!(take(0), 3, "0: the first message");
+    assert_eq!(refused(c.recv("typed", 9, WaitFor::NoWait)), BrokerError::Empty, "no type 9");
+    assert_eq!(take(0), 5);
+    cleanup(b.stop());
+}
+
+#[test]
+fn a_full_mailbox_lets_the_sender_block_time_out_fail_or_leave_it() {
+    let b = Broker::start("full", &[]);
+    let c = b.client();
+    let opts = MailboxOptions { capacity: Capacity::Bounded(1), ..MailboxOptions::default() };
+    c.create_mailbox("full", opts).unwrap();
+    c.send("full", 1, b"first", OnFull::NoWait).unwrap();
+    assert_eq!(refused(c.send("full", 1, b"x", OnFull::NoWait)), BrokerError::Full, "return at once");
+    assert_eq!(refused(c.send("full", 1, b"x", OnFull::Timeout(30))), BrokerError::Timeout, "wait a while");
+    let left = c.send("full", 1, b"left", OnFull::Leave).unwrap();
+    assert!(left.deferred, "left with the broker");
+    assert_eq!(refused(c.send("full", 1, b"again", OnFull::Leave)), BrokerError::Full, "one per sender");
+    // Block: another process waits until there is room.
+    let blocked = spawn_with_args("blocked-sender", &[b.socket.to_str().unwrap()]);
+    assert_eq!(report(&blocked), FromChild::Blocking);
+    assert!(blocked.rx.recv_timeout(Duration::from_millis(200)).is_err(), "still blocked");
+    let take = || c.recv("full", 0, WaitFor::Millis(10_000)).unwrap().data;
+    assert_eq!(take(), b"first");
+    // The left message took the freed room first; the blocked one follows.
+    assert_eq!(take(), b"left");
+    assert_eq!(take(), b"blocked");
+    assert!(matches!(report(&blocked), FromChild::Sent(_)));
+    finish(blocked);
+    cleanup(b.stop());
+}
+
+#[test]
+fn rendezvous_mailbox_hands_over_and_tells_the_sender_who_took_it() {
+    let b = Broker::start("rendezvous", &[]);
+    let c = b.client();
+    let opts = MailboxOptions { capacity: Capacity::Bounded(0), policy: Policy::Any, ..MailboxOptions::default() };
+    c.create_mailbox("full", opts).unwrap();
+    assert_eq!(refused(c.send("full", 1, b"x", OnFull::NoWait)), BrokerError::Full, "nobody receiving");
+    let sender = spawn_with_args("blocked-sender", &[b.socket.to_str().unwrap()]);
+    assert_eq!(report(&sender), FromChild::Blocking);
+    let m = c.recv("full", 0, WaitFor::Millis(10_000)).unwrap();
+    assert_eq!(m.data, b"blocked");
+    assert_eq!(report(&sender), FromChild::Sent(std::process::id() as u64), "the sender learns the receiver");
+    finish(sender);
+    cleanup(b.stop());
+}
+
+#[test]
+fn exclusive_mailbox_has_one_receiver_at_a_time() {
+    let b = Broker::start("exclusive", &[]);
+    let (first, second) = (b.client(), b.client());
+    let opts = MailboxOptions { policy: Policy::Exclusive, ..MailboxOptions::default() };
+    first.create_mailbox("excl", opts).unwrap();
+    assert_eq!(refused(first.recv("excl", 0, WaitFor::NoWait)), BrokerError::Empty);
+    assert_eq!(refused(second.recv("excl", 0, WaitFor::NoWait)), BrokerError::Busy);
+    drop(first); // the hold ends with the connection
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match second.recv("excl", 0, WaitFor::NoWait) {
+            Err(ClientError::Broker(BrokerError::Empty)) => break,
+            Err(ClientError::Broker(BrokerError::Busy)) if std::time::Instant::now() < deadline => {
+                std::thread::yield_now()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    cleanup(b.stop());
+}
+
+#[test]
+fn another_user_is_refused_by_0600_admitted_by_0666_and_held_to_its_quota() {
+    let b = Broker::start("perms", &["3"]);
+    let c = b.client();
+    c.create_mailbox("private", MailboxOptions { mode: 0o600, ..MailboxOptions::default() }).unwrap();
+    c.create_mailbox("public", MailboxOptions { mode: 0o666, ..MailboxOptions::default() }).unwrap();
+    let s = b.socket.to_str().unwrap();
+    let private = spawn_with_args("mailbox-user", &[s, "private"]);
+    assert_eq!(report(&private), outcome("denied"), "send to 0600 as nobody");
+    assert_eq!(report(&private), outcome("denied"), "receive from 0600 as nobody");
+    assert_eq!(report(&private), outcome("created 3, then quota"));
+    assert_eq!(report(&private), outcome("ok"), "still served after its quota");
+    finish(private);
+    let public = spawn_with_args("mailbox-user", &[s, "public"]);
+    assert_eq!(report(&public), outcome("ok"), "send to 0666 as nobody");
+    assert_eq!(report(&public), outcome("ok"), "receive from 0666 as nobody");
+    // nobody's objects from the first run still count.
+    assert_eq!(report(&public), outcome("created 0, then error: mailbox nobody-0 exists already"));
+    assert_eq!(report(&public), outcome("ok"));
+    finish(public);
+    // The quota was nobody's alone: root creates on.
+    for i in 0..5 {
+        c.create_mailbox(&format!("root-{i}"), MailboxOptions::default()).unwrap();
+    }
+    cleanup(b.stop());
+}
+
+#[test]
+fn a_durable_mailbox_survives_kill_9_of_the_broker() {
+    let dir = std::env::temp_dir().join(format!("conduit-broker-test-{}-durable", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data");
+    let data = data.to_str().unwrap().to_string();
+    let b = Broker::start_in(dir.clone(), &["100", &data]);
+    let c = b.client();
+    let opts = MailboxOptions { durable: true, ..MailboxOptions::default() };
+    c.create_mailbox("kept", opts).unwrap();
+    c.create_mailbox("lost", MailboxOptions::default()).unwrap();
+    for i in 0..3u8 {
+        c.send("kept", 1 + i as i64, &[i; 3], OnFull::NoWait).unwrap();
+    }
+    let _ = c.recv("kept", 0, WaitFor::NoWait).unwrap(); // delivered: gone for good
+    drop(c);
+    b.stop(); // kill -9
+    let b = Broker::start_in(dir, &["100", &data]);
+    let c = b.client();
+    let got: Vec<i64> = (0..2).map(|_| c.recv("kept", 0, WaitFor::NoWait).unwrap().mtype).collect();
+    assert_eq!(got, vec![2, 3], "acknowledged messages survive, delivered ones are not redelivered");
+    assert_eq!(refused(c.recv("lost", 0, WaitFor::NoWait)), BrokerError::NotFound("mailbox lost".into()));
+    cleanup(b.stop());
+}
+
+#[test]
+fn two_processes_racing_to_start_the_embedded_broker_end_with_one() {
+    let dir = std::env::temp_dir().join(format!("conduit-broker-test-{}-race", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let socket = dir.join("broker.sock");
+    let s = socket.to_str().unwrap();
+    let (a, b) = (spawn_with_args("embedded", &[s]), spawn_with_args("embedded", &[s]));
+    let (FromChild::Sent(pa), FromChild::Sent(pb)) = (report(&a), report(&b)) else { panic!("no broker pid") };
+    assert_eq!(pa, pb, "one broker for both");
+    assert!(pa == a.child.id() as u64 || pa == b.child.id() as u64, "it runs inside one of them");
+    // Both mailboxes are in that one broker.
+    let listing = Client::connect_to(&socket).unwrap().list().unwrap();
+    let boxes: Vec<_> = listing.iter().filter(|o| o.kind == "mailbox").collect();
+    assert_eq!(boxes.len(), 2, "{listing:?}");
+    for kid in [a, b] {
+        kid.tx.send(conduit_tests::ToChild::Go).unwrap();
+        finish(kid);
+    }
+    cleanup(dir);
+}
+
+#[test]
+fn names_match_clients_to_services_with_private_ports() {
+    let b = Broker::start("names", &[]);
+    let s = b.socket.to_str().unwrap();
+    let service = spawn_with_args("service", &[s]);
+    assert_eq!(report(&service), FromChild::Ready);
+    let c = b.client();
+    let events = c.watch("echo").unwrap();
+    assert_eq!(events.recv().unwrap().owner, Some(service.child.id()));
+    // The connect handshake: a private pair; the broker is not in the path.
+    let (tx, rx) = c.connect_service::<String, String>("echo").unwrap();
+    tx.send("hello".into()).unwrap();
+    assert_eq!(rx.recv().unwrap(), "HELLO");
+    // Someone else in line for the name gets it when the owner dies.
+    let (my_port, _my_rx) = conduit::unbounded::<u8>().unwrap();
+    let queued = NameFlags { queue: true, ..NameFlags::default() };
+    assert_eq!(c.register("echo", my_port.clone(), queued).unwrap(), NameReply::InQueue);
+    assert_eq!(c.register("echo", my_port, NameFlags::default()).unwrap(), NameReply::Exists);
+    let mut service = service;
+    service.child.kill().unwrap();
+    service.child.wait().unwrap();
+    let ev = events.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(ev.owner, Some(std::process::id()), "the queued registrant owns it now");
+    cleanup(b.stop());
+}
+
+#[test]
+fn a_hostile_client_is_cut_off_and_the_broker_serves_on() {
+    use std::io::IoSlice;
+    let b = Broker::start("hostile", &[]);
+    let good = b.client();
+    good.create_mailbox("still", MailboxOptions::default()).unwrap();
+    let sock = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    rustix::net::connect(&sock, &rustix::net::SocketAddrUnix::new(&b.socket).unwrap()).unwrap();
+    let mut control = rustix::net::SendAncillaryBuffer::default();
+    rustix::net::sendmsg(
+        &sock,
+        &[IoSlice::new(b"GET / HTTP/1.1\r\n\r\n")],
+        &mut control,
+        rustix::net::SendFlags::empty(),
+    )
+    .unwrap();
+    // The broker answers with an error frame, then hangs up on it.
+    let mut buf = [0u8; 512];
+    let mut hung_up = false;
+    for _ in 0..4 {
+        match rustix::net::recv(&sock, &mut buf, rustix::net::RecvFlags::empty()) {
+            Ok((0, _)) | Err(_) => {
+                hung_up = true;
+                break;
+            }
+            Ok(_) => continue,
+        }
+    }
+    assert!(hung_up, "the hostile connection is closed");
+    good.send("still", 1, b"fine", OnFull::NoWait).unwrap();
+    assert_eq!(good.recv("still", 0, WaitFor::NoWait).unwrap().data, b"fine");
+    cleanup(b.stop());
+}
