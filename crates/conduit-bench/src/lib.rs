@@ -7,6 +7,7 @@
 //! messages (see [`driver`]). Compare ratios within one run: these
 //! machines are shared and noisy.
 
+pub mod broker_cases;
 pub mod conduit_cases;
 pub mod driver;
 pub mod floors;
@@ -71,6 +72,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/shm", conduit_cases::shm_adaptive, conduit_cases::peer),
     ("conduit/shm-loan", conduit_cases::shm_loan, conduit_cases::peer),
     ("conduit/uds", conduit_cases::uds, conduit_cases::peer),
+    ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
 ];

@@ -40,7 +40,7 @@ enum Command {
     Rm(broker_cmd::RmArgs),
     /// (internal) A child process of `tour`.
     #[command(name = "__tour-child", hide = true)]
-    TourChild { role: String },
+    TourChild { role: String, args: Vec<String> },
     /// (internal) A child process of `bench`.
     #[command(name = "__bench-peer", hide = true)]
     BenchPeer { case: String, args: Vec<String> },
@@ -55,7 +55,7 @@ enum MailboxCommand {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Tour => tour::run(),
-        Command::TourChild { role } => tour::child(&role),
+        Command::TourChild { role, .. } => tour::child(&role),
         Command::Bench(opts) => conduit_bench::run(&opts),
         Command::BenchPeer { case, args } => conduit_bench::peer(&case, &args),
         Command::Daemon(a) => broker_cmd::daemon(&a),

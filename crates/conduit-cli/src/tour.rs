@@ -52,8 +52,16 @@ fn micros(d: Duration) -> String {
 }
 
 fn spawn(role: &str) -> Result<Kid, String> {
+    spawn_with(role, &[])
+}
+
+fn spawn_with(role: &str, args: &[&str]) -> Result<Kid, String> {
     let exe = std::env::current_exe().map_err(e)?;
-    Command::new(exe).args(["__tour-child", role]).spawn::<Give, Tell>().map_err(|x| format!("spawn {role}: {x}"))
+    Command::new(exe)
+        .args(["__tour-child", role])
+        .args(args)
+        .spawn::<Give, Tell>()
+        .map_err(|x| format!("spawn {role}: {x}"))
 }
 
 fn give(kid: &Kid, g: Give) -> Result<(), String> {
@@ -344,6 +352,51 @@ fn idle() -> Step {
     ))
 }
 
+/// A broker inside this process, on a private socket, for the tour.
+fn tour_broker() -> Result<(conduit_broker::Client, std::path::PathBuf), String> {
+    let dir = std::env::temp_dir().join(format!("conduit-tour-{}", std::process::id()));
+    let socket = dir.join("broker.sock");
+    let client = conduit_broker::Client::connect_or_start_at(&socket).map_err(e)?;
+    Ok((client, socket))
+}
+
+fn mailbox() -> Step {
+    use conduit_broker::{MailboxOptions, OnFull, WaitFor};
+    let (client, socket) = tour_broker()?;
+    let kid = spawn_with("mailbox-writer", &[socket.to_str().unwrap_or_default()])?;
+    expect(&kid, Tell::Done(3))?;
+    let writer = kid.child.id();
+    finish(kid)?;
+    let lowest = client.recv("tour", -9, WaitFor::NoWait).map_err(e)?;
+    let typed = client.recv("tour", 7, WaitFor::NoWait).map_err(e)?;
+    let rest = client.recv("tour", 0, WaitFor::NoWait).map_err(e)?;
+    client.remove_mailbox("tour").map_err(e)?;
+    let gone = client.send("tour", 1, b"x", OnFull::NoWait);
+    let _ = MailboxOptions::default();
+    if (lowest.mtype, typed.mtype, rest.mtype) != (2, 7, 9) || lowest.sender != writer {
+        return Err(format!("got types {}, {}, {}", lowest.mtype, typed.mtype, rest.mtype));
+    }
+    Ok(format!(
+        "mailbox: pid {writer} created \"tour\" in the broker, sent types 9, 2, 7 and exited; we received by type (lowest ≤ 9: 2, then 7, then any: 9); removed, so a send now says: {}",
+        gone.err().map_or("ok?".into(), |x| x.to_string())
+    ))
+}
+
+fn names() -> Step {
+    let (client, socket) = tour_broker()?;
+    let kid = spawn_with("echo-service", &[socket.to_str().unwrap_or_default()])?;
+    expect(&kid, Tell::Ready)?;
+    let (tx, rx) = client.connect_service::<String, String>("tour.echo").map_err(e)?;
+    tx.send("matchmaker".into()).map_err(e)?;
+    let answer = rx.recv().map_err(e)?;
+    drop(tx);
+    finish(kid)?;
+    Ok(format!(
+        "names: a child registered \"tour.echo\"; we looked it up and got a private pair of ports (the broker, pid {}, left the path): {answer}",
+        client.broker_pid()
+    ))
+}
+
 fn async_tokio() -> Step {
     let kid = spawn("double")?;
     let (to_tx, to_rx) = conduit::bounded::<u64>(1).map_err(e)?;
@@ -366,7 +419,7 @@ fn async_tokio() -> Step {
 
 /// Run the tour.
 pub fn run() -> ExitCode {
-    let steps: [(&str, StepFn); 14] = [
+    let steps: [(&str, StepFn); 16] = [
         ("spawn", spawn_with_link),
         ("round-trip", round_trip),
         ("bounded", bounded),
@@ -381,6 +434,8 @@ pub fn run() -> ExitCode {
         ("zero-copy", zero_copy),
         ("segment", segment),
         ("idle", idle),
+        ("mailbox", mailbox),
+        ("names", names),
     ];
     println!("conduit {} tour: every mechanism, between real processes", env!("CARGO_PKG_VERSION"));
     let mut failed = 0;
@@ -393,6 +448,7 @@ pub fn run() -> ExitCode {
             }
         }
     }
+    let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("conduit-tour-{}", std::process::id())));
     if failed == 0 {
         println!("all {} steps worked", steps.len());
         ExitCode::SUCCESS
@@ -420,6 +476,27 @@ fn child_role(role: &str) -> Result<(), String> {
     let wrong = || Err::<(), String>(format!("{role}: unexpected instruction"));
     if role == "exit" {
         std::process::exit(3);
+    }
+    let arg = std::env::args().nth(3).unwrap_or_default();
+    if role == "mailbox-writer" {
+        let c = conduit_broker::Client::connect_to(arg.as_ref()).map_err(e)?;
+        let opts =
+            conduit_broker::MailboxOptions { capacity: conduit_broker::Capacity::Bounded(3), ..Default::default() };
+        c.create_mailbox("tour", opts).map_err(e)?;
+        for t in [9, 2, 7] {
+            c.send("tour", t, format!("type {t}").as_bytes(), conduit_broker::OnFull::NoWait).map_err(e)?;
+        }
+        return say(Tell::Done(3));
+    }
+    if role == "echo-service" {
+        let c = conduit_broker::Client::connect_to(arg.as_ref()).map_err(e)?;
+        let conns = c.serve::<String, String>("tour.echo", conduit_broker::NameFlags::default()).map_err(e)?;
+        say(Tell::Ready)?;
+        let conn = conns.recv().map_err(e)?;
+        for req in conn.requests.iter() {
+            conn.replies.send(format!("hello, {req}")).map_err(e)?;
+        }
+        return Ok(());
     }
     match (role, next()?) {
         ("double", Give::NumbersIn(rx)) => {

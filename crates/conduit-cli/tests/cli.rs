@@ -66,6 +66,7 @@ fn bench_writes_every_case_to_json() {
         "conduit/shm",
         "conduit/shm-loan",
         "conduit/uds",
+        "conduit/mailbox",
         "peer/iceoryx2",
         "peer/ipc-channel",
     ] {
