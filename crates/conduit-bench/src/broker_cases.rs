@@ -26,7 +26,8 @@ impl Link for Mailboxes {
         self.client.send(self.out, 1, data, OnFull::Block).map(|_| ()).map_err(err)
     }
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
-        *buf = self.client.recv(self.inn, 0, WaitFor::Forever).map_err(err)?.data;
+        // Bounded: a peer that died must fail the case, not hang it.
+        *buf = self.client.recv(self.inn, 0, WaitFor::Millis(30_000)).map_err(err)?.data;
         Ok(())
     }
 }

@@ -75,6 +75,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
+    ("peer/dbus", peers::dbus_case, peers::dbus_peer),
 ];
 
 /// The CPUs this process may run on, before any pinning.
@@ -204,7 +205,9 @@ fn print_table(results: &[Measurement]) {
         .filter_map(|m| m.msgs_per_s_64b)
         .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
     let shm_64 = get(results, "conduit/shm").and_then(|m| m.msgs_per_s_64b);
-    let targets: [(&str, Option<f64>, bool, f64); 7] = [
+    let mbox_64 = get(results, "conduit/mailbox").and_then(|m| m.msgs_per_s_64b);
+    let mq_64 = get(results, "floor/posix-mq").and_then(|m| m.msgs_per_s_64b);
+    let targets: [(&str, Option<f64>, bool, f64); 9] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
         ("conduit/shm-spin rtt p50 ÷ floor/spin", ratio("conduit/shm-spin", rtt, "floor/spin", rtt), true, 1.2),
         ("conduit/shm rtt p50 ÷ floor/spin", ratio("conduit/shm", rtt, "floor/spin", rtt), true, 1.5),
@@ -212,6 +215,8 @@ fn print_table(results: &[Measurement]) {
         ("conduit/shm 64 B msgs/s ÷ best floor", shm_64.zip(best_floor_64).map(|(a, b)| a / b), false, 0.8),
         ("conduit/shm 1 MiB GB/s ÷ floor/memcpy", ratio("conduit/shm", gbs, "floor/memcpy", gbs), false, 0.7),
         ("conduit/shm-loan 1 MiB GB/s ÷ conduit/shm", ratio("conduit/shm-loan", gbs, "conduit/shm", gbs), false, 1.0),
+        ("conduit/mailbox 64 B msgs/s ÷ floor/posix-mq", mbox_64.zip(mq_64).map(|(a, b)| a / b), false, 1.0),
+        ("conduit/mailbox round trips/s ÷ peer/dbus", ratio("peer/dbus", rtt, "conduit/mailbox", rtt), false, 10.0),
     ];
     let measured: Vec<_> = targets.iter().filter_map(|(n, r, le, t)| r.map(|r| (n, r, le, t))).collect();
     if !measured.is_empty() {

@@ -134,3 +134,104 @@ pub fn ipc_channel_peer(p: &Peer) -> io::Result<()> {
     boot.send((to_peer_tx, to_driver_rx)).map_err(err)?;
     driver::serve(&mut IpcBytes { tx: to_driver_tx, rx: to_peer_rx })
 }
+
+// --------------------------------------------------------------- D-Bus
+
+/// D-Bus through a real `dbus-daemon` started for the run: every message a
+/// method call (no reply expected) routed by the daemon, via zbus.
+pub struct Dbus {
+    rt: tokio::runtime::Runtime,
+    conn: zbus::Connection,
+    stream: zbus::MessageStream,
+    to: &'static str,
+}
+
+const DRIVER: &str = "org.conduit.BenchDriver";
+const PEER: &str = "org.conduit.BenchPeer";
+
+fn dbus(address: &str, me: &'static str, to: &'static str) -> io::Result<Dbus> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let conn = rt.block_on(async {
+        let conn = zbus::connection::Builder::address(address).map_err(err)?.build().await.map_err(err)?;
+        conn.request_name(me).await.map_err(err)?;
+        Ok::<_, io::Error>(conn)
+    })?;
+    let stream = zbus::MessageStream::from(&conn);
+    Ok(Dbus { rt, conn, stream, to })
+}
+
+impl Link for Dbus {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        let msg = zbus::Message::method_call("/org/conduit/bench", "Msg")
+            .and_then(|b| b.destination(self.to))
+            .and_then(|b| b.interface("org.conduit.Bench"))
+            .and_then(|b| b.with_flags(zbus::message::Flags::NoReplyExpected))
+            .and_then(|b| b.build(&data))
+            .map_err(err)?;
+        self.rt.block_on(self.conn.send(&msg)).map_err(err)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        use futures_lite::StreamExt;
+        loop {
+            let msg = self.rt.block_on(self.stream.next()).ok_or_else(|| err("bus closed"))?.map_err(err)?;
+            if msg.header().member().is_some_and(|m| m.as_str() == "Msg") {
+                *buf = msg.body().deserialize::<Vec<u8>>().map_err(err)?;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// A `dbus-daemon` for the run, on a private socket; killed on drop.
+struct BusDaemon {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+    address: String,
+}
+
+impl BusDaemon {
+    fn start() -> io::Result<BusDaemon> {
+        use std::io::BufRead;
+        let dir = std::env::temp_dir().join(format!("conduit-bench-{}-dbus", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let mut child = std::process::Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address"])
+            .arg(format!("--address=unix:path={}", dir.join("bus").display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| io::Error::new(e.kind(), format!("dbus-daemon: {e} (install the dbus-daemon package)")))?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let address = line.trim().to_string();
+        if address.is_empty() {
+            let _ = child.kill();
+            return Err(err("dbus-daemon printed no address"));
+        }
+        Ok(BusDaemon { child, dir, address })
+    }
+}
+
+impl Drop for BusDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `peer/dbus`.
+pub fn dbus_case(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let bus = BusDaemon::start()?;
+    let mut link = dbus(&bus.address, DRIVER, PEER)?;
+    let peer = spawn_peer("peer/dbus", std::slice::from_ref(&bus.address))?;
+    let m = peer.wait_ready().and_then(|()| driver::measure("peer/dbus", &mut link, plan, tick));
+    peer.finish(m)
+}
+
+/// The peer of `peer/dbus`.
+pub fn dbus_peer(p: &Peer) -> io::Result<()> {
+    let mut link = dbus(p.arg(0)?, PEER, DRIVER)?;
+    p.ready()?;
+    driver::serve(&mut link)
+}
