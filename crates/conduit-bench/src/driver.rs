@@ -44,6 +44,8 @@ pub struct Plan {
     pub small: usize,
     /// 1 MiB messages in the stream.
     pub large: usize,
+    /// Each phase also stops after this long (slow cases send fewer).
+    pub budget: std::time::Duration,
 }
 
 /// What one case measured (`None`, JSON `null`: does not apply, e.g.
@@ -138,7 +140,11 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
         link.recv(&mut buf)?;
     }
     let mut rtts = Vec::with_capacity(plan.round_trips);
-    for _ in 0..plan.round_trips {
+    let start = Instant::now();
+    for i in 0..plan.round_trips {
+        if i >= 100 && start.elapsed() > plan.budget {
+            break;
+        }
         let t = Instant::now();
         link.send(&ping)?;
         link.recv(&mut buf)?;
@@ -152,18 +158,25 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
     // 64-byte stream.
     let small = [0x5au8; 64];
     let t = Instant::now();
-    for _ in 0..plan.small {
+    let mut n = 0u64;
+    while (n as usize) < plan.small && (n < 100 || t.elapsed() < plan.budget) {
         link.send(&small)?;
+        n += 1;
     }
-    end_batch(link, &mut buf, plan.small as u64)?;
-    let msgs_per_s_64b = plan.small as f64 / t.elapsed().as_secs_f64();
+    end_batch(link, &mut buf, n)?;
+    let msgs_per_s_64b = n as f64 / t.elapsed().as_secs_f64();
     tick();
     // 1 MiB stream; each message is written anew, as a producer would.
     let piece = link.max_message().min(MIB);
     let mut big = vec![0u8; MIB];
     let t = Instant::now();
     let mut sent = 0u64;
+    let mut large = 0usize;
     for i in 0..plan.large {
+        if i >= 4 && t.elapsed() > plan.budget {
+            break;
+        }
+        large += 1;
         big[..8].copy_from_slice(&(i as u64).to_le_bytes());
         for chunk in big.chunks(piece) {
             link.send(chunk)?;
@@ -171,7 +184,7 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
         }
     }
     end_batch(link, &mut buf, sent)?;
-    let gb_per_s_1mib = (plan.large * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9;
+    let gb_per_s_1mib = (large * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9;
     tick();
     link.send(&[0u8; QUIT])?;
     Ok(Measurement {

@@ -250,10 +250,12 @@ pub struct SlotRing {
 
 const SLOTS: u64 = 4;
 const SLOT: usize = MIB + 64;
+// Each hot word in a 128-byte block of its own: adjacent-line prefetchers
+// pair 64-byte lines, which would make neighbours share falsely.
 const TAIL: usize = 0;
-const HEAD: usize = 64;
-const DATA_SEQ: usize = 128;
-const SPACE_SEQ: usize = 192;
+const HEAD: usize = 128;
+const DATA_SEQ: usize = 256;
+const SPACE_SEQ: usize = 384;
 const BASE: usize = 4096;
 
 impl SlotRing {

@@ -4,8 +4,10 @@
 //!
 //! ```text
 //! segment: | 4 KiB header                                   | data: capacity bytes (2^k) |
-//! header:  magic·version·capacity | tail | head | producer lock | data waiters·seq |
-//!          space waiters·seq | credit waiters·seq      (each on its own 64-byte line)
+//! header:  magic·version·capacity | tail·sent | head·taken | producer lock |
+//!          data waiters·seq | space waiters·seq | credit waiters·seq | doorbell
+//!          (each in a 128-byte block of its own: adjacent-line prefetchers
+//!          pair 64-byte lines, so neighbours would share falsely)
 //! ```
 //!
 //! The index protocol is in `ring_core.rs` (model-checked with loom).
@@ -37,21 +39,21 @@ const OFF_VERSION: usize = 4;
 const OFF_CAPACITY: usize = 8;
 const OFF_WAIT_MODE: usize = 16;
 const OFF_WAIT_BUDGET_NS: usize = 24;
-const OFF_TAIL: usize = 64;
+const OFF_TAIL: usize = 128;
 /// Messages ever committed (next to `tail`: written by producers only).
-const OFF_SENT: usize = 72;
-const OFF_HEAD: usize = 128;
+const OFF_SENT: usize = 136;
+const OFF_HEAD: usize = 256;
 /// Messages ever released (next to `head`: written by the consumer only).
-const OFF_TAKEN: usize = 136;
-const OFF_LOCK: usize = 192;
-const OFF_LOCK_WAITERS: usize = 196;
-const OFF_DATA_WAITERS: usize = 256;
-const OFF_DATA_SEQ: usize = 260;
-const OFF_SPACE_WAITERS: usize = 320;
-const OFF_SPACE_SEQ: usize = 324;
-const OFF_CREDIT_WAITERS: usize = 384;
-const OFF_CREDIT_SEQ: usize = 388;
-const OFF_DOORBELL: usize = 448;
+const OFF_TAKEN: usize = 264;
+const OFF_LOCK: usize = 384;
+const OFF_LOCK_WAITERS: usize = 388;
+const OFF_DATA_WAITERS: usize = 512;
+const OFF_DATA_SEQ: usize = 516;
+const OFF_SPACE_WAITERS: usize = 640;
+const OFF_SPACE_SEQ: usize = 644;
+const OFF_CREDIT_WAITERS: usize = 768;
+const OFF_CREDIT_SEQ: usize = 772;
+const OFF_DOORBELL: usize = 896;
 /// Where the data area starts.
 pub const DATA_OFFSET: usize = 4096;
 /// Smallest data area.
