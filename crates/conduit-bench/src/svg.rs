@@ -22,7 +22,7 @@ fn escape(s: &str) -> String {
 pub fn chart(results: &[Measurement]) -> String {
     type Panel = (&'static str, fn(&Measurement) -> Option<f64>, fn(f64) -> String);
     let panels: [Panel; 3] = [
-        ("round trip p50, 8 B (µs, shorter is better)", |m| m.rtt_p50_ns.map(|v| v / 1e3), |v| format!("{v:.2} µs")),
+        ("round trip p50, 8 B (µs, log scale, shorter is better)", |m| m.rtt_p50_ns.map(|v| v / 1e3), |v| format!("{v:.2} µs")),
         (
             "one-way 64 B messages (M/s, longer is better)",
             |m| m.msgs_per_s_64b.map(|v| v / 1e6),
@@ -41,12 +41,22 @@ pub fn chart(results: &[Measurement]) -> String {
         let top = 10.0 + p as f64 * panel_h;
         out += &format!("<text x=\"8\" y=\"{}\" font-weight=\"bold\">{}</text>\n", top + 14.0, escape(title));
         let max = results.iter().filter_map(value).fold(0.0f64, f64::max).max(f64::MIN_POSITIVE);
+        // Round trips span 0.1 µs to 1 ms: a log scale keeps both visible.
+        let log = p == 0;
+        let min = results.iter().filter_map(value).filter(|v| *v > 0.0).fold(max, f64::min) / 2.0;
+        let scale = |v: f64| {
+            if log && max > min {
+                ((v.max(min) / min).ln() / (max / min).ln()).clamp(0.0, 1.0)
+            } else {
+                v / max
+            }
+        };
         for (i, m) in results.iter().enumerate() {
             let y = top + 24.0 + i as f64 * row;
             out += &format!("<text x=\"8\" y=\"{}\">{}</text>\n", y + 12.0, escape(&m.name));
             match value(m) {
                 Some(v) => {
-                    let w = (v / max * bar_w).max(1.0);
+                    let w = (scale(v) * bar_w).max(1.0);
                     out += &format!(
                         "<rect x=\"{label_w}\" y=\"{y}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\n<text x=\"{}\" y=\"{}\">{}</text>\n",
                         row - 4.0,
