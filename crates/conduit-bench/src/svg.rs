@@ -22,7 +22,11 @@ fn escape(s: &str) -> String {
 pub fn chart(results: &[Measurement]) -> String {
     type Panel = (&'static str, fn(&Measurement) -> Option<f64>, fn(f64) -> String);
     let panels: [Panel; 3] = [
-        ("round trip p50, 8 B (µs, log scale, shorter is better)", |m| m.rtt_p50_ns.map(|v| v / 1e3), |v| format!("{v:.2} µs")),
+        (
+            "round trip p50, 8 B (µs, log scale, shorter is better)",
+            |m| m.rtt_p50_ns.map(|v| v / 1e3),
+            |v| format!("{v:.2} µs"),
+        ),
         (
             "one-way 64 B messages (M/s, longer is better)",
             |m| m.msgs_per_s_64b.map(|v| v / 1e6),
@@ -45,11 +49,7 @@ pub fn chart(results: &[Measurement]) -> String {
         let log = p == 0;
         let min = results.iter().filter_map(value).filter(|v| *v > 0.0).fold(max, f64::min) / 2.0;
         let scale = |v: f64| {
-            if log && max > min {
-                ((v.max(min) / min).ln() / (max / min).ln()).clamp(0.0, 1.0)
-            } else {
-                v / max
-            }
+            if log && max > min { ((v.max(min) / min).ln() / (max / min).ln()).clamp(0.0, 1.0) } else { v / max }
         };
         for (i, m) in results.iter().enumerate() {
             let y = top + 24.0 + i as f64 * row;
