@@ -169,7 +169,7 @@ impl Stopper {
 }
 
 fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
-    let alive_fd = match conduit_dup(&sock) {
+    let alive_fd = match rustix::io::fcntl_dupfd_cloexec(&sock, 0) {
         Ok(fd) => fd,
         Err(_) => return,
     };
@@ -204,10 +204,6 @@ fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
     }
     rules.disconnect(&peer);
     tracing::debug!(pid = peer.pid, "client gone");
-}
-
-fn conduit_dup(fd: &OwnedFd) -> io::Result<OwnedFd> {
-    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
 }
 
 fn peer_gone(fd: &OwnedFd) -> bool {

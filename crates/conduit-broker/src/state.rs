@@ -458,7 +458,7 @@ impl Rules {
                 let msg = mb.queue.remove(i).expect("picked");
                 if mb.durable
                     && let Some(store) = &self.store
-                    && let Err(e) = store.pop(name, mb, i)
+                    && let Err(e) = store.pop(name, i)
                 {
                     mb.queue.insert(i, msg);
                     break Err(BrokerError::Invalid(e));

@@ -120,7 +120,7 @@ impl Store {
     }
 
     /// Remove the `index`-th message (queue order) of a mailbox.
-    pub(crate) fn pop(&self, name: &str, _mb: &Mailbox, index: usize) -> Result<(), String> {
+    pub(crate) fn pop(&self, name: &str, index: usize) -> Result<(), String> {
         let txn = self.db.begin_write().map_err(e)?;
         {
             let mut msgs = txn.open_table(MESSAGES).map_err(e)?;

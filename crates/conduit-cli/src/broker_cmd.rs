@@ -318,50 +318,40 @@ fn kernel_objects() -> Vec<Object> {
             })
             .collect()
     };
-    // key msqid perms cbytes qnum lspid lrpid uid gid ...
-    for r in table("msg").iter().filter(|r| r.len() >= 9) {
-        out.push(Object {
-            source: "kernel",
-            kind: "sysv-msg".into(),
-            id: r[1].to_string(),
-            owner: r[7] as u32,
-            group: r[8] as u32,
-            mode: format!("{:o}", r[2] & 0o777),
-            size: r[3],
-            depth: r[4],
-            capacity: None,
-            pids: vec![r[5] as u32, r[6] as u32].into_iter().filter(|p| *p != 0).collect(),
-        });
+    // Where each field sits in the kernel's three tables (after
+    // `key id perms`): size, depth (if any), uid, gid, pids.
+    struct Cols {
+        file: &'static str,
+        kind: &'static str,
+        size: usize,
+        depth: Option<usize>,
+        uid: usize,
+        gid: usize,
+        pids: &'static [usize],
     }
-    // key semid perms nsems uid gid ...
-    for r in table("sem").iter().filter(|r| r.len() >= 6) {
-        out.push(Object {
-            source: "kernel",
-            kind: "sysv-sem".into(),
-            id: r[1].to_string(),
-            owner: r[4] as u32,
-            group: r[5] as u32,
-            mode: format!("{:o}", r[2] & 0o777),
-            size: r[3],
-            depth: 0,
-            capacity: None,
-            pids: vec![],
-        });
-    }
-    // key shmid perms size cpid lpid nattch uid gid ...
-    for r in table("shm").iter().filter(|r| r.len() >= 9) {
-        out.push(Object {
-            source: "kernel",
-            kind: "sysv-shm".into(),
-            id: r[1].to_string(),
-            owner: r[7] as u32,
-            group: r[8] as u32,
-            mode: format!("{:o}", r[2] & 0o777),
-            size: r[3],
-            depth: r[6],
-            capacity: None,
-            pids: vec![r[4] as u32, r[5] as u32].into_iter().filter(|p| *p != 0).collect(),
-        });
+    const TABLES: [Cols; 3] = [
+        // key msqid perms cbytes qnum lspid lrpid uid gid ...
+        Cols { file: "msg", kind: "sysv-msg", size: 3, depth: Some(4), uid: 7, gid: 8, pids: &[5, 6] },
+        // key semid perms nsems uid gid ...
+        Cols { file: "sem", kind: "sysv-sem", size: 3, depth: None, uid: 4, gid: 5, pids: &[] },
+        // key shmid perms size cpid lpid nattch uid gid ...
+        Cols { file: "shm", kind: "sysv-shm", size: 3, depth: Some(6), uid: 7, gid: 8, pids: &[4, 5] },
+    ];
+    for c in &TABLES {
+        for r in table(c.file).iter().filter(|r| r.len() > c.gid) {
+            out.push(Object {
+                source: "kernel",
+                kind: c.kind.into(),
+                id: r[1].to_string(),
+                owner: r[c.uid] as u32,
+                group: r[c.gid] as u32,
+                mode: format!("{:o}", r[2] & 0o777),
+                size: r[c.size],
+                depth: c.depth.map_or(0, |i| r[i]),
+                capacity: None,
+                pids: c.pids.iter().map(|&i| r[i] as u32).filter(|p| *p != 0).collect(),
+            });
+        }
     }
     if let Ok(dir) = std::fs::read_dir("/dev/mqueue") {
         use std::os::unix::fs::MetadataExt;

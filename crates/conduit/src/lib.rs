@@ -8,6 +8,10 @@
 //!   rights ([`Sender`]) and the receive right ([`Receiver`]) travel inside
 //!   messages; [`PortSet`] waits on many; [`Sender::call`] with a
 //!   send-once [`ReplyTo`]; [`Receiver::recv_from`] names the sender.
+//! * [`channel::shm`]: the same channels over a ring in sealed shared
+//!   memory, with spin / park / adaptive waiting and zero-copy loans;
+//!   [`shm`] has the segments and the ring themselves.
+//! * [`kernel`]: removing the kernel's System V and POSIX IPC objects.
 //! * [`process`]: spawn a child with a link already connected; children
 //!   are reaped and their exit arrives as a message.
 //! * [`wire`]: the frame format (also in `docs/WIRE.md`).

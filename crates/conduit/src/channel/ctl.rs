@@ -14,7 +14,7 @@
 //!
 //! A sender that finds no credit registers in `waiters` and sleeps in
 //! `poll` on its socket; whoever makes a credit available while `waiters`
-//! is non-zero writes a one-byte-payload wake frame to the senders' side.
+//! is non-zero writes a wake frame (a header, no payload) to the senders' side.
 //! `poll` wakes every sleeping sender on that socket, and a sender consumes
 //! a wake only after a failed check, so no wake-up is lost; and since it
 //! sleeps on the socket, it also sees the receiver die (`POLLHUP`) at once.
