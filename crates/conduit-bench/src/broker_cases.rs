@@ -1,6 +1,6 @@
-//! The broker's case: system-owned mailboxes, each message a request to
-//! the broker and a reply, compared with the kernel's own mailbox
-//! (`floor/posix-mq`).
+//! The broker's case: system-owned mailboxes (bounded, the default: kept
+//! in shared memory, opened through the broker once, then used directly),
+//! compared with the kernel's own mailbox (`floor/posix-mq`).
 
 use std::io;
 use std::path::PathBuf;
@@ -29,6 +29,10 @@ impl Link for Mailboxes {
         // Bounded: a peer that died must fail the case, not hang it.
         *buf = self.client.recv(self.inn, 0, WaitFor::Millis(30_000)).map_err(err)?.data;
         Ok(())
+    }
+    fn max_message(&self) -> usize {
+        // A default mailbox (64 messages) takes up to 128 KiB a message.
+        64 << 10
     }
 }
 

@@ -148,7 +148,7 @@ pub fn run(opts: &Options) -> ExitCode {
                 Ok(m) => *slot = Some(slot.take().map_or(m.clone(), |b| b.best(&m))),
                 Err(e) => {
                     failed = true;
-                    bar.println(format!("{name}: FAILED: {e}"));
+                    bar.suspend(|| eprintln!("{name}: FAILED: {e}"));
                 }
             }
         }

@@ -1,11 +1,14 @@
 //! The client side: a connection to the broker, started on first use if
 //! none is running.
 
+use std::collections::HashMap;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use conduit::shm::queue::{Queue, QueueError, Wait};
 use conduit::{Receiver, Sender};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde::de::DeserializeOwned;
@@ -54,16 +57,24 @@ pub struct Message {
 /// How a send went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sent {
-    /// The pid of the receiver it was handed to directly, if one waited.
+    /// The pid of the receiver it was handed to directly, if one waited
+    /// (mailboxes kept by the broker; a message to a shared-memory queue
+    /// is taken later by whichever receiver comes first).
     pub receiver: Option<u32>,
     /// Left with the broker (the mailbox was full), to be queued later.
     pub deferred: bool,
 }
 
 /// Options of a new mailbox.
+///
+/// Where its messages live follows from them: a bounded mailbox (1 ≤ n)
+/// that is not durable keeps them in a queue in shared memory, which
+/// clients allowed to read and write it use directly (a round trip in
+/// microseconds); rendezvous (0), unbounded and durable mailboxes keep
+/// them in the broker, each operation a request to it.
 #[derive(Clone, Copy, Debug)]
 pub struct MailboxOptions {
-    /// How many messages it holds.
+    /// How many messages it holds (default 64).
     pub capacity: Capacity,
     /// Who may receive.
     pub policy: Policy,
@@ -75,7 +86,7 @@ pub struct MailboxOptions {
 
 impl Default for MailboxOptions {
     fn default() -> Self {
-        MailboxOptions { capacity: Capacity::Unbounded, policy: Policy::Any, mode: 0o600, durable: false }
+        MailboxOptions { capacity: Capacity::Bounded(64), policy: Policy::Any, mode: 0o600, durable: false }
     }
 }
 
@@ -95,12 +106,31 @@ pub struct Connect<Req, Resp> {
 pub struct Client {
     link: Mutex<(Sender<Request>, Receiver<Reply>)>,
     broker_pid: u32,
+    /// The connection, to notice the broker's death while waiting on a
+    /// queue in shared memory.
+    watch: OwnedFd,
+    /// Opened mailboxes, by (name, receive): their queue, or `None` for
+    /// "through the broker".
+    queues: Mutex<HashMap<(String, bool), Opened>>,
 }
+
+/// An opened mailbox: its queue, or `None` for "through the broker".
+type Opened = Option<Arc<Queue>>;
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("broker_pid", &self.broker_pid).finish_non_exhaustive()
     }
+}
+
+fn queue_error(name: &str, e: QueueError) -> ClientError {
+    ClientError::Broker(match e {
+        QueueError::Full => BrokerError::Full,
+        QueueError::Empty => BrokerError::Empty,
+        QueueError::Timeout => BrokerError::Timeout,
+        QueueError::Closed => BrokerError::NotFound(format!("mailbox {name}")),
+        e => BrokerError::Invalid(format!("mailbox {name}: {e}")),
+    })
 }
 
 fn broken(e: impl std::fmt::Display) -> ClientError {
@@ -120,8 +150,9 @@ impl Client {
             .map_err(|e| no(e.into()))?;
         let addr = SocketAddrUnix::new(path).map_err(|e| no(e.into()))?;
         rustix::net::connect(&sock, &addr).map_err(|e| no(e.into()))?;
+        let watch = rustix::io::fcntl_dupfd_cloexec(&sock, 0).map_err(|e| no(e.into()))?;
         let (tx, rx) = conduit::channel::connection::<Request, Reply>(sock).map_err(broken)?;
-        let mut client = Client { link: Mutex::new((tx, rx)), broker_pid: 0 };
+        let mut client = Client { link: Mutex::new((tx, rx)), broker_pid: 0, watch, queues: Mutex::default() };
         match client.call(Request::Hello { protocol: PROTOCOL })? {
             Reply::Hello { pid, .. } => client.broker_pid = pid,
             other => return Err(ClientError::Protocol(format!("{other:?}"))),
@@ -214,7 +245,30 @@ impl Client {
     }
 
     /// Send bytes of type `mtype` (≥ 0) to a mailbox.
+    ///
+    /// The first send to a mailbox opens it: the broker checks the
+    /// permission once and, for a mailbox kept in shared memory (bounded,
+    /// not durable) that this user may both read and write, hands over
+    /// its queue; later sends write straight into it, with no broker in
+    /// the path. Like an open file, the handle keeps the access it was
+    /// given. Otherwise each send is a request to the broker.
     pub fn send(&self, name: &str, mtype: i64, data: &[u8], full: OnFull) -> Result<Sent, ClientError> {
+        for _ in 0..2 {
+            let Some(q) = self.open(name, false)? else { break };
+            let wait = match full {
+                OnFull::Block => Wait::Forever,
+                OnFull::Timeout(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
+                OnFull::NoWait | OnFull::Leave => Wait::Never,
+            };
+            let me = (std::process::id(), rustix::process::getuid().as_raw());
+            match self.waiting(wait, |w| q.send(mtype, data, me, w)) {
+                Ok(()) => return Ok(Sent { receiver: None, deferred: false }),
+                // Left with the broker: it delivers when there is room.
+                Err(QueueError::Full) if full == OnFull::Leave => break,
+                Err(QueueError::Closed) => self.forget(name, false),
+                Err(e) => return Err(queue_error(name, e)),
+            }
+        }
         match self.call(Request::Send { name: name.into(), mtype, data: data.to_vec(), full })? {
             Reply::Sent { receiver, deferred } => Ok(Sent { receiver, deferred }),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
@@ -222,12 +276,78 @@ impl Client {
     }
 
     /// Receive from a mailbox by System V rules (`select`: 0 any, > 0 that
-    /// type, < 0 the lowest type ≤ |select|).
+    /// type, < 0 the lowest type ≤ |select|). Opens the mailbox like
+    /// [`send`](Self::send): a receiver that may read and write it takes
+    /// messages straight from its shared-memory queue.
     pub fn recv(&self, name: &str, select: i64, wait: WaitFor) -> Result<Message, ClientError> {
+        for _ in 0..2 {
+            let Some(q) = self.open(name, true)? else { break };
+            let w = match wait {
+                WaitFor::Forever => Wait::Forever,
+                WaitFor::Millis(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
+                WaitFor::NoWait => Wait::Never,
+            };
+            match self.waiting(w, |w| q.recv(select, w)) {
+                Ok(m) => return Ok(Message { mtype: m.mtype, data: m.data, sender: m.sender_pid }),
+                Err(QueueError::Closed) => self.forget(name, true),
+                Err(e) => return Err(queue_error(name, e)),
+            }
+        }
         match self.call(Request::Recv { name: name.into(), select, wait })? {
             Reply::Message { mtype, data, sender } => Ok(Message { mtype, data, sender }),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
+    }
+
+    /// The queue of an opened mailbox (opening it on first use), or `None`
+    /// to go through the broker.
+    fn open(&self, name: &str, receive: bool) -> Result<Opened, ClientError> {
+        let key = (name.to_string(), receive);
+        if let Some(q) = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+            && q.as_ref().is_none_or(|q| !q.is_closed())
+        {
+            return Ok(q.clone());
+        }
+        let q = match self.call(Request::Open { name: name.into(), receive })? {
+            Reply::Queue(q) => q.map(Arc::new),
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        };
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, q.clone());
+        Ok(q)
+    }
+
+    fn forget(&self, name: &str, receive: bool) {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&(name.to_string(), receive));
+    }
+
+    /// Run a queue operation that may wait, in slices of at most 100 ms,
+    /// checking between them that the broker is alive: its mailboxes die
+    /// with it (except durable ones, which never live in shared memory).
+    fn waiting<T>(&self, wait: Wait, mut op: impl FnMut(Wait) -> Result<T, QueueError>) -> Result<T, QueueError> {
+        let until = match wait {
+            Wait::Never => return op(Wait::Never),
+            Wait::Until(t) => Some(t),
+            Wait::Forever => None,
+        };
+        loop {
+            let slice = Instant::now() + Duration::from_millis(100);
+            match op(Wait::Until(until.map_or(slice, |t| t.min(slice)))) {
+                Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
+                    if self.broker_gone() {
+                        return Err(QueueError::Closed);
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// True when the connection to the broker has hung up.
+    fn broker_gone(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut fds = [PollFd::new(&self.watch, PollFlags::empty())];
+        let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
+        matches!(poll(&mut fds, Some(&zero)), Ok(1..)) && fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
     }
 
     /// Send a typed value (postcard) to a mailbox.
@@ -265,7 +385,9 @@ impl Client {
         }
     }
 
-    /// Give up a name (or a place in its queue).
+    /// Give up a name (or a place in its queue). Root, or another process
+    /// of the owner's user, may take a name from its owner this way
+    /// (`conduit rm name NAME`).
     pub fn release(&self, name: &str) -> Result<(), ClientError> {
         self.done(Request::Release { name: name.into() })
     }

@@ -2,6 +2,7 @@
 //! over a connection to the broker's socket (rights ride along).
 
 use conduit::Sender;
+use conduit::shm::queue::Queue;
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol.
@@ -109,6 +110,10 @@ pub enum Request {
     /// first message, > 0 = the first of that type, < 0 = the first of the
     /// lowest type ≤ |select|.
     Recv { name: String, select: i64, wait: WaitFor },
+    /// Open a mailbox to send to it (`receive` false) or to receive from
+    /// it (claims an exclusive mailbox). The reply is its shared-memory
+    /// queue, or `None`: use `Send`/`Recv` through the broker.
+    Open { name: String, receive: bool },
     /// Register a name for a port.
     Register { name: String, port: AnyPort, flags: NameFlags },
     /// The port registered under a name.
@@ -133,6 +138,8 @@ pub enum Reply {
     Sent { receiver: Option<u32>, deferred: bool },
     /// A message.
     Message { mtype: i64, data: Vec<u8>, sender: u32 },
+    /// A mailbox's queue, to use directly (or `None`, see `Request::Open`).
+    Queue(Option<Queue>),
     /// A registration's outcome.
     Name(NameReply),
     /// A port.

@@ -235,6 +235,7 @@ fn dispatch(rules: &Rules, peer: &Peer, req: Request, alive: &dyn Fn() -> bool) 
             Ok(m) => Reply::Message { mtype: m.mtype, data: m.data, sender: m.sender_pid },
             Err(e) => Reply::Error(e),
         },
+        Request::Open { name, receive } => rules.open(peer, &name, receive).map_or_else(Reply::Error, Reply::Queue),
         Request::Register { name, port, flags } => match rules.register(peer, name, port, flags) {
             Ok(r) => Reply::Name(r),
             Err(e) => Reply::Error(e),

@@ -1,11 +1,12 @@
 //! Everything the broker holds, behind one lock, and the rules applied to
 //! each request. Blocking operations wait on one condition variable.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
+use conduit::shm::queue::{Queue, QueueError, Wait};
 
 use crate::protocol::{
     AnyPort, BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor,
@@ -74,6 +75,11 @@ pub(crate) struct Mailbox {
     deferred: VecDeque<(u64, Msg)>,
     holder: Option<u64>,
     waiters: VecDeque<Waiter>,
+    /// The queue in shared memory, for bounded (n ≥ 1), non-durable
+    /// mailboxes: clients allowed to read and write map it and use it
+    /// directly; the broker uses it for everyone else. `queue` above
+    /// stays empty then.
+    pub shared: Option<Arc<Queue>>,
 }
 
 impl Mailbox {
@@ -90,7 +96,12 @@ impl Mailbox {
             deferred: VecDeque::new(),
             holder: None,
             waiters: VecDeque::new(),
+            shared: None,
         }
+    }
+
+    fn depth(&self) -> u64 {
+        self.shared.as_ref().map_or(self.queue.len() as u64, |q| q.len())
     }
 
     fn full(&self) -> bool {
@@ -101,7 +112,9 @@ impl Mailbox {
     }
 
     fn bytes(&self) -> u64 {
-        self.queue.iter().chain(self.deferred.iter().map(|(_, m)| m)).map(|m| m.data.len() as u64).sum()
+        let queued: u64 =
+            self.queue.iter().chain(self.deferred.iter().map(|(_, m)| m)).map(|m| m.data.len() as u64).sum();
+        queued + self.shared.as_ref().map_or(0, |q| q.bytes_used() as u64)
     }
 }
 
@@ -159,6 +172,48 @@ pub struct Rules {
     changed: Condvar,
     limits: Limits,
     store: Option<Store>,
+    /// Messages left with the broker for a full shared mailbox: (sender
+    /// connection, mailbox), one each; a thread delivers each.
+    leaving: Arc<Mutex<HashSet<(u64, String)>>>,
+}
+
+/// Size of the shared-memory queue of a mailbox of `n` messages: 4 KiB a
+/// message, between 256 KiB and 16 MiB (a message may take half).
+pub fn queue_bytes(n: u32) -> usize {
+    (n as usize).saturating_mul(4096).clamp(256 << 10, 16 << 20).next_power_of_two()
+}
+
+fn queue_error(name: &str, e: QueueError) -> BrokerError {
+    match e {
+        QueueError::Full => BrokerError::Full,
+        QueueError::Empty => BrokerError::Empty,
+        QueueError::Timeout => BrokerError::Timeout,
+        QueueError::Closed => BrokerError::NotFound(format!("mailbox {name}")),
+        e => BrokerError::Invalid(format!("mailbox {name}: {e}")),
+    }
+}
+
+/// Run a queue operation that may wait, in slices of at most a second so
+/// that a waiter whose client died notices.
+fn sliced<T>(
+    name: &str,
+    until: Option<Option<Instant>>,
+    alive: &dyn Fn() -> bool,
+    mut op: impl FnMut(Wait) -> Result<T, QueueError>,
+) -> Result<T, BrokerError> {
+    let Some(until) = until else { return op(Wait::Never).map_err(|e| queue_error(name, e)) };
+    loop {
+        let slice = Instant::now() + Duration::from_secs(1);
+        let end = until.map_or(slice, |t| t.min(slice));
+        match op(Wait::Until(end)) {
+            Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
+                if !alive() {
+                    return Err(BrokerError::Invalid("the client is gone".into()));
+                }
+            }
+            r => return r.map_err(|e| queue_error(name, e)),
+        }
+    }
 }
 
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -205,7 +260,7 @@ impl Rules {
         if let Some(s) = &store {
             s.load(&mut state)?;
         }
-        Ok(Rules { state: Mutex::new(state), changed: Condvar::new(), limits, store })
+        Ok(Rules { state: Mutex::new(state), changed: Condvar::new(), limits, store, leaving: Arc::default() })
     }
 
     fn objects_of(st: &State, uid: u32) -> usize {
@@ -213,13 +268,24 @@ impl Rules {
             + st.names.values().filter(|n| n.owner.as_ref().is_some_and(|o| o.peer.uid == uid)).count()
     }
 
+    /// Bytes charged to `uid`: its messages queued in the broker, and the
+    /// shared-memory queues of the mailboxes it owns.
     fn bytes_of(st: &State, uid: u32) -> u64 {
-        st.mailboxes
+        let queued: u64 = st
+            .mailboxes
             .values()
             .flat_map(|m| m.queue.iter().chain(m.deferred.iter().map(|(_, x)| x)))
             .filter(|m| m.sender_uid == uid)
             .map(|m| m.data.len() as u64)
-            .sum()
+            .sum();
+        let rings: u64 = st
+            .mailboxes
+            .values()
+            .filter(|m| m.owner == uid)
+            .filter_map(|m| m.shared.as_ref())
+            .map(|q| q.bytes() as u64)
+            .sum();
+        queued + rings
     }
 
     /// A new connection, if the user's quota allows it.
@@ -273,7 +339,19 @@ impl Rules {
         if durable && self.store.is_none() {
             return Err(BrokerError::Invalid("this broker has no data directory for durable mailboxes".into()));
         }
-        let mb = Mailbox::new(peer.uid, peer.gid, mode, capacity, policy, durable);
+        let mut mb = Mailbox::new(peer.uid, peer.gid, mode, capacity, policy, durable);
+        if let (Capacity::Bounded(n @ 1..), false) = (capacity, durable) {
+            let bytes = queue_bytes(n) as u64;
+            let used = Self::bytes_of(&st, peer.uid);
+            if !peer.is_root() && used + bytes > self.limits.max_bytes {
+                return Err(BrokerError::Quota(format!(
+                    "uid {} has {used} bytes; a queue of {n} messages needs {bytes} more",
+                    peer.uid
+                )));
+            }
+            let q = Queue::new(n, bytes as usize).map_err(|e| BrokerError::Invalid(format!("no memory: {e}")))?;
+            mb.shared = Some(Arc::new(q));
+        }
         if let (true, Some(store)) = (durable, &self.store) {
             store.put_mailbox(&name, &mb).map_err(BrokerError::Invalid)?;
         }
@@ -296,9 +374,75 @@ impl Rules {
         {
             store.remove_mailbox(name).map_err(BrokerError::Invalid)?;
         }
-        st.mailboxes.remove(name);
+        if let Some(q) = st.mailboxes.remove(name).and_then(|mb| mb.shared) {
+            q.close();
+        }
         self.changed.notify_all();
         Ok(())
+    }
+
+    /// A client asks for a mailbox's queue, to send (`receive` false) or to
+    /// receive. The access is checked (and an exclusive mailbox's receive
+    /// claimed) now; the queue itself is handed over only to a client that
+    /// may both read and write it (it could do either with the memory);
+    /// `None` means: go through the broker.
+    pub fn open(&self, peer: &Peer, name: &str, receive: bool) -> Result<Option<Queue>, BrokerError> {
+        let mut st = lock(&self.state);
+        let mb = Self::mailbox(&mut st, name)?;
+        let (access, verb) = if receive { (Access::Read, "receive from") } else { (Access::Write, "send to") };
+        if !allowed(mb, peer, access) {
+            return Err(BrokerError::Denied(format!("uid {} may not {verb} {name} (mode {:o})", peer.uid, mb.mode)));
+        }
+        if receive && mb.policy == Policy::Exclusive {
+            match mb.holder {
+                Some(h) if h != peer.id => return Err(BrokerError::Busy),
+                _ => mb.holder = Some(peer.id),
+            }
+        }
+        match &mb.shared {
+            Some(q) if allowed(mb, peer, Access::Read) && allowed(mb, peer, Access::Write) => {
+                q.try_clone().map(Some).map_err(|e| BrokerError::Invalid(format!("cannot share the queue: {e}")))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Send into a shared queue on a client's behalf.
+    fn send_shared(
+        &self,
+        peer: &Peer,
+        name: &str,
+        q: Arc<Queue>,
+        msg: Msg,
+        full: OnFull,
+        alive: &dyn Fn() -> bool,
+    ) -> Result<(Option<u32>, bool), BrokerError> {
+        let from = (msg.sender_pid, msg.sender_uid);
+        let until = match full {
+            OnFull::Block => Some(None),
+            OnFull::Timeout(ms) => Some(Some(Instant::now() + Duration::from_millis(ms))),
+            OnFull::NoWait | OnFull::Leave => None,
+        };
+        match sliced(name, until, alive, |w| q.send(msg.mtype, &msg.data, from, w)) {
+            Err(BrokerError::Full) if full == OnFull::Leave => {
+                let key = (peer.id, name.to_string());
+                let mut leaving = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
+                if !leaving.insert(key.clone()) {
+                    return Err(BrokerError::Full);
+                }
+                let set = Arc::clone(&self.leaving);
+                std::thread::Builder::new()
+                    .name("conduit-leave".into())
+                    .spawn(move || {
+                        // Ends when delivered, or when the mailbox is removed.
+                        let _ = q.send(msg.mtype, &msg.data, from, Wait::Forever);
+                        set.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                    })
+                    .map_err(|e| BrokerError::Invalid(format!("cannot keep the message: {e}")))?;
+                Ok((None, true))
+            }
+            r => r.map(|()| (None, false)),
+        }
     }
 
     pub fn chown(&self, peer: &Peer, name: &str, uid: u32, gid: u32) -> Result<(), BrokerError> {
@@ -354,6 +498,10 @@ impl Rules {
                     "uid {} may not send to {name} (mode {:o})",
                     peer.uid, mb.mode
                 )));
+            }
+            if let Some(q) = mb.shared.clone() {
+                drop(st);
+                return self.send_shared(peer, name, q, msg, full, alive);
             }
             if !peer.is_root() && used + msg.data.len() as u64 > self.limits.max_bytes {
                 return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
@@ -453,6 +601,15 @@ impl Rules {
                     Some(h) if h != peer.id => break Err(BrokerError::Busy),
                     _ => mb.holder = Some(peer.id),
                 }
+            }
+            if let Some(q) = mb.shared.clone() {
+                drop(st);
+                return sliced(name, until, alive, |w| q.recv(select, w)).map(|m| Msg {
+                    mtype: m.mtype,
+                    data: m.data,
+                    sender_pid: m.sender_pid,
+                    sender_uid: m.sender_uid,
+                });
             }
             if let Some(i) = pick(&mb.queue, select) {
                 let msg = mb.queue.remove(i).expect("picked");
@@ -577,10 +734,17 @@ impl Rules {
         let entry = st.names.get(name).ok_or_else(|| BrokerError::NotFound(format!("name {name}")))?;
         let mine = entry.owner.as_ref().is_some_and(|o| o.peer.id == peer.id)
             || entry.queue.iter().any(|o| o.peer.id == peer.id);
-        if !mine {
-            return Err(BrokerError::Denied(format!("name {name} is not ours")));
+        if mine {
+            Self::drop_name_owner(&mut st, name, peer.id);
+            return Ok(());
         }
-        Self::drop_name_owner(&mut st, name, peer.id);
+        // Removal by an administrator (`conduit rm name`): root, or a
+        // process of the owner's user, takes the name from its owner.
+        let owner = entry.owner.as_ref().map(|o| o.peer);
+        match owner {
+            Some(o) if peer.is_root() || o.uid == peer.uid => Self::drop_name_owner(&mut st, name, o.id),
+            _ => return Err(BrokerError::Denied(format!("name {name} is not ours"))),
+        }
         Ok(())
     }
 
@@ -604,7 +768,7 @@ impl Rules {
                 owner: mb.owner,
                 group: mb.group,
                 mode: mb.mode,
-                depth: mb.queue.len() as u64,
+                depth: mb.depth(),
                 capacity: match mb.capacity {
                     Capacity::Bounded(n) => Some(n as u64),
                     Capacity::Unbounded => None,

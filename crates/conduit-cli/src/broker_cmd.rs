@@ -146,7 +146,8 @@ pub struct CreateArgs {
     /// The mailbox's name.
     name: String,
     /// How many messages it holds: a number (0 = a send waits for a receiver) or `unbounded`.
-    #[arg(long, default_value = "unbounded")]
+    /// Bounded mailboxes (n ≥ 1, not durable) keep their messages in shared memory.
+    #[arg(long, default_value = "64")]
     capacity: String,
     /// Permission bits, octal (read = receive, write = send).
     #[arg(long, default_value = "0600")]
@@ -441,6 +442,9 @@ pub fn ls(a: &LsArgs) -> ExitCode {
 pub enum RmKind {
     /// A conduit mailbox, by name.
     Mailbox,
+    /// A conduit name (the matchmaker's): its owner loses it, the next in
+    /// line (if any) gets it, watchers are told.
+    Name,
     /// A System V message queue, by id.
     Msg,
     /// A System V semaphore set, by id.
@@ -470,6 +474,9 @@ pub fn rm(a: &RmArgs) -> ExitCode {
     let result = match a.kind {
         RmKind::Mailbox => {
             return Client::connect().and_then(|c| c.remove_mailbox(&a.id)).map_or_else(fail, |()| ExitCode::SUCCESS);
+        }
+        RmKind::Name => {
+            return Client::connect().and_then(|c| c.release(&a.id)).map_or_else(fail, |()| ExitCode::SUCCESS);
         }
         RmKind::Msg => sysv(SysvKind::Msg),
         RmKind::Sem => sysv(SysvKind::Sem),

@@ -235,6 +235,52 @@ mod property {
     }
 
     #[test]
+    fn taking_records_out_of_turn_matches_a_list_model_and_frees_all_space() {
+        for seed in 1..=200u64 {
+            let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
+            let cap = 1u64 << (6 + rng.below(6));
+            let ring = HeapRing {
+                tail: StdCounter(AtomicU64::new(0)),
+                head: StdCounter(AtomicU64::new(0)),
+                data: RefCell::new(vec![0xEE; cap as usize]),
+            };
+            let mut model: Vec<Vec<u8>> = Vec::new();
+            let mut counter = 0u8;
+            for _ in 0..2000 {
+                if rng.below(100) < 55 {
+                    let len = rng.below(ring_core::max_payload(cap) as u64 + 1) as usize;
+                    if let Some(r) = ring_core::try_reserve(&ring, len).unwrap() {
+                        counter = counter.wrapping_add(1);
+                        let msg = vec![counter; len];
+                        ring.write(r.payload_pos(), &msg);
+                        ring_core::commit(&ring, r);
+                        model.push(msg);
+                    }
+                } else if model.is_empty() {
+                    assert_eq!(ring_core::peek(&ring).unwrap(), None, "seed {seed}: ring empty, model not");
+                } else {
+                    // Walk to the k-th message, as a receive by type does.
+                    let k = rng.below(model.len() as u64) as usize;
+                    let mut rec = ring_core::peek(&ring).unwrap().expect("model not empty");
+                    for _ in 0..k {
+                        rec = ring_core::next_after(&ring, &rec).unwrap().expect("model has more");
+                    }
+                    let mut out = vec![0; rec.len()];
+                    ring.read(rec.payload_pos(), &mut out);
+                    ring_core::take(&ring, rec);
+                    assert_eq!(out, model.remove(k), "seed {seed}: the k-th message");
+                }
+            }
+            while let Some(rec) = ring_core::peek(&ring).unwrap() {
+                ring_core::take(&ring, rec);
+                model.remove(0);
+            }
+            assert!(model.is_empty());
+            assert_eq!(ring_core::used(&ring), 0, "seed {seed}: every byte comes back");
+        }
+    }
+
+    #[test]
     fn a_hostile_producer_cannot_make_the_consumer_read_out_of_bounds() {
         let cap = 256u64;
         let ring = HeapRing {

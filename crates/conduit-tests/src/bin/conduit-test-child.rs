@@ -269,6 +269,31 @@ fn main() {
             // Still served after hitting the quota.
             outcome(&up, &outcome_of(c.send("nobody-0", 1, b"mine", conduit_broker::OnFull::NoWait).map(|_| ())));
         }
+        "mailbox-drain" => {
+            // argv[2]: socket; argv[3]: mailbox. Receive (from the shared
+            // queue) forever; say so after the first 100.
+            let args: Vec<String> = std::env::args().collect();
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            for i in 1.. {
+                c.recv(&args[3], 0, conduit_broker::WaitFor::Forever).unwrap();
+                if i == 100 {
+                    report(&up, FromChild::Sent(i));
+                }
+            }
+        }
+        "mailbox-writer" => {
+            // argv[2]: socket; argv[3]: mailbox. As nobody, who may send
+            // but not receive: three sends (through the broker), one receive.
+            let args: Vec<String> = std::env::args().collect();
+            conduit_tests::become_nobody();
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            for i in 0..3 {
+                c.send(&args[3], 1, format!("n{i}").as_bytes(), conduit_broker::OnFull::Block).unwrap();
+            }
+            let r = c.recv(&args[3], 0, conduit_broker::WaitFor::NoWait);
+            let denied = matches!(r, Err(conduit_broker::ClientError::Broker(conduit_broker::BrokerError::Denied(_))));
+            outcome(&up, if denied { "denied" } else { "received" });
+        }
         "embedded" => {
             // Race to start a broker; report which process serves.
             let path = std::env::args().nth(2).unwrap();

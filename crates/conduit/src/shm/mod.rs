@@ -8,6 +8,7 @@
 //! The shared-memory flavor of the channel API is in
 //! [`crate::channel::shm`].
 
+pub mod queue;
 pub mod ring;
 pub mod ring_core;
 mod segment;

@@ -12,7 +12,7 @@
 //!
 //! The index protocol is in `ring_core.rs` (model-checked with loom).
 //! Producers take turns through a lock word in the header holding the
-//! owner's pid; a producer that finds the owner dead (`kill -9` while
+//! owner's thread id; a producer that finds the owner dead (`kill -9` while
 //! writing) takes the lock over, and the dead producer's uncommitted
 //! record simply never appears — no corrupt message is ever delivered.
 //!
@@ -54,6 +54,13 @@ const OFF_SPACE_SEQ: usize = 644;
 const OFF_CREDIT_WAITERS: usize = 768;
 const OFF_CREDIT_SEQ: usize = 772;
 const OFF_DOORBELL: usize = 896;
+/// The consumers' lock (rings with several consumers: mailbox queues).
+const OFF_CONSUMER_LOCK: usize = 1024;
+const OFF_CONSUMER_LOCK_WAITERS: usize = 1028;
+/// Words for the ring's user (a mailbox queue): kind, limit, closed flag.
+pub(crate) const OFF_USER_KIND: usize = 32;
+pub(crate) const OFF_USER_LIMIT: usize = 40;
+pub(crate) const OFF_USER_CLOSED: usize = 1152;
 /// Where the data area starts.
 pub const DATA_OFFSET: usize = 4096;
 /// Smallest data area.
@@ -67,6 +74,24 @@ impl Counter for AtomicU64 {
     }
     fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
         AtomicU64::store(self, value, order)
+    }
+}
+
+/// Whether the other side is gone (a peer died, a queue was closed): a
+/// waiter stops waiting.
+pub(crate) trait Gone {
+    fn is_gone(&self) -> bool;
+}
+
+impl Gone for AtomicBool {
+    fn is_gone(&self) -> bool {
+        self.load(SeqCst)
+    }
+}
+
+impl Gone for AtomicU32 {
+    fn is_gone(&self) -> bool {
+        self.load(SeqCst) != 0
     }
 }
 
@@ -105,7 +130,7 @@ impl Bell<'_> {
         &self,
         strategy: WaitStrategy,
         wait: Wait,
-        gone: &AtomicBool,
+        gone: &impl Gone,
         mut ready: impl FnMut() -> bool,
     ) -> bool {
         if ready() {
@@ -127,7 +152,7 @@ impl Bell<'_> {
             if ready() {
                 return true;
             }
-            if gone.load(SeqCst) {
+            if gone.is_gone() {
                 return ready();
             }
             i = i.wrapping_add(1);
@@ -152,7 +177,7 @@ impl Bell<'_> {
                 self.waiters.fetch_sub(1, SeqCst);
                 return true;
             }
-            if gone.load(SeqCst) {
+            if gone.is_gone() {
                 self.waiters.fetch_sub(1, SeqCst);
                 return ready();
             }
@@ -161,7 +186,7 @@ impl Bell<'_> {
             if ready() {
                 return true;
             }
-            if gone.load(SeqCst) || wait.expired() {
+            if gone.is_gone() || wait.expired() {
                 return ready();
             }
         }
@@ -274,7 +299,7 @@ impl Ring {
         &self.seg
     }
 
-    fn word(&self, off: usize) -> &AtomicU32 {
+    pub(crate) fn word(&self, off: usize) -> &AtomicU32 {
         self.seg.mapping().atomic_u32(off)
     }
 
@@ -314,6 +339,7 @@ impl Ring {
         self.space_bell().ring_always();
         self.credit_bell().ring_always();
         futex::wake(self.word(OFF_LOCK), u32::MAX);
+        futex::wake(self.word(OFF_CONSUMER_LOCK), u32::MAX);
     }
 
     /// Producer: room for `len` bytes now?
@@ -392,21 +418,63 @@ impl Ring {
         self.credit_bell().ring_fenced();
     }
 
-    /// Take the producers' lock for this process (`pid`), taking it over
+    /// Consumer: the message after `r` (to look past the oldest).
+    pub(crate) fn next_after(&self, r: &Record) -> Result<Option<Record>, Corrupt> {
+        ring_core::next_after(self, r)
+    }
+
+    /// Consumer: done with `r`, the oldest message or a later one (see
+    /// [`ring_core::take`]); wake producers waiting for room or credit.
+    pub(crate) fn take(&self, r: Record) {
+        ring_core::take(self, r);
+        // Skip records taken earlier that are now at the head.
+        let _ = ring_core::peek(self);
+        let taken = self.seg.mapping().atomic_u64(OFF_TAKEN);
+        taken.swap(taken.load(Relaxed) + 1, SeqCst);
+        self.space_bell().ring_fenced();
+        self.credit_bell().ring_fenced();
+    }
+
+    /// Messages ever committed.
+    pub(crate) fn sent(&self) -> u64 {
+        self.seg.mapping().atomic_u64(OFF_SENT).load(SeqCst)
+    }
+
+    /// Consumer, holding the producers' lock: `live` messages are queued
+    /// (after a consumer died between taking a message and counting it).
+    pub(crate) fn recount(&self, live: u64) {
+        let m = self.seg.mapping();
+        let sent = m.atomic_u64(OFF_SENT).load(SeqCst);
+        m.atomic_u64(OFF_TAKEN).store(sent.saturating_sub(live), SeqCst);
+        self.credit_bell().ring();
+    }
+
+    /// Take the producers' lock for this thread (its id), taking it over
     /// from a dead owner. Sleeps on the lock word when contended.
-    pub(crate) fn lock_producers(&self, gone: &AtomicBool) -> ProducerLock<'_> {
-        let pid = sys::process::getpid();
-        let word = self.word(OFF_LOCK);
-        let waiters = self.word(OFF_LOCK_WAITERS);
+    pub(crate) fn lock_producers(&self, gone: &impl Gone) -> ProducerLock<'_> {
+        self.lock(OFF_LOCK, OFF_LOCK_WAITERS, gone)
+    }
+
+    /// Take the consumers' lock (rings with several consumers), like
+    /// [`lock_producers`](Self::lock_producers).
+    pub(crate) fn lock_consumers(&self, gone: &impl Gone) -> ProducerLock<'_> {
+        self.lock(OFF_CONSUMER_LOCK, OFF_CONSUMER_LOCK_WAITERS, gone)
+    }
+
+    fn lock(&self, off: usize, off_waiters: usize, gone: &impl Gone) -> ProducerLock<'_> {
+        let me = sys::process::gettid();
+        let word = self.word(off);
+        let waiters = self.word(off_waiters);
+        let held = |inherited| ProducerLock { ring: self, off, off_waiters, inherited };
         let mut spins = 0u32;
         loop {
-            match word.compare_exchange(0, pid, SeqCst, Relaxed) {
-                Ok(_) => return ProducerLock { ring: self },
-                Err(owner) if owner == pid => {
-                    // Left locked by an earlier incarnation of this pid
-                    // (cannot be us: the caller serializes our threads).
-                    if word.compare_exchange(owner, pid, SeqCst, Relaxed).is_ok() {
-                        return ProducerLock { ring: self };
+            match word.compare_exchange(0, me, SeqCst, Relaxed) {
+                Ok(_) => return held(false),
+                Err(owner) if owner == me => {
+                    // Left locked by an earlier thread with our id (not
+                    // us: we do not nest), which is gone.
+                    if word.compare_exchange(owner, me, SeqCst, Relaxed).is_ok() {
+                        return held(true);
                     }
                 }
                 Err(owner) => {
@@ -418,14 +486,14 @@ impl Ring {
                     if !sys::process::alive(owner) {
                         // The owner died holding it: its record was never
                         // committed, so nothing half-written is visible.
-                        if word.compare_exchange(owner, pid, SeqCst, Relaxed).is_ok() {
-                            return ProducerLock { ring: self };
+                        if word.compare_exchange(owner, me, SeqCst, Relaxed).is_ok() {
+                            return held(true);
                         }
                         continue;
                     }
-                    if gone.load(SeqCst) {
+                    if gone.is_gone() {
                         // Nobody will read what we write; do not wait forever.
-                        return ProducerLock { ring: self };
+                        return held(false);
                     }
                     waiters.fetch_add(1, SeqCst);
                     futex::wait(word, owner, Wait::Until(Instant::now() + Duration::from_millis(50)));
@@ -436,17 +504,22 @@ impl Ring {
     }
 }
 
-/// Holds the producers' lock.
+/// Holds the producers' (or consumers') lock.
 pub struct ProducerLock<'a> {
     ring: &'a Ring,
+    off: usize,
+    off_waiters: usize,
+    /// Taken over from a dead owner (or an earlier thread with our id):
+    /// what it was doing may be half done.
+    pub(crate) inherited: bool,
 }
 
 impl Drop for ProducerLock<'_> {
     fn drop(&mut self) {
-        let word = self.ring.word(OFF_LOCK);
-        let pid = sys::process::getpid();
-        let _ = word.compare_exchange(pid, 0, SeqCst, Relaxed);
-        if self.ring.word(OFF_LOCK_WAITERS).load(SeqCst) > 0 {
+        let word = self.ring.word(self.off);
+        let me = sys::process::gettid();
+        let _ = word.compare_exchange(me, 0, SeqCst, Relaxed);
+        if self.ring.word(self.off_waiters).load(SeqCst) > 0 {
             futex::wake(word, 1);
         }
     }

@@ -46,6 +46,9 @@ pub const RECORD_HEADER: u64 = 8;
 pub const KIND_DATA: u32 = 1;
 /// Record kind: padding to the end of the data area.
 pub const KIND_PAD: u32 = 2;
+/// Record kind: a message the consumer took out of turn (see [`take`]);
+/// its space returns when every record before it is released.
+pub const KIND_TAKEN: u32 = 3;
 
 /// Space a record of `len` payload bytes takes.
 pub fn record_size(len: usize) -> u64 {
@@ -154,39 +157,65 @@ impl Record {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Corrupt(pub &'static str);
 
-/// Consumer: the oldest committed record, if any (padding is skipped and
-/// released on the way).
+/// Consumer: the oldest committed record, if any (padding and records
+/// taken out of turn are skipped and released on the way).
 pub fn peek<M: RingMemory>(m: &M) -> Result<Option<Record>, Corrupt> {
+    find(m, m.head().load(Relaxed), true)
+}
+
+/// Consumer: the committed record after `r`, without releasing anything
+/// (to look past the oldest message, e.g. for one of a given type).
+pub fn next_after<M: RingMemory>(m: &M, r: &Record) -> Result<Option<Record>, Corrupt> {
+    find(m, r.at + r.size, false)
+}
+
+/// The first message record at or after `at`; with `consume`, `at` is the
+/// head and skipped records are released.
+fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Record>, Corrupt> {
     let cap = m.capacity();
-    let mut h = m.head().load(Relaxed);
     loop {
         // Acquire: the record's bytes are visible once its tail is.
         let t = m.tail().load(Acquire);
-        if h == t {
+        if at == t {
             return Ok(None);
         }
-        if t < h || t - h > cap {
+        if t < at || t - at > cap {
             return Err(Corrupt("tail is out of range"));
         }
-        let pos = h & (cap - 1);
+        let pos = at & (cap - 1);
         let mut hdr = [0u8; 8];
         m.read(pos, &mut hdr);
         let len = u32::from_le_bytes(hdr[..4].try_into().expect("4 bytes")) as u64;
         let kind = u32::from_le_bytes(hdr[4..].try_into().expect("4 bytes"));
-        match kind {
-            KIND_PAD if len + RECORD_HEADER == cap - pos && cap - pos <= t - h => {
-                h += cap - pos;
-                m.head().store(h, Release);
-            }
-            KIND_DATA => {
+        let skip = match kind {
+            KIND_PAD if len + RECORD_HEADER == cap - pos && cap - pos <= t - at => cap - pos,
+            KIND_DATA | KIND_TAKEN => {
                 let size = record_size(len as usize);
-                if size > cap - pos || size > t - h {
+                if size > cap - pos || size > t - at {
                     return Err(Corrupt("record runs past the committed data"));
                 }
-                return Ok(Some(Record { at: h, pos, len: len as usize, size }));
+                if kind == KIND_DATA {
+                    return Ok(Some(Record { at, pos, len: len as usize, size }));
+                }
+                size
             }
             _ => return Err(Corrupt("bad record header")),
+        };
+        at += skip;
+        if consume {
+            m.head().store(at, Release);
         }
+    }
+}
+
+/// Consumer: done with `r`, which need not be the oldest record. The
+/// oldest is released at once; a later one is marked taken where it lies
+/// and released when the records before it are.
+pub fn take<M: RingMemory>(m: &M, r: Record) {
+    if r.at == m.head().load(Relaxed) {
+        release(m, r);
+    } else {
+        m.write(r.pos, &header(r.len as u64, KIND_TAKEN));
     }
 }
 

@@ -87,6 +87,25 @@ pub fn getpid() -> u32 {
     }
 }
 
+/// The calling thread's id (cached per thread, see [`getpid`]): owners
+/// of the locks in shared memory are threads, so that two threads of one
+/// process (with separate handles on one ring) exclude each other too.
+/// [`alive`] works on it: a thread's id dies with the thread.
+pub fn gettid() -> u32 {
+    use std::cell::Cell;
+    thread_local! {
+        static TID: Cell<u32> = const { Cell::new(0) };
+    }
+    TID.with(|t| match t.get() {
+        0 => {
+            let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+            t.set(tid);
+            tid
+        }
+        tid => tid,
+    })
+}
+
 /// The parent's pid, if any.
 pub fn getppid() -> Option<u32> {
     rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)

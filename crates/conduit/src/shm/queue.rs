@@ -1,0 +1,316 @@
+//! A message queue in shared memory, the storage of a system mailbox: any
+//! number of senders and receivers in any processes that were handed its
+//! segment, typed messages (System V `mtype`) and receive-by-type, a
+//! capacity counted in messages, and waiting as in [`super::ring`]
+//! (spin, then sleep on a futex; no system call when nobody sleeps).
+//!
+//! It is a [`Ring`] with two additions: a consumers' lock (like the
+//! producers' one: a thread-id word taken over from a dead owner), and records
+//! taken out of turn ([`ring_core::take`]), so that a receive by type
+//! need not take the oldest message. A record is
+//!
+//! ```text
+//! | mtype: i64 | sender pid: u32 | sender uid: u32 | data … |
+//! ```
+//!
+//! A receiver killed while it holds the consumers' lock leaves at most
+//! its count of messages behind; the next receiver recounts (under the
+//! producers' lock). A message is either still queued or was taken whole:
+//! nothing is lost or duplicated by a crash of a sender or a receiver.
+//!
+//! Whoever owns the queue (the broker) closes it when the mailbox is
+//! removed: everyone waiting returns [`QueueError::Closed`].
+
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::SeqCst;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::ring::{OFF_USER_CLOSED, OFF_USER_KIND, OFF_USER_LIMIT, Ring};
+use super::ring_core::Record;
+use super::{Segment, WaitStrategy};
+use crate::error::{Error, WireError};
+pub use crate::sys::Wait;
+
+/// Marks a ring as a queue (in the ring header's user words).
+const QUEUE_KIND: u32 = 0x5155_4555;
+/// Bytes before a message's data.
+pub const MESSAGE_HEADER: usize = 16;
+
+/// A message taken from a [`Queue`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its type (≥ 0).
+    pub mtype: i64,
+    /// The sender's pid and uid, as the sender's process wrote them.
+    pub sender_pid: u32,
+    /// See `sender_pid`.
+    pub sender_uid: u32,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// Why a queue operation did not happen.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueueError {
+    /// Full, and the caller would not wait.
+    #[error("the queue is full")]
+    Full,
+    /// Nothing (of the wanted type), and the caller would not wait.
+    #[error("the queue is empty")]
+    Empty,
+    /// The time limit passed.
+    #[error("timed out")]
+    Timeout,
+    /// The queue's owner closed it (the mailbox was removed).
+    #[error("the queue was closed")]
+    Closed,
+    /// The message can never fit.
+    #[error("a message of {size} bytes exceeds this queue's limit of {limit}")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The largest that fits.
+        limit: usize,
+    },
+    /// A negative message type.
+    #[error("message types are ≥ 0")]
+    BadType,
+    /// The shared memory breaks the queue's format (a hostile process).
+    #[error("the queue's memory is corrupt: {0}")]
+    Corrupt(&'static str),
+}
+
+/// A message queue in a sealed shared-memory segment. Pass it to another
+/// process inside a message (it travels as its segment).
+#[derive(Debug)]
+pub struct Queue {
+    ring: Ring,
+    limit: u64,
+}
+
+impl Queue {
+    /// A queue of at most `capacity` messages (≥ 1) in a data area of
+    /// `bytes` (rounded up to a power of two, see [`Ring::new`]).
+    pub fn new(capacity: u32, bytes: usize) -> Result<Queue, Error> {
+        let ring = Ring::new(bytes)?;
+        let limit = u64::from(capacity.max(1));
+        let m = ring.segment().mapping();
+        m.atomic_u64(OFF_USER_LIMIT).store(limit, SeqCst);
+        m.atomic_u32(OFF_USER_KIND).store(QUEUE_KIND, SeqCst);
+        Ok(Queue { ring, limit })
+    }
+
+    fn adopt(seg: Segment) -> Result<Queue, WireError> {
+        let ring = Ring::adopt(seg, 0)?;
+        let m = ring.segment().mapping();
+        let limit = m.atomic_u64(OFF_USER_LIMIT).load(SeqCst);
+        if m.atomic_u32(OFF_USER_KIND).load(SeqCst) != QUEUE_KIND || limit == 0 {
+            return Err(WireError::BadRight { index: 0, why: "segment is not a message queue" });
+        }
+        Ok(Queue { ring, limit })
+    }
+
+    /// Another handle on the same queue (to pass on while keeping this one).
+    pub fn try_clone(&self) -> Result<Queue, Error> {
+        let ring = Ring::adopt(self.ring.segment().try_clone()?, 0)?;
+        Ok(Queue { ring, limit: self.limit })
+    }
+
+    fn closed(&self) -> &AtomicU32 {
+        self.ring.word(OFF_USER_CLOSED)
+    }
+
+    /// How many messages it holds at most.
+    pub fn capacity(&self) -> u64 {
+        self.limit
+    }
+
+    /// Messages queued now.
+    pub fn len(&self) -> u64 {
+        self.ring.messages()
+    }
+
+    /// True when nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes of the data area in use.
+    pub fn bytes_used(&self) -> usize {
+        self.ring.used()
+    }
+
+    /// Size of the data area.
+    pub fn bytes(&self) -> usize {
+        self.ring.capacity()
+    }
+
+    /// Largest message data.
+    pub fn max_message(&self) -> usize {
+        self.ring.max_message() - MESSAGE_HEADER
+    }
+
+    /// How waiters wait (default adaptive).
+    pub fn set_strategy(&self, w: WaitStrategy) {
+        self.ring.set_strategy(w)
+    }
+
+    /// Close: every waiter and every later call returns
+    /// [`QueueError::Closed`]. Queued messages are dropped with the memory.
+    pub fn close(&self) {
+        self.closed().store(1, SeqCst);
+        self.ring.wake_all();
+    }
+
+    /// True once closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed().load(SeqCst) != 0
+    }
+
+    /// Queue a message of type `mtype` (≥ 0), waiting for room as `wait`
+    /// allows. `sender` is (pid, uid) as the receiver will see it.
+    pub fn send(&self, mtype: i64, data: &[u8], sender: (u32, u32), wait: Wait) -> Result<(), QueueError> {
+        if mtype < 0 {
+            return Err(QueueError::BadType);
+        }
+        if data.len() > self.max_message() {
+            return Err(QueueError::TooLarge { size: data.len(), limit: self.max_message() });
+        }
+        let len = MESSAGE_HEADER + data.len();
+        let strategy = self.ring.strategy();
+        loop {
+            let credit = {
+                let _lock = self.ring.lock_producers(self.closed());
+                if self.is_closed() {
+                    return Err(QueueError::Closed);
+                }
+                let credit = self.ring.below(self.limit);
+                if credit && let Ok(Some(mut r)) = self.ring.try_reserve(len) {
+                    let out = self.ring.reserved_mut(&mut r);
+                    out[..8].copy_from_slice(&mtype.to_le_bytes());
+                    out[8..12].copy_from_slice(&sender.0.to_le_bytes());
+                    out[12..16].copy_from_slice(&sender.1.to_le_bytes());
+                    out[MESSAGE_HEADER..].copy_from_slice(data);
+                    self.ring.commit(r);
+                    return Ok(());
+                }
+                credit
+            };
+            // Wait without the lock, so that other senders with other
+            // deadlines are not held up behind us.
+            let ready = if credit {
+                self.ring
+                    .space_bell()
+                    .wait(strategy, wait, self.closed(), || matches!(self.ring.try_reserve(len), Ok(Some(_))))
+            } else {
+                self.ring.credit_bell().wait(strategy, wait, self.closed(), || self.ring.below(self.limit))
+            };
+            if self.is_closed() {
+                return Err(QueueError::Closed);
+            }
+            if !ready {
+                return Err(if wait == Wait::Never { QueueError::Full } else { QueueError::Timeout });
+            }
+        }
+    }
+
+    /// Take a message by the System V `msgrcv` rule: `select` 0 = the
+    /// oldest, > 0 = the oldest of that type, < 0 = the oldest of the
+    /// lowest type ≤ |select|; waiting as `wait` allows.
+    pub fn recv(&self, select: i64, wait: Wait) -> Result<QueuedMessage, QueueError> {
+        let strategy = self.ring.strategy();
+        loop {
+            if self.is_closed() {
+                return Err(QueueError::Closed);
+            }
+            // A message that arrives after this count was read wakes us.
+            let seen = self.ring.sent();
+            if let Some(m) = self.try_take(select)? {
+                return Ok(m);
+            }
+            let ready = self.ring.data_bell().wait(strategy, wait, self.closed(), || {
+                if select == 0 { self.ring.messages() > 0 } else { self.ring.sent() != seen }
+            });
+            if !ready && !self.is_closed() {
+                // One last look: a message may have come at the deadline.
+                if let Some(m) = self.try_take(select)? {
+                    return Ok(m);
+                }
+                return Err(if wait == Wait::Never { QueueError::Empty } else { QueueError::Timeout });
+            }
+        }
+    }
+
+    fn try_take(&self, select: i64) -> Result<Option<QueuedMessage>, QueueError> {
+        let corrupt = |c: super::ring::Corrupt| QueueError::Corrupt(c.0);
+        let lock = self.ring.lock_consumers(self.closed());
+        if self.is_closed() {
+            return Err(QueueError::Closed);
+        }
+        if lock.inherited {
+            self.recount()?;
+        }
+        let mut best: Option<(Record, i64)> = None;
+        let mut cur = self.ring.peek().map_err(corrupt)?;
+        while let Some(r) = cur {
+            let p = self.ring.payload(&r);
+            if p.len() < MESSAGE_HEADER {
+                return Err(QueueError::Corrupt("a record shorter than a message header"));
+            }
+            let mtype = i64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
+            let next = self.ring.next_after(&r).map_err(corrupt)?;
+            let wanted = match select {
+                0 => true,
+                t if t > 0 => mtype == t,
+                t => {
+                    mtype >= 0 && mtype.unsigned_abs() <= t.unsigned_abs() && best.as_ref().is_none_or(|b| mtype < b.1)
+                }
+            };
+            if wanted {
+                best = Some((r, mtype));
+                if select >= 0 || mtype == 0 {
+                    break;
+                }
+            }
+            cur = next;
+        }
+        let Some((r, mtype)) = best else { return Ok(None) };
+        let p = self.ring.payload(&r);
+        let msg = QueuedMessage {
+            mtype,
+            sender_pid: u32::from_le_bytes(p[8..12].try_into().expect("4 bytes")),
+            sender_uid: u32::from_le_bytes(p[12..16].try_into().expect("4 bytes")),
+            data: p[MESSAGE_HEADER..].to_vec(),
+        };
+        self.ring.take(r);
+        Ok(Some(msg))
+    }
+
+    /// After a receiver died holding the consumers' lock: count what is
+    /// really queued, with the producers held off.
+    fn recount(&self) -> Result<(), QueueError> {
+        let _producers = self.ring.lock_producers(self.closed());
+        let mut live = 0;
+        let mut cur = self.ring.peek().map_err(|c| QueueError::Corrupt(c.0))?;
+        while let Some(r) = cur {
+            live += 1;
+            cur = self.ring.next_after(&r).map_err(|c| QueueError::Corrupt(c.0))?;
+        }
+        self.ring.recount(live);
+        Ok(())
+    }
+}
+
+impl Serialize for Queue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.ring.segment().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Queue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let seg = Segment::deserialize(d)?;
+        Queue::adopt(seg).map_err(serde::de::Error::custom)
+    }
+}
