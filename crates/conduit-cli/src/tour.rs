@@ -377,7 +377,7 @@ fn mailbox() -> Step {
         return Err(format!("got types {}, {}, {}", lowest.mtype, typed.mtype, rest.mtype));
     }
     Ok(format!(
-        "mailbox: pid {writer} created \"tour\" in the broker, sent types 9, 2, 7 and exited; we received by type (lowest ≤ 9: 2, then 7, then any: 9); removed, so a send now says: {}",
+        "mailbox: pid {writer} created \"tour\" (3 messages; its queue in shared memory, held by the broker), sent types 9, 2, 7 straight into it and exited; we received by type (lowest ≤ 9: 2, then 7, then any: 9); removed, so a send now says: {}",
         gone.err().map_or("ok?".into(), |x| x.to_string())
     ))
 }
