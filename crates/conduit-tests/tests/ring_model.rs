@@ -141,10 +141,13 @@ mod property {
         }
     }
 
+    /// A ring on the heap that, like conduit's shared one, remembers the
+    /// other side's counters (so the tests cover the stale-value paths).
     struct HeapRing {
         tail: StdCounter,
         head: StdCounter,
         data: RefCell<Vec<u8>>,
+        known: std::cell::Cell<(u64, u64)>,
     }
 
     impl RingMemory for HeapRing {
@@ -163,6 +166,18 @@ mod property {
         }
         fn read(&self, pos: u64, out: &mut [u8]) {
             out.copy_from_slice(&self.data.borrow()[pos as usize..pos as usize + out.len()]);
+        }
+        fn known_head(&self) -> u64 {
+            self.known.get().0
+        }
+        fn remember_head(&self, head: u64) {
+            self.known.set((head, self.known.get().1));
+        }
+        fn known_tail(&self) -> u64 {
+            self.known.get().1
+        }
+        fn remember_tail(&self, tail: u64) {
+            self.known.set((self.known.get().0, tail));
         }
     }
 
@@ -198,6 +213,7 @@ mod property {
                 tail: StdCounter(AtomicU64::new(0)),
                 head: StdCounter(AtomicU64::new(0)),
                 data: RefCell::new(vec![0xEE; cap as usize]),
+                known: Default::default(),
             };
             let mut model: VecDeque<Vec<u8>> = VecDeque::new();
             let mut counter = 0u8;
@@ -243,6 +259,7 @@ mod property {
                 tail: StdCounter(AtomicU64::new(0)),
                 head: StdCounter(AtomicU64::new(0)),
                 data: RefCell::new(vec![0xEE; cap as usize]),
+                known: Default::default(),
             };
             let mut model: Vec<Vec<u8>> = Vec::new();
             let mut counter = 0u8;
@@ -287,6 +304,7 @@ mod property {
             tail: StdCounter(AtomicU64::new(0)),
             head: StdCounter(AtomicU64::new(0)),
             data: RefCell::new(vec![0; cap as usize]),
+            known: Default::default(),
         };
         // A header claiming more than was committed.
         ring.write(0, &[0xff, 0, 0, 0, 1, 0, 0, 0]);

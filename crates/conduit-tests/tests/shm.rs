@@ -196,3 +196,28 @@ fn an_idle_adaptive_receiver_sleeps_instead_of_spinning() {
     assert_eq!(report(&kid), FromChild::Sent(7));
     finish(kid);
 }
+
+#[test]
+fn threads_of_one_process_share_a_sender_and_take_turns_in_the_ring() {
+    let kid = spawn("per-thread");
+    let (tx, rx) = shm::Builder::new().bounded(8).ring_bytes(4096).build::<u64>().unwrap();
+    kid.tx.send(ToChild::RecvU64(rx)).unwrap();
+    const THREADS: u64 = 4;
+    const EACH: u64 = 5_000;
+    let senders: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for i in 0..EACH {
+                    tx.send(t << 32 | i).unwrap();
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert_eq!(report(&kid), FromChild::Sent(THREADS * EACH), "every message, each thread's in order");
+    finish(kid);
+}

@@ -170,6 +170,21 @@ fn main() {
                 }
             }
         }
+        "per-thread" => {
+            // Messages `thread << 32 | seq` from several threads: each
+            // thread's must arrive whole, in order, none lost; report the
+            // count when the senders are gone.
+            let ToChild::RecvU64(rx) = next() else { panic!("want RecvU64") };
+            let mut next_seq = std::collections::HashMap::new();
+            let mut total = 0u64;
+            for x in rx.iter() {
+                let want = next_seq.entry(x >> 32).or_insert(0u64);
+                assert_eq!(x & 0xffff_ffff, *want, "thread {} in order", x >> 32);
+                *want += 1;
+                total += 1;
+            }
+            report(&up, FromChild::Sent(total));
+        }
         "idle" => {
             let ToChild::RecvU64(rx) = next() else { panic!("want RecvU64") };
             report(&up, FromChild::Ready);

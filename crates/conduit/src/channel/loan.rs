@@ -122,11 +122,12 @@ impl Sender<Bytes> {
             Err(SendFail::Failed(e)) => return Err(e),
             Err(_) => return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected"))),
         }
-        let local = end.local.lock().unwrap_or_else(|p| p.into_inner());
         let bounded = match self.core.ctl.capacity() {
             crate::channel::ctl::Capacity::Bounded(n) => Some(n),
             _ => None,
         };
+        // Unbounded: after the frames waiting in this process's outbox.
+        let local = bounded.is_none().then(|| end.local.lock().unwrap_or_else(|p| p.into_inner()));
         let (lock, mut r) = loop {
             let lock = end.ring.lock_producers(&end.gone);
             let credit = bounded.is_none_or(|n| end.ring.below(n));
@@ -165,7 +166,7 @@ pub struct Loan<'a> {
     reservation: Option<Reservation>,
     start: usize,
     _lock: ProducerLock<'a>,
-    _local: MutexGuard<'a, ()>,
+    _local: Option<MutexGuard<'a, ()>>,
 }
 
 impl Loan<'_> {
@@ -241,10 +242,12 @@ impl Receiver<Bytes> {
     /// A message with rights or an out-of-line payload is rejected (and
     /// dropped) here: receive those with `recv`.
     pub fn recv_in_place(&mut self) -> Result<InPlace<'_>, RecvError> {
-        let end = self.ring_end().ok_or(RecvError::Failed(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "in-place receive needs a shared-memory channel",
-        ))))?;
+        let end = self.ring_end().ok_or_else(|| {
+            RecvError::Failed(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "in-place receive needs a shared-memory channel",
+            )))
+        })?;
         self.begin();
         loop {
             match end.ring.peek() {

@@ -221,7 +221,8 @@ impl SenderCore {
         if let Some(end) = &self.ring
             && self.ctl.capacity() != Capacity::Unbounded
         {
-            let _local = end.local.lock().unwrap_or_else(|p| p.into_inner());
+            // Threads of this process take turns by the producers' lock
+            // (its owner is a thread), like other processes' senders.
             let capacity = self.ctl.capacity();
             loop {
                 let len = frame.len();

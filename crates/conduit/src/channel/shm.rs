@@ -45,7 +45,8 @@ pub(crate) struct RingEnd {
     pub strategy: WaitStrategy,
     /// The other side is gone (set by the monitor thread).
     pub gone: AtomicBool,
-    /// This process's threads take turns as producers.
+    /// Unbounded channels: this process's threads take turns with the
+    /// outbox (bounded ones take turns by the producers' lock alone).
     pub local: Mutex<()>,
     watch: Mutex<Option<Watch>>,
 }

@@ -198,6 +198,17 @@ impl Bell<'_> {
 pub struct Ring {
     seg: Segment,
     capacity: u64,
+    /// What this handle last loaded of the other side's counters (lower
+    /// bounds: they only grow), so that the hot path does not pull the
+    /// other side's cache line over for every message.
+    known: Known,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    head: AtomicU64,
+    tail: AtomicU64,
+    taken: AtomicU64,
 }
 
 impl RingMemory for Ring {
@@ -219,6 +230,18 @@ impl RingMemory for Ring {
         let ok = self.seg.mapping().read_at(DATA_OFFSET + pos as usize, out);
         debug_assert!(ok);
     }
+    fn known_head(&self) -> u64 {
+        self.known.head.load(Relaxed)
+    }
+    fn remember_head(&self, head: u64) {
+        self.known.head.store(head, Relaxed)
+    }
+    fn known_tail(&self) -> u64 {
+        self.known.tail.load(Relaxed)
+    }
+    fn remember_tail(&self, tail: u64) {
+        self.known.tail.store(tail, Relaxed)
+    }
 }
 
 impl Ring {
@@ -233,7 +256,7 @@ impl Ring {
         m.atomic_u64(OFF_CAPACITY).store(cap as u64, SeqCst);
         m.atomic_u32(OFF_VERSION).store(VERSION, SeqCst);
         m.atomic_u32(OFF_MAGIC).store(MAGIC, SeqCst);
-        Ok(Ring { seg, capacity: cap as u64 })
+        Ok(Ring { seg, capacity: cap as u64, known: Known::default() })
     }
 
     /// Use a segment received from another process as a ring, after
@@ -251,7 +274,7 @@ impl Ring {
         if !cap.is_power_of_two() || cap as usize + DATA_OFFSET != seg.len() {
             return Err(bad("ring capacity does not match its segment"));
         }
-        Ok(Ring { seg, capacity: cap })
+        Ok(Ring { seg, capacity: cap, known: Known::default() })
     }
 
     /// How the ends of this ring wait (chosen by its creator).
@@ -388,7 +411,13 @@ impl Ring {
     /// Reads the consumer's line that `try_reserve` reads anyway.
     pub(crate) fn below(&self, limit: u64) -> bool {
         let m = self.seg.mapping();
-        m.atomic_u64(OFF_SENT).load(Relaxed).wrapping_sub(m.atomic_u64(OFF_TAKEN).load(Acquire)) < limit
+        let sent = m.atomic_u64(OFF_SENT).load(Relaxed);
+        if sent.wrapping_sub(self.known.taken.load(Relaxed)) < limit {
+            return true;
+        }
+        let taken = m.atomic_u64(OFF_TAKEN).load(Acquire);
+        self.known.taken.store(taken, Relaxed);
+        sent.wrapping_sub(taken) < limit
     }
 
     /// Consumer: the oldest message, if any.

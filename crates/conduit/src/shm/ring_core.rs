@@ -38,6 +38,22 @@ pub trait RingMemory {
     fn write(&self, pos: u64, data: &[u8]);
     /// Copy from the data area at `pos` into `out`.
     fn read(&self, pos: u64, out: &mut [u8]);
+    /// Producer: a `head` this handle saw before (0 if it keeps none).
+    /// `head` only grows, so room computed from an old value is never more
+    /// than there is; a producer reloads `head` only when it seems full,
+    /// and leaves the consumer's line alone otherwise.
+    fn known_head(&self) -> u64 {
+        0
+    }
+    /// Producer: remember a `head` just loaded.
+    fn remember_head(&self, _head: u64) {}
+    /// Consumer: a `tail` this handle loaded (with Acquire) before (0 if
+    /// it keeps none). Records below it are committed and visible.
+    fn known_tail(&self) -> u64 {
+        0
+    }
+    /// Consumer: remember a `tail` just loaded.
+    fn remember_tail(&self, _tail: u64) {}
 }
 
 /// Bytes of a record header.
@@ -106,14 +122,18 @@ pub fn try_reserve<M: RingMemory>(m: &M, len: usize) -> Result<Option<Reservatio
     }
     let size = record_size(len);
     let t = m.tail().load(Relaxed);
-    // Acquire: the consumer's reads of the space we are about to reuse
-    // happened before it released it.
-    let h = m.head().load(Acquire);
     let pos = t & (cap - 1);
     let contiguous = cap - pos;
     let pad = if size <= contiguous { 0 } else { contiguous };
-    if t + pad + size - h > cap {
-        return Ok(None);
+    let fits = |h: u64| h <= t && t + pad + size - h <= cap;
+    if !fits(m.known_head()) {
+        // Acquire: the consumer's reads of the space we are about to reuse
+        // happened before it released it.
+        let h = m.head().load(Acquire);
+        m.remember_head(h);
+        if !fits(h) {
+            return Ok(None);
+        }
     }
     Ok(Some(Reservation { at: t, pad, pos: if pad > 0 { 0 } else { pos }, len, size }))
 }
@@ -174,8 +194,15 @@ pub fn next_after<M: RingMemory>(m: &M, r: &Record) -> Result<Option<Record>, Co
 fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Record>, Corrupt> {
     let cap = m.capacity();
     loop {
-        // Acquire: the record's bytes are visible once its tail is.
-        let t = m.tail().load(Acquire);
+        let known = m.known_tail();
+        let t = if at < known {
+            known
+        } else {
+            // Acquire: the record's bytes are visible once its tail is.
+            let t = m.tail().load(Acquire);
+            m.remember_tail(t);
+            t
+        };
         if at == t {
             return Ok(None);
         }
