@@ -124,13 +124,7 @@ impl std::fmt::Debug for Client {
 }
 
 fn queue_error(name: &str, e: QueueError) -> ClientError {
-    ClientError::Broker(match e {
-        QueueError::Full => BrokerError::Full,
-        QueueError::Empty => BrokerError::Empty,
-        QueueError::Timeout => BrokerError::Timeout,
-        QueueError::Closed => BrokerError::NotFound(format!("mailbox {name}")),
-        e => BrokerError::Invalid(format!("mailbox {name}: {e}")),
-    })
+    ClientError::Broker(BrokerError::from_queue(name, e))
 }
 
 fn broken(e: impl std::fmt::Display) -> ClientError {

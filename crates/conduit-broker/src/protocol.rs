@@ -2,7 +2,7 @@
 //! over a connection to the broker's socket (rights ride along).
 
 use conduit::Sender;
-use conduit::shm::queue::Queue;
+use conduit::shm::queue::{Queue, QueueError};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol.
@@ -203,4 +203,17 @@ pub enum BrokerError {
     /// A malformed or meaningless request.
     #[error("invalid request: {0}")]
     Invalid(String),
+}
+
+impl BrokerError {
+    /// The refusal for a failed operation on mailbox `name`'s queue.
+    pub(crate) fn from_queue(name: &str, e: QueueError) -> BrokerError {
+        match e {
+            QueueError::Full => BrokerError::Full,
+            QueueError::Empty => BrokerError::Empty,
+            QueueError::Timeout => BrokerError::Timeout,
+            QueueError::Closed => BrokerError::NotFound(format!("mailbox {name}")),
+            e => BrokerError::Invalid(format!("mailbox {name}: {e}")),
+        }
+    }
 }

@@ -183,16 +183,6 @@ pub fn queue_bytes(n: u32) -> usize {
     (n as usize).saturating_mul(4096).clamp(256 << 10, 16 << 20).next_power_of_two()
 }
 
-fn queue_error(name: &str, e: QueueError) -> BrokerError {
-    match e {
-        QueueError::Full => BrokerError::Full,
-        QueueError::Empty => BrokerError::Empty,
-        QueueError::Timeout => BrokerError::Timeout,
-        QueueError::Closed => BrokerError::NotFound(format!("mailbox {name}")),
-        e => BrokerError::Invalid(format!("mailbox {name}: {e}")),
-    }
-}
-
 /// Run a queue operation that may wait, in slices of at most a second so
 /// that a waiter whose client died notices.
 fn sliced<T>(
@@ -201,7 +191,7 @@ fn sliced<T>(
     alive: &dyn Fn() -> bool,
     mut op: impl FnMut(Wait) -> Result<T, QueueError>,
 ) -> Result<T, BrokerError> {
-    let Some(until) = until else { return op(Wait::Never).map_err(|e| queue_error(name, e)) };
+    let Some(until) = until else { return op(Wait::Never).map_err(|e| BrokerError::from_queue(name, e)) };
     loop {
         let slice = Instant::now() + Duration::from_secs(1);
         let end = until.map_or(slice, |t| t.min(slice));
@@ -211,7 +201,7 @@ fn sliced<T>(
                     return Err(BrokerError::Invalid("the client is gone".into()));
                 }
             }
-            r => return r.map_err(|e| queue_error(name, e)),
+            r => return r.map_err(|e| BrokerError::from_queue(name, e)),
         }
     }
 }
