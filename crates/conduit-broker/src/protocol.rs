@@ -153,7 +153,8 @@ pub enum Reply {
 /// One object, as `conduit ls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectInfo {
-    /// `mailbox`, `name`, `peer`.
+    /// `mailbox`, `segment` (a mailbox's queue in shared memory: capacity
+    /// and bytes in bytes), `name`, `peer`.
     pub kind: String,
     /// Its name or id.
     pub id: String,

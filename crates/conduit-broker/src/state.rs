@@ -767,6 +767,21 @@ impl Rules {
                 pids: mb.waiters.iter().map(|w| w.peer.pid).collect(),
             })
             .collect();
+        // The shared memory behind bounded mailboxes: the broker holds it.
+        out.extend(st.mailboxes.iter().filter_map(|(name, mb)| {
+            let q = mb.shared.as_ref()?;
+            Some(ObjectInfo {
+                kind: "segment".into(),
+                id: format!("mailbox/{name}"),
+                owner: mb.owner,
+                group: mb.group,
+                mode: mb.mode,
+                depth: 0,
+                capacity: Some(q.bytes() as u64),
+                bytes: q.bytes_used() as u64,
+                pids: vec![],
+            })
+        }));
         out.extend(st.names.iter().filter_map(|(name, e)| {
             let o = e.owner.as_ref()?;
             Some(ObjectInfo {

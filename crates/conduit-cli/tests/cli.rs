@@ -161,6 +161,8 @@ fn ls_json_shows_a_conduit_mailbox_and_a_system_v_queue() {
         (Some(1), Some(4), Some("640"))
     );
     assert_eq!(inbox["source"], "conduit");
+    let seg = objects.iter().find(|o| o["kind"] == "segment" && o["id"] == "mailbox/inbox");
+    assert!(seg.is_some_and(|s| s["capacity"].as_u64() >= Some(4096)), "its queue in shared memory: {doc}");
     let q = objects.iter().find(|o| o["kind"] == "sysv-msg" && o["id"] == msqid.to_string().as_str());
     assert!(q.is_some_and(|q| q["source"] == "kernel" && q["mode"] == "600"), "the System V queue: {doc}");
 }
