@@ -314,3 +314,52 @@ impl<'de> Deserialize<'de> for Queue {
         Queue::adopt(seg).map_err(serde::de::Error::custom)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    /// A thread id that no live thread has.
+    fn dead_tid() -> u32 {
+        std::thread::spawn(crate::sys::process::gettid).join().unwrap()
+    }
+
+    #[test]
+    fn types_are_selected_by_the_system_v_rules_and_taken_out_of_turn() {
+        let q = Queue::new(8, 4096).unwrap();
+        for t in [5, 3, 9, 3, 1] {
+            q.send(t, &[t as u8], (1, 2), Wait::Never).unwrap();
+        }
+        assert_eq!(q.recv(3, Wait::Never).unwrap().mtype, 3);
+        assert_eq!(q.recv(-4, Wait::Never).unwrap().mtype, 1, "lowest type ≤ 4");
+        assert_eq!(q.recv(0, Wait::Never).unwrap().mtype, 5, "the oldest left");
+        assert_eq!(q.recv(7, Wait::Never), Err(QueueError::Empty));
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.recv(0, Wait::Never).unwrap().mtype, 9);
+        assert_eq!(q.recv(0, Wait::Never).unwrap().mtype, 3);
+        assert_eq!(q.bytes_used(), 0, "records taken out of turn give their room back");
+    }
+
+    #[test]
+    fn a_receiver_that_died_holding_the_lock_is_recounted_after() {
+        let q = Queue::new(4, 4096).unwrap();
+        for i in 0..4 {
+            q.send(1, &[i], (1, 2), Wait::Never).unwrap();
+        }
+        assert_eq!(q.send(1, b"x", (1, 2), Wait::Never), Err(QueueError::Full));
+        // A receiver took the oldest (head moved) and was killed before it
+        // counted it, holding the consumers' lock.
+        let r = q.ring.peek().unwrap().unwrap();
+        super::super::ring_core::release(&q.ring, r);
+        q.ring.word(super::super::ring::OFF_CONSUMER_LOCK).store(dead_tid(), SeqCst);
+        assert_eq!(q.len(), 4, "the count is one too many");
+        // The next receiver takes the lock over and recounts.
+        assert_eq!(q.recv(0, Wait::Never).unwrap().data, [1]);
+        assert_eq!(q.len(), 2);
+        for _ in 0..2 {
+            q.send(1, b"y", (1, 2), Wait::Never).unwrap();
+        }
+        assert_eq!(q.send(1, b"z", (1, 2), Wait::Never), Err(QueueError::Full), "exactly the capacity again");
+    }
+}

@@ -55,7 +55,7 @@ const OFF_CREDIT_WAITERS: usize = 768;
 const OFF_CREDIT_SEQ: usize = 772;
 const OFF_DOORBELL: usize = 896;
 /// The consumers' lock (rings with several consumers: mailbox queues).
-const OFF_CONSUMER_LOCK: usize = 1024;
+pub(crate) const OFF_CONSUMER_LOCK: usize = 1024;
 const OFF_CONSUMER_LOCK_WAITERS: usize = 1028;
 /// Words for the ring's user (a mailbox queue): kind, limit, closed flag.
 pub(crate) const OFF_USER_KIND: usize = 32;
