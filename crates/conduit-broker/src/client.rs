@@ -50,7 +50,10 @@ pub struct Message {
     pub mtype: i64,
     /// Its bytes.
     pub data: Vec<u8>,
-    /// The sender's pid (kernel-verified when it connected).
+    /// The sender's pid: kernel-verified (`SO_PEERCRED`) for a message that
+    /// went through the broker; written by the sender's library for one it
+    /// put straight into a shared-memory queue (a process the broker let
+    /// read and write the mailbox).
     pub sender: u32,
 }
 
