@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::paths;
 use crate::protocol::{
     BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, PROTOCOL, Policy, Reply, Request,
-    WaitFor,
+    WaitFor, in_slices,
 };
 use crate::server::{Config, Server};
 
@@ -112,9 +112,9 @@ pub struct Client {
     /// The connection, to notice the broker's death while waiting on a
     /// queue in shared memory.
     watch: OwnedFd,
-    /// Opened mailboxes, by (name, receive): their queue, or `None` for
-    /// "through the broker".
-    queues: Mutex<HashMap<(String, bool), Opened>>,
+    /// Opened mailboxes, to send (`[0]`) and to receive (`[1]`), by name:
+    /// their queue, or `None` for "through the broker".
+    queues: Mutex<[HashMap<String, Opened>; 2]>,
 }
 
 /// An opened mailbox: its queue, or `None` for "through the broker".
@@ -252,13 +252,8 @@ impl Client {
     pub fn send(&self, name: &str, mtype: i64, data: &[u8], full: OnFull) -> Result<Sent, ClientError> {
         for _ in 0..2 {
             let Some(q) = self.open(name, false)? else { break };
-            let wait = match full {
-                OnFull::Block => Wait::Forever,
-                OnFull::Timeout(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
-                OnFull::NoWait | OnFull::Leave => Wait::Never,
-            };
             let me = (std::process::id(), rustix::process::getuid().as_raw());
-            match self.waiting(wait, |w| q.send(mtype, data, me, w)) {
+            match self.waiting(full.wait(), |w| q.send(mtype, data, me, w)) {
                 Ok(()) => return Ok(Sent { receiver: None, deferred: false }),
                 // Left with the broker: it delivers when there is room.
                 Err(QueueError::Full) if full == OnFull::Leave => break,
@@ -279,12 +274,7 @@ impl Client {
     pub fn recv(&self, name: &str, select: i64, wait: WaitFor) -> Result<Message, ClientError> {
         for _ in 0..2 {
             let Some(q) = self.open(name, true)? else { break };
-            let w = match wait {
-                WaitFor::Forever => Wait::Forever,
-                WaitFor::Millis(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
-                WaitFor::NoWait => Wait::Never,
-            };
-            match self.waiting(w, |w| q.recv(select, w)) {
+            match self.waiting(wait.wait(), |w| q.recv(select, w)) {
                 Ok(m) => return Ok(Message { mtype: m.mtype, data: m.data, sender: m.sender_pid }),
                 Err(QueueError::Closed) => self.forget(name, true),
                 Err(e) => return Err(queue_error(name, e)),
@@ -299,8 +289,7 @@ impl Client {
     /// The queue of an opened mailbox (opening it on first use), or `None`
     /// to go through the broker.
     fn open(&self, name: &str, receive: bool) -> Result<Opened, ClientError> {
-        let key = (name.to_string(), receive);
-        if let Some(q) = self.queues.lock().unwrap_or_else(|p| p.into_inner()).get(&key)
+        if let Some(q) = self.queues.lock().unwrap_or_else(|p| p.into_inner())[usize::from(receive)].get(name)
             && q.as_ref().is_none_or(|q| !q.is_closed())
         {
             return Ok(q.clone());
@@ -309,34 +298,19 @@ impl Client {
             Reply::Queue(q) => q.map(Arc::new),
             other => return Err(ClientError::Protocol(format!("{other:?}"))),
         };
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(key, q.clone());
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())[usize::from(receive)].insert(name.into(), q.clone());
         Ok(q)
     }
 
     fn forget(&self, name: &str, receive: bool) {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&(name.to_string(), receive));
+        self.queues.lock().unwrap_or_else(|p| p.into_inner())[usize::from(receive)].remove(name);
     }
 
     /// Run a queue operation that may wait, in slices of at most 100 ms,
     /// checking between them that the broker is alive: its mailboxes die
     /// with it (except durable ones, which never live in shared memory).
-    fn waiting<T>(&self, wait: Wait, mut op: impl FnMut(Wait) -> Result<T, QueueError>) -> Result<T, QueueError> {
-        let until = match wait {
-            Wait::Never => return op(Wait::Never),
-            Wait::Until(t) => Some(t),
-            Wait::Forever => None,
-        };
-        loop {
-            let slice = Instant::now() + Duration::from_millis(100);
-            match op(Wait::Until(until.map_or(slice, |t| t.min(slice)))) {
-                Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
-                    if self.broker_gone() {
-                        return Err(QueueError::Closed);
-                    }
-                }
-                r => return r,
-            }
-        }
+    fn waiting<T>(&self, wait: Wait, op: impl FnMut(Wait) -> Result<T, QueueError>) -> Result<T, QueueError> {
+        in_slices(wait, Duration::from_millis(100), || !self.broker_gone(), op).unwrap_or(Err(QueueError::Closed))
     }
 
     /// True when the connection to the broker has hung up.

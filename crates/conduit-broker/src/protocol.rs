@@ -1,8 +1,10 @@
 //! What clients and the broker say to each other: typed conduit messages
 //! over a connection to the broker's socket (rights ride along).
 
+use std::time::{Duration, Instant};
+
 use conduit::Sender;
-use conduit::shm::queue::{Queue, QueueError};
+use conduit::shm::queue::{Queue, QueueError, Wait};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol.
@@ -49,6 +51,18 @@ pub enum OnFull {
     Leave,
 }
 
+impl OnFull {
+    /// How long a sender waits for room, from now (`Leave`: not at all —
+    /// the message is left instead).
+    pub fn wait(self) -> Wait {
+        match self {
+            OnFull::Block => Wait::Forever,
+            OnFull::Timeout(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
+            OnFull::NoWait | OnFull::Leave => Wait::Never,
+        }
+    }
+}
+
 /// How long a receiver waits for a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WaitFor {
@@ -58,6 +72,17 @@ pub enum WaitFor {
     Millis(u64),
     /// Not at all.
     NoWait,
+}
+
+impl WaitFor {
+    /// The same, from now.
+    pub fn wait(self) -> Wait {
+        match self {
+            WaitFor::Forever => Wait::Forever,
+            WaitFor::Millis(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
+            WaitFor::NoWait => Wait::Never,
+        }
+    }
 }
 
 /// Rules for registering a name (after D-Bus well-known names).
@@ -215,6 +240,34 @@ impl BrokerError {
             QueueError::Timeout => BrokerError::Timeout,
             QueueError::Closed => BrokerError::NotFound(format!("mailbox {name}")),
             e => BrokerError::Invalid(format!("mailbox {name}: {e}")),
+        }
+    }
+}
+
+/// Run a queue operation that may wait as `wait` allows, in slices of at
+/// most `slice`, asking `alive()` between them whether to go on (the
+/// broker: is the client still there; a client: is the broker). `None`:
+/// `alive()` said no.
+pub(crate) fn in_slices<T>(
+    wait: Wait,
+    slice: Duration,
+    alive: impl Fn() -> bool,
+    mut op: impl FnMut(Wait) -> Result<T, QueueError>,
+) -> Option<Result<T, QueueError>> {
+    let until = match wait {
+        Wait::Never => return Some(op(Wait::Never)),
+        Wait::Until(t) => Some(t),
+        Wait::Forever => None,
+    };
+    loop {
+        let end = Instant::now() + slice;
+        match op(Wait::Until(until.map_or(end, |t| t.min(end)))) {
+            Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
+                if !alive() {
+                    return None;
+                }
+            }
+            r => return Some(r),
         }
     }
 }

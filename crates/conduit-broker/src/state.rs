@@ -9,7 +9,7 @@ use conduit::Sender;
 use conduit::shm::queue::{Queue, QueueError, Wait};
 
 use crate::protocol::{
-    AnyPort, BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor,
+    AnyPort, BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor, in_slices,
 };
 use crate::store::Store;
 
@@ -183,29 +183,19 @@ pub fn queue_bytes(n: u32) -> usize {
     (n as usize).saturating_mul(4096).clamp(256 << 10, 16 << 20).next_power_of_two()
 }
 
-/// Run a queue operation that may wait, in slices of at most a second so
-/// that a waiter whose client died notices.
+/// Run a queue operation on a client's behalf (see [`in_slices`]): in
+/// slices of a second, so that a waiter whose client died notices.
 fn sliced<T>(
     name: &str,
-    until: Option<Option<Instant>>,
+    wait: Wait,
     alive: &dyn Fn() -> bool,
-    mut op: impl FnMut(Wait) -> Result<T, QueueError>,
+    op: impl FnMut(Wait) -> Result<T, QueueError>,
 ) -> Result<T, BrokerError> {
-    let Some(until) = until else { return op(Wait::Never).map_err(|e| BrokerError::from_queue(name, e)) };
-    loop {
-        let slice = Instant::now() + Duration::from_secs(1);
-        let end = until.map_or(slice, |t| t.min(slice));
-        match op(Wait::Until(end)) {
-            Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
-                if !alive() {
-                    return Err(BrokerError::Invalid("the client is gone".into()));
-                }
-            }
-            r => return r.map_err(|e| BrokerError::from_queue(name, e)),
-        }
+    match in_slices(wait, Duration::from_secs(1), alive, op) {
+        None => Err(BrokerError::Invalid("the client is gone".into())),
+        Some(r) => r.map_err(|e| BrokerError::from_queue(name, e)),
     }
 }
-
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -235,14 +225,15 @@ fn allowed(mb: &Mailbox, peer: &Peer, access: Access) -> bool {
     class & bits != 0
 }
 
-fn deadline(wait: WaitFor) -> Option<Option<Instant>> {
+/// A wait as the rules below use it: `None` = not at all, else until
+/// the instant (if any).
+fn deadline(wait: Wait) -> Option<Option<Instant>> {
     match wait {
-        WaitFor::NoWait => None,
-        WaitFor::Forever => Some(None),
-        WaitFor::Millis(ms) => Some(Some(Instant::now() + Duration::from_millis(ms))),
+        Wait::Never => None,
+        Wait::Forever => Some(None),
+        Wait::Until(t) => Some(Some(t)),
     }
 }
-
 impl Rules {
     /// Empty state (plus durable mailboxes from `store`).
     pub fn new(limits: Limits, store: Option<Store>) -> Result<Rules, String> {
@@ -408,12 +399,7 @@ impl Rules {
         alive: &dyn Fn() -> bool,
     ) -> Result<(Option<u32>, bool), BrokerError> {
         let from = (msg.sender_pid, msg.sender_uid);
-        let until = match full {
-            OnFull::Block => Some(None),
-            OnFull::Timeout(ms) => Some(Some(Instant::now() + Duration::from_millis(ms))),
-            OnFull::NoWait | OnFull::Leave => None,
-        };
-        match sliced(name, until, alive, |w| q.send(msg.mtype, &msg.data, from, w)) {
+        match sliced(name, full.wait(), alive, |w| q.send(msg.mtype, &msg.data, from, w)) {
             Err(BrokerError::Full) if full == OnFull::Leave => {
                 let key = (peer.id, name.to_string());
                 let mut leaving = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
@@ -421,14 +407,16 @@ impl Rules {
                     return Err(BrokerError::Full);
                 }
                 let set = Arc::clone(&self.leaving);
-                std::thread::Builder::new()
-                    .name("conduit-leave".into())
-                    .spawn(move || {
-                        // Ends when delivered, or when the mailbox is removed.
-                        let _ = q.send(msg.mtype, &msg.data, from, Wait::Forever);
-                        set.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
-                    })
-                    .map_err(|e| BrokerError::Invalid(format!("cannot keep the message: {e}")))?;
+                let held = key.clone();
+                let spawned = std::thread::Builder::new().name("conduit-leave".into()).spawn(move || {
+                    // Ends when delivered, or when the mailbox is removed.
+                    let _ = q.send(msg.mtype, &msg.data, from, Wait::Forever);
+                    set.lock().unwrap_or_else(|p| p.into_inner()).remove(&held);
+                });
+                if let Err(e) = spawned {
+                    leaving.remove(&key);
+                    return Err(BrokerError::Invalid(format!("cannot keep the message: {e}")));
+                }
                 Ok((None, true))
             }
             r => r.map(|()| (None, false)),
@@ -473,15 +461,10 @@ impl Rules {
         if mtype < 0 {
             return Err(BrokerError::Invalid("message types are ≥ 0".into()));
         }
-        let until = match full {
-            OnFull::Block => Some(None),
-            OnFull::Timeout(ms) => Some(Some(Instant::now() + Duration::from_millis(ms))),
-            OnFull::NoWait | OnFull::Leave => None,
-        };
+        let until = deadline(full.wait());
         let msg = Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid };
         let mut st = lock(&self.state);
         loop {
-            let used = Self::bytes_of(&st, peer.uid);
             let mb = Self::mailbox(&mut st, name)?;
             if !allowed(mb, peer, Access::Write) {
                 return Err(BrokerError::Denied(format!(
@@ -493,6 +476,8 @@ impl Rules {
                 drop(st);
                 return self.send_shared(peer, name, q, msg, full, alive);
             }
+            let used = Self::bytes_of(&st, peer.uid);
+            let mb = Self::mailbox(&mut st, name)?;
             if !peer.is_root() && used + msg.data.len() as u64 > self.limits.max_bytes {
                 return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
             }
@@ -565,6 +550,7 @@ impl Rules {
         wait: WaitFor,
         alive: &dyn Fn() -> bool,
     ) -> Result<Msg, BrokerError> {
+        let wait = wait.wait();
         let until = deadline(wait);
         let mut st = lock(&self.state);
         let mut slot: Option<u64> = None;
@@ -594,7 +580,7 @@ impl Rules {
             }
             if let Some(q) = mb.shared.clone() {
                 drop(st);
-                return sliced(name, until, alive, |w| q.recv(select, w)).map(|m| Msg {
+                return sliced(name, wait, alive, |w| q.recv(select, w)).map(|m| Msg {
                     mtype: m.mtype,
                     data: m.data,
                     sender_pid: m.sender_pid,

@@ -27,7 +27,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::error::{RecvError, SendFail};
 use super::{Receiver, Sender};
 use crate::error::{Error, WireError};
-use crate::shm::ring::{ProducerLock, Record, Reservation, TooLarge};
+use crate::shm::ring::{Record, Reservation, RingLock, TooLarge};
 use crate::sys::Wait;
 use crate::wire::{self, HEADER_LEN, Kind};
 
@@ -165,7 +165,7 @@ pub struct Loan<'a> {
     sender: &'a Sender<Bytes>,
     reservation: Option<Reservation>,
     start: usize,
-    _lock: ProducerLock<'a>,
+    _lock: RingLock<'a>,
     _local: Option<MutexGuard<'a, ()>>,
 }
 

@@ -223,24 +223,7 @@ impl<T: DeserializeOwned> Receiver<T> {
             Err(corrupt) => return Err(RecvFail::Failed(WireError::BadRing(corrupt.0).into())),
         };
         let frame = end.ring.payload(&record);
-        let parsed = wire::parse(frame);
-        if let Ok((h, body)) = &parsed
-            && h.kind == wire::Kind::Data
-            && h.rights == 0
-            && !h.out_of_line()
-        {
-            // The common case, kept short: no rights, the payload in place.
-            let payload = &body[..h.len];
-            let checked = if h.unchecked() { Ok(()) } else { wire::verify(frame, h, payload, &[]) };
-            let got = match checked {
-                Err(e) => Err(RecvFail::Failed(e.into())),
-                Ok(()) => postcard::from_bytes(payload).map_err(|e| RecvFail::Failed(Error::Decode(e))),
-            };
-            self.on_data();
-            end.ring.release(record);
-            return got.map(|m| Some((m, None)));
-        }
-        let needs_fds = parsed.is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
+        let needs_fds = wire::parse(frame).is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
         let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
         let got = fds.and_then(|fds| {
             let rec = Received { len: frame.len(), fds, ..Received::default() };

@@ -81,6 +81,12 @@ pub enum QueueError {
     Corrupt(&'static str),
 }
 
+impl From<super::ring::Corrupt> for QueueError {
+    fn from(c: super::ring::Corrupt) -> Self {
+        QueueError::Corrupt(c.0)
+    }
+}
+
 /// A message queue in a sealed shared-memory segment. Pass it to another
 /// process inside a message (it travels as its segment).
 #[derive(Debug)]
@@ -243,7 +249,6 @@ impl Queue {
     }
 
     fn try_take(&self, select: i64) -> Result<Option<QueuedMessage>, QueueError> {
-        let corrupt = |c: super::ring::Corrupt| QueueError::Corrupt(c.0);
         let lock = self.ring.lock_consumers(self.closed());
         if self.is_closed() {
             return Err(QueueError::Closed);
@@ -252,14 +257,14 @@ impl Queue {
             self.recount()?;
         }
         let mut best: Option<(Record, i64)> = None;
-        let mut cur = self.ring.peek().map_err(corrupt)?;
+        let mut cur = self.ring.peek()?;
         while let Some(r) = cur {
             let p = self.ring.payload(&r);
             if p.len() < MESSAGE_HEADER {
                 return Err(QueueError::Corrupt("a record shorter than a message header"));
             }
             let mtype = i64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
-            let next = self.ring.next_after(&r).map_err(corrupt)?;
+            let next = self.ring.next_after(&r)?;
             let wanted = match select {
                 0 => true,
                 t if t > 0 => mtype == t,
@@ -292,10 +297,10 @@ impl Queue {
     fn recount(&self) -> Result<(), QueueError> {
         let _producers = self.ring.lock_producers(self.closed());
         let mut live = 0;
-        let mut cur = self.ring.peek().map_err(|c| QueueError::Corrupt(c.0))?;
+        let mut cur = self.ring.peek()?;
         while let Some(r) = cur {
             live += 1;
-            cur = self.ring.next_after(&r).map_err(|c| QueueError::Corrupt(c.0))?;
+            cur = self.ring.next_after(&r)?;
         }
         self.ring.recount(live);
         Ok(())

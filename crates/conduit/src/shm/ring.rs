@@ -4,10 +4,12 @@
 //!
 //! ```text
 //! segment: | 4 KiB header                                   | data: capacity bytes (2^k) |
-//! header:  magic·version·capacity | tail·sent | head·taken | producer lock |
-//!          data waiters·seq | space waiters·seq | credit waiters·seq | doorbell
+//! header:  magic·version·capacity·user words | tail·sent | head·taken |
+//!          producers' lock | data waiters·seq | space waiters·seq |
+//!          credit waiters·seq | doorbell | consumers' lock | closed (user)
 //!          (each in a 128-byte block of its own: adjacent-line prefetchers
-//!          pair 64-byte lines, so neighbours would share falsely)
+//!          pair 64-byte lines, so neighbours would share falsely; the user
+//!          words are a mailbox queue's, see `queue.rs`)
 //! ```
 //!
 //! The index protocol is in `ring_core.rs` (model-checked with loom).
@@ -440,6 +442,12 @@ impl Ring {
     /// Consumer: done with `r`; wake producers waiting for room or credit.
     pub fn release(&self, r: Record) {
         ring_core::release(self, r);
+        self.count_taken();
+    }
+
+    /// Consumer, after releasing a message: count it, and wake producers
+    /// waiting for room or credit.
+    fn count_taken(&self) {
         let taken = self.seg.mapping().atomic_u64(OFF_TAKEN);
         // SeqCst read-modify-write: see `commit`.
         taken.swap(taken.load(Relaxed) + 1, SeqCst);
@@ -458,10 +466,7 @@ impl Ring {
         ring_core::take(self, r);
         // Skip records taken earlier that are now at the head.
         let _ = ring_core::peek(self);
-        let taken = self.seg.mapping().atomic_u64(OFF_TAKEN);
-        taken.swap(taken.load(Relaxed) + 1, SeqCst);
-        self.space_bell().ring_fenced();
-        self.credit_bell().ring_fenced();
+        self.count_taken();
     }
 
     /// Messages ever committed.
@@ -480,21 +485,21 @@ impl Ring {
 
     /// Take the producers' lock for this thread (its id), taking it over
     /// from a dead owner. Sleeps on the lock word when contended.
-    pub(crate) fn lock_producers(&self, gone: &impl Gone) -> ProducerLock<'_> {
+    pub(crate) fn lock_producers(&self, gone: &impl Gone) -> RingLock<'_> {
         self.lock(OFF_LOCK, OFF_LOCK_WAITERS, gone)
     }
 
     /// Take the consumers' lock (rings with several consumers), like
     /// [`lock_producers`](Self::lock_producers).
-    pub(crate) fn lock_consumers(&self, gone: &impl Gone) -> ProducerLock<'_> {
+    pub(crate) fn lock_consumers(&self, gone: &impl Gone) -> RingLock<'_> {
         self.lock(OFF_CONSUMER_LOCK, OFF_CONSUMER_LOCK_WAITERS, gone)
     }
 
-    fn lock(&self, off: usize, off_waiters: usize, gone: &impl Gone) -> ProducerLock<'_> {
+    fn lock(&self, off: usize, off_waiters: usize, gone: &impl Gone) -> RingLock<'_> {
         let me = sys::process::gettid();
         let word = self.word(off);
         let waiters = self.word(off_waiters);
-        let held = |inherited| ProducerLock { ring: self, off, off_waiters, inherited };
+        let held = |inherited| RingLock { ring: self, off, off_waiters, inherited };
         let mut spins = 0u32;
         loop {
             match word.compare_exchange(0, me, SeqCst, Relaxed) {
@@ -533,8 +538,8 @@ impl Ring {
     }
 }
 
-/// Holds the producers' (or consumers') lock.
-pub struct ProducerLock<'a> {
+/// Holds the producers' or the consumers' lock of a ring.
+pub struct RingLock<'a> {
     ring: &'a Ring,
     off: usize,
     off_waiters: usize,
@@ -543,7 +548,7 @@ pub struct ProducerLock<'a> {
     pub(crate) inherited: bool,
 }
 
-impl Drop for ProducerLock<'_> {
+impl Drop for RingLock<'_> {
     fn drop(&mut self) {
         let word = self.ring.word(self.off);
         let me = sys::process::gettid();

@@ -70,27 +70,16 @@ pub fn raw(fd: &impl AsFd) -> RawFd {
 }
 
 /// This process's id.
-///
-/// Cached after the first call: conduit starts processes with `exec`, so a
-/// process's pid never changes under it (a bare `fork` without `exec` is
-/// not supported by conduit's shared-memory channels).
 pub fn getpid() -> u32 {
-    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-    static PID: AtomicU32 = AtomicU32::new(0);
-    match PID.load(Relaxed) {
-        0 => {
-            let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
-            PID.store(pid, Relaxed);
-            pid
-        }
-        pid => pid,
-    }
+    rustix::process::getpid().as_raw_nonzero().get() as u32
 }
 
-/// The calling thread's id (cached per thread, see [`getpid`]): owners
-/// of the locks in shared memory are threads, so that two threads of one
-/// process (with separate handles on one ring) exclude each other too.
-/// [`alive`] works on it: a thread's id dies with the thread.
+/// The calling thread's id, cached per thread (it is read for every
+/// message): owners of the locks in shared memory are threads, so that two
+/// threads of one process (with separate handles on one ring) exclude each
+/// other too. [`alive`] works on it: a thread's id dies with the thread.
+/// (A bare `fork` without `exec` would inherit the cache: conduit starts
+/// processes with `exec`.)
 pub fn gettid() -> u32 {
     use std::cell::Cell;
     thread_local! {
