@@ -35,6 +35,17 @@ impl Link for Channels {
             self.tx.send_slice(data).map_err(err)
         }
     }
+    fn send_built(&mut self, head: &[u8], whole: &[u8]) -> io::Result<()> {
+        if !self.zero_copy {
+            return self.send(whole);
+        }
+        // Zero copy: build the message in the ring.
+        let mut loan = self.tx.loan(whole.len()).map_err(err)?;
+        loan[..head.len()].copy_from_slice(head);
+        loan[head.len()..].fill(0);
+        loan.send();
+        Ok(())
+    }
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
         if self.zero_copy {
             let got = self.rx.recv_in_place().map_err(err)?;
@@ -46,7 +57,9 @@ impl Link for Channels {
         Ok(())
     }
     fn recv_view(&mut self, scratch: &mut Vec<u8>, look: &mut dyn FnMut(&[u8])) -> io::Result<()> {
-        if self.zero_copy {
+        // A receiver that only looks reads shared memory where it lies,
+        // whichever way the message was sent (one copy in all, not two).
+        if self.rx.is_shared_memory() {
             look(&self.rx.recv_in_place().map_err(err)?);
             Ok(())
         } else {

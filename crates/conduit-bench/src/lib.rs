@@ -97,7 +97,7 @@ fn plan(opts: &Options) -> Plan {
     if opts.smoke {
         Plan { round_trips: 200, small: 1_000, large: 4, budget: Duration::from_millis(200) }
     } else if opts.quick {
-        Plan { round_trips: 10_000, small: 50_000, large: 100, budget: Duration::from_millis(500) }
+        Plan { round_trips: 100_000, small: 500_000, large: 100, budget: Duration::from_millis(500) }
     } else {
         Plan { round_trips: 100_000, small: 500_000, large: 1_000, budget: Duration::from_secs(3) }
     }

@@ -221,3 +221,36 @@ fn threads_of_one_process_share_a_sender_and_take_turns_in_the_ring() {
     assert_eq!(report(&kid), FromChild::Sent(THREADS * EACH), "every message, each thread's in order");
     finish(kid);
 }
+
+/// Every wait parks (no spinning), so every message crosses the sleeper
+/// protocol: a producer's commit and a consumer's release are plain
+/// stores and a compiler fence (`sys::barrier::light`), the sleepers pay
+/// with `membarrier`. A lost wake-up shows as a timeout here.
+#[test]
+fn parked_waiters_are_always_woken_across_processes() {
+    let kid = spawn("echo-u64");
+    let build = || shm::Builder::new().bounded(2).ring_bytes(4096).wait(WaitStrategy::Park).build::<u64>().unwrap();
+    let (to_tx, to_rx) = build();
+    let (back_tx, back_rx) = build();
+    kid.tx.send(ToChild::RecvU64(to_rx)).unwrap();
+    kid.tx.send(ToChild::SendU64(back_tx)).unwrap();
+    let limit = Duration::from_secs(10);
+    // Round trips: each side sleeps for data every time.
+    for i in 0..3_000u64 {
+        to_tx.send_timeout(i, limit).unwrap();
+        assert_eq!(back_rx.recv_timeout(limit).unwrap(), i + 1);
+    }
+    // A pipelined stream through two-message channels: both sides also
+    // sleep for credits (a full channel) and are woken by releases.
+    const N: u64 = 20_000;
+    let sender = std::thread::spawn(move || {
+        for i in 0..N {
+            to_tx.send_timeout(i, limit).unwrap();
+        }
+    });
+    for i in 0..N {
+        assert_eq!(back_rx.recv_timeout(limit).unwrap(), i + 1, "reply {i}");
+    }
+    sender.join().unwrap();
+    finish(kid);
+}

@@ -69,11 +69,13 @@ pub struct Header {
 
 impl Header {
     /// True if the payload is out of line.
+    #[inline]
     pub fn out_of_line(&self) -> bool {
         self.flags & OUT_OF_LINE != 0
     }
 
     /// True if the frame carries no checksum.
+    #[inline]
     pub fn unchecked(&self) -> bool {
         self.flags & UNCHECKED != 0
     }
@@ -81,19 +83,35 @@ impl Header {
 
 /// Write a header in place into `buf[..16]`. The checksum is computed over
 /// `buf[..12]`, then `payload`, then `rights`.
+#[inline]
 pub fn write_header(buf: &mut [u8], kind: Kind, flags: u16, payload: &[u8], rights: &[u8]) {
     write_header_len(buf, kind, flags, payload.len(), rights.len());
     let crc = if flags & UNCHECKED != 0 { 0 } else { checksum(&buf[..12], payload, rights) };
     buf[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// The first eight header bytes: magic, version, kind, flags, rights.
+const fn head8(kind: Kind, flags: u16, rights: u16) -> [u8; 8] {
+    let (m, f, r) = (MAGIC.to_le_bytes(), flags.to_le_bytes(), rights.to_le_bytes());
+    [m[0], m[1], VERSION, kind as u8, f[0], f[1], r[0], r[1]]
+}
+
+#[inline]
 fn write_header_len(buf: &mut [u8], kind: Kind, flags: u16, len: usize, rights: usize) {
-    buf[0..2].copy_from_slice(&MAGIC.to_le_bytes());
-    buf[2] = VERSION;
-    buf[3] = kind as u8;
-    buf[4..6].copy_from_slice(&flags.to_le_bytes());
-    buf[6..8].copy_from_slice(&(rights as u16).to_le_bytes());
+    buf[..8].copy_from_slice(&head8(kind, flags, rights as u16));
     buf[8..12].copy_from_slice(&(len as u32).to_le_bytes());
+}
+
+/// The payload of the commonest shared-memory frame — data, unchecked,
+/// inline, no rights, its length exactly the rest of `frame` — or `None`
+/// for anything else (which then takes the full path: [`parse`] and its
+/// typed errors). One compare of the first eight header bytes.
+#[inline]
+pub fn plain_ring_payload(frame: &[u8]) -> Option<&[u8]> {
+    let (head, payload) = frame.split_first_chunk::<HEADER_LEN>()?;
+    const EXPECT: [u8; 8] = head8(Kind::Data, UNCHECKED, 0);
+    let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    (head[..8] == EXPECT && len == payload.len()).then_some(payload)
 }
 
 /// The frame checksum.
@@ -115,6 +133,7 @@ pub fn simple_frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
 
 /// Parse and check the header of a received datagram of `bytes`. Returns
 /// the header and the inline body (payload then rights table).
+#[inline]
 pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
     if bytes.is_empty() {
         return Err(WireError::Empty);

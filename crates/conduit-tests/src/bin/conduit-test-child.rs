@@ -191,6 +191,14 @@ fn main() {
             let got = rx.recv().unwrap();
             report(&up, FromChild::Sent(got));
         }
+        "echo-u64" => {
+            // Answer each number with its successor, until disconnected.
+            let ToChild::RecvU64(rx) = next() else { panic!("want RecvU64") };
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            for m in rx.iter() {
+                tx.send(m + 1).unwrap();
+            }
+        }
         "in-place" => {
             let ToChild::RecvBytes(mut rx) = next() else { panic!("want RecvBytes") };
             {

@@ -19,8 +19,8 @@ use super::outbox::Frame;
 use super::shm::async_backoff;
 use super::{Receiver, Sender};
 use crate::error::Error;
-use crate::sys::Wait;
 use crate::sys::socket::{self, Credentials};
+use crate::sys::{Wait, barrier};
 
 use socket::readable_async as readable;
 
@@ -90,12 +90,18 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     async fn recv_async_inner(&self) -> Result<(T, Option<Credentials>), RecvError> {
         self.begin();
+        let mut step = 0;
         loop {
             match self.poll_read() {
                 Ok(Some(got)) => return Ok(got),
                 Ok(None) => match self.ring_end() {
                     Some(end) if end.is_gone() => {
                         return self.poll_read().map_err(RecvFail::recv)?.ok_or(RecvError::Disconnected);
+                    }
+                    Some(_) if !barrier::trusted() => {
+                        // Without membarrier here a producer may miss our
+                        // doorbell (see `sys::barrier`): look again later.
+                        pause(&mut step).await;
                     }
                     Some(end) => {
                         // Sleep on the socket: producers ring it while we are armed.

@@ -106,10 +106,12 @@ impl Ctl {
     }
 
     /// The channel's capacity.
+    #[inline]
     pub fn capacity(&self) -> Capacity {
         self.capacity
     }
 
+    #[inline]
     fn count(&self) -> &AtomicU64 {
         self.map.atomic_u64(OFF_COUNT)
     }
@@ -127,6 +129,7 @@ impl Ctl {
     }
 
     /// Sender: take the right to write one message, if there is one now.
+    #[inline]
     pub fn try_acquire(&self) -> bool {
         let count = self.count();
         match self.capacity {

@@ -201,6 +201,57 @@ impl SenderCore {
         Ok(())
     }
 
+    /// The fast path of a bounded shared-memory send: a message without
+    /// rights that fits the ring is serialized straight into it under the
+    /// producers' lock, waiting (by the ring's strategy) for a credit or
+    /// room. `None` hands the send to the full path, which owns every
+    /// other case and every error report (nothing was published then).
+    #[inline]
+    pub(crate) fn send_plain<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Option<()> {
+        let end = self.ring.as_ref()?;
+        let Capacity::Bounded(limit) = self.ctl.capacity() else { return None };
+        // Sizing fails on a message with rights (only `encode` takes them).
+        let size = postcard::experimental::serialized_size(msg).ok()?;
+        let len = wire::HEADER_LEN + size;
+        if len > end.ring.max_message() {
+            return None;
+        }
+        loop {
+            if end.is_gone() {
+                return None;
+            }
+            let lock = end.ring.lock_producers(&end.gone);
+            let credit = end.ring.below(limit);
+            if credit && let Ok(Some(mut r)) = end.ring.try_reserve(len) {
+                let buf = end.ring.reserved_mut(&mut r);
+                let (head, payload) = buf.split_at_mut(wire::HEADER_LEN);
+                if postcard::to_slice(msg, payload).map(|b| b.len()) != Ok(size) {
+                    // Not committed, so never seen; the full path reports it.
+                    return None;
+                }
+                wire::write_header(head, Kind::Data, wire::UNCHECKED, payload, &[]);
+                end.ring.commit(r);
+                drop(lock);
+                if end.ring.doorbell_wanted() {
+                    // A full socket already holds a wake: fine to drop this one.
+                    let _ = socket::send_frame(self.sock.as_fd(), &wire::simple_frame(Kind::Wake, &[]), &[]);
+                }
+                return Some(());
+            }
+            drop(lock);
+            let ready = if credit {
+                end.ring
+                    .space_bell()
+                    .wait(end.strategy, wait, &end.gone, || matches!(end.ring.try_reserve(len), Ok(Some(_))))
+            } else {
+                end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || end.ring.below(limit))
+            };
+            if !ready {
+                return None;
+            }
+        }
+    }
+
     /// Block until the transport may have room for `frame` (or the peer is gone).
     fn wait_room(&self, len: usize) -> io::Result<()> {
         match &self.ring {

@@ -223,6 +223,13 @@ impl<T: DeserializeOwned> Receiver<T> {
             Err(corrupt) => return Err(RecvFail::Failed(WireError::BadRing(corrupt.0).into())),
         };
         let frame = end.ring.payload(&record);
+        if let Some(payload) = wire::plain_ring_payload(frame) {
+            // The common frame (no rights, inline): decode straight away.
+            self.on_data();
+            let got = postcard::from_bytes(payload).map_err(|e| RecvFail::Failed(Error::Decode(e)));
+            end.ring.release(record);
+            return got.map(|m| Some((m, None)));
+        }
         let needs_fds = wire::parse(frame).is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
         let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
         let got = fds.and_then(|fds| {
@@ -275,6 +282,40 @@ impl<T: DeserializeOwned> Receiver<T> {
         self.read(false)?.ok_or(RecvFail::Empty)
     }
 
+    /// Shared memory: take the oldest message if it is a plain frame (no
+    /// rights, inline), decoding it where it lies. `None` leaves it for
+    /// the full path (`read_ring`), which owns every other case.
+    #[inline]
+    fn take_plain(&self, end: &RingEnd) -> Option<Result<T, Error>> {
+        let record = end.ring.peek().ok()??;
+        let payload = wire::plain_ring_payload(end.ring.payload(&record))?;
+        let got = postcard::from_bytes(payload).map_err(Error::Decode);
+        end.ring.release(record);
+        Some(got)
+    }
+
+    /// The fast path of a shared-memory receive on a bounded or unbounded
+    /// channel (a rendezvous has tokens to keep): a plain message, now or
+    /// after waiting for data. `None`: use the full path ([`recv_with`]),
+    /// which then reports timeouts, disconnection and bad frames.
+    #[inline]
+    fn recv_plain(&self, wait: Wait) -> Option<Result<T, Error>> {
+        let end = self.ring.as_ref()?;
+        if self.ctl.capacity() == Capacity::Zero {
+            return None;
+        }
+        if let Some(got) = self.take_plain(end) {
+            return Some(got);
+        }
+        if wait == Wait::Never || end.is_gone() {
+            return None;
+        }
+        if end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.used() > 0) {
+            return self.take_plain(end);
+        }
+        None
+    }
+
     pub(crate) fn recv_with(&self, wait: Wait) -> Result<Got<T>, RecvFail> {
         self.begin();
         if let Some(end) = &self.ring {
@@ -316,11 +357,17 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// [`RecvError::Disconnected`] once every sender is gone and the queue
     /// is empty.
     pub fn recv(&self) -> Result<T, RecvError> {
+        if let Some(got) = self.recv_plain(Wait::Forever) {
+            return got.map_err(RecvError::Failed);
+        }
         self.recv_with(Wait::Forever).map(|g| g.0).map_err(RecvFail::recv)
     }
 
     /// Take a message if one is there, without waiting.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
+        if let Some(got) = self.recv_plain(Wait::Never) {
+            return got.map_err(TryRecvError::Failed);
+        }
         self.recv_with(Wait::Never).map(|g| g.0).map_err(RecvFail::try_recv)
     }
 
@@ -331,6 +378,9 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Wait for a message until `deadline` at most.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
+        if let Some(got) = self.recv_plain(Wait::Until(deadline)) {
+            return got.map_err(RecvTimeoutError::Failed);
+        }
         self.recv_with(Wait::Until(deadline)).map(|g| g.0).map_err(RecvFail::recv_timeout)
     }
 

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use super::Receiver;
-use crate::sys::{Wait, socket};
+use crate::sys::{Wait, barrier, socket};
 
 /// What a port set needs of a member, whatever its message type.
 trait Member {
@@ -138,8 +138,12 @@ impl<'a> PortSet<'a> {
             if chosen.is_some() {
                 break;
             }
+            // Without working membarrier here, a producer's doorbell may
+            // be missed (see `sys::barrier`): look again every nap.
+            let ring = self.members.iter().any(|m| m.is_ring());
+            let nap = if ring && !barrier::trusted() { barrier::nap(wait) } else { wait };
             // poll fails only on ENOMEM; treat that like a timeout.
-            let ready = socket::poll(&fds, wait).unwrap_or_default();
+            let ready = socket::poll(&fds, nap).unwrap_or_default();
             chosen = order().find(|&i| {
                 let (m, r) = (self.members[i], ready.get(i).copied().unwrap_or_default());
                 if m.is_ring() { m.ring_ready() || r.hangup } else { r.readable || r.hangup }

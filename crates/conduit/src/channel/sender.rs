@@ -186,7 +186,17 @@ impl<T> Sender<T> {
 
 impl<T> Sender<T> {
     /// Send any value that encodes like a `T` (e.g. a borrowed form).
+    #[inline]
     pub(crate) fn send_ref<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
+        if self.core.send_plain(msg, wait).is_some() {
+            return Ok(());
+        }
+        self.send_full(msg, wait)
+    }
+
+    /// Every send the fast path (`SenderCore::send_plain`) leaves: rights,
+    /// other capacities, sockets, large messages, errors and timeouts.
+    fn send_full<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
         let frame = match &self.core.ring {
             // Shared memory: a message without rights that fits the ring is
             // serialized straight into it. (Sizing fails on a message with

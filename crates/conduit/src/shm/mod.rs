@@ -27,7 +27,11 @@ pub enum WaitStrategy {
     /// Sleep on a futex at once: no spinning at all.
     Park,
     /// Spin for up to this long, then sleep on a futex (the default, with
-    /// 20 µs). A waker makes no system call when nobody sleeps.
+    /// 20 µs). A waker makes no system call when nobody sleeps. The budget
+    /// stretches with the traffic: an end that slept and was woken soon
+    /// after (a steady stream whose messages come a little slower than the
+    /// budget, e.g. large ones) spins half as long again as that wait the
+    /// next time, up to 8 times the budget; a long sleep (idle) resets it.
     Adaptive(Duration),
 }
 

@@ -20,10 +20,12 @@
 //!
 //! Waiting ([`WaitStrategy`]): spin for a budget, then sleep on a futex
 //! word, counting sleepers so that a waker makes no system call when
-//! nobody sleeps.
+//! nobody sleeps — and no fence either: a waker's store and its look at the
+//! sleepers' count are ordered by an asymmetric fence (`sys::barrier`), the
+//! heavy half of which a sleeper pays once before it sleeps.
 
-use std::sync::atomic::Ordering::{Acquire, Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, fence};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -32,7 +34,7 @@ use super::ring_core::{self, Counter, RingMemory};
 pub use super::ring_core::{Corrupt, Record, Reservation, TooLarge};
 use super::{Segment, WaitStrategy};
 use crate::error::{Error, WireError};
-use crate::sys::{self, Wait, futex};
+use crate::sys::{self, Wait, barrier, futex};
 
 const MAGIC: u32 = 0xC0D1_4149;
 const VERSION: u32 = 1;
@@ -71,9 +73,11 @@ pub const MIN_CAPACITY: usize = 4096;
 pub const MAX_CAPACITY: usize = 1 << 32;
 
 impl Counter for AtomicU64 {
+    #[inline]
     fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
         AtomicU64::load(self, order)
     }
+    #[inline]
     fn store(&self, value: u64, order: std::sync::atomic::Ordering) {
         AtomicU64::store(self, value, order)
     }
@@ -86,12 +90,14 @@ pub(crate) trait Gone {
 }
 
 impl Gone for AtomicBool {
+    #[inline]
     fn is_gone(&self) -> bool {
         self.load(SeqCst)
     }
 }
 
 impl Gone for AtomicU32 {
+    #[inline]
     fn is_gone(&self) -> bool {
         self.load(SeqCst) != 0
     }
@@ -101,19 +107,22 @@ impl Gone for AtomicU32 {
 pub(crate) struct Bell<'a> {
     seq: &'a AtomicU32,
     waiters: &'a AtomicU32,
+    /// This handle's learned spin budget (ns; see [`Bell::wait`]).
+    learned: &'a AtomicU64,
 }
 
-impl Bell<'_> {
-    /// Wake every sleeper, if there is any. Cheap when nobody sleeps.
-    pub(crate) fn ring(&self) {
-        fence(SeqCst);
-        self.ring_fenced();
-    }
+/// An adaptive waiter spins at most this many times its budget.
+const SPIN_STRETCH: u32 = 8;
 
-    /// [`ring`](Self::ring) for a caller whose store was (or was followed
-    /// by) a SeqCst read-modify-write.
-    fn ring_fenced(&self) {
-        if self.waiters.load(SeqCst) > 0 {
+impl Bell<'_> {
+    /// Wake every sleeper, if there is any, after the caller's store that
+    /// made them ready. Cheap when nobody sleeps: no locked instruction, no
+    /// fence (the fast side of an asymmetric fence, see `sys::barrier`;
+    /// sleepers pay for it in [`wait`](Self::wait)).
+    #[inline]
+    pub(crate) fn ring(&self) {
+        barrier::light();
+        if self.waiters.load(Relaxed) > 0 {
             self.seq.fetch_add(1, SeqCst);
             futex::wake(self.seq, u32::MAX);
         }
@@ -141,10 +150,25 @@ impl Bell<'_> {
         if wait == Wait::Never {
             return false;
         }
+        // Adaptive waiting learns: a waiter that parked and was woken soon
+        // after (a steady stream slower than the budget: large messages)
+        // spins about that long next time, up to `SPIN_STRETCH` times the
+        // budget, and saves the waker a system call per message; a long
+        // sleep (idle) brings it back to the budget.
+        let base = match strategy {
+            WaitStrategy::Adaptive(d) => Some(d),
+            _ => None,
+        };
+        let learn = |waited: Duration| {
+            if let Some(d) = base {
+                let next = if waited <= d * SPIN_STRETCH { waited * 3 / 2 } else { Duration::ZERO };
+                self.learned.store(next.min(d * SPIN_STRETCH).as_nanos() as u64, Relaxed);
+            }
+        };
         let spin_for = match strategy {
             WaitStrategy::Spin => None,
             WaitStrategy::Park => Some(Duration::ZERO),
-            WaitStrategy::Adaptive(d) => Some(d),
+            WaitStrategy::Adaptive(d) => Some(d.max(Duration::from_nanos(self.learned.load(Relaxed)))),
         };
         // The clock is read only every 64 turns: a spinning waiter makes
         // no system call and hardly any vDSO call.
@@ -152,6 +176,9 @@ impl Bell<'_> {
         let mut i = 0u32;
         loop {
             if ready() {
+                if let Some(t) = start {
+                    learn(Instant::now().duration_since(t));
+                }
                 return true;
             }
             if gone.is_gone() {
@@ -175,17 +202,26 @@ impl Bell<'_> {
         loop {
             let seq = self.seq.load(SeqCst);
             self.waiters.fetch_add(1, SeqCst);
+            // The slow side of the fence: a waker either sees us counted or
+            // its store is visible to `ready()` below.
+            let ordered = barrier::heavy();
             if ready() {
                 self.waiters.fetch_sub(1, SeqCst);
+                if let Some(t) = start {
+                    learn(Instant::now().duration_since(t));
+                }
                 return true;
             }
             if gone.is_gone() {
                 self.waiters.fetch_sub(1, SeqCst);
                 return ready();
             }
-            futex::wait(self.seq, seq, wait);
+            futex::wait(self.seq, seq, if ordered { wait } else { barrier::nap(wait) });
             self.waiters.fetch_sub(1, SeqCst);
             if ready() {
+                if let Some(t) = start {
+                    learn(Instant::now().duration_since(t));
+                }
                 return true;
             }
             if gone.is_gone() || wait.expired() {
@@ -211,36 +247,47 @@ struct Known {
     head: AtomicU64,
     tail: AtomicU64,
     taken: AtomicU64,
+    /// Learned spin budget of this handle's adaptive waits (ns).
+    spin: AtomicU64,
 }
 
 impl RingMemory for Ring {
     type C = AtomicU64;
+    #[inline]
     fn tail(&self) -> &AtomicU64 {
         self.seg.mapping().atomic_u64(OFF_TAIL)
     }
+    #[inline]
     fn head(&self) -> &AtomicU64 {
         self.seg.mapping().atomic_u64(OFF_HEAD)
     }
+    #[inline]
     fn capacity(&self) -> u64 {
         self.capacity
     }
+    #[inline]
     fn write(&self, pos: u64, data: &[u8]) {
         let ok = self.seg.mapping().write_at(DATA_OFFSET + pos as usize, data);
         debug_assert!(ok);
     }
+    #[inline]
     fn read(&self, pos: u64, out: &mut [u8]) {
         let ok = self.seg.mapping().read_at(DATA_OFFSET + pos as usize, out);
         debug_assert!(ok);
     }
+    #[inline]
     fn known_head(&self) -> u64 {
         self.known.head.load(Relaxed)
     }
+    #[inline]
     fn remember_head(&self, head: u64) {
         self.known.head.store(head, Relaxed)
     }
+    #[inline]
     fn known_tail(&self) -> u64 {
         self.known.tail.load(Relaxed)
     }
+    #[inline]
     fn remember_tail(&self, tail: u64) {
         self.known.tail.store(tail, Relaxed)
     }
@@ -250,6 +297,7 @@ impl Ring {
     /// A new ring with a data area of at least `capacity` bytes (rounded up
     /// to a power of two, at least [`MIN_CAPACITY`]).
     pub fn new(capacity: usize) -> Result<Ring, Error> {
+        barrier::register();
         let cap = capacity.clamp(MIN_CAPACITY, MAX_CAPACITY).next_power_of_two();
         // Faulted in at once: a ring is reused forever, and a first-touch
         // fault on the hot path costs microseconds.
@@ -264,6 +312,7 @@ impl Ring {
     /// Use a segment received from another process as a ring, after
     /// checking its header.
     pub(crate) fn adopt(seg: Segment, index: usize) -> Result<Ring, WireError> {
+        barrier::register();
         let bad = |why| WireError::BadRight { index, why };
         if seg.len() < DATA_OFFSET + MIN_CAPACITY {
             return Err(bad("ring segment is too small"));
@@ -305,11 +354,13 @@ impl Ring {
     }
 
     /// Bytes in the data area.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.capacity as usize
     }
 
     /// Largest message the ring carries.
+    #[inline]
     pub fn max_message(&self) -> usize {
         ring_core::max_payload(self.capacity)
     }
@@ -324,20 +375,24 @@ impl Ring {
         &self.seg
     }
 
+    #[inline]
     pub(crate) fn word(&self, off: usize) -> &AtomicU32 {
         self.seg.mapping().atomic_u32(off)
     }
 
+    #[inline]
     pub(crate) fn data_bell(&self) -> Bell<'_> {
-        Bell { seq: self.word(OFF_DATA_SEQ), waiters: self.word(OFF_DATA_WAITERS) }
+        Bell { seq: self.word(OFF_DATA_SEQ), waiters: self.word(OFF_DATA_WAITERS), learned: &self.known.spin }
     }
 
+    #[inline]
     pub(crate) fn space_bell(&self) -> Bell<'_> {
-        Bell { seq: self.word(OFF_SPACE_SEQ), waiters: self.word(OFF_SPACE_WAITERS) }
+        Bell { seq: self.word(OFF_SPACE_SEQ), waiters: self.word(OFF_SPACE_WAITERS), learned: &self.known.spin }
     }
 
+    #[inline]
     pub(crate) fn credit_bell(&self) -> Bell<'_> {
-        Bell { seq: self.word(OFF_CREDIT_SEQ), waiters: self.word(OFF_CREDIT_WAITERS) }
+        Bell { seq: self.word(OFF_CREDIT_SEQ), waiters: self.word(OFF_CREDIT_WAITERS), learned: &self.known.spin }
     }
 
     /// Consumer: ask producers to also ring the socket on each commit (for
@@ -345,17 +400,19 @@ impl Ring {
     /// [`doorbell_off`](Self::doorbell_off).
     pub(crate) fn doorbell_on(&self) {
         self.word(OFF_DOORBELL).fetch_add(1, SeqCst);
+        // Slow side of the producers' `light` fence in `commit`.
+        barrier::heavy();
     }
 
     pub(crate) fn doorbell_off(&self) {
         self.word(OFF_DOORBELL).fetch_sub(1, SeqCst);
     }
 
-    /// Producer, right after a commit (whose SeqCst read-modify-write
-    /// orders this load after the new tail): does a consumer want the
-    /// socket rung?
+    /// Producer, right after a commit (whose `light` fence orders this
+    /// load after the new tail): does a consumer want the socket rung?
+    #[inline]
     pub(crate) fn doorbell_wanted(&self) -> bool {
-        self.word(OFF_DOORBELL).load(SeqCst) > 0
+        self.word(OFF_DOORBELL).load(Relaxed) > 0
     }
 
     /// Wake everyone sleeping on this ring (a peer died).
@@ -368,11 +425,13 @@ impl Ring {
     }
 
     /// Producer: room for `len` bytes now?
+    #[inline]
     pub fn try_reserve(&self, len: usize) -> Result<Option<Reservation>, TooLarge> {
         ring_core::try_reserve(self, len)
     }
 
     /// Producer: the reserved payload, to write in place.
+    #[inline]
     pub fn reserved_mut<'a>(&'a self, r: &'a mut Reservation) -> &'a mut [u8] {
         let start = DATA_OFFSET + r.payload_pos() as usize;
         assert!(start + r.len() <= self.seg.len());
@@ -383,6 +442,7 @@ impl Ring {
     }
 
     /// Producer: the reserved payload, to read back.
+    #[inline]
     pub fn reserved<'a>(&'a self, r: &'a Reservation) -> &'a [u8] {
         let start = DATA_OFFSET + r.payload_pos() as usize;
         assert!(start + r.len() <= self.seg.len());
@@ -391,16 +451,14 @@ impl Ring {
     }
 
     /// Producer: publish a written reservation and wake the consumer.
+    #[inline]
     pub fn commit(&self, r: Reservation) {
         let m = self.seg.mapping();
         ring_core::commit(self, r);
         // One producer at a time (the caller holds the producers' lock).
         let sent = m.atomic_u64(OFF_SENT);
-        // A SeqCst read-modify-write orders the new tail before the load of
-        // the sleepers' count (the consumer does the converse), so a wake-up
-        // is never lost; it is cheaper than a separate fence.
-        sent.swap(sent.load(Relaxed) + 1, SeqCst);
-        self.data_bell().ring_fenced();
+        sent.store(sent.load(Relaxed) + 1, Release);
+        self.data_bell().ring();
     }
 
     /// Messages committed and not yet released.
@@ -411,6 +469,7 @@ impl Ring {
 
     /// Producer (holding the lock): fewer than `limit` messages queued?
     /// Reads the consumer's line that `try_reserve` reads anyway.
+    #[inline]
     pub(crate) fn below(&self, limit: u64) -> bool {
         let m = self.seg.mapping();
         let sent = m.atomic_u64(OFF_SENT).load(Relaxed);
@@ -423,11 +482,13 @@ impl Ring {
     }
 
     /// Consumer: the oldest message, if any.
+    #[inline]
     pub fn peek(&self) -> Result<Option<Record>, Corrupt> {
         ring_core::peek(self)
     }
 
     /// Consumer: the payload of `r`, in place.
+    #[inline]
     pub fn payload(&self, r: &Record) -> &[u8] {
         let start = DATA_OFFSET + r.payload_pos() as usize;
         assert!(start + r.len() <= self.seg.len());
@@ -440,6 +501,7 @@ impl Ring {
     }
 
     /// Consumer: done with `r`; wake producers waiting for room or credit.
+    #[inline]
     pub fn release(&self, r: Record) {
         ring_core::release(self, r);
         self.count_taken();
@@ -447,12 +509,12 @@ impl Ring {
 
     /// Consumer, after releasing a message: count it, and wake producers
     /// waiting for room or credit.
+    #[inline]
     fn count_taken(&self) {
         let taken = self.seg.mapping().atomic_u64(OFF_TAKEN);
-        // SeqCst read-modify-write: see `commit`.
-        taken.swap(taken.load(Relaxed) + 1, SeqCst);
-        self.space_bell().ring_fenced();
-        self.credit_bell().ring_fenced();
+        taken.store(taken.load(Relaxed) + 1, Release);
+        self.space_bell().ring();
+        self.credit_bell().ring();
     }
 
     /// Consumer: the message after `r` (to look past the oldest).
@@ -485,6 +547,7 @@ impl Ring {
 
     /// Take the producers' lock for this thread (its id), taking it over
     /// from a dead owner. Sleeps on the lock word when contended.
+    #[inline]
     pub(crate) fn lock_producers(&self, gone: &impl Gone) -> RingLock<'_> {
         self.lock(OFF_LOCK, OFF_LOCK_WAITERS, gone)
     }
@@ -499,7 +562,7 @@ impl Ring {
         let me = sys::process::gettid();
         let word = self.word(off);
         let waiters = self.word(off_waiters);
-        let held = |inherited| RingLock { ring: self, off, off_waiters, inherited };
+        let held = |inherited| RingLock { ring: self, off, off_waiters, inherited, owned: true };
         let mut spins = 0u32;
         loop {
             match word.compare_exchange(0, me, SeqCst, Relaxed) {
@@ -526,11 +589,14 @@ impl Ring {
                         continue;
                     }
                     if gone.is_gone() {
-                        // Nobody will read what we write; do not wait forever.
-                        return held(false);
+                        // Nobody will read what we write; do not wait forever
+                        // (and do not unlock what we never held).
+                        return RingLock { owned: false, ..held(false) };
                     }
                     waiters.fetch_add(1, SeqCst);
-                    futex::wait(word, owner, Wait::Until(Instant::now() + Duration::from_millis(50)));
+                    // Slow side of the owner's `light` fence in `drop`.
+                    let nap = if barrier::heavy() { 50 } else { 1 };
+                    futex::wait(word, owner, Wait::Until(Instant::now() + Duration::from_millis(nap)));
                     waiters.fetch_sub(1, SeqCst);
                 }
             }
@@ -546,14 +612,23 @@ pub struct RingLock<'a> {
     /// Taken over from a dead owner (or an earlier thread with our id):
     /// what it was doing may be half done.
     pub(crate) inherited: bool,
+    /// False when the other side is gone and we went on without the lock.
+    owned: bool,
 }
 
 impl Drop for RingLock<'_> {
+    #[inline]
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
+        // We own it (nobody takes a live owner's lock over): a plain store,
+        // then the fast side of an asymmetric fence before looking for
+        // sleepers (they pay with `barrier::heavy`).
         let word = self.ring.word(self.off);
-        let me = sys::process::gettid();
-        let _ = word.compare_exchange(me, 0, SeqCst, Relaxed);
-        if self.ring.word(self.off_waiters).load(SeqCst) > 0 {
+        word.store(0, Release);
+        barrier::light();
+        if self.ring.word(self.off_waiters).load(Relaxed) > 0 {
             futex::wake(word, 1);
         }
     }

@@ -67,16 +67,19 @@ pub const KIND_PAD: u32 = 2;
 pub const KIND_TAKEN: u32 = 3;
 
 /// Space a record of `len` payload bytes takes.
+#[inline]
 pub fn record_size(len: usize) -> u64 {
     RECORD_HEADER + ((len as u64 + 7) & !7)
 }
 
 /// Largest payload that always fits once the ring drains (half the
 /// capacity, less a header: a padding record can take the other half).
+#[inline]
 pub fn max_payload(capacity: u64) -> usize {
     (capacity / 2 - RECORD_HEADER) as usize
 }
 
+#[inline]
 fn header(len: u64, kind: u32) -> [u8; 8] {
     let mut h = [0u8; 8];
     h[..4].copy_from_slice(&(len as u32).to_le_bytes());
@@ -97,14 +100,17 @@ pub struct Reservation {
 
 impl Reservation {
     /// Offset of the payload in the data area.
+    #[inline]
     pub fn payload_pos(&self) -> u64 {
         self.pos + RECORD_HEADER
     }
     /// Payload length.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
     /// True for an empty payload.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -115,6 +121,7 @@ impl Reservation {
 pub struct TooLarge;
 
 /// Producer: claim room for `len` payload bytes, if there is room now.
+#[inline]
 pub fn try_reserve<M: RingMemory>(m: &M, len: usize) -> Result<Option<Reservation>, TooLarge> {
     let cap = m.capacity();
     if len > max_payload(cap) {
@@ -139,6 +146,7 @@ pub fn try_reserve<M: RingMemory>(m: &M, len: usize) -> Result<Option<Reservatio
 }
 
 /// Producer: publish a reserved record whose payload has been written.
+#[inline]
 pub fn commit<M: RingMemory>(m: &M, r: Reservation) {
     let cap = m.capacity();
     if r.pad > 0 {
@@ -160,14 +168,17 @@ pub struct Record {
 
 impl Record {
     /// Offset of the payload in the data area.
+    #[inline]
     pub fn payload_pos(&self) -> u64 {
         self.pos + RECORD_HEADER
     }
     /// Payload length.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
     /// True for an empty payload.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -179,18 +190,21 @@ pub struct Corrupt(pub &'static str);
 
 /// Consumer: the oldest committed record, if any (padding and records
 /// taken out of turn are skipped and released on the way).
+#[inline]
 pub fn peek<M: RingMemory>(m: &M) -> Result<Option<Record>, Corrupt> {
     find(m, m.head().load(Relaxed), true)
 }
 
 /// Consumer: the committed record after `r`, without releasing anything
 /// (to look past the oldest message, e.g. for one of a given type).
+#[inline]
 pub fn next_after<M: RingMemory>(m: &M, r: &Record) -> Result<Option<Record>, Corrupt> {
     find(m, r.at + r.size, false)
 }
 
 /// The first message record at or after `at`; with `consume`, `at` is the
 /// head and skipped records are released.
+#[inline]
 fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Record>, Corrupt> {
     let cap = m.capacity();
     loop {
@@ -238,6 +252,7 @@ fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Recor
 /// Consumer: done with `r`, which need not be the oldest record. The
 /// oldest is released at once; a later one is marked taken where it lies
 /// and released when the records before it are.
+#[inline]
 pub fn take<M: RingMemory>(m: &M, r: Record) {
     if r.at == m.head().load(Relaxed) {
         release(m, r);
@@ -247,6 +262,7 @@ pub fn take<M: RingMemory>(m: &M, r: Record) {
 }
 
 /// Consumer: done with `r`; its space goes back to the producers.
+#[inline]
 pub fn release<M: RingMemory>(m: &M, r: Record) {
     // Release: our reads of the record happen before producers reuse it.
     m.head().store(r.at + r.size, Release);

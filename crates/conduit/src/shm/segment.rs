@@ -82,6 +82,7 @@ impl Segment {
     }
 
     /// Size in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -103,16 +104,19 @@ impl Segment {
 
     /// The 32-bit atomic at `offset`, for protocols of your own over the
     /// segment (e.g. a futex word). Panics if misaligned or out of bounds.
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> &std::sync::atomic::AtomicU32 {
         self.map.atomic_u32(offset)
     }
 
     /// The 64-bit atomic at `offset`. Panics if misaligned or out of bounds.
+    #[inline]
     pub fn atomic_u64(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
         self.map.atomic_u64(offset)
     }
 
     /// The start of the mapping, for code that shares memory by hand.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
     }
@@ -139,6 +143,7 @@ impl Segment {
         unsafe { std::slice::from_raw_parts_mut(self.as_ptr(), self.len()) }
     }
 
+    #[inline]
     pub(crate) fn mapping(&self) -> &Mapping {
         &self.map
     }

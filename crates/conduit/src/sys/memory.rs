@@ -104,17 +104,20 @@ impl Mapping {
     }
 
     /// Length in bytes.
+    #[inline]
     pub fn len(&self) -> usize {
         self.len
     }
 
     /// Base address. Writing through it is the caller's business (see
     /// `Segment` and the ring, which keep to their bounds).
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr().cast()
     }
 
     /// Copy `out.len()` bytes from `offset` (bounds-checked).
+    #[inline]
     pub fn read_at(&self, offset: usize, out: &mut [u8]) -> bool {
         if offset.checked_add(out.len()).is_none_or(|end| end > self.len) {
             return false;
@@ -127,6 +130,7 @@ impl Mapping {
     }
 
     /// Copy `data` to `offset` (bounds-checked).
+    #[inline]
     pub fn write_at(&self, offset: usize, data: &[u8]) -> bool {
         if offset.checked_add(data.len()).is_none_or(|end| end > self.len) {
             return false;
@@ -137,12 +141,14 @@ impl Mapping {
         true
     }
 
+    #[inline]
     fn check(&self, offset: usize, size: usize) {
         assert!(offset.is_multiple_of(size), "misaligned atomic at offset {offset}");
         assert!(offset + size <= self.len, "atomic at offset {offset} outside the mapping");
     }
 
     /// The 32-bit atomic at `offset` (aligned, inside the mapping).
+    #[inline]
     pub fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4);
         // SAFETY: in bounds and aligned (checked above); page-aligned base;
@@ -152,6 +158,7 @@ impl Mapping {
     }
 
     /// The 64-bit atomic at `offset` (aligned, inside the mapping).
+    #[inline]
     pub fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
         self.check(offset, 8);
         // SAFETY: as for `atomic_u32`.

@@ -4,6 +4,7 @@
 //! crate lives in this module tree and carries a `// SAFETY:` comment. The
 //! rest of the crate sees typed, safe functions over `OwnedFd`/`BorrowedFd`.
 
+pub mod barrier;
 pub mod futex;
 pub mod memory;
 pub mod monitor;

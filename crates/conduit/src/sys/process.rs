@@ -80,6 +80,7 @@ pub fn getpid() -> u32 {
 /// other too. [`alive`] works on it: a thread's id dies with the thread.
 /// (A bare `fork` without `exec` would inherit the cache: conduit starts
 /// processes with `exec`.)
+#[inline]
 pub fn gettid() -> u32 {
     use std::cell::Cell;
     thread_local! {
