@@ -150,6 +150,18 @@ mod property {
         known: std::cell::Cell<(u64, u64)>,
     }
 
+    impl HeapRing {
+        /// An empty ring of `cap` bytes whose data area starts as `fill`.
+        fn new(cap: u64, fill: u8) -> HeapRing {
+            HeapRing {
+                tail: StdCounter(AtomicU64::new(0)),
+                head: StdCounter(AtomicU64::new(0)),
+                data: RefCell::new(vec![fill; cap as usize]),
+                known: Default::default(),
+            }
+        }
+    }
+
     impl RingMemory for HeapRing {
         type C = StdCounter;
         fn tail(&self) -> &StdCounter {
@@ -209,12 +221,7 @@ mod property {
         for seed in 1..=200u64 {
             let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
             let cap = 1u64 << (6 + rng.below(6)); // 64 B .. 2 KiB
-            let ring = HeapRing {
-                tail: StdCounter(AtomicU64::new(0)),
-                head: StdCounter(AtomicU64::new(0)),
-                data: RefCell::new(vec![0xEE; cap as usize]),
-                known: Default::default(),
-            };
+            let ring = HeapRing::new(cap, 0xEE);
             let mut model: VecDeque<Vec<u8>> = VecDeque::new();
             let mut counter = 0u8;
             for _ in 0..2000 {
@@ -255,12 +262,7 @@ mod property {
         for seed in 1..=200u64 {
             let mut rng = Rng(seed.wrapping_mul(0xD1B5_4A32_D192_ED03) | 1);
             let cap = 1u64 << (6 + rng.below(6));
-            let ring = HeapRing {
-                tail: StdCounter(AtomicU64::new(0)),
-                head: StdCounter(AtomicU64::new(0)),
-                data: RefCell::new(vec![0xEE; cap as usize]),
-                known: Default::default(),
-            };
+            let ring = HeapRing::new(cap, 0xEE);
             let mut model: Vec<Vec<u8>> = Vec::new();
             let mut counter = 0u8;
             for _ in 0..2000 {
@@ -300,12 +302,7 @@ mod property {
     #[test]
     fn a_hostile_producer_cannot_make_the_consumer_read_out_of_bounds() {
         let cap = 256u64;
-        let ring = HeapRing {
-            tail: StdCounter(AtomicU64::new(0)),
-            head: StdCounter(AtomicU64::new(0)),
-            data: RefCell::new(vec![0; cap as usize]),
-            known: Default::default(),
-        };
+        let ring = HeapRing::new(cap, 0);
         // A header claiming more than was committed.
         ring.write(0, &[0xff, 0, 0, 0, 1, 0, 0, 0]);
         ring.tail.store(16, Ordering::Release);

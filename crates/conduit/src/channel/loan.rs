@@ -175,10 +175,7 @@ impl Loan<'_> {
         let end = self.sender.core.ring.as_ref().expect("a loan comes from a ring");
         if let Some(r) = self.reservation.take() {
             end.ring.commit(r);
-            if end.ring.doorbell_wanted() {
-                let sock = std::os::fd::AsFd::as_fd(&self.sender.core.sock);
-                let _ = crate::sys::socket::send_frame(sock, &wire::simple_frame(Kind::Wake, &[]), &[]);
-            }
+            self.sender.core.ring_doorbell(end);
         }
     }
 }

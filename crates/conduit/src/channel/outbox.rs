@@ -194,10 +194,7 @@ impl SenderCore {
         }
         frame.fill(end.ring.reserved_mut(&mut r)).map_err(WriteFail::Failed)?;
         end.ring.commit(r);
-        if end.ring.doorbell_wanted() {
-            // A full socket already holds a wake: fine to drop this one.
-            let _ = socket::send_frame(self.sock.as_fd(), &wire::simple_frame(Kind::Wake, &[]), &[]);
-        }
+        self.ring_doorbell(end);
         Ok(())
     }
 
@@ -223,19 +220,12 @@ impl SenderCore {
             let lock = end.ring.lock_producers(&end.gone);
             let credit = end.ring.below(limit);
             if credit && let Ok(Some(mut r)) = end.ring.try_reserve(len) {
-                let buf = end.ring.reserved_mut(&mut r);
-                let (head, payload) = buf.split_at_mut(wire::HEADER_LEN);
-                if postcard::to_slice(msg, payload).map(|b| b.len()) != Ok(size) {
-                    // Not committed, so never seen; the full path reports it.
-                    return None;
-                }
-                wire::write_header(head, Kind::Data, wire::UNCHECKED, payload, &[]);
+                // A failed fill is not committed, so never seen; the full
+                // path reports it.
+                Frame::Direct { msg, size }.fill(end.ring.reserved_mut(&mut r)).ok()?;
                 end.ring.commit(r);
                 drop(lock);
-                if end.ring.doorbell_wanted() {
-                    // A full socket already holds a wake: fine to drop this one.
-                    let _ = socket::send_frame(self.sock.as_fd(), &wire::simple_frame(Kind::Wake, &[]), &[]);
-                }
+                self.ring_doorbell(end);
                 return Some(());
             }
             drop(lock);
@@ -249,6 +239,16 @@ impl SenderCore {
             if !ready {
                 return None;
             }
+        }
+    }
+
+    /// After a commit: ring the socket if a consumer sleeps in `poll` (a
+    /// port set, an async task) and asked for it. A full socket already
+    /// holds a wake, so a failed write is fine.
+    #[inline]
+    pub(crate) fn ring_doorbell(&self, end: &RingEnd) {
+        if end.ring.doorbell_wanted() {
+            let _ = socket::send_frame(self.sock.as_fd(), &wire::simple_frame(Kind::Wake, &[]), &[]);
         }
     }
 

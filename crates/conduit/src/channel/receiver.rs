@@ -217,19 +217,15 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Shared memory: take the oldest record of the ring, if any.
     fn read_ring(&self, end: &RingEnd) -> Result<Option<Got<T>>, RecvFail> {
+        if let Some(got) = self.take_plain(end) {
+            return got.map(|m| Some((m, None))).map_err(RecvFail::Failed);
+        }
         let record = match end.ring.peek() {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(None),
             Err(corrupt) => return Err(RecvFail::Failed(WireError::BadRing(corrupt.0).into())),
         };
         let frame = end.ring.payload(&record);
-        if let Some(payload) = wire::plain_ring_payload(frame) {
-            // The common frame (no rights, inline): decode straight away.
-            self.on_data();
-            let got = postcard::from_bytes(payload).map_err(|e| RecvFail::Failed(Error::Decode(e)));
-            end.ring.release(record);
-            return got.map(|m| Some((m, None)));
-        }
         let needs_fds = wire::parse(frame).is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
         let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
         let got = fds.and_then(|fds| {
@@ -284,11 +280,13 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Shared memory: take the oldest message if it is a plain frame (no
     /// rights, inline), decoding it where it lies. `None` leaves it for
-    /// the full path (`read_ring`), which owns every other case.
+    /// the rest of `read_ring`, which owns every other case (and reports a
+    /// corrupt ring).
     #[inline]
     fn take_plain(&self, end: &RingEnd) -> Option<Result<T, Error>> {
         let record = end.ring.peek().ok()??;
         let payload = wire::plain_ring_payload(end.ring.payload(&record))?;
+        self.on_data();
         let got = postcard::from_bytes(payload).map_err(Error::Decode);
         end.ring.release(record);
         Some(got)

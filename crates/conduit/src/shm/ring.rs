@@ -159,8 +159,9 @@ impl Bell<'_> {
             WaitStrategy::Adaptive(d) => Some(d),
             _ => None,
         };
-        let learn = |waited: Duration| {
-            if let Some(d) = base {
+        let learn = |start: Option<Instant>| {
+            if let (Some(d), Some(t)) = (base, start) {
+                let waited = t.elapsed();
                 let next = if waited <= d * SPIN_STRETCH { waited * 3 / 2 } else { Duration::ZERO };
                 self.learned.store(next.min(d * SPIN_STRETCH).as_nanos() as u64, Relaxed);
             }
@@ -176,9 +177,7 @@ impl Bell<'_> {
         let mut i = 0u32;
         loop {
             if ready() {
-                if let Some(t) = start {
-                    learn(Instant::now().duration_since(t));
-                }
+                learn(start);
                 return true;
             }
             if gone.is_gone() {
@@ -207,9 +206,7 @@ impl Bell<'_> {
             let ordered = barrier::heavy();
             if ready() {
                 self.waiters.fetch_sub(1, SeqCst);
-                if let Some(t) = start {
-                    learn(Instant::now().duration_since(t));
-                }
+                learn(start);
                 return true;
             }
             if gone.is_gone() {
@@ -219,9 +216,7 @@ impl Bell<'_> {
             futex::wait(self.seq, seq, if ordered { wait } else { barrier::nap(wait) });
             self.waiters.fetch_sub(1, SeqCst);
             if ready() {
-                if let Some(t) = start {
-                    learn(Instant::now().duration_since(t));
-                }
+                learn(start);
                 return true;
             }
             if gone.is_gone() || wait.expired() {

@@ -71,6 +71,7 @@ pub fn register() {
 }
 
 /// True if this process's [`heavy`] fences order memory (it registered).
+#[inline]
 pub fn trusted() -> bool {
     STATE.load(Relaxed) == REGISTERED
 }
@@ -78,7 +79,7 @@ pub fn trusted() -> bool {
 /// The fast side's fence between a store and a load of a Dekker pair.
 #[inline]
 pub fn light() {
-    if STATE.load(Relaxed) == REGISTERED {
+    if trusted() {
         compiler_fence(SeqCst);
     } else {
         fence(SeqCst);
