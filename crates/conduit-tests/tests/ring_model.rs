@@ -2,8 +2,11 @@
 //! file) checked two ways on heap memory:
 //!
 //! * `loom` explores every interleaving (and weak-memory reordering) of a
-//!   producer and a consumer, with each 8-byte word of the data area a
-//!   tracked cell, so a read that races a write fails the model;
+//!   producer and a consumer. Each 8-byte word of the data area is a
+//!   tracked atomic (record headers are atomics, and a word is a header in
+//!   one lap and payload in the next); payload goes through them `Relaxed`,
+//!   so a consumer that reads a record before it is published can see the
+//!   old bytes, and the content check fails the model;
 //! * a property test runs long random sequences against a `VecDeque`
 //!   model, checking order, content and that room is refused exactly when
 //!   the ring is full.
@@ -13,10 +16,31 @@
 mod ring_core;
 
 use ring_core::{Counter, RingMemory};
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Payload bytes into the data area's words (`Relaxed`: ordered by the
+/// record headers, like conduit's plain copies).
+fn write_words<M: RingMemory>(m: &M, pos: u64, data: &[u8]) {
+    assert!(pos.is_multiple_of(8));
+    for (i, chunk) in data.chunks(8).enumerate() {
+        let w = m.data_word(pos + 8 * i as u64);
+        let mut bytes = w.load(Relaxed).to_le_bytes();
+        bytes[..chunk.len()].copy_from_slice(chunk);
+        w.store(u64::from_le_bytes(bytes), Relaxed);
+    }
+}
+
+/// Payload bytes out of the data area's words.
+fn read_words<M: RingMemory>(m: &M, pos: u64, out: &mut [u8]) {
+    assert!(pos.is_multiple_of(8));
+    for (i, chunk) in out.chunks_mut(8).enumerate() {
+        let n = chunk.len();
+        chunk.copy_from_slice(&m.data_word(pos + 8 * i as u64).load(Relaxed).to_le_bytes()[..n]);
+    }
+}
 
 mod model {
     use super::*;
-    use loom::cell::UnsafeCell;
     use loom::sync::Arc;
     use loom::sync::atomic::AtomicU64;
     use std::sync::atomic::Ordering;
@@ -34,7 +58,7 @@ mod model {
     pub struct LoomRing {
         tail: LoomCounter,
         head: LoomCounter,
-        words: Vec<UnsafeCell<[u8; 8]>>,
+        words: Vec<LoomCounter>,
     }
 
     impl LoomRing {
@@ -42,7 +66,7 @@ mod model {
             LoomRing {
                 tail: LoomCounter(AtomicU64::new(0)),
                 head: LoomCounter(AtomicU64::new(0)),
-                words: (0..capacity / 8).map(|_| UnsafeCell::new([0; 8])).collect(),
+                words: (0..capacity / 8).map(|_| LoomCounter(AtomicU64::new(0))).collect(),
             }
         }
     }
@@ -58,22 +82,15 @@ mod model {
         fn capacity(&self) -> u64 {
             (self.words.len() * 8) as u64
         }
-        fn write(&self, pos: u64, data: &[u8]) {
+        fn data_word(&self, pos: u64) -> &LoomCounter {
             assert!(pos.is_multiple_of(8));
-            for (i, chunk) in data.chunks(8).enumerate() {
-                // SAFETY: loom checks that no other access to this word is
-                // concurrent; the pointer is valid for the cell's life.
-                self.words[pos as usize / 8 + i]
-                    .with_mut(|w| unsafe { (&mut *w)[..chunk.len()].copy_from_slice(chunk) });
-            }
+            &self.words[pos as usize / 8]
+        }
+        fn write(&self, pos: u64, data: &[u8]) {
+            write_words(self, pos, data)
         }
         fn read(&self, pos: u64, out: &mut [u8]) {
-            assert!(pos.is_multiple_of(8));
-            for (i, chunk) in out.chunks_mut(8).enumerate() {
-                let n = chunk.len();
-                // SAFETY: as above, for reading.
-                self.words[pos as usize / 8 + i].with(|w| chunk.copy_from_slice(unsafe { &(&*w)[..n] }));
-            }
+            read_words(self, pos, out)
         }
     }
 
@@ -127,7 +144,6 @@ mod model {
 
 mod property {
     use super::*;
-    use std::cell::RefCell;
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -146,8 +162,8 @@ mod property {
     struct HeapRing {
         tail: StdCounter,
         head: StdCounter,
-        data: RefCell<Vec<u8>>,
-        known: std::cell::Cell<(u64, u64)>,
+        words: Vec<StdCounter>,
+        known: std::cell::Cell<u64>,
     }
 
     impl HeapRing {
@@ -156,7 +172,7 @@ mod property {
             HeapRing {
                 tail: StdCounter(AtomicU64::new(0)),
                 head: StdCounter(AtomicU64::new(0)),
-                data: RefCell::new(vec![fill; cap as usize]),
+                words: (0..cap / 8).map(|_| StdCounter(AtomicU64::new(u64::from_ne_bytes([fill; 8])))).collect(),
                 known: Default::default(),
             }
         }
@@ -171,25 +187,22 @@ mod property {
             &self.head
         }
         fn capacity(&self) -> u64 {
-            self.data.borrow().len() as u64
+            self.words.len() as u64 * 8
+        }
+        fn data_word(&self, pos: u64) -> &StdCounter {
+            &self.words[pos as usize / 8]
         }
         fn write(&self, pos: u64, data: &[u8]) {
-            self.data.borrow_mut()[pos as usize..pos as usize + data.len()].copy_from_slice(data);
+            write_words(self, pos, data)
         }
         fn read(&self, pos: u64, out: &mut [u8]) {
-            out.copy_from_slice(&self.data.borrow()[pos as usize..pos as usize + out.len()]);
+            read_words(self, pos, out)
         }
         fn known_head(&self) -> u64 {
-            self.known.get().0
+            self.known.get()
         }
         fn remember_head(&self, head: u64) {
-            self.known.set((head, self.known.get().1));
-        }
-        fn known_tail(&self) -> u64 {
-            self.known.get().1
-        }
-        fn remember_tail(&self, tail: u64) {
-            self.known.set((self.known.get().0, tail));
+            self.known.set(head);
         }
     }
 
@@ -205,6 +218,18 @@ mod property {
         fn below(&mut self, n: u64) -> u64 {
             self.next() % n
         }
+    }
+
+    /// A message of `len` bytes made of words that would read as committed
+    /// record headers of the ring's next lap, numbered `n` (as its length
+    /// field): stale payload where a consumer looks for a header must never
+    /// pass for one (each commit zeroes the next header slot).
+    fn forged(ring: &HeapRing, n: u8, len: usize) -> Vec<u8> {
+        let cap = ring.capacity();
+        let lap = (ring.tail.load(Ordering::Relaxed) / cap + 1) as u32;
+        let t = lap.to_le_bytes();
+        let word = [n, 0, 0, 0, 1, t[0], t[1], t[2]];
+        word.iter().copied().cycle().take(len).collect()
     }
 
     /// Would a record of `len` fit, computed independently of the ring
@@ -234,7 +259,7 @@ mod property {
                         Some(r) => {
                             assert!(expect, "seed {seed}: reserved {len} B with no room");
                             counter = counter.wrapping_add(1);
-                            let msg = vec![counter; len];
+                            let msg = forged(&ring, counter, len);
                             ring.write(r.payload_pos(), &msg);
                             ring_core::commit(&ring, r);
                             model.push_back(msg);
@@ -270,7 +295,7 @@ mod property {
                     let len = rng.below(ring_core::max_payload(cap) as u64 + 1) as usize;
                     if let Some(r) = ring_core::try_reserve(&ring, len).unwrap() {
                         counter = counter.wrapping_add(1);
-                        let msg = vec![counter; len];
+                        let msg = forged(&ring, counter, len);
                         ring.write(r.payload_pos(), &msg);
                         ring_core::commit(&ring, r);
                         model.push(msg);
@@ -303,15 +328,49 @@ mod property {
     fn a_hostile_producer_cannot_make_the_consumer_read_out_of_bounds() {
         let cap = 256u64;
         let ring = HeapRing::new(cap, 0);
-        // A header claiming more than was committed.
+        // A header (kind 1, lap 0) claiming more than the ring holds.
         ring.write(0, &[0xff, 0, 0, 0, 1, 0, 0, 0]);
-        ring.tail.store(16, Ordering::Release);
         assert!(ring_core::peek(&ring).is_err());
         // An unknown kind.
         ring.write(0, &[8, 0, 0, 0, 9, 0, 0, 0]);
         assert!(ring_core::peek(&ring).is_err());
-        // A tail beyond the capacity.
-        ring.tail.store(cap + 8, Ordering::Release);
+        // Padding that does not reach the end.
+        ring.write(0, &[8, 0, 0, 0, 2, 0, 0, 0]);
         assert!(ring_core::peek(&ring).is_err());
+        // A header of another lap is not there yet.
+        ring.write(0, &[8, 0, 0, 0, 1, 1, 0, 0]);
+        assert_eq!(ring_core::peek(&ring).unwrap(), None);
+    }
+
+    /// A producer killed between its header store and its `tail` store has
+    /// published the record (the header is the commit): the next producer
+    /// finds it (and only what was published) with `committed_from`.
+    #[test]
+    fn a_commit_cut_short_is_found_from_the_headers() {
+        let cap = 256u64;
+        let ring = HeapRing::new(cap, 0);
+        let r = ring_core::try_reserve(&ring, 100).unwrap().unwrap();
+        let end = r.end();
+        ring_core::commit(&ring, r);
+        ring.tail.store(0, Ordering::Release);
+        assert_eq!(ring_core::committed_from(&ring, end), (end, 1));
+        ring.tail.store(end, Ordering::Release);
+        let rec = ring_core::peek(&ring).unwrap().unwrap();
+        ring_core::release(&ring, rec);
+        // Padding published, the record at 0 not.
+        let r = ring_core::try_reserve(&ring, 100).unwrap().unwrap();
+        let end = r.end();
+        ring_core::commit(&ring, r);
+        let rec = ring_core::peek(&ring).unwrap().unwrap();
+        ring_core::release(&ring, rec);
+        let r = ring_core::try_reserve(&ring, 100).unwrap().unwrap();
+        let until = r.end();
+        ring_core::commit(&ring, r);
+        ring.data_word(0).store(0, Ordering::Release);
+        ring.tail.store(end, Ordering::Release);
+        assert_eq!(ring_core::committed_from(&ring, until), (cap, 0));
+        // Nothing published.
+        ring.data_word(end).store(0, Ordering::Release);
+        assert_eq!(ring_core::committed_from(&ring, until), (end, 0));
     }
 }

@@ -107,7 +107,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                         // Sleep on the socket: producers ring it while we are armed.
                         end.ring.doorbell_on();
                         let woke =
-                            if end.ring.used() > 0 { Ok(()) } else { readable(std::os::fd::AsFd::as_fd(self)).await };
+                            if end.ring.has_data() { Ok(()) } else { readable(std::os::fd::AsFd::as_fd(self)).await };
                         end.ring.doorbell_off();
                         socket::drain_wakes(std::os::fd::AsFd::as_fd(self));
                         if let Err(e) = woke {

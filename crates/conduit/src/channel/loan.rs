@@ -272,12 +272,12 @@ impl Receiver<Bytes> {
                 }
                 Ok(None) => {
                     if end.is_gone() {
-                        if end.ring.used() > 0 {
+                        if end.ring.has_data() {
                             continue;
                         }
                         return Err(RecvError::Disconnected);
                     }
-                    end.ring.data_bell().wait(end.strategy, Wait::Forever, &end.gone, || end.ring.used() > 0);
+                    end.ring.data_bell().wait(end.strategy, Wait::Forever, &end.gone, || end.ring.has_data());
                 }
             }
         }

@@ -270,7 +270,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                 let _ = socket::poll(&[self.sock.as_fd()], grace);
             }
             Some(end) => {
-                end.ring.data_bell().wait(end.strategy, grace, &end.gone, || end.ring.used() > 0);
+                end.ring.data_bell().wait(end.strategy, grace, &end.gone, || end.ring.has_data());
             }
         }
         // If it has still not come, the token stays ours: the next receive
@@ -308,7 +308,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         if wait == Wait::Never || end.is_gone() {
             return None;
         }
-        if end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.used() > 0) {
+        if end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data()) {
             return self.take_plain(end);
         }
         None
@@ -326,7 +326,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                     // still delivered.
                     return self.read_ring(end)?.map(Ok).unwrap_or(Err(RecvFail::Disconnected));
                 }
-                let ready = end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.used() > 0);
+                let ready = end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data());
                 if !ready && !end.is_gone() {
                     // The monitor thread may not have seen a hang-up yet.
                     if socket::peer_gone(self.sock.as_fd()).unwrap_or(false) {

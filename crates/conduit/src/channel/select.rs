@@ -29,7 +29,7 @@ impl<T> Member for Receiver<T> {
         Receiver::retract(self)
     }
     fn ring_ready(&self) -> bool {
-        self.ring_end().is_some_and(|e| e.is_gone() || e.ring.used() > 0)
+        self.ring_end().is_some_and(|e| e.is_gone() || e.ring.has_data())
     }
     fn is_ring(&self) -> bool {
         self.ring_end().is_some()

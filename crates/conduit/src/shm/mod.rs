@@ -19,6 +19,12 @@ pub use segment::{NamedSegment, Segment};
 
 use std::time::Duration;
 
+/// A thread id that no live thread has (a lock "held" by a dead owner).
+#[cfg(test)]
+pub(crate) fn dead_tid() -> u32 {
+    std::thread::spawn(crate::sys::process::gettid).join().unwrap()
+}
+
 /// How a channel end waits when it must (no message, no room, no credit).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WaitStrategy {

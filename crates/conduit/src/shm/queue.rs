@@ -323,12 +323,8 @@ impl<'de> Deserialize<'de> for Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm::dead_tid;
     use std::sync::atomic::Ordering::SeqCst;
-
-    /// A thread id that no live thread has.
-    fn dead_tid() -> u32 {
-        std::thread::spawn(crate::sys::process::gettid).join().unwrap()
-    }
 
     #[test]
     fn types_are_selected_by_the_system_v_rules_and_taken_out_of_turn() {

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! segment: | 4 KiB header                                   | data: capacity bytes (2^k) |
-//! header:  magic·version·capacity·user words | tail·sent | head·taken |
+//! header:  magic·version·capacity·user words | tail·sent·journal | head·taken |
 //!          producers' lock | data waiters·seq | space waiters·seq |
 //!          credit waiters·seq | doorbell | consumers' lock | closed (user)
 //!          (each in a 128-byte block of its own: adjacent-line prefetchers
@@ -37,7 +37,8 @@ use crate::error::{Error, WireError};
 use crate::sys::{self, Wait, barrier, futex};
 
 const MAGIC: u32 = 0xC0D1_4149;
-const VERSION: u32 = 1;
+/// 2: the record header word is the commit (it carries a lap tag).
+const VERSION: u32 = 2;
 const OFF_MAGIC: usize = 0;
 const OFF_VERSION: usize = 4;
 const OFF_CAPACITY: usize = 8;
@@ -46,6 +47,10 @@ const OFF_WAIT_BUDGET_NS: usize = 24;
 const OFF_TAIL: usize = 128;
 /// Messages ever committed (next to `tail`: written by producers only).
 const OFF_SENT: usize = 136;
+/// The commit in progress: `tail` and `sent` as they will be after it (a
+/// redo record for a producer that takes the lock over from a dead one).
+const OFF_JOURNAL_TAIL: usize = 144;
+const OFF_JOURNAL_SENT: usize = 152;
 const OFF_HEAD: usize = 256;
 /// Messages ever released (next to `head`: written by the consumer only).
 const OFF_TAKEN: usize = 264;
@@ -240,7 +245,6 @@ pub struct Ring {
 #[derive(Debug, Default)]
 struct Known {
     head: AtomicU64,
-    tail: AtomicU64,
     taken: AtomicU64,
     /// Learned spin budget of this handle's adaptive waits (ns).
     spin: AtomicU64,
@@ -261,6 +265,10 @@ impl RingMemory for Ring {
         self.capacity
     }
     #[inline]
+    fn data_word(&self, pos: u64) -> &AtomicU64 {
+        self.seg.mapping().atomic_u64(DATA_OFFSET + pos as usize)
+    }
+    #[inline]
     fn write(&self, pos: u64, data: &[u8]) {
         let ok = self.seg.mapping().write_at(DATA_OFFSET + pos as usize, data);
         debug_assert!(ok);
@@ -277,14 +285,6 @@ impl RingMemory for Ring {
     #[inline]
     fn remember_head(&self, head: u64) {
         self.known.head.store(head, Relaxed)
-    }
-    #[inline]
-    fn known_tail(&self) -> u64 {
-        self.known.tail.load(Relaxed)
-    }
-    #[inline]
-    fn remember_tail(&self, tail: u64) {
-        self.known.tail.store(tail, Relaxed)
     }
 }
 
@@ -365,6 +365,13 @@ impl Ring {
         ring_core::used(self) as usize
     }
 
+    /// Consumer: is a record committed at the head? (One header word: a
+    /// waiting consumer's condition.)
+    #[inline]
+    pub fn has_data(&self) -> bool {
+        ring_core::ready(self)
+    }
+
     /// The segment (to pass the ring to another process).
     pub fn segment(&self) -> &Segment {
         &self.seg
@@ -404,7 +411,7 @@ impl Ring {
     }
 
     /// Producer, right after a commit (whose `light` fence orders this
-    /// load after the new tail): does a consumer want the socket rung?
+    /// load after the new header): does a consumer want the socket rung?
     #[inline]
     pub(crate) fn doorbell_wanted(&self) -> bool {
         self.word(OFF_DOORBELL).load(Relaxed) > 0
@@ -432,7 +439,8 @@ impl Ring {
         assert!(start + r.len() <= self.seg.len());
         // SAFETY: in bounds (asserted). A reservation is exclusive (not
         // Clone, borrowed mutably here): only its holder touches these bytes
-        // until `commit`, and the consumer does not read past `tail`.
+        // until `commit`, and the consumer does not read a record before its
+        // header word is stored.
         unsafe { std::slice::from_raw_parts_mut(self.seg.as_ptr().add(start), r.len()) }
     }
 
@@ -449,10 +457,35 @@ impl Ring {
     #[inline]
     pub fn commit(&self, r: Reservation) {
         let m = self.seg.mapping();
-        ring_core::commit(self, r);
         // One producer at a time (the caller holds the producers' lock).
         let sent = m.atomic_u64(OFF_SENT);
-        sent.store(sent.load(Relaxed) + 1, Release);
+        let now_sent = sent.load(Relaxed) + 1;
+        // The journal first (the header's Release store orders it): a
+        // producer that takes the lock over finishes what we started.
+        m.atomic_u64(OFF_JOURNAL_TAIL).store(r.end(), Relaxed);
+        m.atomic_u64(OFF_JOURNAL_SENT).store(now_sent, Relaxed);
+        ring_core::commit(self, r);
+        sent.store(now_sent, Release);
+        self.data_bell().ring();
+    }
+
+    /// Producer, holding a lock taken over from a dead producer: finish the
+    /// commit it was in (the consumer may already see its record: the
+    /// header word is the commit), or leave it unpublished if its header
+    /// was not stored.
+    fn finish_commit(&self) {
+        let m = self.seg.mapping();
+        let (tail, sent) = (m.atomic_u64(OFF_TAIL), m.atomic_u64(OFF_SENT));
+        let until = m.atomic_u64(OFF_JOURNAL_TAIL).load(Acquire);
+        let journal_sent = m.atomic_u64(OFF_JOURNAL_SENT).load(Acquire);
+        let (reached, messages) = ring_core::committed_from(self, until);
+        if reached > tail.load(Acquire) {
+            tail.store(reached, Release);
+            sent.store(sent.load(Acquire) + messages, Release);
+        } else if reached == until && sent.load(Acquire) + 1 == journal_sent {
+            // It died between storing `tail` and `sent`.
+            sent.store(journal_sent, Release);
+        }
         self.data_bell().ring();
     }
 
@@ -541,10 +574,15 @@ impl Ring {
     }
 
     /// Take the producers' lock for this thread (its id), taking it over
-    /// from a dead owner. Sleeps on the lock word when contended.
+    /// from a dead owner (and finishing its commit). Sleeps on the lock
+    /// word when contended.
     #[inline]
     pub(crate) fn lock_producers(&self, gone: &impl Gone) -> RingLock<'_> {
-        self.lock(OFF_LOCK, OFF_LOCK_WAITERS, gone)
+        let lock = self.lock(OFF_LOCK, OFF_LOCK_WAITERS, gone);
+        if lock.inherited {
+            self.finish_commit();
+        }
+        lock
     }
 
     /// Take the consumers' lock (rings with several consumers), like
@@ -639,5 +677,104 @@ impl<'de> Deserialize<'de> for Ring {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let seg = Segment::deserialize(d)?;
         Ring::adopt(seg, 0).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shm::dead_tid;
+
+    /// A producer killed in the middle of `Ring::commit`, after `stage`
+    /// stores: 1 = journal and header (the consumer can take the record),
+    /// 2 = and `tail`, not `sent`. The next producer takes the lock over and
+    /// finishes the commit, so room and credits stay exact.
+    fn died_mid_commit(stage: u32) {
+        let ring = Ring::new(4096).unwrap();
+        let not_gone = AtomicBool::new(false);
+        let m = ring.seg.mapping();
+        {
+            let _lock = ring.lock_producers(&not_gone);
+            let mut r = ring.try_reserve(100).unwrap().unwrap();
+            ring.reserved_mut(&mut r).fill(7);
+            let end = r.end();
+            m.atomic_u64(OFF_JOURNAL_TAIL).store(end, SeqCst);
+            m.atomic_u64(OFF_JOURNAL_SENT).store(1, SeqCst);
+            ring_core::commit(&ring, r);
+            if stage == 1 {
+                m.atomic_u64(OFF_TAIL).store(0, SeqCst);
+            }
+            std::mem::forget(_lock);
+        }
+        ring.word(OFF_LOCK).store(dead_tid(), SeqCst);
+        // The consumer sees the record already (its header is the commit).
+        let rec = ring.peek().unwrap().expect("the record is visible");
+        assert_eq!(ring.payload(&rec), [7; 100]);
+        ring.release(rec);
+        assert_eq!(ring.messages(), 0);
+        // The next producer takes over and finishes the commit.
+        let lock = ring.lock_producers(&not_gone);
+        assert!(lock.inherited);
+        assert_eq!(ring.sent(), 1, "stage {stage}: the message is counted");
+        assert_eq!(m.atomic_u64(OFF_TAIL).load(SeqCst), 8 + 104, "stage {stage}: tail caught up");
+        assert!(ring.below(1), "stage {stage}: the credit came back");
+        let mut r = ring.try_reserve(8).unwrap().expect("room");
+        ring.reserved_mut(&mut r).fill(9);
+        ring.commit(r);
+        drop(lock);
+        let rec = ring.peek().unwrap().expect("the next record");
+        assert_eq!(ring.payload(&rec), [9; 8]);
+        ring.release(rec);
+        assert_eq!((ring.used(), ring.messages()), (0, 0));
+    }
+
+    #[test]
+    fn a_producer_that_died_after_the_header_is_finished_by_the_next() {
+        died_mid_commit(1);
+    }
+
+    #[test]
+    fn a_producer_that_died_before_counting_is_finished_by_the_next() {
+        died_mid_commit(2);
+    }
+
+    /// Killed after storing the padding's header, not the record's: the
+    /// padding is published (the consumer skips it), the record is not.
+    #[test]
+    fn a_producer_that_died_between_padding_and_record_leaves_the_record_out() {
+        let ring = Ring::new(4096).unwrap();
+        let not_gone = AtomicBool::new(false);
+        let m = ring.seg.mapping();
+        // Fill to 3 KiB and drain, so that 2 KiB no longer fits before the end.
+        for _ in 0..3 {
+            let mut r = ring.try_reserve(1016).unwrap().unwrap();
+            ring.reserved_mut(&mut r).fill(1);
+            ring.commit(r);
+            let rec = ring.peek().unwrap().unwrap();
+            ring.release(rec);
+        }
+        let start = m.atomic_u64(OFF_TAIL).load(SeqCst);
+        {
+            let lock = ring.lock_producers(&not_gone);
+            let r = ring.try_reserve(2000).unwrap().unwrap();
+            m.atomic_u64(OFF_JOURNAL_TAIL).store(r.end(), SeqCst);
+            m.atomic_u64(OFF_JOURNAL_SENT).store(4, SeqCst);
+            ring_core::commit(&ring, r);
+            // Undo the record's header and the tail: it died in between.
+            RingMemory::data_word(&ring, 0).store(0, SeqCst);
+            m.atomic_u64(OFF_TAIL).store(start, SeqCst);
+            std::mem::forget(lock);
+        }
+        ring.word(OFF_LOCK).store(dead_tid(), SeqCst);
+        assert_eq!(ring.peek().unwrap(), None, "the padding is skipped, the record is not there");
+        let lock = ring.lock_producers(&not_gone);
+        assert_eq!(m.atomic_u64(OFF_TAIL).load(SeqCst), 4096, "tail past the padding only");
+        assert_eq!(ring.sent(), 3);
+        let mut r = ring.try_reserve(2000).unwrap().expect("room at the start");
+        ring.reserved_mut(&mut r).fill(5);
+        ring.commit(r);
+        drop(lock);
+        let rec = ring.peek().unwrap().unwrap();
+        assert_eq!(ring.payload(&rec), [5; 2000]);
     }
 }

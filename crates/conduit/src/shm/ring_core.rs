@@ -4,12 +4,28 @@
 //! shared mapping.
 //!
 //! A ring of `capacity` bytes (a power of two) holds variable-size
-//! records: an 8-byte header (`len: u32`, `kind: u32`) and the payload,
-//! padded to 8 bytes. `tail` (bytes ever committed) and `head` (bytes ever
-//! released) only grow; the ring is full when `tail - head == capacity`,
-//! so every byte is usable — unlike the textbook ring that keeps one slot
-//! empty to tell full from empty. A record never wraps: if it does not fit
-//! before the end, a padding record fills the end and it starts at 0.
+//! records: an 8-byte header word and the payload, padded to 8 bytes.
+//! `tail` (bytes ever committed) and `head` (bytes ever released) only
+//! grow; the ring is full when `tail - head == capacity`, so every byte is
+//! usable — unlike the textbook ring that keeps one slot empty to tell full
+//! from empty. A record never wraps: if it does not fit before the end, a
+//! padding record fills the end and it starts at 0.
+//!
+//! **The header word is the commit.** It holds the payload length (bits
+//! 0..32), the kind (32..40) and a lap tag (40..64: the record's absolute
+//! position divided by the capacity, modulo 2²⁴), and the producer stores
+//! it, with Release, after the payload. The consumer waits on the header
+//! word at its position, not on `tail`: a message costs the consumer one
+//! cache line from the producer (the record's), not two (`tail`'s, then the
+//! record's). A word counts as committed only if its kind is set and its tag
+//! is the lap the consumer is in, so what lay there before never passes:
+//! each commit also zeroes the header slot right after its record (when
+//! that slot is free), and when it is not free the ring is full and the
+//! slot holds the header of the oldest record, one lap back. Stale payload
+//! bytes are therefore never where a consumer looks for a header.
+//!
+//! `tail` is the producers' own count (room, and a repair after a producer
+//! died mid-commit, see [`committed_from`]).
 //!
 //! One consumer; producers take turns (the caller serializes them), so
 //! `tail` has one writer at a time and `head` exactly one.
@@ -34,6 +50,9 @@ pub trait RingMemory {
     fn head(&self) -> &Self::C;
     /// Size of the data area, a power of two.
     fn capacity(&self) -> u64;
+    /// The 8-byte word of the data area at `pos` (a multiple of 8), as an
+    /// atomic: record headers are read and written through it.
+    fn data_word(&self, pos: u64) -> &Self::C;
     /// Copy `data` into the data area at `pos` (`pos + len <= capacity`).
     fn write(&self, pos: u64, data: &[u8]);
     /// Copy from the data area at `pos` into `out`.
@@ -47,13 +66,6 @@ pub trait RingMemory {
     }
     /// Producer: remember a `head` just loaded.
     fn remember_head(&self, _head: u64) {}
-    /// Consumer: a `tail` this handle loaded (with Acquire) before (0 if
-    /// it keeps none). Records below it are committed and visible.
-    fn known_tail(&self) -> u64 {
-        0
-    }
-    /// Consumer: remember a `tail` just loaded.
-    fn remember_tail(&self, _tail: u64) {}
 }
 
 /// Bytes of a record header.
@@ -79,12 +91,24 @@ pub fn max_payload(capacity: u64) -> usize {
     (capacity / 2 - RECORD_HEADER) as usize
 }
 
+/// The lap tag of absolute position `at` (see the module docs).
 #[inline]
-fn header(len: u64, kind: u32) -> [u8; 8] {
-    let mut h = [0u8; 8];
-    h[..4].copy_from_slice(&(len as u32).to_le_bytes());
-    h[4..].copy_from_slice(&kind.to_le_bytes());
-    h
+fn lap_tag(at: u64, cap: u64) -> u64 {
+    (at >> cap.trailing_zeros()) & 0xFF_FFFF
+}
+
+/// The header word of a record at absolute position `at`.
+#[inline]
+fn header(len: u64, kind: u32, at: u64, cap: u64) -> u64 {
+    (len & 0xFFFF_FFFF) | (kind as u64) << 32 | lap_tag(at, cap) << 40
+}
+
+/// A header word read at absolute position `at`: `(len, kind)` if it is
+/// committed for this lap, `None` if the record is not there yet.
+#[inline]
+fn committed(word: u64, at: u64, cap: u64) -> Option<(u64, u32)> {
+    let kind = (word >> 32) as u8 as u32;
+    (kind != 0 && word >> 40 == lap_tag(at, cap)).then_some((word & 0xFFFF_FFFF, kind))
 }
 
 /// Room a producer has claimed (not yet visible to the consumer). Not
@@ -99,6 +123,11 @@ pub struct Reservation {
 }
 
 impl Reservation {
+    /// `tail` once this record is committed.
+    #[inline]
+    pub fn end(&self) -> u64 {
+        self.at + self.pad + self.size
+    }
     /// Offset of the payload in the data area.
     #[inline]
     pub fn payload_pos(&self) -> u64 {
@@ -149,12 +178,53 @@ pub fn try_reserve<M: RingMemory>(m: &M, len: usize) -> Result<Option<Reservatio
 #[inline]
 pub fn commit<M: RingMemory>(m: &M, r: Reservation) {
     let cap = m.capacity();
-    if r.pad > 0 {
-        m.write(r.at & (cap - 1), &header(r.pad - RECORD_HEADER, KIND_PAD));
+    let end = r.end();
+    // Zero the next header slot, so that the consumer, arriving there,
+    // never takes what lay there for a header. Only if it is free: if it is
+    // not, the ring is full and the slot holds the oldest record's header,
+    // one lap back, which does not pass either. (A `head` that only seems
+    // full is reloaded: stale payload must not stay behind.)
+    let free = |h: u64| h <= end && end - h < cap;
+    if free(m.known_head()) || {
+        let h = m.head().load(Acquire);
+        m.remember_head(h);
+        free(h)
+    } {
+        m.data_word(end & (cap - 1)).store(0, Relaxed);
     }
-    m.write(r.pos, &header(r.len as u64, KIND_DATA));
-    // Release: payload and headers are visible before the new tail.
-    m.tail().store(r.at + r.pad + r.size, Release);
+    // Release: the payload and the zeroed slot are visible before a header
+    // is. The padding first: a producer that dies between the two stores
+    // leaves the record at 0 unpublished, never a header of a future lap.
+    if r.pad > 0 {
+        m.data_word(r.at & (cap - 1)).store(header(r.pad - RECORD_HEADER, KIND_PAD, r.at, cap), Release);
+    }
+    m.data_word(r.pos).store(header(r.len as u64, KIND_DATA, r.at + r.pad, cap), Release);
+    m.tail().store(end, Release);
+}
+
+/// Producer, after taking over the lock from a producer that died: the
+/// records from `tail` up to `until` that it committed (header stored)
+/// before `tail`. Returns where `tail` belongs and how many messages are
+/// among them. Records past `tail` are visible to the consumer as soon as
+/// their header is, so `tail` must catch up with them.
+pub fn committed_from<M: RingMemory>(m: &M, until: u64) -> (u64, u64) {
+    let cap = m.capacity();
+    let mut at = m.tail().load(Acquire);
+    let mut messages = 0;
+    while at < until && until - at <= cap {
+        let pos = at & (cap - 1);
+        let Some((len, kind)) = committed(m.data_word(pos).load(Acquire), at, cap) else { break };
+        let size = match kind {
+            KIND_PAD => cap - pos,
+            _ => record_size(len as usize),
+        };
+        if size > cap - pos || at + size > until {
+            break;
+        }
+        messages += u64::from(kind != KIND_PAD);
+        at += size;
+    }
+    (at, messages)
 }
 
 /// A record the consumer is looking at.
@@ -202,38 +272,29 @@ pub fn next_after<M: RingMemory>(m: &M, r: &Record) -> Result<Option<Record>, Co
     find(m, r.at + r.size, false)
 }
 
+/// Consumer: is a record (of any kind) committed at the head? A sleeping
+/// consumer's condition: it reads one header word, not `tail`.
+#[inline]
+pub fn ready<M: RingMemory>(m: &M) -> bool {
+    let at = m.head().load(Relaxed);
+    committed(m.data_word(at & (m.capacity() - 1)).load(Acquire), at, m.capacity()).is_some()
+}
+
 /// The first message record at or after `at`; with `consume`, `at` is the
 /// head and skipped records are released.
 #[inline]
 fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Record>, Corrupt> {
     let cap = m.capacity();
     loop {
-        let known = m.known_tail();
-        let t = if at < known {
-            known
-        } else {
-            // Acquire: the record's bytes are visible once its tail is.
-            let t = m.tail().load(Acquire);
-            m.remember_tail(t);
-            t
-        };
-        if at == t {
-            return Ok(None);
-        }
-        if t < at || t - at > cap {
-            return Err(Corrupt("tail is out of range"));
-        }
         let pos = at & (cap - 1);
-        let mut hdr = [0u8; 8];
-        m.read(pos, &mut hdr);
-        let len = u32::from_le_bytes(hdr[..4].try_into().expect("4 bytes")) as u64;
-        let kind = u32::from_le_bytes(hdr[4..].try_into().expect("4 bytes"));
+        // Acquire: the record's bytes are visible once its header is.
+        let Some((len, kind)) = committed(m.data_word(pos).load(Acquire), at, cap) else { return Ok(None) };
         let skip = match kind {
-            KIND_PAD if len + RECORD_HEADER == cap - pos && cap - pos <= t - at => cap - pos,
+            KIND_PAD if len + RECORD_HEADER == cap - pos => cap - pos,
             KIND_DATA | KIND_TAKEN => {
                 let size = record_size(len as usize);
-                if size > cap - pos || size > t - at {
-                    return Err(Corrupt("record runs past the committed data"));
+                if size > cap - pos {
+                    return Err(Corrupt("record runs past the end of the ring"));
                 }
                 if kind == KIND_DATA {
                     return Ok(Some(Record { at, pos, len: len as usize, size }));
@@ -257,7 +318,7 @@ pub fn take<M: RingMemory>(m: &M, r: Record) {
     if r.at == m.head().load(Relaxed) {
         release(m, r);
     } else {
-        m.write(r.pos, &header(r.len as u64, KIND_TAKEN));
+        m.data_word(r.pos).store(header(r.len as u64, KIND_TAKEN, r.at, m.capacity()), Relaxed);
     }
 }
 
@@ -268,7 +329,9 @@ pub fn release<M: RingMemory>(m: &M, r: Record) {
     m.head().store(r.at + r.size, Release);
 }
 
-/// Bytes committed and not yet released.
+/// Bytes committed and not yet released. (The consumer may release a
+/// record a moment before its producer stores `tail`: then 0.)
 pub fn used<M: RingMemory>(m: &M) -> u64 {
-    m.tail().load(Acquire).wrapping_sub(m.head().load(Acquire))
+    let head = m.head().load(Acquire);
+    m.tail().load(Acquire).saturating_sub(head)
 }
