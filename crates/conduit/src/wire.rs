@@ -90,6 +90,14 @@ pub fn write_header(buf: &mut [u8], kind: Kind, flags: u16, payload: &[u8], righ
     buf[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// Write the header of a plain ring frame (data, unchecked, inline, no
+/// rights: what [`plain_ring_payload`] recognizes) into `buf[..16]`.
+#[inline]
+pub fn write_plain_header(buf: &mut [u8], len: usize) {
+    write_header_len(buf, Kind::Data, UNCHECKED, len, 0);
+    buf[12..16].copy_from_slice(&0u32.to_le_bytes());
+}
+
 /// The first eight header bytes: magic, version, kind, flags, rights.
 const fn head8(kind: Kind, flags: u16, rights: u16) -> [u8; 8] {
     let (m, f, r) = (MAGIC.to_le_bytes(), flags.to_le_bytes(), rights.to_le_bytes());

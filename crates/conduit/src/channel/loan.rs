@@ -25,6 +25,7 @@ use std::sync::MutexGuard;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{RecvError, SendFail};
+use super::outbox::Plain;
 use super::{Receiver, Sender};
 use crate::error::{Error, WireError};
 use crate::shm::ring::{Record, Reservation, RingLock, TooLarge};
@@ -68,6 +69,35 @@ impl Serialize for BytesRef<'_> {
     }
 }
 
+/// A byte string for the short send path: postcard's encoding of bytes
+/// (a varint length, then the bytes), written without serde.
+struct RawBytes<'a>(&'a [u8]);
+
+impl Plain for RawBytes<'_> {
+    #[inline]
+    fn size(&self) -> Option<usize> {
+        Some(varint_len(self.0.len()) + self.0.len())
+    }
+    #[inline]
+    fn write(&self, out: &mut [u8]) -> bool {
+        let mut vi = [0u8; 10];
+        let vn = varint(self.0.len(), &mut vi);
+        if out.len() != vn + self.0.len() {
+            return false;
+        }
+        let (len, body) = out.split_at_mut(vn);
+        len.copy_from_slice(&vi[..vn]);
+        body.copy_from_slice(self.0);
+        true
+    }
+}
+
+#[inline]
+fn varint_len(n: usize) -> usize {
+    (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+#[inline]
 fn varint(mut n: usize, out: &mut [u8; 10]) -> usize {
     let mut i = 0;
     loop {
@@ -82,6 +112,7 @@ fn varint(mut n: usize, out: &mut [u8; 10]) -> usize {
     }
 }
 
+#[inline]
 fn read_varint(b: &[u8]) -> Option<(usize, usize)> {
     let mut n = 0usize;
     for (i, &byte) in b.iter().enumerate().take(10) {
@@ -96,6 +127,9 @@ fn read_varint(b: &[u8]) -> Option<(usize, usize)> {
 impl Sender<Bytes> {
     /// Send bytes from a slice (no intermediate `Vec`).
     pub fn send_slice(&self, data: &[u8]) -> Result<(), Error> {
+        if self.core.send_plain(&RawBytes(data), Wait::Forever).is_some() {
+            return Ok(());
+        }
         match self.send_ref(&BytesRef(data), Wait::Forever) {
             Ok(()) => Ok(()),
             Err(SendFail::Failed(e)) => Err(e),
@@ -251,6 +285,14 @@ impl Receiver<Bytes> {
                 Err(c) => return Err(RecvError::Failed(WireError::BadRing(c.0).into())),
                 Ok(Some(record)) => {
                     let frame = end.ring.payload(&record);
+                    // A plain frame (the common case) in one compare.
+                    if let Some(body) = wire::plain_ring_payload(frame)
+                        && let Some((n, vn)) = read_varint(body)
+                        && vn + n == body.len()
+                    {
+                        self.credit_taken();
+                        return Ok(InPlace { rx: self, record: Some(record), start: HEADER_LEN + vn, len: n });
+                    }
                     let parsed = wire::parse(frame).and_then(|(h, body)| {
                         if h.kind != Kind::Data || h.rights > 0 || h.out_of_line() {
                             return Err(WireError::Kind(h.kind as u8));

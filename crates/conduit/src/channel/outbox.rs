@@ -199,16 +199,15 @@ impl SenderCore {
     }
 
     /// The fast path of a bounded shared-memory send: a message without
-    /// rights that fits the ring is serialized straight into it under the
+    /// rights that fits the ring is written straight into it under the
     /// producers' lock, waiting (by the ring's strategy) for a credit or
     /// room. `None` hands the send to the full path, which owns every
     /// other case and every error report (nothing was published then).
     #[inline]
-    pub(crate) fn send_plain<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Option<()> {
+    pub(crate) fn send_plain(&self, msg: &impl Plain, wait: Wait) -> Option<()> {
         let end = self.ring.as_ref()?;
         let Capacity::Bounded(limit) = self.ctl.capacity() else { return None };
-        // Sizing fails on a message with rights (only `encode` takes them).
-        let size = postcard::experimental::serialized_size(msg).ok()?;
+        let size = msg.size()?;
         let len = wire::HEADER_LEN + size;
         if len > end.ring.max_message() {
             return None;
@@ -220,9 +219,13 @@ impl SenderCore {
             let lock = end.ring.lock_producers(&end.gone);
             let credit = end.ring.below(limit);
             if credit && let Ok(Some(mut r)) = end.ring.try_reserve(len) {
-                // A failed fill is not committed, so never seen; the full
+                let (head, body) = end.ring.reserved_mut(&mut r).split_at_mut(wire::HEADER_LEN);
+                // A failed write is not committed, so never seen; the full
                 // path reports it.
-                Frame::Direct { msg, size }.fill(end.ring.reserved_mut(&mut r)).ok()?;
+                if !msg.write(body) {
+                    return None;
+                }
+                wire::write_plain_header(head, size);
                 end.ring.commit(r);
                 drop(lock);
                 self.ring_doorbell(end);
@@ -245,7 +248,7 @@ impl SenderCore {
     /// After a commit: ring the socket if a consumer sleeps in `poll` (a
     /// port set, an async task) and asked for it. A full socket already
     /// holds a wake, so a failed write is fine.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn ring_doorbell(&self, end: &RingEnd) {
         if end.ring.doorbell_wanted() {
             let _ = socket::send_frame(self.sock.as_fd(), &wire::simple_frame(Kind::Wake, &[]), &[]);
@@ -375,5 +378,30 @@ impl SenderCore {
         while !ob.pending.is_empty() {
             ob = self.drained.wait(ob).unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// A message the short send path (`SenderCore::send_plain`) writes
+/// straight into the ring: its encoded size, then its bytes in place.
+pub(crate) trait Plain {
+    /// Encoded size; `None` if it cannot take the short path (a message
+    /// with rights: only `codec::encode` takes them).
+    fn size(&self) -> Option<usize>;
+    /// Encode into `out` (exactly `size()` bytes); `false` on failure.
+    fn write(&self, out: &mut [u8]) -> bool;
+}
+
+/// Any serializable message, encoded by postcard.
+pub(crate) struct Serde<'a, U: ?Sized>(pub &'a U);
+
+impl<U: Serialize + ?Sized> Plain for Serde<'_, U> {
+    #[inline]
+    fn size(&self) -> Option<usize> {
+        postcard::experimental::serialized_size(self.0).ok()
+    }
+    #[inline]
+    fn write(&self, out: &mut [u8]) -> bool {
+        let want = out.len();
+        postcard::to_slice(self.0, out).is_ok_and(|used| used.len() == want)
     }
 }

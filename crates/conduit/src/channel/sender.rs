@@ -188,7 +188,7 @@ impl<T> Sender<T> {
     /// Send any value that encodes like a `T` (e.g. a borrowed form).
     #[inline]
     pub(crate) fn send_ref<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
-        if self.core.send_plain(msg, wait).is_some() {
+        if self.core.send_plain(&super::outbox::Serde(msg), wait).is_some() {
             return Ok(());
         }
         self.send_full(msg, wait)

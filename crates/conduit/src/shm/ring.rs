@@ -578,7 +578,7 @@ impl Ring {
     /// word when contended.
     #[inline]
     pub(crate) fn lock_producers(&self, gone: &impl Gone) -> RingLock<'_> {
-        let lock = self.lock(OFF_LOCK, OFF_LOCK_WAITERS, gone);
+        let lock = self.lock(Which::Producers, gone);
         if lock.inherited {
             self.finish_commit();
         }
@@ -588,14 +588,25 @@ impl Ring {
     /// Take the consumers' lock (rings with several consumers), like
     /// [`lock_producers`](Self::lock_producers).
     pub(crate) fn lock_consumers(&self, gone: &impl Gone) -> RingLock<'_> {
-        self.lock(OFF_CONSUMER_LOCK, OFF_CONSUMER_LOCK_WAITERS, gone)
+        self.lock(Which::Consumers, gone)
     }
 
-    fn lock(&self, off: usize, off_waiters: usize, gone: &impl Gone) -> RingLock<'_> {
+    /// Free: one compare-and-swap, inline. Otherwise [`lock_slow`].
+    #[inline]
+    fn lock(&self, which: Which, gone: &impl Gone) -> RingLock<'_> {
         let me = sys::process::gettid();
-        let word = self.word(off);
-        let waiters = self.word(off_waiters);
-        let held = |inherited| RingLock { ring: self, off, off_waiters, inherited, owned: true };
+        if self.word(which.off()).compare_exchange(0, me, SeqCst, Relaxed).is_ok() {
+            return RingLock { ring: self, which, inherited: false, owned: true };
+        }
+        self.lock_slow(which, me, gone)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_slow(&self, which: Which, me: u32, gone: &impl Gone) -> RingLock<'_> {
+        let word = self.word(which.off());
+        let waiters = self.word(which.off_waiters());
+        let held = |inherited| RingLock { ring: self, which, inherited, owned: true };
         let mut spins = 0u32;
         loop {
             match word.compare_exchange(0, me, SeqCst, Relaxed) {
@@ -614,8 +625,10 @@ impl Ring {
                         continue;
                     }
                     if !sys::process::alive(owner) {
-                        // The owner died holding it: its record was never
-                        // committed, so nothing half-written is visible.
+                        // The owner died holding it: a record it had not
+                        // published (header) stays unseen, one it had is
+                        // finished (`finish_commit`); nothing half-written
+                        // is ever visible.
                         if word.compare_exchange(owner, me, SeqCst, Relaxed).is_ok() {
                             return held(true);
                         }
@@ -637,11 +650,35 @@ impl Ring {
     }
 }
 
-/// Holds the producers' or the consumers' lock of a ring.
+/// Which of a ring's two locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Which {
+    Producers,
+    Consumers,
+}
+
+impl Which {
+    #[inline]
+    fn off(self) -> usize {
+        match self {
+            Which::Producers => OFF_LOCK,
+            Which::Consumers => OFF_CONSUMER_LOCK,
+        }
+    }
+    #[inline]
+    fn off_waiters(self) -> usize {
+        match self {
+            Which::Producers => OFF_LOCK_WAITERS,
+            Which::Consumers => OFF_CONSUMER_LOCK_WAITERS,
+        }
+    }
+}
+
+/// Holds the producers' or the consumers' lock of a ring. (16 bytes: it
+/// comes back from the inline fast path in registers.)
 pub struct RingLock<'a> {
     ring: &'a Ring,
-    off: usize,
-    off_waiters: usize,
+    which: Which,
     /// Taken over from a dead owner (or an earlier thread with our id):
     /// what it was doing may be half done.
     pub(crate) inherited: bool,
@@ -658,10 +695,10 @@ impl Drop for RingLock<'_> {
         // We own it (nobody takes a live owner's lock over): a plain store,
         // then the fast side of an asymmetric fence before looking for
         // sleepers (they pay with `barrier::heavy`).
-        let word = self.ring.word(self.off);
+        let word = self.ring.word(self.which.off());
         word.store(0, Release);
         barrier::light();
-        if self.ring.word(self.off_waiters).load(Relaxed) > 0 {
+        if self.ring.word(self.which.off_waiters()).load(Relaxed) > 0 {
             futex::wake(word, 1);
         }
     }

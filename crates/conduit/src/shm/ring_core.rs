@@ -262,7 +262,17 @@ pub struct Corrupt(pub &'static str);
 /// taken out of turn are skipped and released on the way).
 #[inline]
 pub fn peek<M: RingMemory>(m: &M) -> Result<Option<Record>, Corrupt> {
-    find(m, m.head().load(Relaxed), true)
+    let cap = m.capacity();
+    let at = m.head().load(Relaxed);
+    let pos = at & (cap - 1);
+    // The common case inline (a message, or nothing yet); the rest in `find`.
+    match committed(m.data_word(pos).load(Acquire), at, cap) {
+        None => Ok(None),
+        Some((len, KIND_DATA)) if record_size(len as usize) <= cap - pos => {
+            Ok(Some(Record { at, pos, len: len as usize, size: record_size(len as usize) }))
+        }
+        Some(_) => find(m, at, true),
+    }
 }
 
 /// Consumer: the committed record after `r`, without releasing anything
@@ -282,7 +292,7 @@ pub fn ready<M: RingMemory>(m: &M) -> bool {
 
 /// The first message record at or after `at`; with `consume`, `at` is the
 /// head and skipped records are released.
-#[inline]
+#[inline(never)]
 fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Record>, Corrupt> {
     let cap = m.capacity();
     loop {

@@ -141,10 +141,11 @@ impl Mapping {
         true
     }
 
-    #[inline]
+    #[inline(always)]
     fn check(&self, offset: usize, size: usize) {
-        assert!(offset.is_multiple_of(size), "misaligned atomic at offset {offset}");
-        assert!(offset + size <= self.len, "atomic at offset {offset} outside the mapping");
+        if !offset.is_multiple_of(size) || offset + size > self.len {
+            bad_atomic(offset, self.len);
+        }
     }
 
     /// The 32-bit atomic at `offset` (aligned, inside the mapping).
@@ -164,6 +165,15 @@ impl Mapping {
         // SAFETY: as for `atomic_u32`.
         unsafe { &*(self.ptr.as_ptr().cast::<u8>().add(offset).cast::<AtomicU64>()) }
     }
+}
+
+/// A misaligned or out-of-bounds atomic: a bug in conduit (offsets are
+/// constants or checked), so a panic. Out of line: the hot accessors only
+/// compare and branch.
+#[cold]
+#[inline(never)]
+fn bad_atomic(offset: usize, len: usize) -> ! {
+    panic!("atomic at offset {offset} is misaligned or outside the {len}-byte mapping")
 }
 
 impl Drop for Mapping {
