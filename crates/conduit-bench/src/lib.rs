@@ -78,6 +78,26 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("peer/dbus", peers::dbus_case, peers::dbus_peer),
 ];
 
+/// The order cases run in within a round: each next to the cases its
+/// targets compare it with (the table keeps the order of [`CASES`]).
+const RUN_ORDER: &[&str] = &[
+    "floor/spin",
+    "conduit/shm-spin",
+    "conduit/shm",
+    "peer/iceoryx2",
+    "floor/memcpy",
+    "conduit/shm-loan",
+    "floor/uds",
+    "conduit/uds",
+    "floor/posix-mq",
+    "conduit/mailbox",
+    "peer/dbus",
+    "floor/futex",
+    "floor/pipe",
+    "floor/tcp",
+    "peer/ipc-channel",
+];
+
 /// The CPUs this process may run on, before any pinning.
 fn allowed_cpus() -> Vec<usize> {
     let set = rustix::thread::sched_getaffinity(None).unwrap_or_else(|_| rustix::thread::CpuSet::new());
@@ -97,9 +117,9 @@ fn plan(opts: &Options) -> Plan {
     if opts.smoke {
         Plan { round_trips: 200, small: 1_000, large: 4, budget: Duration::from_millis(200) }
     } else if opts.quick {
-        Plan { round_trips: 100_000, small: 500_000, large: 100, budget: Duration::from_millis(500) }
+        Plan { round_trips: 100_000, small: 500_000, large: 500, budget: Duration::from_millis(150) }
     } else {
-        Plan { round_trips: 100_000, small: 500_000, large: 1_000, budget: Duration::from_secs(3) }
+        Plan { round_trips: 300_000, small: 2_000_000, large: 2_000, budget: Duration::from_secs(1) }
     }
 }
 
@@ -118,7 +138,7 @@ pub fn run(opts: &Options) -> ExitCode {
         pin_to(first);
         peer::set_peer_cpu(second);
     }
-    let cases: Vec<_> =
+    let mut cases: Vec<_> =
         CASES.iter().filter(|(n, _, _)| opts.only.is_empty() || opts.only.iter().any(|o| o == n)).collect();
     if cases.is_empty() {
         eprintln!(
@@ -128,24 +148,29 @@ pub fn run(opts: &Options) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
+    // Many short rounds: this machine has fast and slow spells lasting
+    // seconds, and each case's median over rounds spread across the whole
+    // run is what it does typically, wherever its neighbours' spells fell.
     let rounds = match (opts.smoke, opts.quick) {
         (true, _) => 1,
-        (_, true) => 3,
-        _ => 5,
+        (_, true) => 7,
+        _ => 9,
     };
     let bar = ProgressBar::new((cases.len() * 3 * rounds) as u64);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("template"));
     bar.enable_steady_tick(Duration::from_millis(200));
+    // Run each case next to what its targets compare it with.
+    cases.sort_by_key(|(n, _, _)| RUN_ORDER.iter().position(|r| r == n));
     // Rounds interleave the cases, so that a noisy moment of this shared
-    // machine hits them alike; each metric keeps its best round.
-    let mut best: Vec<Option<Measurement>> = vec![None; cases.len()];
+    // machine hits them alike; each metric reports its median round.
+    let mut done: Vec<Vec<Measurement>> = vec![Vec::new(); cases.len()];
     let mut failed = false;
     for round in 1..=rounds {
-        for (slot, (name, case, _)) in best.iter_mut().zip(&cases) {
+        for (slot, (name, case, _)) in done.iter_mut().zip(&cases) {
             bar.set_message(format!("{name} (round {round}/{rounds})"));
             let mut tick = || bar.inc(1);
             match case(plan(opts), &mut tick) {
-                Ok(m) => *slot = Some(slot.take().map_or(m.clone(), |b| b.best(&m))),
+                Ok(m) => slot.push(m),
                 Err(e) => {
                     failed = true;
                     bar.suspend(|| eprintln!("{name}: FAILED: {e}"));
@@ -153,7 +178,8 @@ pub fn run(opts: &Options) -> ExitCode {
             }
         }
     }
-    let results: Vec<Measurement> = best.into_iter().flatten().collect();
+    let mut results: Vec<Measurement> = done.iter().filter_map(|r| Measurement::median(r)).collect();
+    results.sort_by_key(|m| CASES.iter().position(|c| c.0 == m.name));
     bar.finish_and_clear();
     print_table(&results);
     if let Some(path) = &opts.svg

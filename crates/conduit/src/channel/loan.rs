@@ -26,6 +26,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{RecvError, SendFail};
 use super::outbox::Plain;
+use super::shm::RingEnd;
 use super::{Receiver, Sender};
 use crate::error::{Error, WireError};
 use crate::shm::ring::{Record, Reservation, RingLock, TooLarge};
@@ -245,24 +246,33 @@ impl Drop for Loan<'_> {
 /// A received message, read where it lies in the ring; its room goes back
 /// to the producers when this is dropped.
 pub struct InPlace<'a> {
-    rx: &'a Receiver<Bytes>,
+    end: &'a RingEnd,
     record: Option<Record>,
-    start: usize,
-    len: usize,
+    /// The message's bytes, in the ring (found once, at receipt).
+    data: &'a [u8],
+}
+
+impl<'a> InPlace<'a> {
+    #[inline]
+    fn new(end: &'a RingEnd, record: Record, start: usize, len: usize) -> InPlace<'a> {
+        let data = &end.ring.payload(&record)[start..start + len];
+        InPlace { end, record: Some(record), data }
+    }
 }
 
 impl Deref for InPlace<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
-        let end = self.rx.ring_end().expect("ring");
-        &end.ring.payload(self.record.as_ref().expect("held"))[self.start..self.start + self.len]
+        self.data
     }
 }
 
 impl Drop for InPlace<'_> {
+    #[inline]
     fn drop(&mut self) {
-        if let (Some(r), Some(end)) = (self.record.take(), self.rx.ring_end()) {
-            end.ring.release(r);
+        if let Some(r) = self.record.take() {
+            self.end.ring.release(r);
         }
     }
 }
@@ -291,7 +301,7 @@ impl Receiver<Bytes> {
                         && vn + n == body.len()
                     {
                         self.credit_taken();
-                        return Ok(InPlace { rx: self, record: Some(record), start: HEADER_LEN + vn, len: n });
+                        return Ok(InPlace::new(end, record, HEADER_LEN + vn, n));
                     }
                     let parsed = wire::parse(frame).and_then(|(h, body)| {
                         if h.kind != Kind::Data || h.rights > 0 || h.out_of_line() {
@@ -305,7 +315,7 @@ impl Receiver<Bytes> {
                     });
                     self.credit_taken();
                     return match parsed {
-                        Ok((start, len)) => Ok(InPlace { rx: self, record: Some(record), start, len }),
+                        Ok((start, len)) => Ok(InPlace::new(end, record, start, len)),
                         Err(e) => {
                             end.ring.release(record);
                             Err(RecvError::Failed(e.into()))
