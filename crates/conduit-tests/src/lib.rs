@@ -24,6 +24,8 @@ pub enum ToChild {
     RecvBytes(Receiver<conduit::Bytes>),
     /// A send right for a stream of self-checking messages.
     SendStream(Sender<Vec<u64>>),
+    /// The same, the stream tagged with a producer number.
+    SendTaggedStream(Sender<Vec<u64>>, u64),
     /// Go on.
     Go,
 }
@@ -55,7 +57,12 @@ pub enum Request {
 /// The self-checking message number `i` of a stream: `i` repeated
 /// `1 + i % 64` times, so a torn or mixed-up message cannot pass.
 pub fn stream_message(i: u64) -> Vec<u64> {
-    vec![i; 1 + (i % 64) as usize]
+    tagged_stream_message(0, i)
+}
+
+/// Message `i` of producer `tag`'s stream (`tag` in the top 16 bits).
+pub fn tagged_stream_message(tag: u64, i: u64) -> Vec<u64> {
+    vec![tag << 48 | i; 1 + (i % 64) as usize]
 }
 
 /// Switch this process to user and group `nobody` (65534).

@@ -10,8 +10,8 @@ use common::{finish, outcome, report, spawn};
 use conduit::channel::{Bytes, shm};
 use conduit::shm::ring::Ring;
 use conduit::shm::{NamedSegment, Segment, WaitStrategy};
-use conduit::{RecvTimeoutError, SendTimeoutError};
-use conduit_tests::{FromChild, ToChild, stream_message};
+use conduit::{RecvTimeoutError, SendTimeoutError, TrySendError};
+use conduit_tests::{FromChild, ToChild, stream_message, tagged_stream_message};
 
 fn no_conduit_objects_in_dev_shm() {
     let left: Vec<_> = std::fs::read_dir("/dev/shm")
@@ -60,6 +60,51 @@ fn kill_9_of_the_producer_mid_stream_with_parked_waiting() {
 #[test]
 fn kill_9_of_the_producer_mid_stream_with_spinning() {
     kill_9_of_the_producer_mid_stream(WaitStrategy::Spin);
+}
+
+/// Two producers stream into one ring and one is killed with kill -9
+/// mid-stream (perhaps holding the producers' lock, perhaps mid-commit:
+/// the other takes the lock over and finishes that commit). The other
+/// goes on; the consumer sees only whole messages, each producer's in
+/// order and without gaps, and the ring's credits stay exact.
+#[test]
+fn kill_9_of_one_of_two_producers_leaves_the_other_streaming() {
+    const CAPACITY: u64 = 16;
+    let (tx, rx) = shm::Builder::new().bounded(CAPACITY as usize).ring_bytes(8 * 1024).build::<Vec<u64>>().unwrap();
+    let mut kids = [spawn("stream"), spawn("stream")];
+    for (tag, kid) in [1, 2].into_iter().zip(&kids) {
+        kid.tx.send(ToChild::SendTaggedStream(tx.clone(), tag)).unwrap();
+    }
+    let mut next = [0u64; 3];
+    let mut check = |m: Vec<u64>| {
+        let tag = (m[0] >> 48) as usize;
+        assert!(tag == 1 || tag == 2, "a message from a producer: {:?}", &m[..1]);
+        assert_eq!(m, tagged_stream_message(tag as u64, next[tag]), "producer {tag}'s next message, whole");
+        next[tag] += 1;
+        next
+    };
+    let mut seen = [0u64; 3];
+    while seen[1] < 2000 || seen[2] < 2000 {
+        seen = check(rx.recv_timeout(Duration::from_secs(10)).unwrap());
+    }
+    kids[0].child.kill().unwrap();
+    assert_eq!(kids[0].child.wait().unwrap().signal, Some(9));
+    let after = seen[2];
+    while seen[2] < after + 5000 {
+        seen = check(rx.recv_timeout(Duration::from_secs(10)).expect("the survivor goes on"));
+    }
+    kids[1].child.kill().unwrap();
+    assert_eq!(kids[1].child.wait().unwrap().signal, Some(9));
+    while let Ok(m) = rx.try_recv() {
+        check(m);
+    }
+    // Nothing queued: exactly `CAPACITY` credits, whatever the dead left.
+    for k in 0..CAPACITY {
+        tx.try_send(vec![k]).unwrap_or_else(|e| panic!("credit {k} of {CAPACITY}: {e:?}"));
+    }
+    assert!(matches!(tx.try_send(vec![0]), Err(TrySendError::Full(_))), "one more than the capacity");
+    drop((tx, rx));
+    no_conduit_objects_in_dev_shm();
 }
 
 #[test]

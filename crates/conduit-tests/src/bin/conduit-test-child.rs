@@ -151,9 +151,13 @@ fn main() {
         }
         "stream" => {
             // Sends self-checking messages until killed.
-            let ToChild::SendStream(tx) = next() else { panic!("want SendStream") };
+            let (tx, tag) = match next() {
+                ToChild::SendStream(tx) => (tx, 0),
+                ToChild::SendTaggedStream(tx, tag) => (tx, tag),
+                _ => panic!("want SendStream"),
+            };
             for i in 0.. {
-                tx.send(conduit_tests::stream_message(i)).unwrap();
+                tx.send(conduit_tests::tagged_stream_message(tag, i)).unwrap();
                 if i == 1000 {
                     report(&up, FromChild::Ready);
                 }
