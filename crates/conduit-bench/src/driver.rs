@@ -4,9 +4,9 @@
 //! The peer ([`serve`]) echoes 8-byte messages, counts longer ones, answers
 //! a 1-byte "end of batch" with the count (8 bytes), and stops on a 2-byte
 //! "quit". Both sides only look at what they receive ([`Link::recv_view`]:
-//! in place where the link can read in place). The driver ([`measure`]) times round trips of 8 bytes, a stream
-//! of 64-byte messages, and a stream of 1 MiB messages (in pieces of at
-//! most [`Link::max_message`]).
+//! in place where the link can read in place). The driver ([`measure`])
+//! times round trips of 8 bytes, a stream of 64-byte messages, and a stream
+//! of 1 MiB messages (in pieces of at most [`Link::max_message`]).
 
 use std::io;
 use std::time::Instant;

@@ -22,6 +22,8 @@ pub enum ToChild {
     Segment(conduit::shm::Segment),
     /// A receive right for byte messages.
     RecvBytes(Receiver<conduit::Bytes>),
+    /// A send right for byte messages.
+    SendBytesRight(Sender<conduit::Bytes>),
     /// A send right for a stream of self-checking messages.
     SendStream(Sender<Vec<u64>>),
     /// The same, the stream tagged with a producer number.

@@ -86,18 +86,12 @@ mod model {
             assert!(pos.is_multiple_of(8));
             &self.words[pos as usize / 8]
         }
-        fn write(&self, pos: u64, data: &[u8]) {
-            write_words(self, pos, data)
-        }
-        fn read(&self, pos: u64, out: &mut [u8]) {
-            read_words(self, pos, out)
-        }
     }
 
     fn push(ring: &LoomRing, msg: &[u8]) {
         loop {
             if let Some(r) = ring_core::try_reserve(ring, msg.len()).unwrap() {
-                ring.write(r.payload_pos(), msg);
+                write_words(ring, r.payload_pos(), msg);
                 ring_core::commit(ring, r);
                 return;
             }
@@ -109,7 +103,7 @@ mod model {
         loop {
             if let Some(rec) = ring_core::peek(ring).unwrap() {
                 let mut out = vec![0; rec.len()];
-                ring.read(rec.payload_pos(), &mut out);
+                read_words(ring, rec.payload_pos(), &mut out);
                 ring_core::release(ring, rec);
                 return out;
             }
@@ -192,12 +186,6 @@ mod property {
         fn data_word(&self, pos: u64) -> &StdCounter {
             &self.words[pos as usize / 8]
         }
-        fn write(&self, pos: u64, data: &[u8]) {
-            write_words(self, pos, data)
-        }
-        fn read(&self, pos: u64, out: &mut [u8]) {
-            read_words(self, pos, out)
-        }
         fn known_head(&self) -> u64 {
             self.known.get()
         }
@@ -260,7 +248,7 @@ mod property {
                             assert!(expect, "seed {seed}: reserved {len} B with no room");
                             counter = counter.wrapping_add(1);
                             let msg = forged(&ring, counter, len);
-                            ring.write(r.payload_pos(), &msg);
+                            write_words(&ring, r.payload_pos(), &msg);
                             ring_core::commit(&ring, r);
                             model.push_back(msg);
                         }
@@ -271,7 +259,7 @@ mod property {
                     match ring_core::peek(&ring).unwrap() {
                         Some(rec) => {
                             let mut out = vec![0; rec.len()];
-                            ring.read(rec.payload_pos(), &mut out);
+                            read_words(&ring, rec.payload_pos(), &mut out);
                             ring_core::release(&ring, rec);
                             assert_eq!(Some(out), model.pop_front(), "seed {seed}: order and content");
                         }
@@ -296,7 +284,7 @@ mod property {
                     if let Some(r) = ring_core::try_reserve(&ring, len).unwrap() {
                         counter = counter.wrapping_add(1);
                         let msg = forged(&ring, counter, len);
-                        ring.write(r.payload_pos(), &msg);
+                        write_words(&ring, r.payload_pos(), &msg);
                         ring_core::commit(&ring, r);
                         model.push(msg);
                     }
@@ -310,7 +298,7 @@ mod property {
                         rec = ring_core::next_after(&ring, &rec).unwrap().expect("model has more");
                     }
                     let mut out = vec![0; rec.len()];
-                    ring.read(rec.payload_pos(), &mut out);
+                    read_words(&ring, rec.payload_pos(), &mut out);
                     ring_core::take(&ring, rec);
                     assert_eq!(out, model.remove(k), "seed {seed}: the k-th message");
                 }
@@ -329,16 +317,16 @@ mod property {
         let cap = 256u64;
         let ring = HeapRing::new(cap, 0);
         // A header (kind 1, lap 0) claiming more than the ring holds.
-        ring.write(0, &[0xff, 0, 0, 0, 1, 0, 0, 0]);
+        write_words(&ring, 0, &[0xff, 0, 0, 0, 1, 0, 0, 0]);
         assert!(ring_core::peek(&ring).is_err());
         // An unknown kind.
-        ring.write(0, &[8, 0, 0, 0, 9, 0, 0, 0]);
+        write_words(&ring, 0, &[8, 0, 0, 0, 9, 0, 0, 0]);
         assert!(ring_core::peek(&ring).is_err());
         // Padding that does not reach the end.
-        ring.write(0, &[8, 0, 0, 0, 2, 0, 0, 0]);
+        write_words(&ring, 0, &[8, 0, 0, 0, 2, 0, 0, 0]);
         assert!(ring_core::peek(&ring).is_err());
         // A header of another lap is not there yet.
-        ring.write(0, &[8, 0, 0, 0, 1, 1, 0, 0]);
+        write_words(&ring, 0, &[8, 0, 0, 0, 1, 1, 0, 0]);
         assert_eq!(ring_core::peek(&ring).unwrap(), None);
     }
 

@@ -63,10 +63,11 @@ fn kill_9_of_the_producer_mid_stream_with_spinning() {
 }
 
 /// Two producers stream into one ring and one is killed with kill -9
-/// mid-stream (perhaps holding the producers' lock, perhaps mid-commit:
-/// the other takes the lock over and finishes that commit). The other
-/// goes on; the consumer sees only whole messages, each producer's in
-/// order and without gaps, and the ring's credits stay exact.
+/// mid-stream, wherever it is (waiting for a credit, or holding the lock
+/// and perhaps mid-commit; the takeover itself is pinned down by
+/// `a_producer_killed_holding_the_lock_is_taken_over`). The other goes on;
+/// the consumer sees only whole messages, each producer's in order and
+/// without gaps, and the ring's credits stay exact.
 #[test]
 fn kill_9_of_one_of_two_producers_leaves_the_other_streaming() {
     const CAPACITY: u64 = 16;
@@ -103,6 +104,33 @@ fn kill_9_of_one_of_two_producers_leaves_the_other_streaming() {
         tx.try_send(vec![k]).unwrap_or_else(|e| panic!("credit {k} of {CAPACITY}: {e:?}"));
     }
     assert!(matches!(tx.try_send(vec![0]), Err(TrySendError::Full(_))), "one more than the capacity");
+    drop((tx, rx));
+    no_conduit_objects_in_dev_shm();
+}
+
+/// A producer killed while it holds the producers' lock (a loan out, half
+/// written) does not stop the others: the next sender, in another
+/// process, finds the owner dead and takes the lock over; its message is
+/// the next one received, and the dead one's never appears.
+#[test]
+fn a_producer_killed_holding_the_lock_is_taken_over() {
+    let (tx, rx) = shm::Builder::new().bounded(4).ring_bytes(4096).build::<Bytes>().unwrap();
+    let mut kid = spawn("loan-holder");
+    kid.tx.send(ToChild::SendBytesRight(tx.clone())).unwrap();
+    assert_eq!(report(&kid), FromChild::Ready);
+    kid.child.kill().unwrap();
+    assert_eq!(kid.child.wait().unwrap().signal, Some(9));
+    // On a thread: a lock never taken over would block the send for good.
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let sender = std::thread::spawn(move || {
+        tx.send(Bytes(b"after".to_vec())).unwrap();
+        let _ = done_tx.send(());
+        tx
+    });
+    done.recv_timeout(Duration::from_secs(10)).expect("the dead producer's lock is taken over");
+    let tx = sender.join().unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap().0, b"after");
+    assert!(rx.try_recv().is_err(), "nothing of the dead producer's");
     drop((tx, rx));
     no_conduit_objects_in_dev_shm();
 }

@@ -92,6 +92,14 @@ fn main() {
             report(&up, FromChild::Ready);
             let _ = down.recv();
         }
+        "loan-holder" => {
+            // Hold the producers' lock (a loan, half written) until killed.
+            let ToChild::SendBytesRight(tx) = next() else { panic!("want SendBytesRight") };
+            let mut loan = tx.loan(64).unwrap();
+            loan[..32].fill(0xAA);
+            report(&up, FromChild::Ready);
+            let _ = down.recv();
+        }
         "identity" => {
             let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
             tx.send(std::process::id() as u64).unwrap();

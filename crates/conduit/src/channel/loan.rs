@@ -131,7 +131,7 @@ impl Sender<Bytes> {
         if self.core.send_plain(&RawBytes(data), Wait::Forever).is_some() {
             return Ok(());
         }
-        match self.send_ref(&BytesRef(data), Wait::Forever) {
+        match self.send_full(&BytesRef(data), Wait::Forever) {
             Ok(()) => Ok(()),
             Err(SendFail::Failed(e)) => Err(e),
             Err(_) => Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected"))),
@@ -185,11 +185,8 @@ impl Sender<Bytes> {
             }
         };
         let buf = end.ring.reserved_mut(&mut r);
-        let payload_len = vn + len;
+        wire::write_plain_header(buf, vn + len);
         buf[HEADER_LEN..HEADER_LEN + vn].copy_from_slice(&vi[..vn]);
-        let mut head = [0u8; HEADER_LEN];
-        wire::write_header(&mut head, Kind::Data, wire::UNCHECKED, &buf[HEADER_LEN..HEADER_LEN + payload_len], &[]);
-        buf[..HEADER_LEN].copy_from_slice(&head);
         let start = HEADER_LEN + vn;
         Ok(Loan { sender: self, reservation: Some(r), start, _lock: lock, _local: local })
     }

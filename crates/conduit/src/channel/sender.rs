@@ -196,7 +196,7 @@ impl<T> Sender<T> {
 
     /// Every send the fast path (`SenderCore::send_plain`) leaves: rights,
     /// other capacities, sockets, large messages, errors and timeouts.
-    fn send_full<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
+    pub(crate) fn send_full<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
         let frame = match &self.core.ring {
             // Shared memory: a message without rights that fits the ring is
             // serialized straight into it. (Sizing fails on a message with

@@ -269,16 +269,6 @@ impl RingMemory for Ring {
         self.seg.mapping().atomic_u64(DATA_OFFSET + pos as usize)
     }
     #[inline]
-    fn write(&self, pos: u64, data: &[u8]) {
-        let ok = self.seg.mapping().write_at(DATA_OFFSET + pos as usize, data);
-        debug_assert!(ok);
-    }
-    #[inline]
-    fn read(&self, pos: u64, out: &mut [u8]) {
-        let ok = self.seg.mapping().read_at(DATA_OFFSET + pos as usize, out);
-        debug_assert!(ok);
-    }
-    #[inline]
     fn known_head(&self) -> u64 {
         self.known.head.load(Relaxed)
     }

@@ -51,12 +51,9 @@ pub trait RingMemory {
     /// Size of the data area, a power of two.
     fn capacity(&self) -> u64;
     /// The 8-byte word of the data area at `pos` (a multiple of 8), as an
-    /// atomic: record headers are read and written through it.
+    /// atomic: record headers are read and written through it. (Payloads
+    /// are the caller's: conduit writes and reads them in place.)
     fn data_word(&self, pos: u64) -> &Self::C;
-    /// Copy `data` into the data area at `pos` (`pos + len <= capacity`).
-    fn write(&self, pos: u64, data: &[u8]);
-    /// Copy from the data area at `pos` into `out`.
-    fn read(&self, pos: u64, out: &mut [u8]);
     /// Producer: a `head` this handle saw before (0 if it keeps none).
     /// `head` only grows, so room computed from an old value is never more
     /// than there is; a producer reloads `head` only when it seems full,
@@ -103,10 +100,13 @@ fn header(len: u64, kind: u32, at: u64, cap: u64) -> u64 {
     (len & 0xFFFF_FFFF) | (kind as u64) << 32 | lap_tag(at, cap) << 40
 }
 
-/// A header word read at absolute position `at`: `(len, kind)` if it is
-/// committed for this lap, `None` if the record is not there yet.
+/// The header at absolute position `at`: `(len, kind)` if one is committed
+/// there for this lap, `None` if the record is not there yet. Acquire: the
+/// record's bytes are visible once its header is.
 #[inline]
-fn committed(word: u64, at: u64, cap: u64) -> Option<(u64, u32)> {
+fn header_at<M: RingMemory>(m: &M, at: u64) -> Option<(u64, u32)> {
+    let cap = m.capacity();
+    let word = m.data_word(at & (cap - 1)).load(Acquire);
     let kind = (word >> 32) as u8 as u32;
     (kind != 0 && word >> 40 == lap_tag(at, cap)).then_some((word & 0xFFFF_FFFF, kind))
 }
@@ -213,7 +213,7 @@ pub fn committed_from<M: RingMemory>(m: &M, until: u64) -> (u64, u64) {
     let mut messages = 0;
     while at < until && until - at <= cap {
         let pos = at & (cap - 1);
-        let Some((len, kind)) = committed(m.data_word(pos).load(Acquire), at, cap) else { break };
+        let Some((len, kind)) = header_at(m, at) else { break };
         let size = match kind {
             KIND_PAD => cap - pos,
             _ => record_size(len as usize),
@@ -266,7 +266,7 @@ pub fn peek<M: RingMemory>(m: &M) -> Result<Option<Record>, Corrupt> {
     let at = m.head().load(Relaxed);
     let pos = at & (cap - 1);
     // The common case inline (a message, or nothing yet); the rest in `find`.
-    match committed(m.data_word(pos).load(Acquire), at, cap) {
+    match header_at(m, at) {
         None => Ok(None),
         Some((len, KIND_DATA)) if record_size(len as usize) <= cap - pos => {
             Ok(Some(Record { at, pos, len: len as usize, size: record_size(len as usize) }))
@@ -286,8 +286,7 @@ pub fn next_after<M: RingMemory>(m: &M, r: &Record) -> Result<Option<Record>, Co
 /// consumer's condition: it reads one header word, not `tail`.
 #[inline]
 pub fn ready<M: RingMemory>(m: &M) -> bool {
-    let at = m.head().load(Relaxed);
-    committed(m.data_word(at & (m.capacity() - 1)).load(Acquire), at, m.capacity()).is_some()
+    header_at(m, m.head().load(Relaxed)).is_some()
 }
 
 /// The first message record at or after `at`; with `consume`, `at` is the
@@ -297,8 +296,7 @@ fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Recor
     let cap = m.capacity();
     loop {
         let pos = at & (cap - 1);
-        // Acquire: the record's bytes are visible once its header is.
-        let Some((len, kind)) = committed(m.data_word(pos).load(Acquire), at, cap) else { return Ok(None) };
+        let Some((len, kind)) = header_at(m, at) else { return Ok(None) };
         let skip = match kind {
             KIND_PAD if len + RECORD_HEADER == cap - pos => cap - pos,
             KIND_DATA | KIND_TAKEN => {
