@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conduit::shm::queue::{Queue, QueueError, Wait};
+use conduit::shm::queue::{ClaimId, Queue, QueueError, Wait};
 use conduit::{Receiver, Sender};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde::de::DeserializeOwned;
@@ -55,6 +55,75 @@ pub struct Message {
     /// put straight into a shared-memory queue (a process the broker let
     /// read and write the mailbox).
     pub sender: u32,
+}
+
+/// A message received with [`Client::recv_held`]: still the mailbox's
+/// until [`ack`](Self::ack)ed. Dropped unacknowledged, it goes back.
+#[derive(Debug)]
+pub struct Delivery<'c> {
+    client: &'c Client,
+    message: Message,
+    hold: Option<Hold>,
+}
+
+#[derive(Debug)]
+enum Hold {
+    /// Claimed in the mailbox's shared-memory queue by this process.
+    Queue(Arc<Queue>, ClaimId),
+    /// Held by the broker for this connection (a durable one is
+    /// acknowledged with a confirmation: on disk before `ack` returns).
+    Broker { delivery: u64, durable: bool },
+}
+
+impl Delivery<'_> {
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Take the message for good. From a durable mailbox, the broker
+    /// confirms that the message left the disk before this returns; if the
+    /// broker dies first, this fails and the message is delivered again
+    /// after its restart (so a message an application handled is never
+    /// handed out twice, and one it did not is never lost).
+    ///
+    /// Also fails with [`BrokerError::Invalid`] if a shared-memory claim
+    /// was lost (this process was taken for dead and the message went to
+    /// another receiver) — it cannot happen to a live process.
+    pub fn ack(mut self) -> Result<Message, ClientError> {
+        self.settle(true)?;
+        Ok(std::mem::replace(&mut self.message, Message { mtype: 0, data: Vec::new(), sender: 0 }))
+    }
+
+    /// Return the message to its mailbox, for the next receiver.
+    pub fn give_back(mut self) -> Result<(), ClientError> {
+        self.settle(false)
+    }
+
+    fn settle(&mut self, ack: bool) -> Result<(), ClientError> {
+        match self.hold.take() {
+            None => Ok(()),
+            Some(Hold::Queue(q, id)) => {
+                let r = if ack { q.ack(id) } else { q.give_back(id) };
+                r.map_err(|e| ClientError::Broker(BrokerError::Invalid(e.to_string())))
+            }
+            Some(Hold::Broker { delivery, durable: false }) => {
+                self.client.tell(Request::Settle { delivery, ack, confirm: false })
+            }
+            Some(Hold::Broker { delivery, durable: true }) => {
+                match self.client.call(Request::Settle { delivery, ack, confirm: true })? {
+                    Reply::Done => Ok(()),
+                    other => Err(ClientError::Protocol(format!("{other:?}"))),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        let _ = self.settle(false);
+    }
 }
 
 /// How a send went.
@@ -271,6 +340,10 @@ impl Client {
     /// type, < 0 the lowest type ≤ |select|). Opens the mailbox like
     /// [`send`](Self::send): a receiver that may read and write it takes
     /// messages straight from its shared-memory queue.
+    ///
+    /// The message is acknowledged before this returns. To acknowledge
+    /// only once it is handled (so that it goes to another receiver if
+    /// this process dies first), use [`recv_held`](Self::recv_held).
     pub fn recv(&self, name: &str, select: i64, wait: WaitFor) -> Result<Message, ClientError> {
         for _ in 0..2 {
             let Some(q) = self.open(name, true)? else { break };
@@ -280,10 +353,45 @@ impl Client {
                 Err(e) => return Err(queue_error(name, e)),
             }
         }
+        self.recv_brokered(name, select, wait)?.ack()
+    }
+
+    /// Receive like [`recv`](Self::recv), but hold the message: it stays
+    /// the mailbox's until [`Delivery::ack`]. [`Delivery::give_back`] (or
+    /// dropping the delivery) returns it to the mailbox, and so does the
+    /// death of this process or of its connection to the broker: the next
+    /// receiver gets it (at-least-once; see the README for each kind of
+    /// mailbox).
+    pub fn recv_held(&self, name: &str, select: i64, wait: WaitFor) -> Result<Delivery<'_>, ClientError> {
+        for _ in 0..2 {
+            let Some(q) = self.open(name, true)? else { break };
+            match self.waiting(wait.wait(), |w| q.claim(select, w)) {
+                Ok((m, id)) => {
+                    let message = Message { mtype: m.mtype, data: m.data, sender: m.sender_pid };
+                    return Ok(Delivery { client: self, message, hold: Some(Hold::Queue(q, id)) });
+                }
+                Err(QueueError::Closed) => self.forget(name, true),
+                Err(e) => return Err(queue_error(name, e)),
+            }
+        }
+        self.recv_brokered(name, select, wait)
+    }
+
+    fn recv_brokered(&self, name: &str, select: i64, wait: WaitFor) -> Result<Delivery<'_>, ClientError> {
         match self.call(Request::Recv { name: name.into(), select, wait })? {
-            Reply::Message { mtype, data, sender } => Ok(Message { mtype, data, sender }),
+            Reply::Message { mtype, data, sender, delivery, durable } => Ok(Delivery {
+                client: self,
+                message: Message { mtype, data, sender },
+                hold: Some(Hold::Broker { delivery, durable }),
+            }),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
         }
+    }
+
+    /// Send a request that has no reply.
+    fn tell(&self, req: Request) -> Result<(), ClientError> {
+        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        link.0.send(req).map_err(broken)
     }
 
     /// The queue of an opened mailbox (opening it on first use), or `None`

@@ -29,7 +29,7 @@ pub mod server;
 mod state;
 mod store;
 
-pub use client::{Client, ClientError, Connect, MailboxOptions, Message, Sent};
+pub use client::{Client, ClientError, Connect, Delivery, MailboxOptions, Message, Sent};
 pub use protocol::{BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor};
 pub use server::{Config, Server, Stopper};
 pub use state::Limits;

@@ -8,7 +8,9 @@ use conduit::shm::queue::{Queue, QueueError, Wait};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol.
-pub const PROTOCOL: u32 = 1;
+/// 2: deliveries are acknowledged (`Reply::Message::delivery`,
+/// `Request::Settle`).
+pub const PROTOCOL: u32 = 2;
 
 /// A send right whose message type the broker does not know.
 pub type AnyPort = Sender<Opaque>;
@@ -149,6 +151,12 @@ pub enum Request {
     Watch { name: String, events: Sender<NameEvent> },
     /// Every object the broker holds.
     List,
+    /// Settle a delivery (`Reply::Message::delivery`): `ack` true, the
+    /// receiver has it; false, give it back to the mailbox. With `confirm`
+    /// (for a durable delivery) the broker answers `Done` once the
+    /// acknowledgement is on disk; otherwise it does not answer. A
+    /// delivery not settled when the connection ends is given back.
+    Settle { delivery: u64, ack: bool, confirm: bool },
 }
 
 /// The broker's answer.
@@ -161,8 +169,9 @@ pub enum Reply {
     /// A send was accepted: queued, handed to a waiting receiver (its pid),
     /// or left with the broker for later.
     Sent { receiver: Option<u32>, deferred: bool },
-    /// A message.
-    Message { mtype: i64, data: Vec<u8>, sender: u32 },
+    /// A message, held for this connection until it settles `delivery`
+    /// (`durable`: settle with `confirm`).
+    Message { mtype: i64, data: Vec<u8>, sender: u32, delivery: u64, durable: bool },
     /// A mailbox's queue, to use directly (or `None`, see `Request::Open`).
     Queue(Option<Queue>),
     /// A registration's outcome.

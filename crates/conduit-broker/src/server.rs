@@ -1,20 +1,24 @@
 //! The broker process's side: take the lock, listen, serve each client
 //! connection on a thread of its own.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use conduit::RecvError;
 use rustix::fs::FlockOperation;
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+use rustix::pipe::PipeFlags;
 
 use crate::paths;
 use crate::protocol::{BrokerError, PROTOCOL, Reply, Request};
-use crate::state::{Limits, Peer, Rules};
+use crate::state::{Held, Limits, Peer, Rules};
 use crate::store::Store;
 
 /// How a broker runs.
@@ -46,6 +50,11 @@ pub struct Server {
     _lock: File,
     socket: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Read end of the stop pipe: the accept loop waits on it and on the
+    /// listener, so stopping never depends on the socket file.
+    wake: OwnedFd,
+    /// Write end, shared with every [`Stopper`].
+    waker: Arc<OwnedFd>,
     next_id: AtomicU64,
 }
 
@@ -81,12 +90,15 @@ impl Server {
         // configured for a group); what they may do, by each object's mode.
         std::fs::set_permissions(&config.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
         rustix::net::listen(&listener, 128)?;
+        let (wake, waker) = rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
         Ok(Some(Server {
             rules: Arc::new(rules),
             listener,
             _lock: lock,
             socket: config.socket.clone(),
             stop: Arc::new(AtomicBool::new(false)),
+            wake,
+            waker: Arc::new(waker),
             next_id: AtomicU64::new(1),
         }))
     }
@@ -99,21 +111,40 @@ impl Server {
     /// A handle that stops [`run`](Self::run) from any thread (or a signal
     /// handler thread).
     pub fn stopper(&self) -> Stopper {
-        Stopper { stop: Arc::clone(&self.stop), socket: self.socket.clone() }
+        Stopper { stop: Arc::clone(&self.stop), waker: Arc::clone(&self.waker) }
     }
 
     /// Accept and serve clients until stopped.
+    ///
+    /// Out of descriptors (`EMFILE`, `ENFILE`) or memory, the loop backs
+    /// off (1 ms, doubling to 100 ms) and logs once per episode instead of
+    /// spinning on the pending connection.
     pub fn run(&self) {
         tracing::info!(socket = %self.socket.display(), pid = std::process::id(), "broker listening");
+        let mut backoff: Option<Duration> = None;
         while !self.stop.load(Ordering::SeqCst) {
+            if !self.wait_for_client(backoff) {
+                continue;
+            }
             let sock = match rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC) {
                 Ok(s) => s,
-                Err(rustix::io::Errno::INTR) => continue,
+                Err(Errno::INTR | Errno::AGAIN | Errno::CONNABORTED) => continue,
+                Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                    let next = backoff.map_or(Duration::from_millis(1), |b| (b * 2).min(Duration::from_millis(100)));
+                    if backoff.is_none() {
+                        tracing::warn!(error = %e, "cannot accept a client (out of descriptors or memory); backing off");
+                    }
+                    backoff = Some(next);
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     continue;
                 }
             };
+            if backoff.take().is_some() {
+                tracing::info!("accepting clients again");
+            }
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -140,6 +171,24 @@ impl Server {
         }
         tracing::info!("broker stopping");
     }
+
+    /// Wait until a client is at the door (true) or the stop pipe was
+    /// written (false); during a back-off, wait that long at most.
+    fn wait_for_client(&self, backoff: Option<Duration>) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let mut fds = [PollFd::new(&self.listener, PollFlags::IN), PollFd::new(&self.wake, PollFlags::IN)];
+        let pause = backoff.map(|b| Timespec { tv_sec: 0, tv_nsec: b.as_nanos() as i64 });
+        if backoff.is_some() {
+            // The listener stays readable while we cannot accept: sleep
+            // on the stop pipe alone.
+            fds[0] = PollFd::new(&self.listener, PollFlags::empty());
+        }
+        match rustix::event::poll(&mut fds, pause.as_ref()) {
+            Ok(_) if !fds[1].revents().is_empty() => false,
+            Ok(_) => backoff.is_some() || fds[0].revents().contains(PollFlags::IN),
+            Err(_) => false,
+        }
+    }
 }
 
 impl Drop for Server {
@@ -153,18 +202,16 @@ impl Drop for Server {
 #[derive(Clone, Debug)]
 pub struct Stopper {
     stop: Arc<AtomicBool>,
-    socket: PathBuf,
+    waker: Arc<OwnedFd>,
 }
 
 impl Stopper {
-    /// Ask the server to stop, and wake its accept loop.
+    /// Ask the server to stop, and wake its accept loop (through a pipe
+    /// of its own: whatever happened to the socket file, it stops).
+    /// Async-signal-safe apart from the `Arc`: one store, one `write`.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Ok(s) = rustix::net::socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-            && let Ok(addr) = SocketAddrUnix::new(&self.socket)
-        {
-            let _ = rustix::net::connect(&s, &addr);
-        }
+        let _ = rustix::io::write(&*self.waker, &[1]);
     }
 }
 
@@ -180,12 +227,14 @@ fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
             return;
         }
     };
+    rx.set_max_message(rules.limits().max_message + REQUEST_OVERHEAD);
     if let Err(e) = rules.connect(peer) {
-        let _ = tx.send(Reply::Error(e));
+        refuse(&tx, &rx, &alive_fd, e);
         return;
     }
     tracing::debug!(pid = peer.pid, uid = peer.uid, "client connected");
     let alive = || !peer_gone(&alive_fd);
+    let mut conn = Conn::default();
     loop {
         let req = match rx.recv() {
             Ok(r) => r,
@@ -197,13 +246,42 @@ fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
                 break;
             }
         };
-        let reply = dispatch(rules, &peer, req, &alive);
+        let Some(reply) = dispatch(rules, &peer, req, &alive, &mut conn) else { continue };
         if tx.send(reply).is_err() {
             break;
         }
     }
+    // Whatever this client was handed and did not acknowledge goes back:
+    // a receiver that dies holding a message loses nothing.
+    for (_, held) in conn.held.drain() {
+        rules.settle(held, false);
+    }
     rules.disconnect(&peer);
     tracing::debug!(pid = peer.pid, "client gone");
+}
+
+/// Room for a request's framing around its largest message.
+const REQUEST_OVERHEAD: usize = 64 << 10;
+
+/// Refuse a connection so that the client hears why: read its first
+/// request (closing with it unread would reset the connection, and the
+/// client would see the reset instead of the refusal), answer, stop
+/// writing, and wait a moment for it to hang up.
+fn refuse(tx: &conduit::Sender<Reply>, rx: &conduit::Receiver<Request>, sock: &OwnedFd, e: BrokerError) {
+    let linger = Duration::from_secs(2);
+    let _ = rx.recv_timeout(linger);
+    let _ = tx.send(Reply::Error(e));
+    let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
+    let until = std::time::Instant::now() + linger;
+    while let Ok(_) | Err(conduit::RecvTimeoutError::Failed(_)) = rx.recv_deadline(until) {}
+}
+
+/// What a connection holds between requests.
+#[derive(Default)]
+struct Conn {
+    /// Deliveries handed out and not settled yet, by id.
+    held: HashMap<u64, Held>,
+    next_delivery: u64,
 }
 
 fn peer_gone(fd: &OwnedFd) -> bool {
@@ -213,9 +291,10 @@ fn peer_gone(fd: &OwnedFd) -> bool {
         && pfd[0].revents().intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR)
 }
 
-fn dispatch(rules: &Rules, peer: &Peer, req: Request, alive: &dyn Fn() -> bool) -> Reply {
+/// The reply to a request (`None`: it has none).
+fn dispatch(rules: &Rules, peer: &Peer, req: Request, alive: &dyn Fn() -> bool, conn: &mut Conn) -> Option<Reply> {
     let done = |r: Result<(), BrokerError>| r.map_or_else(Reply::Error, |()| Reply::Done);
-    match req {
+    Some(match req {
         Request::Hello { protocol } if protocol == PROTOCOL => {
             Reply::Hello { pid: std::process::id(), protocol: PROTOCOL }
         }
@@ -232,9 +311,24 @@ fn dispatch(rules: &Rules, peer: &Peer, req: Request, alive: &dyn Fn() -> bool) 
             Err(e) => Reply::Error(e),
         },
         Request::Recv { name, select, wait } => match rules.recv(peer, &name, select, wait, alive) {
-            Ok(m) => Reply::Message { mtype: m.mtype, data: m.data, sender: m.sender_pid },
+            Ok((m, held)) => {
+                conn.next_delivery += 1;
+                let durable = m.key.is_some();
+                conn.held.insert(conn.next_delivery, held);
+                let delivery = conn.next_delivery;
+                Reply::Message { mtype: m.mtype, data: m.data, sender: m.sender_pid, delivery, durable }
+            }
             Err(e) => Reply::Error(e),
         },
+        Request::Settle { delivery, ack, confirm } => {
+            if let Some(held) = conn.held.remove(&delivery) {
+                rules.settle(held, ack);
+            }
+            if !confirm {
+                return None;
+            }
+            Reply::Done
+        }
         Request::Open { name, receive } => rules.open(peer, &name, receive).map_or_else(Reply::Error, Reply::Queue),
         Request::Register { name, port, flags } => match rules.register(peer, name, port, flags) {
             Ok(r) => Reply::Name(r),
@@ -247,5 +341,5 @@ fn dispatch(rules: &Rules, peer: &Peer, req: Request, alive: &dyn Fn() -> bool) 
             Reply::Done
         }
         Request::List => Reply::Listing(rules.list()),
-    }
+    })
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
-use conduit::shm::queue::{Queue, QueueError, Wait};
+use conduit::shm::queue::{ClaimId, Queue, QueueError, Wait};
 
 use crate::protocol::{
     AnyPort, BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor, in_slices,
@@ -54,6 +54,18 @@ pub(crate) struct Msg {
     pub data: Vec<u8>,
     pub sender_pid: u32,
     pub sender_uid: u32,
+    /// Its key in the durable store (durable mailboxes).
+    pub key: Option<u64>,
+}
+
+/// A message handed to a receiver that has not acknowledged it yet: it
+/// goes back to its mailbox if the receiver's connection ends first.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// Taken from a mailbox the broker keeps (back to its front).
+    Kept { name: String, msg: Msg },
+    /// Claimed in a mailbox's shared-memory queue by the broker.
+    Claimed { name: String, queue: Arc<Queue>, id: ClaimId },
 }
 
 /// A receiver blocked on a mailbox, to whom a sender can hand a message.
@@ -242,6 +254,11 @@ impl Rules {
             s.load(&mut state)?;
         }
         Ok(Rules { state: Mutex::new(state), changed: Condvar::new(), limits, store, leaving: Arc::default() })
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     fn objects_of(st: &State, uid: u32) -> usize {
@@ -462,7 +479,7 @@ impl Rules {
             return Err(BrokerError::Invalid("message types are ≥ 0".into()));
         }
         let until = deadline(full.wait());
-        let msg = Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid };
+        let mut msg = Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid, key: None };
         let mut st = lock(&self.state);
         loop {
             let mb = Self::mailbox(&mut st, name)?;
@@ -481,8 +498,15 @@ impl Rules {
             if !peer.is_root() && used + msg.data.len() as u64 > self.limits.max_bytes {
                 return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
             }
-            // A receiver waiting for a matching message takes it directly.
+            // A receiver waiting for a matching message takes it directly
+            // (a durable message is on disk first: until the receiver
+            // acknowledges it, a broker crash must not lose it).
             if let Some(i) = mb.waiters.iter().position(|w| matches(w.select, msg.mtype)) {
+                if mb.durable
+                    && let Some(store) = &self.store
+                {
+                    msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
+                }
                 let w = mb.waiters.remove(i).expect("index found");
                 let pid = w.peer.pid;
                 st.slots.insert(w.slot, Some(msg));
@@ -493,7 +517,7 @@ impl Rules {
                 if mb.durable
                     && let Some(store) = &self.store
                 {
-                    store.push(name, &msg).map_err(BrokerError::Invalid)?;
+                    msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
                 }
                 mb.queue.push_back(msg);
                 self.changed.notify_all();
@@ -524,11 +548,14 @@ impl Rules {
     /// Move messages left with the broker into the queue while there is room.
     fn admit_deferred(&self, mb: &mut Mailbox, name: &str) {
         while !mb.full() && mb.capacity != Capacity::Bounded(0) {
-            let Some((_, msg)) = mb.deferred.pop_front() else { break };
+            let Some((_, mut msg)) = mb.deferred.pop_front() else { break };
             if mb.durable
                 && let Some(store) = &self.store
             {
-                let _ = store.push(name, &msg);
+                match store.push(name, &msg) {
+                    Ok(key) => msg.key = Some(key),
+                    Err(e) => tracing::error!(mailbox = name, error = %e, "a left message could not be stored"),
+                }
             }
             mb.queue.push_back(msg);
         }
@@ -542,6 +569,38 @@ impl Rules {
         self.changed.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0
     }
 
+    /// Settle a delivery: `ack` takes it for good (a durable message
+    /// leaves the disk), otherwise it goes back to its mailbox's front
+    /// (or back into its queue), for the next receiver.
+    pub(crate) fn settle(&self, held: Held, ack: bool) {
+        match held {
+            Held::Claimed { name, queue, id } => {
+                let r = if ack { queue.ack(id) } else { queue.give_back(id) };
+                if let Err(e) = r
+                    && e != QueueError::Closed
+                {
+                    tracing::warn!(mailbox = name, error = %e, ack, "cannot settle a delivery");
+                }
+            }
+            Held::Kept { name, msg } => {
+                let mut st = lock(&self.state);
+                let Some(mb) = st.mailboxes.get_mut(&name) else { return };
+                if ack {
+                    if let (true, Some(store), Some(key)) = (mb.durable, &self.store, msg.key)
+                        && let Err(e) = store.pop(&name, key)
+                    {
+                        tracing::error!(mailbox = name, error = %e, "an acknowledged message stays on disk");
+                    }
+                    return;
+                }
+                mb.queue.push_front(msg);
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    /// Receive: the message, and what to settle once the receiver
+    /// acknowledged it (or its connection ended).
     pub(crate) fn recv(
         &self,
         peer: &Peer,
@@ -549,7 +608,8 @@ impl Rules {
         select: i64,
         wait: WaitFor,
         alive: &dyn Fn() -> bool,
-    ) -> Result<Msg, BrokerError> {
+    ) -> Result<(Msg, Held), BrokerError> {
+        let kept = |msg: Msg| (msg.clone(), Held::Kept { name: name.to_string(), msg });
         let wait = wait.wait();
         let until = deadline(wait);
         let mut st = lock(&self.state);
@@ -560,7 +620,7 @@ impl Rules {
             {
                 let msg = msg.clone();
                 st.slots.remove(&id);
-                break Ok(msg);
+                break Ok(kept(msg));
             }
             let mb = match Self::mailbox(&mut st, name) {
                 Ok(mb) => mb,
@@ -580,25 +640,16 @@ impl Rules {
             }
             if let Some(q) = mb.shared.clone() {
                 drop(st);
-                return sliced(name, wait, alive, |w| q.recv(select, w)).map(|m| Msg {
-                    mtype: m.mtype,
-                    data: m.data,
-                    sender_pid: m.sender_pid,
-                    sender_uid: m.sender_uid,
-                });
+                let (m, id) = sliced(name, wait, alive, |w| q.claim(select, w))?;
+                let msg =
+                    Msg { mtype: m.mtype, data: m.data, sender_pid: m.sender_pid, sender_uid: m.sender_uid, key: None };
+                return Ok((msg, Held::Claimed { name: name.to_string(), queue: q, id }));
             }
             if let Some(i) = pick(&mb.queue, select) {
                 let msg = mb.queue.remove(i).expect("picked");
-                if mb.durable
-                    && let Some(store) = &self.store
-                    && let Err(e) = store.pop(name, i)
-                {
-                    mb.queue.insert(i, msg);
-                    break Err(BrokerError::Invalid(e));
-                }
                 self.admit_deferred(mb, name);
                 self.changed.notify_all();
-                break Ok(msg);
+                break Ok(kept(msg));
             }
             if slot.is_none() {
                 let Some(_) = until else { break Err(BrokerError::Empty) };
@@ -626,7 +677,7 @@ impl Rules {
                 mb.waiters.retain(|w| w.slot != id);
             }
             if let Some(Some(msg)) = st.slots.remove(&id) {
-                return Ok(msg);
+                return Ok(kept(msg));
             }
         }
         out

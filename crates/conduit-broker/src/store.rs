@@ -1,11 +1,13 @@
 //! Durable mailboxes, in an embedded database (redb).
 //!
 //! Fsync policy: every change to a durable mailbox — its creation, each
-//! accepted message, each delivered message — is committed with redb's
+//! accepted message, each acknowledged delivery — is committed with redb's
 //! default durability (`fsync` before the commit returns) *before* the
 //! broker replies. So a message the sender saw accepted survives a
-//! `kill -9` of the broker, and a message a receiver got is not delivered
-//! again. Non-durable mailboxes never touch the disk.
+//! `kill -9` of the broker. A delivered message leaves the disk when its
+//! receiver acknowledges it: a broker killed between handing a message
+//! out and that acknowledgement delivers it again after its restart
+//! (at-least-once). Non-durable mailboxes never touch the disk.
 
 use std::path::Path;
 
@@ -67,13 +69,14 @@ impl Store {
             let name = name.value().to_string();
             let mut mb = Mailbox::new(meta.owner, meta.group, meta.mode, meta.capacity, meta.policy, true);
             for row in msgs.range((name.as_str(), 0)..=(name.as_str(), u64::MAX)).map_err(e)? {
-                let (_, m) = row.map_err(e)?;
+                let (k, m) = row.map_err(e)?;
                 let m: Stored = postcard::from_bytes(m.value()).map_err(e)?;
                 mb.queue.push_back(Msg {
                     mtype: m.mtype,
                     data: m.data,
                     sender_pid: m.sender_pid,
                     sender_uid: m.sender_uid,
+                    key: Some(k.value().1),
                 });
             }
             state.mailboxes.insert(name, mb);
@@ -99,15 +102,16 @@ impl Store {
         txn.commit().map_err(e)
     }
 
-    /// Append a message (committed before returning).
-    pub(crate) fn push(&self, name: &str, msg: &Msg) -> Result<(), String> {
+    /// Append a message (committed before returning); its key.
+    pub(crate) fn push(&self, name: &str, msg: &Msg) -> Result<u64, String> {
         let stored =
             Stored { mtype: msg.mtype, data: msg.data.clone(), sender_pid: msg.sender_pid, sender_uid: msg.sender_uid };
         let bytes = postcard::to_stdvec(&stored).map_err(e)?;
         let txn = self.db.begin_write().map_err(e)?;
+        let next;
         {
             let mut msgs = txn.open_table(MESSAGES).map_err(e)?;
-            let next = msgs
+            next = msgs
                 .range((name, 0)..=(name, u64::MAX))
                 .map_err(e)?
                 .next_back()
@@ -116,24 +120,14 @@ impl Store {
                 .map_or(0, |(k, _)| k.value().1 + 1);
             msgs.insert((name, next), bytes.as_slice()).map_err(e)?;
         }
-        txn.commit().map_err(e)
+        txn.commit().map_err(e)?;
+        Ok(next)
     }
 
-    /// Remove the `index`-th message (queue order) of a mailbox.
-    pub(crate) fn pop(&self, name: &str, index: usize) -> Result<(), String> {
+    /// Remove the message stored under `key` (delivered and acknowledged).
+    pub(crate) fn pop(&self, name: &str, key: u64) -> Result<(), String> {
         let txn = self.db.begin_write().map_err(e)?;
-        {
-            let mut msgs = txn.open_table(MESSAGES).map_err(e)?;
-            let key = msgs
-                .range((name, 0)..=(name, u64::MAX))
-                .map_err(e)?
-                .nth(index)
-                .transpose()
-                .map_err(e)?
-                .map(|(k, _)| k.value().1)
-                .ok_or_else(|| e("message missing"))?;
-            msgs.remove((name, key)).map_err(e)?;
-        }
+        txn.open_table(MESSAGES).map_err(e)?.remove((name, key)).map_err(e)?;
         txn.commit().map_err(e)
     }
 }

@@ -261,12 +261,23 @@ pub fn recv(a: &RecvArgs) -> ExitCode {
         (_, Some(ms)) => WaitFor::Millis(ms),
         _ => WaitFor::Forever,
     };
-    match client().and_then(|c| c.recv(&a.name, a.select, wait)) {
-        Ok(m) => {
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    // Held until it is on standard output: killed before that (or with
+    // standard output gone), the message goes back to the mailbox.
+    match client.recv_held(&a.name, a.select, wait) {
+        Ok(d) => {
             let mut out = std::io::stdout();
-            let _ = out.write_all(&m.data);
-            let _ = out.flush();
-            ExitCode::SUCCESS
+            if let Err(e) = out.write_all(&d.message().data).and_then(|()| out.flush()) {
+                eprintln!("conduit: cannot write the message ({e}); it stays in {}", a.name);
+                return ExitCode::FAILURE;
+            }
+            match d.ack() {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
         }
         Err(e) => fail(e),
     }

@@ -395,3 +395,145 @@ fn a_receiver_waiting_on_shared_memory_learns_that_the_broker_died() {
     assert!(r.is_err(), "no message can come from a dead broker's mailbox: {r:?}");
     cleanup(dir);
 }
+
+/// The kinds of mailbox, as a receiver meets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// Bounded, in shared memory, the receiver using the queue directly.
+    Shared,
+    /// The same, the receiver (nobody, read-only) going through the broker.
+    SharedBrokered,
+    Unbounded,
+    Rendezvous,
+    Durable,
+}
+
+const KINDS: [Kind; 5] = [Kind::Shared, Kind::SharedBrokered, Kind::Unbounded, Kind::Rendezvous, Kind::Durable];
+
+impl Kind {
+    fn options(self) -> MailboxOptions {
+        let mut o = MailboxOptions::default();
+        match self {
+            Kind::Shared => {}
+            // Others may read, not write: nobody's receives go through the broker.
+            Kind::SharedBrokered => o.mode = 0o604,
+            Kind::Unbounded => o.capacity = Capacity::Unbounded,
+            Kind::Rendezvous => o.capacity = Capacity::Bounded(0),
+            Kind::Durable => o.durable = true,
+        }
+        o
+    }
+
+    fn receiver_args(self, b: &Broker) -> Vec<String> {
+        let mut a = vec![b.socket.to_str().unwrap().to_string(), "m".to_string()];
+        if self == Kind::SharedBrokered {
+            a.push("nobody".into());
+        }
+        a
+    }
+
+    /// The broker lists the receivers waiting on its own queues.
+    fn lists_waiters(self) -> bool {
+        matches!(self, Kind::Unbounded | Kind::Rendezvous | Kind::Durable)
+    }
+}
+
+fn broker_with_data(tag: &str) -> Broker {
+    let dir = std::env::temp_dir().join(format!("conduit-broker-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let data = dir.join("data").to_str().unwrap().to_string();
+    Broker::start_in(dir, &["100", &data])
+}
+
+/// Send `text` (from a thread: a rendezvous send waits for a receiver)
+/// and receive it with a fresh client: it must arrive.
+fn send_and_receive_again(b: &Broker, text: &str) {
+    std::thread::scope(|s| {
+        s.spawn(|| b.client().send("m", 1, text.as_bytes(), OnFull::Block).unwrap());
+        let m = b.client().recv("m", 0, WaitFor::Millis(10_000)).expect("the message reaches the next receiver");
+        assert_eq!(m.data, text.as_bytes());
+    });
+}
+
+#[test]
+fn a_receiver_killed_while_waiting_never_takes_the_next_message_with_it() {
+    for kind in KINDS {
+        let b = broker_with_data(&format!("deadwait-{kind:?}"));
+        let c = b.client();
+        c.create_mailbox("m", kind.options()).unwrap();
+        // Sent 0 to 100 ms after the receiver's death: inside the window
+        // where the broker had not noticed it yet.
+        for (round, delay) in [0u64, 10, 40, 100].into_iter().enumerate() {
+            let args = kind.receiver_args(&b);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let mut w = spawn_with_args("mailbox-waiter", &args);
+            assert_eq!(report(&w), FromChild::Blocking);
+            if kind.lists_waiters() {
+                let pid = w.child.id();
+                let listed = |c: &Client| {
+                    c.list().unwrap().iter().any(|o| o.kind == "mailbox" && o.id == "m" && o.pids.contains(&pid))
+                };
+                while !listed(&c) {
+                    std::thread::yield_now();
+                }
+            }
+            w.child.kill().unwrap();
+            w.child.wait().unwrap();
+            std::thread::sleep(Duration::from_millis(delay));
+            send_and_receive_again(&b, &format!("{kind:?} round {round}"));
+        }
+        assert_eq!(depth(&c, "m"), 0, "{kind:?}: nothing left over, nothing duplicated");
+        cleanup(b.stop());
+    }
+}
+
+#[test]
+fn a_receiver_killed_holding_a_message_gives_it_back() {
+    for kind in KINDS {
+        let b = broker_with_data(&format!("held-{kind:?}"));
+        let c = b.client();
+        c.create_mailbox("m", kind.options()).unwrap();
+        let args = kind.receiver_args(&b);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut h = spawn_with_args("mailbox-holder", &args);
+        assert_eq!(report(&h), FromChild::Blocking);
+        let text = format!("{kind:?} held");
+        std::thread::scope(|s| {
+            s.spawn(|| b.client().send("m", 1, text.as_bytes(), OnFull::Block).unwrap());
+            assert_eq!(report(&h), FromChild::Received(text.clone(), 0), "{kind:?}");
+        });
+        // Killed after it received, before it acknowledged: the message
+        // is the mailbox's again.
+        h.child.kill().unwrap();
+        h.child.wait().unwrap();
+        let m = c.recv("m", 0, WaitFor::Millis(10_000)).expect("the held message comes back");
+        assert_eq!(m.data, text.as_bytes(), "{kind:?}");
+        assert_eq!(refused(c.recv("m", 0, WaitFor::NoWait)), BrokerError::Empty, "{kind:?}: exactly once more");
+        cleanup(b.stop());
+    }
+}
+
+#[test]
+fn an_acknowledged_durable_message_is_not_delivered_again_after_a_broker_crash() {
+    let b = broker_with_data("durable-ack");
+    let dir = b.dir.clone();
+    let c = b.client();
+    c.create_mailbox("m", Kind::Durable.options()).unwrap();
+    for t in ["acked", "held", "queued"] {
+        c.send("m", 1, t.as_bytes(), OnFull::NoWait).unwrap();
+    }
+    assert_eq!(c.recv("m", 0, WaitFor::NoWait).unwrap().data, b"acked");
+    let held = c.recv_held("m", 0, WaitFor::NoWait).unwrap();
+    assert_eq!(held.message().data, b"held");
+    std::mem::forget(held);
+    let data = dir.join("data").to_str().unwrap().to_string();
+    b.stop();
+    // Restarted: the held message was never acknowledged, so it is
+    // delivered again (at-least-once); the acknowledged one is gone.
+    let b = Broker::start_in(dir, &["100", &data]);
+    let c = b.client();
+    assert_eq!(c.recv("m", 0, WaitFor::NoWait).unwrap().data, b"held");
+    assert_eq!(c.recv("m", 0, WaitFor::NoWait).unwrap().data, b"queued");
+    assert_eq!(refused(c.recv("m", 0, WaitFor::NoWait)), BrokerError::Empty);
+    cleanup(b.stop());
+}

@@ -329,6 +329,28 @@ fn main() {
             let denied = matches!(r, Err(conduit_broker::ClientError::Broker(conduit_broker::BrokerError::Denied(_))));
             outcome(&up, if denied { "denied" } else { "received" });
         }
+        "mailbox-waiter" | "mailbox-holder" => {
+            // argv[2]: socket; argv[3]: mailbox; argv[4] "nobody": drop to
+            // nobody first (a brokered receive from a shared mailbox).
+            // The waiter blocks in `recv` (and is killed there); the holder
+            // receives with `recv_held`, says what it holds and waits to be
+            // killed holding it.
+            let args: Vec<String> = std::env::args().collect();
+            if args.get(4).is_some_and(|a| a == "nobody") {
+                conduit_tests::become_nobody();
+            }
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            report(&up, FromChild::Blocking);
+            if role == "mailbox-waiter" {
+                let m = c.recv(&args[3], 0, conduit_broker::WaitFor::Forever).unwrap();
+                report(&up, FromChild::Received(String::from_utf8_lossy(&m.data).into(), m.sender));
+            } else {
+                let d = c.recv_held(&args[3], 0, conduit_broker::WaitFor::Forever).unwrap();
+                report(&up, FromChild::Received(String::from_utf8_lossy(&d.message().data).into(), 0));
+                let _ = down.recv();
+                let _ = d.ack();
+            }
+        }
         "embedded" => {
             // Race to start a broker; report which process serves.
             let path = std::env::args().nth(2).unwrap();

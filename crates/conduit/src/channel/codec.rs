@@ -66,7 +66,9 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding) -> Result<OutFrame,
 }
 
 /// Check and decode a received frame (`frame` = the bytes that arrived,
-/// from the socket or, if `from_ring`, from a shared-memory ring).
+/// from the socket or, if `from_ring`, from a shared-memory ring). A
+/// payload declared larger than `limit` (the receiver's own limit) is
+/// refused before anything of it is mapped or read.
 /// `on_data` runs as soon as the header is known to be a data frame,
 /// before the payload is checked, so the channel's accounting stays right
 /// even when the payload is then rejected.
@@ -74,6 +76,7 @@ pub fn decode<T: DeserializeOwned>(
     frame: &[u8],
     rec: Received,
     from_ring: bool,
+    limit: usize,
     on_data: impl FnOnce(),
 ) -> Result<T, Error> {
     if rec.truncated {
@@ -90,6 +93,9 @@ pub fn decode<T: DeserializeOwned>(
         return Err(WireError::Flags(header.flags).into());
     }
     on_data();
+    if header.len > limit {
+        return Err(WireError::TooLarge { size: header.len, limit }.into());
+    }
     let mut fds = rec.fds;
     let kinds_at = if header.out_of_line() { 0 } else { header.len };
     let mut kinds = Vec::with_capacity(header.rights);
@@ -113,8 +119,8 @@ pub fn decode<T: DeserializeOwned>(
                 .into());
             }
         }
-        ool_payload = memory::read_all(fd, header.len)?;
-        (&ool_payload[..], body)
+        ool_payload = memory::map_sealed(fd, header.len)?;
+        (ool_payload.as_slice(), body)
     } else {
         body.split_at(header.len)
     };

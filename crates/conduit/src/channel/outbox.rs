@@ -59,7 +59,9 @@ pub(crate) enum WriteFail {
     Failed(Error),
 }
 
-fn is_disconnect(e: &io::Error) -> bool {
+/// An error that means the peer is gone (its end closed, or reset with
+/// frames unread).
+pub(crate) fn is_disconnect(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::PIPE.raw_os_error()
         || code == rustix::io::Errno::CONNRESET.raw_os_error()
         || code == rustix::io::Errno::NOTCONN.raw_os_error())

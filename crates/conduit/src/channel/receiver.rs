@@ -5,8 +5,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -43,6 +43,8 @@ pub struct Receiver<T> {
     /// Rendezvous only: we have a token out (offered, or taken by a sender
     /// whose message has not been read yet).
     token: AtomicBool,
+    /// Largest payload this receiver accepts (see `set_max_message`).
+    max_message: AtomicUsize,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -73,11 +75,25 @@ type Got<T> = (T, Option<Credentials>);
 
 impl<T> Receiver<T> {
     pub(crate) fn from_parts(sock: OwnedFd, ctl: Ctl) -> Self {
-        Receiver { sock, ctl, ring: None, token: AtomicBool::new(false), _t: PhantomData }
+        Receiver {
+            sock,
+            ctl,
+            ring: None,
+            token: AtomicBool::new(false),
+            max_message: AtomicUsize::new(wire::MAX_PAYLOAD),
+            _t: PhantomData,
+        }
     }
 
     pub(crate) fn from_ring(sock: OwnedFd, ctl: Ctl, end: Arc<RingEnd>) -> Self {
-        Receiver { sock, ctl, ring: Some(end), token: AtomicBool::new(false), _t: PhantomData }
+        Receiver {
+            sock,
+            ctl,
+            ring: Some(end),
+            token: AtomicBool::new(false),
+            max_message: AtomicUsize::new(wire::MAX_PAYLOAD),
+            _t: PhantomData,
+        }
     }
 
     fn from_received(parts: PortParts) -> std::io::Result<Self> {
@@ -108,6 +124,20 @@ impl<T> Receiver<T> {
             Capacity::Bounded(n) => Some(n as usize),
             Capacity::Unbounded => None,
         }
+    }
+
+    /// Refuse messages whose encoded payload is larger than `bytes`
+    /// (default and most: [`wire::MAX_PAYLOAD`]). The size a frame declares
+    /// is checked against it before anything of the payload is mapped or
+    /// read, so a peer cannot make this process allocate more; such a
+    /// frame is a [`WireError::TooLarge`] and the channel goes on.
+    pub fn set_max_message(&self, bytes: usize) {
+        self.max_message.store(bytes.min(wire::MAX_PAYLOAD), SeqCst);
+    }
+
+    /// The limit set by [`set_max_message`](Self::set_max_message).
+    pub fn max_message(&self) -> usize {
+        self.max_message.load(SeqCst)
     }
 
     /// True if this channel runs over shared memory.
@@ -209,7 +239,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
         let creds = rec.creds;
         let n = rec.len.min(buf.len());
-        match codec::decode(&buf[..n], rec, false, || self.on_data()) {
+        match codec::decode(&buf[..n], rec, false, self.max_message(), || self.on_data()) {
             Ok(msg) => Ok(Some((msg, creds))),
             Err(e) => Err(RecvFail::Failed(e)),
         }
@@ -230,7 +260,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
         let got = fds.and_then(|fds| {
             let rec = Received { len: frame.len(), fds, ..Received::default() };
-            codec::decode(frame, rec, true, || self.on_data()).map_err(RecvFail::Failed)
+            codec::decode(frame, rec, true, self.max_message(), || self.on_data()).map_err(RecvFail::Failed)
         });
         end.ring.release(record);
         got.map(|m| Some((m, None)))

@@ -171,6 +171,9 @@ impl<T> Sender<T> {
             Ok(r) if r.len == 0 && r.fds.is_empty() => Err(SendFail::Disconnected),
             Ok(_) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            // A receiver that died with our frames unread resets the
+            // connection: that is its death, reported as everywhere else.
+            Err(e) if super::outbox::is_disconnect(&e) => Err(SendFail::Disconnected),
             Err(e) => Err(SendFail::Failed(e.into())),
         }
     }

@@ -16,7 +16,18 @@
 //! A receiver killed while it holds the consumers' lock leaves at most
 //! its count of messages behind; the next receiver recounts (under the
 //! producers' lock). A message is either still queued or was taken whole:
-//! nothing is lost or duplicated by a crash of a sender or a receiver.
+//! nothing is lost or duplicated by a crash of a sender or a receiver
+//! inside the queue's code.
+//!
+//! **Claims** make the hand-over to the application safe too:
+//! [`Queue::claim`] copies a message out but leaves it queued, marked as
+//! held by the calling process (a table of [`CLAIM_SLOTS`] entries in the
+//! ring's header); other receivers skip it. [`Queue::ack`] then takes it
+//! for good, [`Queue::give_back`] returns it, and if the holder dies first
+//! the next receiver that looks finds its claim dead and takes the message
+//! (at-least-once: a process killed after it handled a message but before
+//! its `ack` sees that message handed to another receiver). A claimed
+//! message still counts toward the capacity.
 //!
 //! Whoever owns the queue (the broker) closes it when the mailbox is
 //! removed: everyone waiting returns [`QueueError::Closed`].
@@ -26,7 +37,10 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::ring::{OFF_USER_CLOSED, OFF_USER_KIND, OFF_USER_LIMIT, Ring};
+use super::ring::{
+    CLAIM_SLOTS, OFF_USER_CLAIM_TABLE, OFF_USER_CLAIMS, OFF_USER_CLOSED, OFF_USER_KIND, OFF_USER_LIMIT,
+    OFF_USER_RETURNED, Ring,
+};
 use super::ring_core::Record;
 use super::{Segment, WaitStrategy};
 use crate::error::{Error, WireError};
@@ -79,6 +93,18 @@ pub enum QueueError {
     /// The shared memory breaks the queue's format (a hostile process).
     #[error("the queue's memory is corrupt: {0}")]
     Corrupt(&'static str),
+    /// A claim that is no longer ours: it was given back (its holder was
+    /// taken for dead), and the message may have gone to another receiver.
+    #[error("the claim was given back; the message may have gone to another receiver")]
+    ClaimLost,
+}
+
+/// A message held by [`Queue::claim`]: settle it with [`Queue::ack`] or
+/// [`Queue::give_back`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimId {
+    slot: usize,
+    at: u64,
 }
 
 impl From<super::ring::Corrupt> for QueueError {
@@ -230,25 +256,171 @@ impl Queue {
             if self.is_closed() {
                 return Err(QueueError::Closed);
             }
-            // A message that arrives after this count was read wakes us.
-            let seen = self.ring.sent();
-            if let Some(m) = self.try_take(select)? {
-                return Ok(m);
+            // A message that arrives (or is given back) after this count
+            // was read wakes us.
+            let seen = self.generation();
+            if let Some(m) = self.try_take(select, false)? {
+                return Ok(m.0);
             }
             let ready = self.ring.data_bell().wait(strategy, wait, self.closed(), || {
-                if select == 0 { self.ring.messages() > 0 } else { self.ring.sent() != seen }
+                if select == 0 { self.ring.messages() > self.claims_hint() } else { self.generation() != seen }
             });
             if !ready && !self.is_closed() {
                 // One last look: a message may have come at the deadline.
-                if let Some(m) = self.try_take(select)? {
-                    return Ok(m);
+                if let Some(m) = self.try_take(select, false)? {
+                    return Ok(m.0);
                 }
                 return Err(if wait == Wait::Never { QueueError::Empty } else { QueueError::Timeout });
             }
         }
     }
 
-    fn try_take(&self, select: i64) -> Result<Option<QueuedMessage>, QueueError> {
+    /// Like [`recv`](Self::recv), but the message stays queued, held by
+    /// this process, until [`ack`](Self::ack) takes it or
+    /// [`give_back`](Self::give_back) returns it; if this process dies
+    /// first, it goes to the next receiver. With all claim slots in use,
+    /// waits as for an empty queue.
+    pub fn claim(&self, select: i64, wait: Wait) -> Result<(QueuedMessage, ClaimId), QueueError> {
+        let strategy = self.ring.strategy();
+        loop {
+            if self.is_closed() {
+                return Err(QueueError::Closed);
+            }
+            let seen = self.generation();
+            if let Some((m, Some(id))) = self.try_take(select, true)? {
+                return Ok((m, id));
+            }
+            let ready = self.ring.data_bell().wait(strategy, wait, self.closed(), || {
+                if select == 0 { self.ring.messages() > self.claims_hint() } else { self.generation() != seen }
+            });
+            if !ready && !self.is_closed() {
+                if let Some((m, Some(id))) = self.try_take(select, true)? {
+                    return Ok((m, id));
+                }
+                return Err(if wait == Wait::Never { QueueError::Empty } else { QueueError::Timeout });
+            }
+        }
+    }
+
+    /// Take a claimed message for good.
+    pub fn ack(&self, id: ClaimId) -> Result<(), QueueError> {
+        let _lock = self.ring.lock_consumers(self.closed());
+        if self.is_closed() {
+            return Err(QueueError::Closed);
+        }
+        if !self.owns(id) {
+            return Err(QueueError::ClaimLost);
+        }
+        let mut cur = self.ring.peek()?;
+        while let Some(r) = cur {
+            if r.position() == id.at {
+                self.clear_claim(id.slot);
+                self.ring.take(r);
+                return Ok(());
+            }
+            cur = self.ring.next_after(&r)?;
+        }
+        self.clear_claim(id.slot);
+        Err(QueueError::Corrupt("a claimed message is not in the queue"))
+    }
+
+    /// Return a claimed message to the queue (receivers waiting for it
+    /// are woken).
+    pub fn give_back(&self, id: ClaimId) -> Result<(), QueueError> {
+        {
+            let _lock = self.ring.lock_consumers(self.closed());
+            if !self.owns(id) {
+                return Err(QueueError::ClaimLost);
+            }
+            self.clear_claim(id.slot);
+        }
+        self.returned();
+        Ok(())
+    }
+
+    /// Messages committed plus messages given back: changes whenever a
+    /// message may have become available.
+    fn generation(&self) -> u64 {
+        self.ring.sent().wrapping_add(self.ring.segment().mapping().atomic_u64(OFF_USER_RETURNED).load(SeqCst))
+    }
+
+    fn returned(&self) {
+        self.ring.segment().mapping().atomic_u64(OFF_USER_RETURNED).fetch_add(1, SeqCst);
+        self.ring.data_bell().ring_always();
+    }
+
+    fn claims_hint(&self) -> u64 {
+        u64::from(self.ring.word(OFF_USER_CLAIMS).load(SeqCst))
+    }
+
+    fn claim_slot(&self, slot: usize) -> (&AtomicU32, &std::sync::atomic::AtomicU64) {
+        let m = self.ring.segment().mapping();
+        let at = OFF_USER_CLAIM_TABLE + slot * 16;
+        (m.atomic_u32(at), m.atomic_u64(at + 8))
+    }
+
+    fn owns(&self, id: ClaimId) -> bool {
+        let (owner, at) = self.claim_slot(id.slot);
+        owner.load(SeqCst) == crate::sys::process::getpid() && at.load(SeqCst) == id.at
+    }
+
+    /// Holding the consumers' lock.
+    fn clear_claim(&self, slot: usize) {
+        self.claim_slot(slot).0.store(0, SeqCst);
+        let n = self.ring.word(OFF_USER_CLAIMS);
+        n.store(n.load(SeqCst).saturating_sub(1), SeqCst);
+    }
+
+    /// Holding the consumers' lock: the positions of live claims, after
+    /// freeing those whose holder died (their messages are receivable
+    /// again). Empty at once when nobody holds a claim.
+    fn live_claims(&self) -> Vec<u64> {
+        if self.claims_hint() == 0 {
+            return Vec::new();
+        }
+        let mut live = Vec::new();
+        let mut freed = false;
+        for slot in 0..CLAIM_SLOTS {
+            let (owner, at) = self.claim_slot(slot);
+            let pid = owner.load(SeqCst);
+            if pid == 0 {
+                continue;
+            }
+            if crate::sys::process::alive(pid) {
+                live.push(at.load(SeqCst));
+            } else {
+                owner.store(0, SeqCst);
+                freed = true;
+            }
+        }
+        // The hint is recounted here, so a holder that died half-way
+        // through claiming leaves no lasting error in it.
+        self.ring.word(OFF_USER_CLAIMS).store(live.len() as u32, SeqCst);
+        if freed {
+            self.ring.segment().mapping().atomic_u64(OFF_USER_RETURNED).fetch_add(1, SeqCst);
+        }
+        live
+    }
+
+    /// Holding the consumers' lock: claim `at` for this process.
+    fn add_claim(&self, at: u64) -> Option<ClaimId> {
+        for slot in 0..CLAIM_SLOTS {
+            let (owner, pos) = self.claim_slot(slot);
+            if owner.load(SeqCst) == 0 {
+                pos.store(at, SeqCst);
+                owner.store(crate::sys::process::getpid(), SeqCst);
+                let n = self.ring.word(OFF_USER_CLAIMS);
+                n.store(n.load(SeqCst) + 1, SeqCst);
+                return Some(ClaimId { slot, at });
+            }
+        }
+        None
+    }
+
+    /// The first wanted message not claimed by anyone alive: taken, or
+    /// (`claim`) claimed — `None` beside it if every slot is in use, and
+    /// then nothing is taken.
+    fn try_take(&self, select: i64, claim: bool) -> Result<Option<(QueuedMessage, Option<ClaimId>)>, QueueError> {
         let lock = self.ring.lock_consumers(self.closed());
         if self.is_closed() {
             return Err(QueueError::Closed);
@@ -256,9 +428,14 @@ impl Queue {
         if lock.inherited {
             self.recount()?;
         }
+        let claimed = self.live_claims();
         let mut best: Option<(Record, i64)> = None;
         let mut cur = self.ring.peek()?;
         while let Some(r) = cur {
+            if claimed.contains(&r.position()) {
+                cur = self.ring.next_after(&r)?;
+                continue;
+            }
             let p = self.ring.payload(&r);
             if p.len() < MESSAGE_HEADER {
                 return Err(QueueError::Corrupt("a record shorter than a message header"));
@@ -288,8 +465,14 @@ impl Queue {
             sender_uid: u32::from_le_bytes(p[12..16].try_into().expect("4 bytes")),
             data: p[MESSAGE_HEADER..].to_vec(),
         };
+        if claim {
+            return match self.add_claim(r.position()) {
+                Some(id) => Ok(Some((msg, Some(id)))),
+                None => Ok(None),
+            };
+        }
         self.ring.take(r);
-        Ok(Some(msg))
+        Ok(Some((msg, None)))
     }
 
     /// After a receiver died holding the consumers' lock: count what is
@@ -362,5 +545,51 @@ mod tests {
             q.send(1, b"y", (1, 2), Wait::Never).unwrap();
         }
         assert_eq!(q.send(1, b"z", (1, 2), Wait::Never), Err(QueueError::Full), "exactly the capacity again");
+    }
+
+    #[test]
+    fn claims_hold_a_message_until_acked_given_back_or_their_holder_dies() {
+        let q = Queue::new(4, 4096).unwrap();
+        for i in 0..3u8 {
+            q.send(1, &[i], (1, 2), Wait::Never).unwrap();
+        }
+        let (m0, c0) = q.claim(0, Wait::Never).unwrap();
+        assert_eq!(m0.data, [0]);
+        // Another receiver skips the claimed message.
+        let (m1, c1) = q.claim(0, Wait::Never).unwrap();
+        assert_eq!(m1.data, [1]);
+        assert_eq!(q.len(), 3, "claimed messages are still queued");
+        q.give_back(c0).unwrap();
+        assert_eq!(q.give_back(c0), Err(QueueError::ClaimLost), "settled once only");
+        assert_eq!(q.recv(0, Wait::Never).unwrap().data, [0], "given back, received again");
+        q.ack(c1).unwrap();
+        assert_eq!(q.len(), 1);
+        // A holder that died: its claim is freed by the next receiver.
+        let (m2, c2) = q.claim(0, Wait::Never).unwrap();
+        assert_eq!(m2.data, [2]);
+        assert_eq!(q.recv(0, Wait::Never), Err(QueueError::Empty), "held by a live process");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        q.claim_slot(c2.slot).0.store(dead, SeqCst);
+        assert_eq!(q.recv(0, Wait::Never).unwrap().data, [2], "the dead holder's message goes to the next");
+        assert_eq!(q.ack(c2), Err(QueueError::ClaimLost));
+        assert!(q.is_empty());
+        assert_eq!(q.bytes_used(), 0);
+    }
+
+    #[test]
+    fn a_waiter_for_any_message_does_not_spin_on_claimed_ones() {
+        let q = Queue::new(4, 4096).unwrap();
+        q.send(1, b"a", (1, 2), Wait::Never).unwrap();
+        let (_, c) = q.claim(0, Wait::Never).unwrap();
+        let t = std::time::Instant::now();
+        let until = Wait::Until(t + std::time::Duration::from_millis(50));
+        assert_eq!(q.recv(0, until), Err(QueueError::Timeout));
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| q.recv(0, Wait::Forever));
+            q.give_back(c).unwrap();
+            assert_eq!(waiter.join().unwrap().unwrap().data, b"a", "a give-back wakes the waiter");
+        });
     }
 }

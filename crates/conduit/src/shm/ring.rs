@@ -70,6 +70,16 @@ const OFF_CONSUMER_LOCK_WAITERS: usize = 1028;
 pub(crate) const OFF_USER_KIND: usize = 32;
 pub(crate) const OFF_USER_LIMIT: usize = 40;
 pub(crate) const OFF_USER_CLOSED: usize = 1152;
+/// Messages given back by receivers (a mailbox queue's claims, see
+/// `queue`): a change wakes receivers waiting for a type.
+pub(crate) const OFF_USER_RETURNED: usize = 1160;
+/// Claims held now (a hint: the table below is the truth).
+pub(crate) const OFF_USER_CLAIMS: usize = 1168;
+/// The claims table: `CLAIM_SLOTS` entries of (owner pid: u32, pad,
+/// record position: u64).
+pub(crate) const OFF_USER_CLAIM_TABLE: usize = 2048;
+/// Entries in the claims table.
+pub(crate) const CLAIM_SLOTS: usize = 128;
 /// Where the data area starts.
 pub const DATA_OFFSET: usize = 4096;
 /// Smallest data area.
@@ -134,7 +144,7 @@ impl Bell<'_> {
     }
 
     /// Ring even if nobody seems to sleep (peer death).
-    fn ring_always(&self) {
+    pub(crate) fn ring_always(&self) {
         self.seq.fetch_add(1, SeqCst);
         futex::wake(self.seq, u32::MAX);
     }

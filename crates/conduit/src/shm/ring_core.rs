@@ -237,6 +237,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// Its absolute position in the ring (unique while it is queued).
+    #[inline]
+    pub fn position(&self) -> u64 {
+        self.at
+    }
     /// Offset of the payload in the data area.
     #[inline]
     pub fn payload_pos(&self) -> u64 {

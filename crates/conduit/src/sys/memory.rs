@@ -2,7 +2,7 @@
 
 use std::ffi::c_void;
 use std::fs::File;
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -53,12 +53,37 @@ pub fn sealed_copy(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Read the whole content of a (sealed) memfd.
-pub fn read_all(fd: OwnedFd, len: usize) -> io::Result<Vec<u8>> {
-    let mut file = File::from(fd);
-    file.rewind()?;
-    let mut out = vec![0u8; len];
-    file.read_exact(&mut out)?;
-    Ok(out)
+/// Map `len` bytes of a sealed memory file read-only (the caller checked
+/// its seals and size with [`size_if_sealed`]).
+pub fn map_sealed(fd: OwnedFd, len: usize) -> io::Result<SealedView> {
+    if len == 0 {
+        return Ok(SealedView { map: None });
+    }
+    let map = Mapping::map_with(fd.as_fd(), len, ProtFlags::READ, MapFlags::SHARED)?;
+    Ok(SealedView { map: Some(map) })
+}
+
+/// A read-only mapping of a memory file whose content is sealed
+/// ([`CONTENT_SEALS`]: no write, no shrink): its bytes cannot change, so
+/// it can be read as a plain slice. Pages are read from the file as they
+/// are touched; nothing is copied into the heap.
+#[derive(Debug)]
+pub struct SealedView {
+    map: Option<Mapping>,
+}
+
+impl SealedView {
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        match &self.map {
+            None => &[],
+            // SAFETY: `map_sealed`'s callers check CONTENT_SEALS and the
+            // size first: the memory file can neither be written (through
+            // any descriptor or writable mapping) nor shrunk, so these
+            // `len` bytes stay mapped and unchanged while `self` lives.
+            Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr(), m.len) },
+        }
+    }
 }
 
 /// A `MAP_SHARED`, read-write mapping of a whole memory file.
@@ -91,14 +116,17 @@ impl Mapping {
     }
 
     fn map(fd: BorrowedFd<'_>, len: usize, flags: MapFlags) -> io::Result<Mapping> {
+        Mapping::map_with(fd, len, ProtFlags::READ | ProtFlags::WRITE, flags)
+    }
+
+    fn map_with(fd: BorrowedFd<'_>, len: usize, prot: ProtFlags, flags: MapFlags) -> io::Result<Mapping> {
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty mapping"));
         }
         // SAFETY: a fresh mapping at an address the kernel picks; it aliases
         // no Rust object. Callers reach it through atomics and bounds-checked
         // copies (and the ring's documented raw views).
-        let ptr =
-            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, flags, fd, 0)? };
+        let ptr = unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0)? };
         let ptr = NonNull::new(ptr).ok_or_else(|| io::Error::other("mmap returned null"))?;
         Ok(Mapping { ptr, len })
     }
