@@ -18,7 +18,7 @@ use rustix::pipe::PipeFlags;
 
 use crate::paths;
 use crate::protocol::{BrokerError, PROTOCOL, Reply, Request};
-use crate::state::{Held, Limits, Peer, Rules};
+use crate::state::{Held, Limits, Peer, Rules, hung_up};
 use crate::store::Store;
 
 /// How a broker runs.
@@ -217,7 +217,7 @@ impl Stopper {
 
 fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
     let alive_fd = match rustix::io::fcntl_dupfd_cloexec(&sock, 0) {
-        Ok(fd) => fd,
+        Ok(fd) => Arc::new(fd),
         Err(_) => return,
     };
     let (tx, rx) = match conduit::channel::connection::<Reply, Request>(sock) {
@@ -233,7 +233,7 @@ fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
         return;
     }
     tracing::debug!(pid = peer.pid, uid = peer.uid, "client connected");
-    let alive = || !peer_gone(&alive_fd);
+    let alive = || !hung_up(&alive_fd);
     let mut conn = Conn::default();
     loop {
         let req = match rx.recv() {
@@ -246,7 +246,7 @@ fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
                 break;
             }
         };
-        let Some(reply) = dispatch(rules, &peer, req, &alive, &mut conn) else { continue };
+        let Some(reply) = dispatch(rules, &peer, req, &alive_fd, &alive, &mut conn) else { continue };
         if tx.send(reply).is_err() {
             break;
         }
@@ -284,15 +284,15 @@ struct Conn {
     next_delivery: u64,
 }
 
-fn peer_gone(fd: &OwnedFd) -> bool {
-    let mut pfd = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::empty())];
-    let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
-    matches!(rustix::event::poll(&mut pfd, Some(&zero)), Ok(n) if n > 0)
-        && pfd[0].revents().intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR)
-}
-
 /// The reply to a request (`None`: it has none).
-fn dispatch(rules: &Rules, peer: &Peer, req: Request, alive: &dyn Fn() -> bool, conn: &mut Conn) -> Option<Reply> {
+fn dispatch(
+    rules: &Rules,
+    peer: &Peer,
+    req: Request,
+    sock: &Arc<OwnedFd>,
+    alive: &dyn Fn() -> bool,
+    conn: &mut Conn,
+) -> Option<Reply> {
     let done = |r: Result<(), BrokerError>| r.map_or_else(Reply::Error, |()| Reply::Done);
     Some(match req {
         Request::Hello { protocol } if protocol == PROTOCOL => {
@@ -310,7 +310,7 @@ fn dispatch(rules: &Rules, peer: &Peer, req: Request, alive: &dyn Fn() -> bool, 
             Ok((receiver, deferred)) => Reply::Sent { receiver, deferred },
             Err(e) => Reply::Error(e),
         },
-        Request::Recv { name, select, wait } => match rules.recv(peer, &name, select, wait, alive) {
+        Request::Recv { name, select, wait } => match rules.recv(peer, &name, select, wait, sock) {
             Ok((m, held)) => {
                 conn.next_delivery += 1;
                 let durable = m.key.is_some();

@@ -2,6 +2,7 @@
 //! each request. Blocking operations wait on one condition variable.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,17 @@ struct Waiter {
     peer: Peer,
     select: i64,
     slot: u64,
+    /// Its connection: a sender skips a waiter whose client hung up.
+    conn: Arc<OwnedFd>,
+}
+
+/// True when the client at the other end of `conn` has hung up.
+pub(crate) fn hung_up(conn: &OwnedFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut pfd = [PollFd::new(conn, PollFlags::empty())];
+    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(rustix::event::poll(&mut pfd, Some(&zero)), Ok(n) if n > 0)
+        && pfd[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
 }
 
 pub(crate) struct Mailbox {
@@ -500,8 +512,10 @@ impl Rules {
             }
             // A receiver waiting for a matching message takes it directly
             // (a durable message is on disk first: until the receiver
-            // acknowledges it, a broker crash must not lose it).
-            if let Some(i) = mb.waiters.iter().position(|w| matches(w.select, msg.mtype)) {
+            // acknowledges it, a broker crash must not lose it). Receivers
+            // whose clients hung up are passed over (if one dies after
+            // this look, its connection's end gives the message back).
+            if let Some(i) = mb.waiters.iter().position(|w| matches(w.select, msg.mtype) && !hung_up(&w.conn)) {
                 if mb.durable
                     && let Some(store) = &self.store
                 {
@@ -607,8 +621,9 @@ impl Rules {
         name: &str,
         select: i64,
         wait: WaitFor,
-        alive: &dyn Fn() -> bool,
+        conn: &Arc<OwnedFd>,
     ) -> Result<(Msg, Held), BrokerError> {
+        let alive = &|| !hung_up(conn);
         let kept = |msg: Msg| (msg.clone(), Held::Kept { name: name.to_string(), msg });
         let wait = wait.wait();
         let until = deadline(wait);
@@ -658,7 +673,7 @@ impl Rules {
                 st.slots.insert(id, None);
                 slot = Some(id);
                 let mb = Self::mailbox(&mut st, name).expect("checked above");
-                mb.waiters.push_back(Waiter { peer: *peer, select, slot: id });
+                mb.waiters.push_back(Waiter { peer: *peer, select, slot: id, conn: Arc::clone(conn) });
                 // A rendezvous sender may be waiting for us.
                 self.changed.notify_all();
             }

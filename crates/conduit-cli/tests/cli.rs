@@ -183,3 +183,85 @@ fn send_and_recv_exit_codes_tell_empty_full_timeout_denied_and_not_found() {
     assert_eq!(code(d.run(&["rm", "mailbox", "one"])), Some(0));
     assert_eq!(code(d.run(&["recv", "one", "--nowait"])), Some(7));
 }
+
+/// Wait for a child to exit, at most `secs` seconds (`None`: still running).
+fn exit_within(child: &mut std::process::Child, secs: u64) -> Option<std::process::ExitStatus> {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return Some(s);
+        }
+        if std::time::Instant::now() > until {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn the_daemon_stops_on_sigterm_even_with_its_socket_file_gone() {
+    let mut d = Daemon::start("nosock");
+    std::fs::remove_file(d.dir.join("broker.sock")).unwrap();
+    let pid = rustix::process::Pid::from_child(&d.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = exit_within(&mut d.child, 10);
+    if status.is_none() {
+        let _ = d.child.kill();
+    }
+    assert!(status.is_some_and(|s| s.success()), "stopped cleanly: {status:?}");
+}
+
+/// The outside report's reproduction: `conduit recv` killed (SIGKILL or
+/// Ctrl-C) while it waits, then `conduit send` at once: the message waits
+/// for the next `conduit recv`, for every kind of mailbox.
+#[test]
+fn a_killed_conduit_recv_does_not_take_the_next_message() {
+    let d = Daemon::start("deadrecv");
+    let kinds: [&[&str]; 4] =
+        [&["--capacity", "unbounded"], &["--capacity", "4"], &["--capacity", "0"], &["--durable"]];
+    for (k, opts) in kinds.iter().enumerate() {
+        for signal in [rustix::process::Signal::KILL, rustix::process::Signal::INT] {
+            let name = format!("ub{k}-{}", signal.as_raw());
+            let mut create = vec!["mailbox", "create", &name];
+            create.extend_from_slice(opts);
+            assert!(d.run(&create).status.success());
+            let mut recv = conduit()
+                .args(["recv", &name])
+                .env("CONDUIT_BROKER", d.dir.join("broker.sock"))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let pid = recv.id();
+            // Broker-kept mailboxes list their waiting receivers; a shared
+            // one is waited on in the receiver's own process.
+            if opts != &["--capacity", "4"] {
+                loop {
+                    let out = d.run(&["ls", "--json"]);
+                    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                    let waiting = doc["objects"].as_array().unwrap().iter().any(|o| {
+                        o["id"] == name.as_str() && o["pids"].as_array().is_some_and(|p| p.contains(&pid.into()))
+                    });
+                    if waiting {
+                        break;
+                    }
+                }
+            }
+            rustix::process::kill_process(rustix::process::Pid::from_child(&recv), signal).unwrap();
+            recv.wait().unwrap();
+            let sock = d.dir.join("broker.sock");
+            let sender = std::thread::spawn(move || {
+                let mut send =
+                    conduit().args(["send", &name.clone(), "hi"]).env("CONDUIT_BROKER", sock).spawn().unwrap();
+                assert!(send.wait().unwrap().success());
+                name
+            });
+            let name = {
+                // The rendezvous send waits for this receive.
+                let out = d.run(&["recv", &format!("ub{k}-{}", signal.as_raw()), "--timeout", "10000"]);
+                assert_eq!((out.status.code(), &out.stdout[..]), (Some(0), &b"hi"[..]), "{opts:?} {signal:?}");
+                sender.join().unwrap()
+            };
+            assert_eq!(d.run(&["recv", &name, "--nowait"]).status.code(), Some(3), "delivered once");
+        }
+    }
+}

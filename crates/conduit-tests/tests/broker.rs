@@ -537,3 +537,41 @@ fn an_acknowledged_durable_message_is_not_delivered_again_after_a_broker_crash()
     assert_eq!(refused(c.recv("m", 0, WaitFor::NoWait)), BrokerError::Empty);
     cleanup(b.stop());
 }
+
+/// Peak resident memory of a process (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_out_of_line_memory_bomb_is_refused_before_it_is_read() {
+    let b = Broker::start("bomb", &[]);
+    let c = b.client();
+    c.create_mailbox("m", MailboxOptions::default()).unwrap();
+    let pid = b.kid.child.id();
+    let before = peak_rss_kib(pid);
+    let bomb = spawn_with_args("ool-bomb", &[b.socket.to_str().unwrap()]);
+    assert_eq!(report(&bomb), outcome("refused"), "the broker says why it hangs up");
+    finish(bomb);
+    let grown = peak_rss_kib(pid).saturating_sub(before);
+    assert!(grown < 32 << 10, "the broker's peak memory grew by {grown} KiB for a 512 MiB declaration");
+    // And it serves on.
+    c.send("m", 1, b"still here", OnFull::NoWait).unwrap();
+    assert_eq!(c.recv("m", 0, WaitFor::NoWait).unwrap().data, b"still here");
+    cleanup(b.stop());
+}
+
+#[test]
+fn every_connection_over_the_quota_is_told_so() {
+    let dir = std::env::temp_dir().join(format!("conduit-broker-test-{}-connquota", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let b = Broker::start_in(dir, &["100", "", "20"]);
+    let kid = spawn_with_args("connector", &[b.socket.to_str().unwrap(), "300"]);
+    assert_eq!(report(&kid), outcome("ok 20, quota 280, other []"));
+    finish(kid);
+    // Root is not held to it, and the broker serves on.
+    b.client().create_mailbox("after", MailboxOptions::default()).unwrap();
+    cleanup(b.stop());
+}

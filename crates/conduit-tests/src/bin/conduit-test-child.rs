@@ -182,6 +182,18 @@ fn main() {
                 }
             }
         }
+        "consume" => {
+            // argv[2]: how many to receive; then stop reading (say so) and
+            // wait to be killed with the rest unread.
+            let n: u64 = std::env::args().nth(2).unwrap().parse().unwrap();
+            let ToChild::RecvU64(rx) = next() else { panic!("want RecvU64") };
+            report(&up, FromChild::Ready);
+            for _ in 0..n {
+                rx.recv().unwrap();
+            }
+            report(&up, FromChild::Sent(n));
+            let _ = down.recv();
+        }
         "per-thread" => {
             // Messages `thread << 32 | seq` from several threads: each
             // thread's must arrive whole, in order, none lost; report the
@@ -259,7 +271,10 @@ fn main() {
             if let Some(n) = args.get(3) {
                 config.limits.max_objects = n.parse().unwrap();
             }
-            config.data_dir = args.get(4).map(Into::into);
+            config.data_dir = args.get(4).filter(|d| !d.is_empty()).map(Into::into);
+            if let Some(n) = args.get(5) {
+                config.limits.max_connections = n.parse().unwrap();
+            }
             let server = conduit_broker::Server::bind(&config).unwrap().expect("no other broker");
             report(&up, FromChild::Ready);
             server.run();
@@ -350,6 +365,51 @@ fn main() {
                 let _ = down.recv();
                 let _ = d.ack();
             }
+        }
+        "ool-bomb" => {
+            // argv[2]: socket. As nobody, connect to the broker and send a
+            // 16-byte frame whose payload is declared out of line: a
+            // sealed, sparse memfd of 512 MiB (no memory behind it here).
+            let args: Vec<String> = std::env::args().collect();
+            conduit_tests::become_nobody();
+            use rustix::fs::{MemfdFlags, SealFlags};
+            use rustix::net::{AddressFamily, SendAncillaryMessage, SocketAddrUnix, SocketType};
+            let sock = rustix::net::socket(AddressFamily::UNIX, SocketType::SEQPACKET, None).unwrap();
+            rustix::net::connect(&sock, &SocketAddrUnix::new(args[2].as_str()).unwrap()).unwrap();
+            let size: u32 = 512 << 20;
+            let fd = rustix::fs::memfd_create("bomb", MemfdFlags::ALLOW_SEALING | MemfdFlags::CLOEXEC).unwrap();
+            rustix::fs::ftruncate(&fd, u64::from(size)).unwrap();
+            rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL)
+                .unwrap();
+            let mut frame = [0u8; wire::HEADER_LEN];
+            wire::write_header(&mut frame, Kind::Data, wire::OUT_OF_LINE, &[], &[]);
+            frame[8..12].copy_from_slice(&size.to_le_bytes());
+            let fds = [fd.as_fd()];
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut control = SendAncillaryBuffer::new(&mut space);
+            assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+            rustix::net::sendmsg(&sock, &[IoSlice::new(&frame)], &mut control, SendFlags::empty()).unwrap();
+            // The broker answers (a refusal) and hangs up.
+            let mut buf = vec![0u8; 70_000];
+            let n = rustix::net::recv(&sock, &mut buf, rustix::net::RecvFlags::empty()).map(|(n, _)| n).unwrap_or(0);
+            outcome(&up, if n > 0 { "refused" } else { "closed" });
+        }
+        "connector" => {
+            // argv[2]: socket; argv[3]: connections to open (and hold). As
+            // nobody. Reports how many were accepted, refused for the
+            // quota, and failed otherwise.
+            let args: Vec<String> = std::env::args().collect();
+            conduit_tests::become_nobody();
+            let n: usize = args[3].parse().unwrap();
+            let (mut held, mut quota, mut other) = (Vec::new(), 0, Vec::new());
+            for _ in 0..n {
+                match conduit_broker::Client::connect_to(args[2].as_ref()) {
+                    Ok(c) => held.push(c),
+                    Err(conduit_broker::ClientError::Broker(conduit_broker::BrokerError::Quota(_))) => quota += 1,
+                    Err(e) => other.push(e.to_string()),
+                }
+            }
+            outcome(&up, &format!("ok {}, quota {quota}, other {other:?}", held.len()));
         }
         "embedded" => {
             // Race to start a broker; report which process serves.
