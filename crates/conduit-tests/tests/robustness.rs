@@ -146,7 +146,7 @@ fn a_killed_consumer_is_always_disconnected_for_its_sender() {
     for trial in 0..1000 {
         let reads = rng.next() % 16;
         let capacity = 1 + (rng.next() % 8) as usize;
-        let blocked = rng.next() % 2 == 0;
+        let blocked = rng.next().is_multiple_of(2);
         let mut kid = common::spawn_with_args("consume", &[&reads.to_string()]);
         let (tx, rx) = conduit::bounded::<u64>(capacity).unwrap();
         kid.tx.send(ToChild::RecvU64(rx)).unwrap();
