@@ -154,11 +154,24 @@ pub struct MailboxOptions {
     pub mode: u32,
     /// Survives a broker crash and restart.
     pub durable: bool,
+    /// The largest message a shared-memory mailbox must take, in bytes
+    /// (0, the default: what the capacity gives — its queue is 4 KiB a
+    /// message, at least 256 KiB, and a message may take half of it, so
+    /// 131,048 bytes for up to 64 messages). Sizes its queue to hold at
+    /// least two such messages; at most the broker's limit (16 MiB by
+    /// default). Mailboxes the broker keeps take anything up to that.
+    pub max_message: u64,
 }
 
 impl Default for MailboxOptions {
     fn default() -> Self {
-        MailboxOptions { capacity: Capacity::Bounded(64), policy: Policy::Any, mode: 0o600, durable: false }
+        MailboxOptions {
+            capacity: Capacity::Bounded(64),
+            policy: Policy::Any,
+            mode: 0o600,
+            durable: false,
+            max_message: 0,
+        }
     }
 }
 
@@ -297,6 +310,7 @@ impl Client {
             policy: opts.policy,
             mode: opts.mode,
             durable: opts.durable,
+            max_message: opts.max_message,
         })
     }
 

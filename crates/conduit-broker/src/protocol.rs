@@ -126,7 +126,9 @@ pub enum Request {
     /// First message on a connection.
     Hello { protocol: u32 },
     /// Create a mailbox.
-    Create { name: String, capacity: Capacity, policy: Policy, mode: u32, durable: bool },
+    /// `max_message`: the largest message a shared-memory mailbox must
+    /// take (0: what its capacity gives, see `MailboxOptions`).
+    Create { name: String, capacity: Capacity, policy: Policy, mode: u32, durable: bool, max_message: u64 },
     /// Remove a mailbox (its owner or root).
     Remove { name: String },
     /// Give a mailbox to another owner (its owner or root).
@@ -238,6 +240,16 @@ pub enum BrokerError {
     /// A malformed or meaningless request.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The message is larger than the mailbox (or the broker) takes.
+    #[error("a message of {size} bytes exceeds the limit of {limit} bytes: {how}")]
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The largest that fits.
+        limit: u64,
+        /// Whose limit it is, and how to raise it.
+        how: String,
+    },
 }
 
 impl BrokerError {
@@ -248,6 +260,14 @@ impl BrokerError {
             QueueError::Empty => BrokerError::Empty,
             QueueError::Timeout => BrokerError::Timeout,
             QueueError::Closed => BrokerError::NotFound(format!("mailbox {name}")),
+            QueueError::TooLarge { size, limit } => BrokerError::TooLarge {
+                size: size as u64,
+                limit: limit as u64,
+                how: format!(
+                    "mailbox {name}'s queue in shared memory takes messages up to {limit} bytes; \
+                     create it with a larger --max-message (MailboxOptions::max_message), or unbounded"
+                ),
+            },
             e => BrokerError::Invalid(format!("mailbox {name}: {e}")),
         }
     }

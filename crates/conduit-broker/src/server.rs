@@ -301,8 +301,8 @@ fn dispatch(
         Request::Hello { protocol } => {
             Reply::Error(BrokerError::Invalid(format!("protocol {protocol}; this broker speaks {PROTOCOL}")))
         }
-        Request::Create { name, capacity, policy, mode, durable } => {
-            done(rules.create(peer, name, capacity, policy, mode, durable))
+        Request::Create { name, capacity, policy, mode, durable, max_message } => {
+            done(rules.create(peer, name, capacity, policy, mode, durable, max_message))
         }
         Request::Remove { name } => done(rules.remove(peer, &name)),
         Request::Chown { name, uid, gid } => done(rules.chown(peer, &name, uid, gid)),

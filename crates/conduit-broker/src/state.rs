@@ -201,10 +201,14 @@ pub struct Rules {
     leaving: Arc<Mutex<HashSet<(u64, String)>>>,
 }
 
-/// Size of the shared-memory queue of a mailbox of `n` messages: 4 KiB a
-/// message, between 256 KiB and 16 MiB (a message may take half).
-pub fn queue_bytes(n: u32) -> usize {
-    (n as usize).saturating_mul(4096).clamp(256 << 10, 16 << 20).next_power_of_two()
+/// Size of the shared-memory queue of a mailbox of `n` messages of at
+/// most `max_message` bytes: 4 KiB a message, between 256 KiB and 16 MiB,
+/// and at least room for two of the largest (a record may take half the
+/// queue), in a power of two.
+pub fn queue_bytes(n: u32, max_message: usize) -> usize {
+    let per_message = (n as usize).saturating_mul(4096).clamp(256 << 10, 16 << 20);
+    let largest = 2 * (max_message + conduit::shm::queue::MESSAGE_HEADER + 64);
+    per_message.max(largest).next_power_of_two()
 }
 
 /// Run a queue operation on a client's behalf (see [`in_slices`]): in
@@ -335,6 +339,7 @@ impl Rules {
         policy: Policy,
         mode: u32,
         durable: bool,
+        max_message: u64,
     ) -> Result<(), BrokerError> {
         if name.is_empty() || name.len() > 255 || mode > 0o777 {
             return Err(BrokerError::Invalid("a mailbox needs a name of 1..=255 bytes and a mode ≤ 0777".into()));
@@ -350,8 +355,14 @@ impl Rules {
             return Err(BrokerError::Invalid("this broker has no data directory for durable mailboxes".into()));
         }
         let mut mb = Mailbox::new(peer.uid, peer.gid, mode, capacity, policy, durable);
+        if max_message > self.limits.max_message as u64 {
+            return Err(BrokerError::Invalid(format!(
+                "a maximum message of {max_message} bytes; this broker takes messages up to {} bytes",
+                self.limits.max_message
+            )));
+        }
         if let (Capacity::Bounded(n @ 1..), false) = (capacity, durable) {
-            let bytes = queue_bytes(n) as u64;
+            let bytes = queue_bytes(n, max_message as usize) as u64;
             let used = Self::bytes_of(&st, peer.uid);
             if !peer.is_root() && used + bytes > self.limits.max_bytes {
                 return Err(BrokerError::Quota(format!(
@@ -481,11 +492,11 @@ impl Rules {
         alive: &dyn Fn() -> bool,
     ) -> Result<(Option<u32>, bool), BrokerError> {
         if data.len() > self.limits.max_message {
-            return Err(BrokerError::Invalid(format!(
-                "message of {} bytes, limit {}",
-                data.len(),
-                self.limits.max_message
-            )));
+            return Err(BrokerError::TooLarge {
+                size: data.len() as u64,
+                limit: self.limits.max_message as u64,
+                how: "the broker's limit (conduit daemon takes no larger message)".into(),
+            });
         }
         if mtype < 0 {
             return Err(BrokerError::Invalid("message types are ≥ 0".into()));

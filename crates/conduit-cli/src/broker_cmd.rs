@@ -2,7 +2,8 @@
 //!
 //! Exit codes (stable, for scripts): 0 done; 1 other error; 2 usage;
 //! 3 empty; 4 full; 5 timeout; 6 permission denied; 7 not found;
-//! 8 quota exceeded; 9 busy (exclusive mailbox held); 10 exists.
+//! 8 quota exceeded; 9 busy (exclusive mailbox held); 10 exists;
+//! 11 message too large.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -27,6 +28,7 @@ fn code(e: &ClientError) -> u8 {
             BrokerError::Busy => 9,
             BrokerError::Exists(_) => 10,
             BrokerError::Invalid(_) => 1,
+            BrokerError::TooLarge { .. } => 11,
         },
         _ => 1,
     }
@@ -158,6 +160,10 @@ pub struct CreateArgs {
     /// Keep it, and its messages, across broker crashes and restarts.
     #[arg(long)]
     durable: bool,
+    /// The largest message it must take, in bytes (bounded mailboxes size their shared-memory
+    /// queue for it; default: what the capacity gives, 131048 bytes for up to 64 messages).
+    #[arg(long, default_value_t = 0)]
+    max_message: u64,
 }
 
 pub fn create(a: &CreateArgs) -> ExitCode {
@@ -179,7 +185,7 @@ pub fn create(a: &CreateArgs) -> ExitCode {
         PolicyArg::Exclusive => Policy::Exclusive,
         PolicyArg::Any => Policy::Any,
     };
-    let opts = MailboxOptions { capacity, policy, mode, durable: a.durable };
+    let opts = MailboxOptions { capacity, policy, mode, durable: a.durable, max_message: a.max_message };
     match client().and_then(|c| c.create_mailbox(&a.name, opts)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e),

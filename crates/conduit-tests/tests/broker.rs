@@ -575,3 +575,28 @@ fn every_connection_over_the_quota_is_told_so() {
     b.client().create_mailbox("after", MailboxOptions::default()).unwrap();
     cleanup(b.stop());
 }
+
+#[test]
+fn a_message_too_large_for_a_mailbox_is_refused_with_its_limit_and_the_way_to_raise_it() {
+    let b = Broker::start("toolarge", &[]);
+    let c = b.client();
+    c.create_mailbox("small", MailboxOptions::default()).unwrap();
+    let big = vec![7u8; 131_049];
+    match refused(c.send("small", 1, &big, OnFull::NoWait)) {
+        BrokerError::TooLarge { size, limit, how } => {
+            assert_eq!((size, limit), (131_049, 131_048));
+            assert!(how.contains("--max-message"), "{how}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Raised: a mailbox made for it takes it, through shared memory.
+    let opts = MailboxOptions { max_message: 1 << 20, ..MailboxOptions::default() };
+    c.create_mailbox("large", opts).unwrap();
+    let huge = vec![9u8; 1 << 20];
+    c.send("large", 1, &huge, OnFull::NoWait).unwrap();
+    assert_eq!(c.recv("large", 0, WaitFor::NoWait).unwrap().data, huge);
+    // More than the broker's own limit cannot be asked for.
+    let opts = MailboxOptions { max_message: 1 << 30, ..MailboxOptions::default() };
+    assert!(matches!(refused(c.create_mailbox("too", opts)), BrokerError::Invalid(_)));
+    cleanup(b.stop());
+}
