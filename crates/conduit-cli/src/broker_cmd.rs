@@ -30,6 +30,7 @@ fn code(e: &ClientError) -> u8 {
             BrokerError::Invalid(_) => 1,
             BrokerError::TooLarge { .. } => 11,
         },
+        ClientError::NoBroker { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => 6,
         _ => 1,
     }
 }
@@ -110,7 +111,10 @@ pub fn daemon(a: &DaemonArgs) -> ExitCode {
 /// background (so a new user needs no set-up) and connect to it.
 fn client() -> Result<Client, ClientError> {
     match Client::connect() {
-        Err(ClientError::NoBroker { .. }) => {}
+        // Nobody listens (no socket, or a stale one): start a broker.
+        Err(ClientError::NoBroker { source, .. })
+            if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {}
+        // Anything else (a socket we may not open) a new broker cannot fix.
         other => return other,
     }
     if let Ok(exe) = std::env::current_exe() {
@@ -294,10 +298,13 @@ pub fn recv(a: &RecvArgs) -> ExitCode {
 pub struct Object {
     /// `conduit` or `kernel`.
     pub source: &'static str,
-    /// `mailbox`, `name`, `peer`, `sysv-msg`, `sysv-sem`, `sysv-shm`, `mqueue`.
+    /// `mailbox`, `segment`, `name`, `peer`, `sysv-msg`, `sysv-sem`, `sysv-shm`, `mqueue`, `posix-shm`.
     pub kind: String,
     /// Name or id.
     pub id: String,
+    /// System V objects: the key, as `ipcs` prints it (`0x0000162e`;
+    /// `0x00000000` for `IPC_PRIVATE`). `null` for others.
+    pub key: Option<String>,
     /// Owner uid.
     pub owner: u32,
     /// Owner gid.
@@ -314,9 +321,12 @@ pub struct Object {
     pub pids: Vec<u32>,
 }
 
-fn kernel_objects() -> Vec<Object> {
+/// The kernel's objects, and why some could not be listed.
+fn kernel_objects() -> (Vec<Object>, Vec<String>) {
     let mut out = Vec::new();
-    // Columns are decimal, except `perms` (the third), printed in octal.
+    let mut warnings = Vec::new();
+    // Columns are decimal (the key signed), except `perms` (the third),
+    // printed in octal.
     let table = |file: &str| -> Vec<Vec<u64>> {
         std::fs::read_to_string(format!("/proc/sysvipc/{file}"))
             .unwrap_or_default()
@@ -361,6 +371,7 @@ fn kernel_objects() -> Vec<Object> {
                 source: "kernel",
                 kind: c.kind.into(),
                 id: r[1].to_string(),
+                key: Some(format!("{:#010x}", r[0] as u32)),
                 owner: r[c.uid] as u32,
                 group: r[c.gid] as u32,
                 mode: format!("{:o}", r[2] & 0o777),
@@ -371,31 +382,55 @@ fn kernel_objects() -> Vec<Object> {
             });
         }
     }
-    if let Ok(dir) = std::fs::read_dir("/dev/mqueue") {
-        use std::os::unix::fs::MetadataExt;
-        for e in dir.flatten() {
-            let Ok(meta) = e.metadata() else { continue };
-            let info = std::fs::read_to_string(e.path()).unwrap_or_default();
-            let qsize = info
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("QSIZE:"))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            out.push(Object {
-                source: "kernel",
-                kind: "mqueue".into(),
-                id: format!("/{}", e.file_name().to_string_lossy()),
-                owner: meta.uid(),
-                group: meta.gid(),
-                mode: format!("{:o}", meta.mode() & 0o777),
-                size: qsize,
-                depth: 0,
-                capacity: None,
-                pids: vec![],
-            });
+    match conduit::kernel::list_mqueues() {
+        Ok(queues) => {
+            for q in queues {
+                // Depth and capacity from mq_getattr (the file only has bytes).
+                let attr = conduit::kernel::mqueue_attr(&q.name).ok();
+                out.push(Object {
+                    source: "kernel",
+                    kind: "mqueue".into(),
+                    id: q.name,
+                    key: None,
+                    owner: q.uid,
+                    group: q.gid,
+                    mode: format!("{:o}", q.mode),
+                    size: q.bytes,
+                    depth: attr.map_or(0, |a| a.depth),
+                    capacity: attr.map(|a| a.capacity),
+                    pids: vec![],
+                });
+            }
         }
+        Err(why) => warnings.push(why),
     }
-    out
+    // POSIX shared memory (shm_open): the files of /dev/shm.
+    match std::fs::read_dir("/dev/shm") {
+        Ok(dir) => {
+            use std::os::unix::fs::MetadataExt;
+            for e in dir.flatten() {
+                let Ok(meta) = e.metadata() else { continue };
+                if !meta.is_file() {
+                    continue;
+                }
+                out.push(Object {
+                    source: "kernel",
+                    kind: "posix-shm".into(),
+                    id: format!("/{}", e.file_name().to_string_lossy()),
+                    key: None,
+                    owner: meta.uid(),
+                    group: meta.gid(),
+                    mode: format!("{:o}", meta.mode() & 0o777),
+                    size: meta.len(),
+                    depth: 0,
+                    capacity: None,
+                    pids: vec![],
+                });
+            }
+        }
+        Err(e) => warnings.push(format!("POSIX shared memory is not listed: cannot read /dev/shm ({e})")),
+    }
+    (out, warnings)
 }
 
 /// Options of `conduit ls`.
@@ -416,6 +451,7 @@ pub fn ls(a: &LsArgs) -> ExitCode {
                     source: "conduit",
                     kind: o.kind,
                     id: o.id,
+                    key: None,
                     owner: o.owner,
                     group: o.group,
                     mode: format!("{:o}", o.mode),
@@ -429,21 +465,26 @@ pub fn ls(a: &LsArgs) -> ExitCode {
         },
         Err(_) => Vec::new(),
     };
-    objects.extend(kernel_objects());
+    let (kernel, warnings) = kernel_objects();
+    objects.extend(kernel);
+    for w in &warnings {
+        eprintln!("conduit: {w}");
+    }
     if a.json {
-        println!("{}", serde_json::json!({ "objects": objects }));
+        println!("{}", serde_json::json!({ "objects": objects, "warnings": warnings }));
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<8} {:<9} {:<28} {:>6} {:>6} {:>5} {:>10} {:>6} {:>9}",
-        "source", "kind", "id", "owner", "group", "mode", "bytes", "depth", "capacity"
+        "{:<8} {:<9} {:<28} {:>10} {:>6} {:>6} {:>5} {:>10} {:>6} {:>9}",
+        "source", "kind", "id", "key", "owner", "group", "mode", "bytes", "depth", "capacity"
     );
     for o in &objects {
         println!(
-            "{:<8} {:<9} {:<28} {:>6} {:>6} {:>5} {:>10} {:>6} {:>9}",
+            "{:<8} {:<9} {:<28} {:>10} {:>6} {:>6} {:>5} {:>10} {:>6} {:>9}",
             o.source,
             o.kind,
             o.id,
+            o.key.as_deref().unwrap_or("-"),
             o.owner,
             o.group,
             o.mode,
@@ -470,6 +511,8 @@ pub enum RmKind {
     Shm,
     /// A POSIX message queue, by name.
     Mqueue,
+    /// A POSIX shared-memory object (`shm_open`), by name.
+    PosixShm,
 }
 
 /// Options of `conduit rm`.
@@ -499,6 +542,7 @@ pub fn rm(a: &RmArgs) -> ExitCode {
         RmKind::Sem => sysv(SysvKind::Sem),
         RmKind::Shm => sysv(SysvKind::Shm),
         RmKind::Mqueue => remove_mqueue(&a.id),
+        RmKind::PosixShm => conduit::kernel::remove_posix_shm(&a.id),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -265,3 +265,96 @@ fn a_killed_conduit_recv_does_not_take_the_next_message() {
         }
     }
 }
+
+fn ls_objects(d: &Daemon) -> Vec<serde_json::Value> {
+    let out = d.run(&["ls", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["warnings"].as_array().is_some_and(|w| w.is_empty()), "nothing missing: {doc}");
+    doc["objects"].as_array().unwrap().clone()
+}
+
+/// `conduit ls` against the kernel's own tools: System V keys as `ipcs`
+/// prints them, POSIX queue depths as `mq_getattr` reports them (listed
+/// even where no /dev/mqueue is mounted), POSIX shared memory; `rm` of
+/// each, and the exit codes of `rm` for what does not exist.
+#[test]
+fn ls_agrees_with_ipcs_and_mq_getattr_and_rm_removes_what_it_lists() {
+    use std::ffi::CString;
+    let d = Daemon::start("kernel");
+    let pid = std::process::id();
+    // A System V queue with a key, as a C program would make it.
+    let key = 0x0c0d_0000 | (pid as i32 & 0xffff);
+    // SAFETY: msgget creates a queue; removed below.
+    let msqid = unsafe { libc::msgget(key, libc::IPC_CREAT | libc::IPC_EXCL | 0o600) };
+    assert!(msqid >= 0, "msgget");
+    // A POSIX queue holding three messages.
+    let mq_name = CString::new(format!("/conduit-cli-test-{pid}")).unwrap();
+    // SAFETY: valid name; default attributes (null); closed below.
+    let mq =
+        unsafe { libc::mq_open(mq_name.as_ptr(), libc::O_CREAT | libc::O_RDWR, 0o600, std::ptr::null_mut::<u8>()) };
+    assert!(mq >= 0, "mq_open");
+    for m in [b"a", b"b", b"c"] {
+        // SAFETY: a valid descriptor and a 1-byte buffer.
+        assert_eq!(unsafe { libc::mq_send(mq, m.as_ptr().cast(), 1, 0) }, 0);
+    }
+    // SAFETY: an all-zero mq_attr is valid to be overwritten.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: valid descriptor and out-pointer.
+    assert_eq!(unsafe { libc::mq_getattr(mq, &mut attr) }, 0);
+    // SAFETY: closed once.
+    unsafe { libc::mq_close(mq) };
+    // A POSIX shared-memory object.
+    let shm_name = format!("/conduit-cli-test-shm-{pid}");
+    let shm =
+        rustix::shm::open(shm_name.as_str(), rustix::shm::OFlags::CREATE | rustix::shm::OFlags::RDWR, 0o600.into())
+            .unwrap();
+    rustix::fs::ftruncate(&shm, 8192).unwrap();
+    drop(shm);
+
+    let objects = ls_objects(&d);
+    let find = |kind: &str, id: &str| objects.iter().find(|o| o["kind"] == kind && o["id"] == id).cloned();
+    let q = find("sysv-msg", &msqid.to_string()).expect("the System V queue");
+    let ipcs = Command::new("ipcs").arg("-q").output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let want_key = format!("{:#010x}", key as u32);
+    assert_eq!(q["key"], want_key.as_str());
+    if let Ok(ipcs) = ipcs {
+        let line =
+            ipcs.lines().find(|l| l.split_whitespace().nth(1) == Some(&msqid.to_string())).expect("ipcs lists it");
+        assert_eq!(line.split_whitespace().next(), Some(want_key.as_str()), "the key as ipcs prints it");
+    }
+    let m = find("mqueue", mq_name.to_str().unwrap()).expect("the POSIX queue");
+    assert_eq!((m["depth"].as_i64(), m["capacity"].as_i64()), (Some(attr.mq_curmsgs), Some(attr.mq_maxmsg)));
+    assert_eq!(m["depth"], 3);
+    let s = find("posix-shm", &shm_name).expect("the POSIX shared memory");
+    assert_eq!(s["size"], 8192);
+
+    let code = |args: &[&str]| d.run(args).status.code();
+    assert_eq!(code(&["rm", "msg", &msqid.to_string()]), Some(0));
+    assert_eq!(code(&["rm", "msg", &msqid.to_string()]), Some(7), "gone: not found");
+    assert_eq!(code(&["rm", "sem", "2147483000"]), Some(7));
+    assert_eq!(code(&["rm", "mqueue", mq_name.to_str().unwrap()]), Some(0));
+    assert_eq!(code(&["rm", "mqueue", mq_name.to_str().unwrap()]), Some(7));
+    assert_eq!(code(&["rm", "posix-shm", &shm_name]), Some(0));
+    assert_eq!(code(&["rm", "posix-shm", &shm_name]), Some(7));
+    let objects = ls_objects(&d);
+    assert!(!objects.iter().any(|o| o["id"] == shm_name.as_str() || o["id"] == mq_name.to_str().unwrap()));
+}
+
+/// A broker socket this user may not open: permission denied (6) at once,
+/// without trying to start a broker of its own.
+#[test]
+fn a_broker_socket_the_user_may_not_open_is_denied_at_once() {
+    use std::os::unix::process::CommandExt;
+    let d = Daemon::start("denied"); // its directory is 0700, root's
+    let out = conduit()
+        .args(["send", "x", "hi"])
+        .env("CONDUIT_BROKER", d.dir.join("broker.sock"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    // (It used to start a broker of its own, wait 5 s for it, and exit 1.)
+    assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
+}

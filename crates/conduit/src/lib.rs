@@ -51,7 +51,10 @@ pub use channel::{
 pub use error::{Error, WireError};
 pub use sys::socket::Credentials;
 
-/// The kernel's own IPC objects (System V, POSIX queues): removal.
+/// The kernel's own IPC objects (System V, POSIX queues and shared
+/// memory): listing help and removal.
 pub mod kernel {
-    pub use crate::sys::sysv::{SysvKind, remove_mqueue, remove_sysv};
+    pub use crate::sys::sysv::{
+        MqAttr, MqEntry, SysvKind, list_mqueues, mqueue_attr, remove_mqueue, remove_posix_shm, remove_sysv,
+    };
 }
