@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::paths;
 use crate::protocol::{
-    BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, PROTOCOL, Policy, Reply, Request,
+    BrokerError, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, PROTOCOL, Reply, Request,
     WaitFor, in_slices,
 };
 use crate::server::{Config, Server};
@@ -135,44 +135,6 @@ pub struct Sent {
     pub receiver: Option<u32>,
     /// Left with the broker (the mailbox was full), to be queued later.
     pub deferred: bool,
-}
-
-/// Options of a new mailbox.
-///
-/// Where its messages live follows from them: a bounded mailbox (1 ≤ n)
-/// that is not durable keeps them in a queue in shared memory, which
-/// clients allowed to read and write it use directly (a round trip in
-/// microseconds); rendezvous (0), unbounded and durable mailboxes keep
-/// them in the broker, each operation a request to it.
-#[derive(Clone, Copy, Debug)]
-pub struct MailboxOptions {
-    /// How many messages it holds (default 64).
-    pub capacity: Capacity,
-    /// Who may receive.
-    pub policy: Policy,
-    /// Permission bits (like `ipc_perm`): read = receive, write = send.
-    pub mode: u32,
-    /// Survives a broker crash and restart.
-    pub durable: bool,
-    /// The largest message a shared-memory mailbox must take, in bytes
-    /// (0, the default: what the capacity gives — its queue is 4 KiB a
-    /// message, at least 256 KiB, and a message may take half of it, so
-    /// 131,048 bytes for up to 64 messages). Sizes its queue to hold at
-    /// least two such messages; at most the broker's limit (16 MiB by
-    /// default). Mailboxes the broker keeps take anything up to that.
-    pub max_message: u64,
-}
-
-impl Default for MailboxOptions {
-    fn default() -> Self {
-        MailboxOptions {
-            capacity: Capacity::Bounded(64),
-            policy: Policy::Any,
-            mode: 0o600,
-            durable: false,
-            max_message: 0,
-        }
-    }
 }
 
 /// A private connection offered to a service registered by name (the
@@ -304,14 +266,7 @@ impl Client {
 
     /// Create a mailbox owned by this process's user.
     pub fn create_mailbox(&self, name: &str, opts: MailboxOptions) -> Result<(), ClientError> {
-        self.done(Request::Create {
-            name: name.into(),
-            capacity: opts.capacity,
-            policy: opts.policy,
-            mode: opts.mode,
-            durable: opts.durable,
-            max_message: opts.max_message,
-        })
+        self.done(Request::Create { name: name.into(), opts })
     }
 
     /// Remove a mailbox (its owner or root).

@@ -29,7 +29,9 @@ pub mod server;
 mod state;
 mod store;
 
-pub use client::{Client, ClientError, Connect, Delivery, MailboxOptions, Message, Sent};
-pub use protocol::{BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor};
+pub use client::{Client, ClientError, Connect, Delivery, Message, Sent};
+pub use protocol::{
+    BrokerError, Capacity, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor,
+};
 pub use server::{Config, Server, Stopper};
 pub use state::Limits;

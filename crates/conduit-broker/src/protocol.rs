@@ -120,15 +120,51 @@ pub struct NameEvent {
     pub owner: Option<u32>,
 }
 
+/// Options of a new mailbox.
+///
+/// Where its messages live follows from them: a bounded mailbox (1 ≤ n)
+/// that is not durable keeps them in a queue in shared memory, which
+/// clients allowed to read and write it use directly (a round trip in
+/// microseconds); rendezvous (0), unbounded and durable mailboxes keep
+/// them in the broker, each operation a request to it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxOptions {
+    /// How many messages it holds (default 64).
+    pub capacity: Capacity,
+    /// Who may receive.
+    pub policy: Policy,
+    /// Permission bits (like `ipc_perm`): read = receive, write = send.
+    pub mode: u32,
+    /// Survives a broker crash and restart.
+    pub durable: bool,
+    /// The largest message a shared-memory mailbox must take, in bytes
+    /// (0, the default: what the capacity gives — its queue is 4 KiB a
+    /// message, at least 256 KiB, and a message may take half of it, so
+    /// 131,048 bytes for up to 64 messages). Sizes its queue to hold at
+    /// least two such messages; at most the broker's limit (16 MiB by
+    /// default). Mailboxes the broker keeps take anything up to that.
+    pub max_message: u64,
+}
+
+impl Default for MailboxOptions {
+    fn default() -> Self {
+        MailboxOptions {
+            capacity: Capacity::Bounded(64),
+            policy: Policy::Any,
+            mode: 0o600,
+            durable: false,
+            max_message: 0,
+        }
+    }
+}
+
 /// A request to the broker.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// First message on a connection.
     Hello { protocol: u32 },
     /// Create a mailbox.
-    /// `max_message`: the largest message a shared-memory mailbox must
-    /// take (0: what its capacity gives, see `MailboxOptions`).
-    Create { name: String, capacity: Capacity, policy: Policy, mode: u32, durable: bool, max_message: u64 },
+    Create { name: String, opts: MailboxOptions },
     /// Remove a mailbox (its owner or root).
     Remove { name: String },
     /// Give a mailbox to another owner (its owner or root).

@@ -301,9 +301,7 @@ fn dispatch(
         Request::Hello { protocol } => {
             Reply::Error(BrokerError::Invalid(format!("protocol {protocol}; this broker speaks {PROTOCOL}")))
         }
-        Request::Create { name, capacity, policy, mode, durable, max_message } => {
-            done(rules.create(peer, name, capacity, policy, mode, durable, max_message))
-        }
+        Request::Create { name, opts } => done(rules.create(peer, name, opts)),
         Request::Remove { name } => done(rules.remove(peer, &name)),
         Request::Chown { name, uid, gid } => done(rules.chown(peer, &name, uid, gid)),
         Request::Send { name, mtype, data, full } => match rules.send(peer, &name, mtype, data, full, alive) {

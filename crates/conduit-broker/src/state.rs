@@ -10,7 +10,8 @@ use conduit::Sender;
 use conduit::shm::queue::{ClaimId, Queue, QueueError, Wait};
 
 use crate::protocol::{
-    AnyPort, BrokerError, Capacity, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor, in_slices,
+    AnyPort, BrokerError, Capacity, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy,
+    WaitFor, in_slices,
 };
 use crate::store::Store;
 
@@ -331,16 +332,8 @@ impl Rules {
         self.changed.notify_all();
     }
 
-    pub fn create(
-        &self,
-        peer: &Peer,
-        name: String,
-        capacity: Capacity,
-        policy: Policy,
-        mode: u32,
-        durable: bool,
-        max_message: u64,
-    ) -> Result<(), BrokerError> {
+    pub fn create(&self, peer: &Peer, name: String, opts: MailboxOptions) -> Result<(), BrokerError> {
+        let MailboxOptions { capacity, policy, mode, durable, max_message } = opts;
         if name.is_empty() || name.len() > 255 || mode > 0o777 {
             return Err(BrokerError::Invalid("a mailbox needs a name of 1..=255 bytes and a mode ≤ 0777".into()));
         }
