@@ -411,6 +411,72 @@ fn main() {
             }
             outcome(&up, &format!("ok {}, quota {quota}, other {other:?}", held.len()));
         }
+        "scribbler" => {
+            // A hostile sender: send a self-checking stream from one thread
+            // while another writes random bytes at random offsets into
+            // every shared memory file this process holds (the channel's
+            // ring and control block), until killed.
+            let ToChild::SendStream(tx) = next() else { panic!("want SendStream") };
+            let mut maps = Vec::new();
+            for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                if !target.to_string_lossy().contains("memfd:conduit") {
+                    continue;
+                }
+                let fd: i32 = e.file_name().to_string_lossy().parse().unwrap();
+                // SAFETY: a descriptor this process holds, for the
+                // duration of this call only.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let len = rustix::fs::fstat(fd).unwrap().st_size as usize;
+                use rustix::mm::{MapFlags, ProtFlags};
+                // SAFETY: a fresh shared mapping; this process only ever
+                // writes it through raw pointers (it is the attacker).
+                if let Ok(p) = unsafe {
+                    rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        ProtFlags::READ | ProtFlags::WRITE,
+                        MapFlags::SHARED,
+                        fd,
+                        0,
+                    )
+                } {
+                    maps.push((p as usize, len));
+                }
+            }
+            assert!(maps.len() >= 2, "the ring and the control block: {maps:?}");
+            std::thread::spawn(move || {
+                for i in 0.. {
+                    match tx.send_timeout(conduit_tests::stream_message(i), Duration::from_millis(50)) {
+                        Err(conduit::SendTimeoutError::Disconnected(_)) => break,
+                        _ => continue,
+                    }
+                }
+            });
+            report(&up, FromChild::Ready);
+            let mut x = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(std::process::id());
+            let mut rand = move || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x
+            };
+            loop {
+                let (base, len) = maps[(rand() % maps.len() as u64) as usize];
+                let off = (rand() % len as u64) as usize;
+                let n = (1 + rand() % 8).min((len - off) as u64) as usize;
+                let bytes = rand().to_le_bytes();
+                // SAFETY: `off + n <= len`, inside a mapping of this process;
+                // volatile because other processes read it concurrently.
+                for (k, b) in bytes.iter().take(n).enumerate() {
+                    unsafe { std::ptr::write_volatile((base + off + k) as *mut u8, *b) };
+                }
+                // Bursts, then a breath, so messages still flow.
+                if rand() % 64 == 0 {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            }
+        }
         "embedded" => {
             // Race to start a broker; report which process serves.
             let path = std::env::args().nth(2).unwrap();

@@ -8,10 +8,12 @@ use conduit_tests::{FromChild, ToChild};
 
 pub type Kid = Linked<ToChild, FromChild>;
 
-/// Spawn `conduit-test-child ROLE` with a link.
+/// Spawn `conduit-test-child ROLE` with a link. Children die with the
+/// test thread that spawned them (a failed test leaves none running).
 pub fn spawn(role: &str) -> Kid {
     Command::new(env!("CARGO_BIN_EXE_conduit-test-child"))
         .arg(role)
+        .kill_on_parent_death(true)
         .spawn::<ToChild, FromChild>()
         .expect("spawn the test child")
 }
@@ -21,6 +23,7 @@ pub fn spawn_with_args(role: &str, args: &[&str]) -> Kid {
     Command::new(env!("CARGO_BIN_EXE_conduit-test-child"))
         .arg(role)
         .args(args)
+        .kill_on_parent_death(true)
         .spawn::<ToChild, FromChild>()
         .expect("spawn the test child")
 }

@@ -205,7 +205,13 @@ impl Loan<'_> {
     /// Publish the message.
     pub fn send(mut self) {
         let end = self.sender.core.ring.as_ref().expect("a loan comes from a ring");
-        if let Some(r) = self.reservation.take() {
+        if let Some(mut r) = self.reservation.take() {
+            if end.checked {
+                // The frame was written in place: its checksum now.
+                let frame = end.ring.reserved_mut(&mut r);
+                let (head, payload) = frame.split_at_mut(HEADER_LEN);
+                wire::write_header(head, Kind::Data, 0, payload, &[]);
+            }
             end.ring.commit(r);
             self.sender.core.ring_doorbell(end);
         }
@@ -286,6 +292,12 @@ impl Receiver<Bytes> {
                 "in-place receive needs a shared-memory channel",
             )))
         })?;
+        if end.checked {
+            return Err(RecvError::Failed(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "a checked channel copies each message out before reading it: receive with recv",
+            ))));
+        }
         self.begin();
         loop {
             match end.ring.peek() {

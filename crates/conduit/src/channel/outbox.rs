@@ -108,8 +108,9 @@ impl<T: Serialize + ?Sized> Frame<'_, T> {
         self.out().map_or(&[], |o| &o.fds)
     }
 
-    /// Write the whole frame into `buf` (exactly `len()` bytes).
-    fn fill(&self, buf: &mut [u8]) -> Result<(), Error> {
+    /// Write the whole frame into `buf` (exactly `len()` bytes), with a
+    /// checksum if `checked`.
+    fn fill(&self, buf: &mut [u8], checked: bool) -> Result<(), Error> {
         match self {
             Frame::Direct { msg, size } => {
                 let (head, payload) = buf.split_at_mut(wire::HEADER_LEN);
@@ -117,7 +118,8 @@ impl<T: Serialize + ?Sized> Frame<'_, T> {
                 if used != *size {
                     return Err(Error::Encode(postcard::Error::SerializeBufferFull));
                 }
-                wire::write_header(head, Kind::Data, wire::UNCHECKED, payload, &[]);
+                let flags = if checked { 0 } else { wire::UNCHECKED };
+                wire::write_header(head, Kind::Data, flags, payload, &[]);
                 Ok(())
             }
             _ => {
@@ -143,7 +145,7 @@ impl SenderCore {
 
     /// How messages are encoded for this transport.
     pub fn encoding(&self) -> Encoding {
-        Encoding { inline_max: self.inline_max(), checksum: self.ring.is_none() }
+        Encoding { inline_max: self.inline_max(), checksum: self.ring.as_ref().is_none_or(|e| e.checked) }
     }
 
     /// Largest payload sent inside the frame (larger: out of line).
@@ -194,7 +196,7 @@ impl SenderCore {
                 }
             }
         }
-        frame.fill(end.ring.reserved_mut(&mut r)).map_err(WriteFail::Failed)?;
+        frame.fill(end.ring.reserved_mut(&mut r), end.checked).map_err(WriteFail::Failed)?;
         end.ring.commit(r);
         self.ring_doorbell(end);
         Ok(())
@@ -207,7 +209,7 @@ impl SenderCore {
     /// other case and every error report (nothing was published then).
     #[inline]
     pub(crate) fn send_plain(&self, msg: &impl Plain, wait: Wait) -> Option<()> {
-        let end = self.ring.as_ref()?;
+        let end = self.ring.as_ref().filter(|e| !e.checked)?;
         let Capacity::Bounded(limit) = self.ctl.capacity() else { return None };
         let size = msg.size()?;
         let len = wire::HEADER_LEN + size;

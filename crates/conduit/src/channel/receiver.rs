@@ -255,12 +255,21 @@ impl<T: DeserializeOwned> Receiver<T> {
             Ok(None) => return Ok(None),
             Err(corrupt) => return Err(RecvFail::Failed(WireError::BadRing(corrupt.0).into())),
         };
-        let frame = end.ring.payload(&record);
+        // A checked channel reads a copy: what the peer writes into the
+        // ring after this cannot change what is checked and decoded.
+        let copy;
+        let frame = if end.checked {
+            copy = end.ring.payload(&record).to_vec();
+            &copy[..]
+        } else {
+            end.ring.payload(&record)
+        };
         let needs_fds = wire::parse(frame).is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
         let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
         let got = fds.and_then(|fds| {
             let rec = Received { len: frame.len(), fds, ..Received::default() };
-            codec::decode(frame, rec, true, self.max_message(), || self.on_data()).map_err(RecvFail::Failed)
+            // (`from_ring` false: an unchecked frame is refused.)
+            codec::decode(frame, rec, !end.checked, self.max_message(), || self.on_data()).map_err(RecvFail::Failed)
         });
         end.ring.release(record);
         got.map(|m| Some((m, None)))
@@ -314,6 +323,9 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// corrupt ring).
     #[inline]
     fn take_plain(&self, end: &RingEnd) -> Option<Result<T, Error>> {
+        if end.checked {
+            return None;
+        }
         let record = end.ring.peek().ok()??;
         let payload = wire::plain_ring_payload(end.ring.payload(&record))?;
         self.on_data();
@@ -328,7 +340,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// which then reports timeouts, disconnection and bad frames.
     #[inline]
     fn recv_plain(&self, wait: Wait) -> Option<Result<T, Error>> {
-        let end = self.ring.as_ref()?;
+        let end = self.ring.as_ref().filter(|e| !e.checked)?;
         if self.ctl.capacity() == Capacity::Zero {
             return None;
         }

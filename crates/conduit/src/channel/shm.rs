@@ -43,6 +43,9 @@ pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
 pub(crate) struct RingEnd {
     pub ring: Ring,
     pub strategy: WaitStrategy,
+    /// Frames carry a checksum and are copied out before they are read
+    /// (read from the ring once, when this end was made).
+    pub checked: bool,
     /// The other side is gone (set by the monitor thread).
     pub gone: AtomicBool,
     /// Unbounded channels: this process's threads take turns with the
@@ -68,9 +71,11 @@ impl RingEnd {
     /// Wrap `ring` and start watching `sock` for the peer's death.
     pub fn new(ring: Ring, sock: BorrowedFd<'_>) -> io::Result<Arc<RingEnd>> {
         let strategy = ring.strategy();
+        let checked = ring.checked();
         let end = Arc::new(RingEnd {
             ring,
             strategy,
+            checked,
             gone: AtomicBool::new(false),
             local: Mutex::new(()),
             watch: Mutex::new(None),
@@ -99,11 +104,17 @@ pub struct Builder {
     capacity: Capacity,
     ring_bytes: usize,
     wait: WaitStrategy,
+    checked: bool,
 }
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder { capacity: Capacity::Unbounded, ring_bytes: DEFAULT_RING_BYTES, wait: WaitStrategy::default() }
+        Builder {
+            capacity: Capacity::Unbounded,
+            ring_bytes: DEFAULT_RING_BYTES,
+            wait: WaitStrategy::default(),
+            checked: false,
+        }
     }
 }
 
@@ -141,6 +152,22 @@ impl Builder {
         self
     }
 
+    /// For a sender you do not trust with your memory: every frame carries
+    /// its CRC32C (as on sockets), and the receiver copies each frame out
+    /// of the ring before it checks and decodes it, so bytes the peer
+    /// changes in the shared memory, at any moment, make a typed error
+    /// ([`WireError::Checksum`](crate::WireError::Checksum),
+    /// [`WireError::BadRing`](crate::WireError::BadRing)), never a message
+    /// the sender did not send. Costs the checksum on both sides and one
+    /// copy on receipt; loans still work, in-place receives are refused.
+    /// Off by default: whatever the setting, the receiver never panics,
+    /// reads out of bounds or waits past its timeout because of what a
+    /// peer wrote.
+    pub fn checked(mut self, on: bool) -> Self {
+        self.checked = on;
+        self
+    }
+
     /// Create the channel.
     pub fn build<T>(self) -> Result<(Sender<T>, Receiver<T>), Error> {
         let (send_end, recv_end) = socket::seqpacket_pair()?;
@@ -148,6 +175,7 @@ impl Builder {
         let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
         let ring = Ring::new(self.ring_bytes)?;
         ring.set_strategy(self.wait);
+        ring.set_checked(self.checked);
         let ring2 = Ring::adopt(crate::shm::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
         let tx_end = RingEnd::new(ring, send_end.as_fd())?;
         let rx_end = RingEnd::new(ring2, recv_end.as_fd())?;

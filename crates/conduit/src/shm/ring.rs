@@ -44,6 +44,8 @@ const OFF_VERSION: usize = 4;
 const OFF_CAPACITY: usize = 8;
 const OFF_WAIT_MODE: usize = 16;
 const OFF_WAIT_BUDGET_NS: usize = 24;
+/// 1: frames in this ring carry a checksum (see `channel::shm::Builder::checked`).
+const OFF_CHECKED: usize = 48;
 const OFF_TAIL: usize = 128;
 /// Messages ever committed (next to `tail`: written by producers only).
 const OFF_SENT: usize = 136;
@@ -276,7 +278,11 @@ impl RingMemory for Ring {
     }
     #[inline]
     fn data_word(&self, pos: u64) -> &AtomicU64 {
-        self.seg.mapping().atomic_u64(DATA_OFFSET + pos as usize)
+        // In bounds and aligned whatever `pos` is: positions come from
+        // words a peer can write (`head`, `tail`), and a bad one must read
+        // a wrong word (which fails its lap tag), never panic. Legitimate
+        // positions are multiples of 8 below the capacity: unchanged.
+        self.seg.mapping().atomic_u64(DATA_OFFSET + (pos & (self.capacity - 1) & !7) as usize)
     }
     #[inline]
     fn known_head(&self) -> u64 {
@@ -346,6 +352,17 @@ impl Ring {
         };
         m.atomic_u64(OFF_WAIT_BUDGET_NS).store(ns, SeqCst);
         m.atomic_u32(OFF_WAIT_MODE).store(mode, SeqCst);
+    }
+
+    /// Whether frames in this ring carry a checksum (a snapshot: a peer
+    /// can change the word; ends read it once, when they are made).
+    pub fn checked(&self) -> bool {
+        self.seg.mapping().atomic_u32(OFF_CHECKED).load(SeqCst) == 1
+    }
+
+    /// Set whether frames carry a checksum (before the ring is shared).
+    pub fn set_checked(&self, on: bool) {
+        self.seg.mapping().atomic_u32(OFF_CHECKED).store(u32::from(on), SeqCst);
     }
 
     /// Bytes in the data area.
@@ -459,7 +476,7 @@ impl Ring {
         let m = self.seg.mapping();
         // One producer at a time (the caller holds the producers' lock).
         let sent = m.atomic_u64(OFF_SENT);
-        let now_sent = sent.load(Relaxed) + 1;
+        let now_sent = sent.load(Relaxed).wrapping_add(1);
         // The journal first (the header's Release store orders it): a
         // producer that takes the lock over finishes what we started.
         m.atomic_u64(OFF_JOURNAL_TAIL).store(r.end(), Relaxed);
@@ -481,8 +498,8 @@ impl Ring {
         let (reached, messages) = ring_core::committed_from(self, until);
         if reached > tail.load(Acquire) {
             tail.store(reached, Release);
-            sent.store(sent.load(Acquire) + messages, Release);
-        } else if reached == until && sent.load(Acquire) + 1 == journal_sent {
+            sent.store(sent.load(Acquire).wrapping_add(messages), Release);
+        } else if reached == until && sent.load(Acquire).wrapping_add(1) == journal_sent {
             // It died between storing `tail` and `sent`.
             sent.store(journal_sent, Release);
         }
@@ -540,7 +557,7 @@ impl Ring {
     #[inline]
     fn count_taken(&self) {
         let taken = self.seg.mapping().atomic_u64(OFF_TAKEN);
-        taken.store(taken.load(Relaxed) + 1, Release);
+        taken.store(taken.load(Relaxed).wrapping_add(1), Release);
         self.space_bell().ring();
         self.credit_bell().ring();
     }

@@ -126,7 +126,7 @@ impl Reservation {
     /// `tail` once this record is committed.
     #[inline]
     pub fn end(&self) -> u64 {
-        self.at + self.pad + self.size
+        self.at.wrapping_add(self.pad).wrapping_add(self.size)
     }
     /// Offset of the payload in the data area.
     #[inline]
@@ -161,7 +161,8 @@ pub fn try_reserve<M: RingMemory>(m: &M, len: usize) -> Result<Option<Reservatio
     let pos = t & (cap - 1);
     let contiguous = cap - pos;
     let pad = if size <= contiguous { 0 } else { contiguous };
-    let fits = |h: u64| h <= t && t + pad + size - h <= cap;
+    // (`tail` and `head` are words a peer can write: no overflow here.)
+    let fits = |h: u64| h <= t && t.checked_add(pad + size).is_some_and(|end| end - h <= cap);
     if !fits(m.known_head()) {
         // Acquire: the consumer's reads of the space we are about to reuse
         // happened before it released it.
@@ -198,7 +199,7 @@ pub fn commit<M: RingMemory>(m: &M, r: Reservation) {
     if r.pad > 0 {
         m.data_word(r.at & (cap - 1)).store(header(r.pad - RECORD_HEADER, KIND_PAD, r.at, cap), Release);
     }
-    m.data_word(r.pos).store(header(r.len as u64, KIND_DATA, r.at + r.pad, cap), Release);
+    m.data_word(r.pos).store(header(r.len as u64, KIND_DATA, r.at.wrapping_add(r.pad), cap), Release);
     m.tail().store(end, Release);
 }
 
@@ -218,7 +219,7 @@ pub fn committed_from<M: RingMemory>(m: &M, until: u64) -> (u64, u64) {
             KIND_PAD => cap - pos,
             _ => record_size(len as usize),
         };
-        if size > cap - pos || at + size > until {
+        if size > cap - pos || size > until - at {
             break;
         }
         messages += u64::from(kind != KIND_PAD);
@@ -284,7 +285,7 @@ pub fn peek<M: RingMemory>(m: &M) -> Result<Option<Record>, Corrupt> {
 /// (to look past the oldest message, e.g. for one of a given type).
 #[inline]
 pub fn next_after<M: RingMemory>(m: &M, r: &Record) -> Result<Option<Record>, Corrupt> {
-    find(m, r.at + r.size, false)
+    find(m, r.at.wrapping_add(r.size), false)
 }
 
 /// Consumer: is a record (of any kind) committed at the head? A sleeping
@@ -299,7 +300,8 @@ pub fn ready<M: RingMemory>(m: &M) -> bool {
 #[inline(never)]
 fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Record>, Corrupt> {
     let cap = m.capacity();
-    loop {
+    // One lap at most: more records than fit is a peer forging headers.
+    for _ in 0..=cap / RECORD_HEADER {
         let pos = at & (cap - 1);
         let Some((len, kind)) = header_at(m, at) else { return Ok(None) };
         let skip = match kind {
@@ -316,11 +318,12 @@ fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Recor
             }
             _ => return Err(Corrupt("bad record header")),
         };
-        at += skip;
+        at = at.wrapping_add(skip);
         if consume {
             m.head().store(at, Release);
         }
     }
+    Err(Corrupt("more records than the ring holds"))
 }
 
 /// Consumer: done with `r`, which need not be the oldest record. The
@@ -339,7 +342,7 @@ pub fn take<M: RingMemory>(m: &M, r: Record) {
 #[inline]
 pub fn release<M: RingMemory>(m: &M, r: Record) {
     // Release: our reads of the record happen before producers reuse it.
-    m.head().store(r.at + r.size, Release);
+    m.head().store(r.at.wrapping_add(r.size), Release);
 }
 
 /// Bytes committed and not yet released. (The consumer may release a

@@ -52,7 +52,7 @@ pub fn adopt_inherited(raw: RawFd) -> io::Result<OwnedFd> {
 
 /// A pidfd for `pid`.
 pub fn pidfd(pid: u32) -> io::Result<OwnedFd> {
-    let pid = Pid::from_raw(pid as i32).ok_or_else(|| io::Error::other("pid 0"))?;
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw).ok_or_else(|| io::Error::other("not a pid"))?;
     Ok(rustix::process::pidfd_open(pid, PidfdFlags::empty())?)
 }
 
@@ -101,9 +101,11 @@ pub fn getppid() -> Option<u32> {
     rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32)
 }
 
-/// True if a process with this pid exists (signal 0).
+/// True if a process with this pid exists (signal 0). Any value is
+/// accepted (lock owners are read from memory a peer can write): one that
+/// is no valid pid is no live process.
 pub fn alive(pid: u32) -> bool {
-    match Pid::from_raw(pid as i32) {
+    match i32::try_from(pid).ok().and_then(Pid::from_raw) {
         None => false,
         Some(p) => !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH)),
     }
