@@ -1,5 +1,5 @@
-//! The broker process's side: take the lock, listen, serve each client
-//! connection on a thread of its own.
+//! The broker process's side: take the lock, listen, serve every client
+//! connection as a task on a runtime of a fixed number of threads.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -18,7 +18,7 @@ use rustix::pipe::PipeFlags;
 
 use crate::paths;
 use crate::protocol::{BrokerError, PROTOCOL, Reply, Request};
-use crate::state::{Held, Limits, Peer, Rules, hung_up};
+use crate::state::{Held, Limits, Peer, Rules};
 use crate::store::Store;
 
 /// How a broker runs.
@@ -116,11 +116,28 @@ impl Server {
 
     /// Accept and serve clients until stopped.
     ///
-    /// Out of descriptors (`EMFILE`, `ENFILE`) or memory, the loop backs
-    /// off (1 ms, doubling to 100 ms) and logs once per episode instead of
-    /// spinning on the pending connection.
+    /// This thread accepts; every client is a task on a small runtime
+    /// ([`WORKER_THREADS`] threads, whatever the number of clients), and a
+    /// waiting send or receive waits as a task. Out of descriptors
+    /// (`EMFILE`, `ENFILE`) or memory, accepting backs off (1 ms, doubling
+    /// to 100 ms) and logs once per episode instead of spinning on the
+    /// pending connection. When it stops, every connection is closed and
+    /// what its clients held goes back to the mailboxes.
     pub fn run(&self) {
         tracing::info!(socket = %self.socket.display(), pid = std::process::id(), "broker listening");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(WORKER_THREADS)
+            .max_blocking_threads(1)
+            .thread_name("conduit-broker")
+            .enable_all()
+            .build();
+        let runtime = match runtime {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the broker's runtime");
+                return;
+            }
+        };
         let mut backoff: Option<Duration> = None;
         while !self.stop.load(Ordering::SeqCst) {
             if !self.wait_for_client(backoff) {
@@ -130,11 +147,11 @@ impl Server {
                 Ok(s) => s,
                 Err(Errno::INTR | Errno::AGAIN | Errno::CONNABORTED) => continue,
                 Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
-                    let next = backoff.map_or(Duration::from_millis(1), |b| (b * 2).min(Duration::from_millis(100)));
                     if backoff.is_none() {
                         tracing::warn!(error = %e, "cannot accept a client (out of descriptors or memory); backing off");
                     }
-                    backoff = Some(next);
+                    backoff =
+                        Some(backoff.map_or(Duration::from_millis(1), |b| (b * 2).min(Duration::from_millis(100))));
                     continue;
                 }
                 Err(e) => {
@@ -148,28 +165,12 @@ impl Server {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let cred = match rustix::net::sockopt::socket_peercred(&sock) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(error = %e, "no peer credentials; closing");
-                    continue;
-                }
-            };
-            let peer = Peer {
-                id: self.next_id.fetch_add(1, Ordering::Relaxed),
-                pid: cred.pid.as_raw_nonzero().get() as u32,
-                uid: cred.uid.as_raw(),
-                gid: cred.gid.as_raw(),
-            };
-            let rules = Arc::clone(&self.rules);
-            let spawned = std::thread::Builder::new()
-                .name(format!("conduit-broker-{}", peer.id))
-                .spawn(move || serve_client(&rules, sock, peer));
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "cannot start a client thread");
-            }
+            self.start_client(&runtime, sock);
         }
         tracing::info!("broker stopping");
+        // Dropping the runtime ends every client's task (and so its
+        // connection, giving back what it held).
+        runtime.shutdown_timeout(Duration::from_secs(1));
     }
 
     /// Wait until a client is at the door (true) or the stop pipe was
@@ -189,7 +190,29 @@ impl Server {
             Err(_) => false,
         }
     }
+
+    /// Serve one accepted connection as a task.
+    fn start_client(&self, runtime: &tokio::runtime::Runtime, sock: OwnedFd) {
+        let cred = match rustix::net::sockopt::socket_peercred(&sock) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "no peer credentials; closing");
+                return;
+            }
+        };
+        let peer = Peer {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            pid: cred.pid.as_raw_nonzero().get() as u32,
+            uid: cred.uid.as_raw(),
+            gid: cred.gid.as_raw(),
+        };
+        runtime.spawn(serve_client(Arc::clone(&self.rules), sock, peer));
+    }
 }
+
+/// Threads of the broker's runtime: the clients are served by these,
+/// however many there are.
+pub const WORKER_THREADS: usize = 2;
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -215,7 +238,7 @@ impl Stopper {
     }
 }
 
-fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
+async fn serve_client(rules: Arc<Rules>, sock: OwnedFd, peer: Peer) {
     let alive_fd = match rustix::io::fcntl_dupfd_cloexec(&sock, 0) {
         Ok(fd) => Arc::new(fd),
         Err(_) => return,
@@ -229,35 +252,30 @@ fn serve_client(rules: &Rules, sock: OwnedFd, peer: Peer) {
     };
     rx.set_max_message(rules.limits().max_message + REQUEST_OVERHEAD);
     if let Err(e) = rules.connect(peer) {
-        refuse(&tx, &rx, &alive_fd, e);
+        refuse(&tx, &rx, &alive_fd, e).await;
         return;
     }
     tracing::debug!(pid = peer.pid, uid = peer.uid, "client connected");
-    let alive = || !hung_up(&alive_fd);
-    let mut conn = Conn::default();
+    // Whatever this client was handed and did not acknowledge goes back
+    // when the connection ends, however it ends (`Conn`'s drop): a
+    // receiver that dies holding a message loses nothing.
+    let mut conn = Conn { rules: Arc::clone(&rules), peer, held: HashMap::new(), next_delivery: 0 };
     loop {
-        let req = match rx.recv() {
+        let req = match rx.recv_async().await {
             Ok(r) => r,
             Err(RecvError::Disconnected) => break,
             Err(RecvError::Failed(e)) => {
                 // Malformed or hostile: say why, then hang up on it only.
                 tracing::warn!(pid = peer.pid, error = %e, "malformed request; closing the connection");
-                let _ = tx.send(Reply::Error(BrokerError::Invalid(e.to_string())));
+                let _ = tx.send_async(Reply::Error(BrokerError::Invalid(e.to_string()))).await;
                 break;
             }
         };
-        let Some(reply) = dispatch(rules, &peer, req, &alive_fd, &alive, &mut conn) else { continue };
-        if tx.send(reply).is_err() {
+        let Some(reply) = dispatch(&rules, &peer, req, &alive_fd, &mut conn).await else { continue };
+        if tx.send_async(reply).await.is_err() {
             break;
         }
     }
-    // Whatever this client was handed and did not acknowledge goes back:
-    // a receiver that dies holding a message loses nothing.
-    for (_, held) in conn.held.drain() {
-        rules.settle(held, false);
-    }
-    rules.disconnect(&peer);
-    tracing::debug!(pid = peer.pid, "client gone");
 }
 
 /// Room for a request's framing around its largest message.
@@ -267,32 +285,37 @@ const REQUEST_OVERHEAD: usize = 64 << 10;
 /// request (closing with it unread would reset the connection, and the
 /// client would see the reset instead of the refusal), answer, stop
 /// writing, and wait a moment for it to hang up.
-fn refuse(tx: &conduit::Sender<Reply>, rx: &conduit::Receiver<Request>, sock: &OwnedFd, e: BrokerError) {
+async fn refuse(tx: &conduit::Sender<Reply>, rx: &conduit::Receiver<Request>, sock: &OwnedFd, e: BrokerError) {
     let linger = Duration::from_secs(2);
-    let _ = rx.recv_timeout(linger);
-    let _ = tx.send(Reply::Error(e));
+    let _ = tokio::time::timeout(linger, rx.recv_async()).await;
+    let _ = tx.send_async(Reply::Error(e)).await;
     let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
-    let until = std::time::Instant::now() + linger;
-    while let Ok(_) | Err(conduit::RecvTimeoutError::Failed(_)) = rx.recv_deadline(until) {}
+    let _ =
+        tokio::time::timeout(linger, async { while let Ok(_) | Err(RecvError::Failed(_)) = rx.recv_async().await {} })
+            .await;
 }
 
 /// What a connection holds between requests.
-#[derive(Default)]
 struct Conn {
+    rules: Arc<Rules>,
+    peer: Peer,
     /// Deliveries handed out and not settled yet, by id.
     held: HashMap<u64, Held>,
     next_delivery: u64,
 }
 
+impl Drop for Conn {
+    fn drop(&mut self) {
+        for (_, held) in self.held.drain() {
+            self.rules.settle(held, false);
+        }
+        self.rules.disconnect(&self.peer);
+        tracing::debug!(pid = self.peer.pid, "client gone");
+    }
+}
+
 /// The reply to a request (`None`: it has none).
-fn dispatch(
-    rules: &Rules,
-    peer: &Peer,
-    req: Request,
-    sock: &Arc<OwnedFd>,
-    alive: &dyn Fn() -> bool,
-    conn: &mut Conn,
-) -> Option<Reply> {
+async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>, conn: &mut Conn) -> Option<Reply> {
     let done = |r: Result<(), BrokerError>| r.map_or_else(Reply::Error, |()| Reply::Done);
     Some(match req {
         Request::Hello { protocol } if protocol == PROTOCOL => {
@@ -304,11 +327,11 @@ fn dispatch(
         Request::Create { name, opts } => done(rules.create(peer, name, opts)),
         Request::Remove { name } => done(rules.remove(peer, &name)),
         Request::Chown { name, uid, gid } => done(rules.chown(peer, &name, uid, gid)),
-        Request::Send { name, mtype, data, full } => match rules.send(peer, &name, mtype, data, full, alive) {
+        Request::Send { name, mtype, data, full } => match rules.send(peer, &name, mtype, data, full, sock).await {
             Ok((receiver, deferred)) => Reply::Sent { receiver, deferred },
             Err(e) => Reply::Error(e),
         },
-        Request::Recv { name, select, wait } => match rules.recv(peer, &name, select, wait, sock) {
+        Request::Recv { name, select, wait } => match rules.recv(peer, &name, select, wait, sock).await {
             Ok((m, held)) => {
                 conn.next_delivery += 1;
                 let durable = m.key.is_some();
@@ -340,4 +363,18 @@ fn dispatch(
         }
         Request::List => Reply::Listing(rules.list()),
     })
+}
+
+/// Raise this process's soft limit on open descriptors to its hard limit
+/// (a broker holds about five descriptors per client). `conduit daemon`
+/// does this at start; an embedded broker leaves the host process's
+/// limits alone unless it calls this. Returns the limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if let Some(max) = lim.maximum {
+        lim.current = Some(max);
+        let _ = setrlimit(Resource::Nofile, lim);
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }

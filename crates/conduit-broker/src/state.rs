@@ -3,15 +3,17 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
 use conduit::shm::queue::{ClaimId, Queue, QueueError, Wait};
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 use crate::protocol::{
     AnyPort, BrokerError, Capacity, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy,
-    WaitFor, in_slices,
+    WaitFor,
 };
 use crate::store::Store;
 
@@ -22,15 +24,23 @@ pub struct Limits {
     pub max_objects: usize,
     /// Bytes one user's messages may occupy in mailboxes.
     pub max_bytes: u64,
-    /// Connections one user may hold open.
+    /// Connections one user may hold open (root: no per-user limit).
     pub max_connections: usize,
+    /// Connections the broker holds at most, root's included.
+    pub max_total_connections: usize,
     /// Largest message.
     pub max_message: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_objects: 1024, max_bytes: 256 << 20, max_connections: 256, max_message: 16 << 20 }
+        Limits {
+            max_objects: 1024,
+            max_bytes: 256 << 20,
+            max_connections: 256,
+            max_total_connections: 16384,
+            max_message: 16 << 20,
+        }
     }
 }
 
@@ -194,7 +204,8 @@ pub(crate) struct State {
 /// The broker's state and rules.
 pub struct Rules {
     state: Mutex<State>,
-    changed: Condvar,
+    /// Told of every change a waiting send or receive may be waiting for.
+    changed: Notify,
     limits: Limits,
     store: Option<Store>,
     /// Messages left with the broker for a full shared mailbox: (sender
@@ -212,19 +223,65 @@ pub fn queue_bytes(n: u32, max_message: usize) -> usize {
     per_message.max(largest).next_power_of_two()
 }
 
-/// Run a queue operation on a client's behalf (see [`in_slices`]): in
-/// slices of a second, so that a waiter whose client died notices.
-fn sliced<T>(
+/// Run a queue operation on a client's behalf as a task: try it at once,
+/// then again with a backoff (1 ms, doubling to 20 ms) until it succeeds,
+/// `wait` runs out or the client hangs up. (The queue's own waiting
+/// sleeps on a futex, which would hold a runtime thread; a client the
+/// broker serves this way waits at most 20 ms longer than one that uses
+/// the queue itself.)
+async fn poll_queue<T>(
     name: &str,
     wait: Wait,
-    alive: &dyn Fn() -> bool,
-    op: impl FnMut(Wait) -> Result<T, QueueError>,
+    conn: &OwnedFd,
+    mut op: impl FnMut() -> Result<T, QueueError>,
 ) -> Result<T, BrokerError> {
-    match in_slices(wait, Duration::from_secs(1), alive, op) {
-        None => Err(BrokerError::Invalid("the client is gone".into())),
-        Some(r) => r.map_err(|e| BrokerError::from_queue(name, e)),
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match op() {
+            Err(QueueError::Full | QueueError::Empty) => {}
+            r => return r.map_err(|e| BrokerError::from_queue(name, e)),
+        }
+        let left = match wait {
+            Wait::Never => return op().map_err(|e| BrokerError::from_queue(name, e)),
+            Wait::Forever => pause,
+            Wait::Until(t) => match t.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => left.min(pause),
+                _ => return Err(BrokerError::Timeout),
+            },
+        };
+        if hung_up(conn) {
+            return Err(BrokerError::Invalid("the client is gone".into()));
+        }
+        tokio::time::sleep(left).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
+
+/// What one look at a mailbox found for a send.
+enum SendStep {
+    Done((Option<u32>, bool)),
+    /// Its queue is in shared memory.
+    Shared(Arc<Queue>),
+    /// Wait for a change, until the instant if any.
+    Wait(Option<Instant>),
+}
+
+/// What one look at a mailbox found for a receive.
+enum RecvStep {
+    Done(Result<Msg, BrokerError>),
+    Shared(Arc<Queue>),
+    Wait(Option<Instant>),
+}
+
+/// Wait for a change (`notified`, registered before the look that found
+/// nothing), until `t` at most, and at most a second (so that a waiter
+/// whose client hung up notices).
+async fn pause(notified: std::pin::Pin<&mut Notified<'_>>, t: Option<Instant>) {
+    let slice = Duration::from_secs(1);
+    let left = t.map_or(slice, |t| t.saturating_duration_since(Instant::now()).min(slice));
+    let _ = tokio::time::timeout(left, notified).await;
+}
+
 fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -270,7 +327,7 @@ impl Rules {
         if let Some(s) = &store {
             s.load(&mut state)?;
         }
-        Ok(Rules { state: Mutex::new(state), changed: Condvar::new(), limits, store, leaving: Arc::default() })
+        Ok(Rules { state: Mutex::new(state), changed: Notify::new(), limits, store, leaving: Arc::default() })
     }
 
     /// The limits in force.
@@ -310,6 +367,9 @@ impl Rules {
         if !peer.is_root() && open >= self.limits.max_connections {
             return Err(BrokerError::Quota(format!("{open} connections open for uid {}", peer.uid)));
         }
+        if st.peers.len() >= self.limits.max_total_connections {
+            return Err(BrokerError::Quota(format!("the broker holds {} connections, its limit", st.peers.len())));
+        }
         st.peers.insert(peer.id, peer);
         Ok(())
     }
@@ -329,7 +389,7 @@ impl Rules {
         for name in names {
             Self::drop_name_owner(&mut st, &name, peer.id);
         }
-        self.changed.notify_all();
+        self.changed.notify_waiters();
     }
 
     pub fn create(&self, peer: &Peer, name: String, opts: MailboxOptions) -> Result<(), BrokerError> {
@@ -391,7 +451,7 @@ impl Rules {
         if let Some(q) = st.mailboxes.remove(name).and_then(|mb| mb.shared) {
             q.close();
         }
-        self.changed.notify_all();
+        self.changed.notify_waiters();
         Ok(())
     }
 
@@ -422,34 +482,33 @@ impl Rules {
     }
 
     /// Send into a shared queue on a client's behalf.
-    fn send_shared(
+    async fn send_shared(
         &self,
         peer: &Peer,
         name: &str,
         q: Arc<Queue>,
         msg: Msg,
         full: OnFull,
-        alive: &dyn Fn() -> bool,
+        conn: &OwnedFd,
     ) -> Result<(Option<u32>, bool), BrokerError> {
         let from = (msg.sender_pid, msg.sender_uid);
-        match sliced(name, full.wait(), alive, |w| q.send(msg.mtype, &msg.data, from, w)) {
+        match poll_queue(name, full.wait(), conn, || q.send(msg.mtype, &msg.data, from, Wait::Never)).await {
             Err(BrokerError::Full) if full == OnFull::Leave => {
                 let key = (peer.id, name.to_string());
-                let mut leaving = self.leaving.lock().unwrap_or_else(|p| p.into_inner());
-                if !leaving.insert(key.clone()) {
+                if !self.leaving.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
                     return Err(BrokerError::Full);
                 }
                 let set = Arc::clone(&self.leaving);
-                let held = key.clone();
-                let spawned = std::thread::Builder::new().name("conduit-leave".into()).spawn(move || {
-                    // Ends when delivered, or when the mailbox is removed.
-                    let _ = q.send(msg.mtype, &msg.data, from, Wait::Forever);
-                    set.lock().unwrap_or_else(|p| p.into_inner()).remove(&held);
+                // A task keeps it until there is room, or the mailbox is
+                // removed (the queue closes).
+                tokio::spawn(async move {
+                    let mut pause = Duration::from_millis(1);
+                    while let Err(QueueError::Full) = q.send(msg.mtype, &msg.data, from, Wait::Never) {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(20));
+                    }
+                    set.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 });
-                if let Err(e) = spawned {
-                    leaving.remove(&key);
-                    return Err(BrokerError::Invalid(format!("cannot keep the message: {e}")));
-                }
                 Ok((None, true))
             }
             r => r.map(|()| (None, false)),
@@ -473,16 +532,16 @@ impl Rules {
     }
 
     /// Send; returns the pid of the receiver it was handed to, if any, and
-    /// whether it was left with the broker.
-    #[allow(clippy::too_many_arguments)]
-    pub fn send(
+    /// whether it was left with the broker. Waits (as a task) as `full`
+    /// says, while the client on `conn` is there.
+    pub(crate) async fn send(
         &self,
         peer: &Peer,
         name: &str,
         mtype: i64,
         data: Vec<u8>,
         full: OnFull,
-        alive: &dyn Fn() -> bool,
+        conn: &Arc<OwnedFd>,
     ) -> Result<(Option<u32>, bool), BrokerError> {
         if data.len() > self.limits.max_message {
             return Err(BrokerError::TooLarge {
@@ -495,71 +554,91 @@ impl Rules {
             return Err(BrokerError::Invalid("message types are ≥ 0".into()));
         }
         let until = deadline(full.wait());
-        let mut msg = Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid, key: None };
-        let mut st = lock(&self.state);
+        let mut msg = Some(Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid, key: None });
         loop {
-            let mb = Self::mailbox(&mut st, name)?;
-            if !allowed(mb, peer, Access::Write) {
-                return Err(BrokerError::Denied(format!(
-                    "uid {} may not send to {name} (mode {:o})",
-                    peer.uid, mb.mode
-                )));
-            }
-            if let Some(q) = mb.shared.clone() {
-                drop(st);
-                return self.send_shared(peer, name, q, msg, full, alive);
-            }
-            let used = Self::bytes_of(&st, peer.uid);
-            let mb = Self::mailbox(&mut st, name)?;
-            if !peer.is_root() && used + msg.data.len() as u64 > self.limits.max_bytes {
-                return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
-            }
-            // A receiver waiting for a matching message takes it directly
-            // (a durable message is on disk first: until the receiver
-            // acknowledges it, a broker crash must not lose it). Receivers
-            // whose clients hung up are passed over (if one dies after
-            // this look, its connection's end gives the message back).
-            if let Some(i) = mb.waiters.iter().position(|w| matches(w.select, msg.mtype) && !hung_up(&w.conn)) {
-                if mb.durable
-                    && let Some(store) = &self.store
-                {
-                    msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
+            // Registered before the state is looked at: no change is missed.
+            let mut notified = std::pin::pin!(self.changed.notified());
+            notified.as_mut().enable();
+            match self.try_send(peer, name, &mut msg, full, until)? {
+                SendStep::Done(r) => return Ok(r),
+                SendStep::Shared(q) => {
+                    let msg = msg.take().expect("not sent yet");
+                    return self.send_shared(peer, name, q, msg, full, conn).await;
                 }
-                let w = mb.waiters.remove(i).expect("index found");
-                let pid = w.peer.pid;
-                st.slots.insert(w.slot, Some(msg));
-                self.changed.notify_all();
-                return Ok((Some(pid), false));
-            }
-            if !mb.full() && !(mb.capacity == Capacity::Bounded(0)) {
-                if mb.durable
-                    && let Some(store) = &self.store
-                {
-                    msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
-                }
-                mb.queue.push_back(msg);
-                self.changed.notify_all();
-                return Ok((None, false));
-            }
-            if full == OnFull::Leave {
-                if mb.deferred.iter().any(|(id, _)| *id == peer.id) {
-                    return Err(BrokerError::Full);
-                }
-                mb.deferred.push_back((peer.id, msg));
-                return Ok((None, true));
-            }
-            match until {
-                None => return Err(BrokerError::Full),
-                Some(t) => {
-                    if t.is_some_and(|t| Instant::now() >= t) {
-                        return Err(BrokerError::Timeout);
-                    }
-                    if !alive() {
+                SendStep::Wait(t) => {
+                    if hung_up(conn) {
                         return Err(BrokerError::Invalid("the client is gone".into()));
                     }
-                    st = self.wait(st, t);
+                    pause(notified, t).await;
                 }
             }
+        }
+    }
+
+    /// One look at the mailbox for a send (under the lock).
+    fn try_send(
+        &self,
+        peer: &Peer,
+        name: &str,
+        slot: &mut Option<Msg>,
+        full: OnFull,
+        until: Option<Option<Instant>>,
+    ) -> Result<SendStep, BrokerError> {
+        let mut st = lock(&self.state);
+        let mb = Self::mailbox(&mut st, name)?;
+        if !allowed(mb, peer, Access::Write) {
+            return Err(BrokerError::Denied(format!("uid {} may not send to {name} (mode {:o})", peer.uid, mb.mode)));
+        }
+        if let Some(q) = mb.shared.clone() {
+            return Ok(SendStep::Shared(q));
+        }
+        let size = slot.as_ref().map_or(0, |m| m.data.len() as u64);
+        let used = Self::bytes_of(&st, peer.uid);
+        let mb = Self::mailbox(&mut st, name)?;
+        if !peer.is_root() && used + size > self.limits.max_bytes {
+            return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
+        }
+        let mtype = slot.as_ref().map_or(0, |m| m.mtype);
+        // A receiver waiting for a matching message takes it directly
+        // (a durable message is on disk first: until the receiver
+        // acknowledges it, a broker crash must not lose it). Receivers
+        // whose clients hung up are passed over (if one dies after this
+        // look, its connection's end gives the message back).
+        if let Some(i) = mb.waiters.iter().position(|w| matches(w.select, mtype) && !hung_up(&w.conn)) {
+            let mut msg = slot.take().expect("not sent yet");
+            if mb.durable
+                && let Some(store) = &self.store
+            {
+                msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
+            }
+            let w = mb.waiters.remove(i).expect("index found");
+            let pid = w.peer.pid;
+            st.slots.insert(w.slot, Some(msg));
+            self.changed.notify_waiters();
+            return Ok(SendStep::Done((Some(pid), false)));
+        }
+        if !mb.full() && !(mb.capacity == Capacity::Bounded(0)) {
+            let mut msg = slot.take().expect("not sent yet");
+            if mb.durable
+                && let Some(store) = &self.store
+            {
+                msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
+            }
+            mb.queue.push_back(msg);
+            self.changed.notify_waiters();
+            return Ok(SendStep::Done((None, false)));
+        }
+        if full == OnFull::Leave {
+            if mb.deferred.iter().any(|(id, _)| *id == peer.id) {
+                return Err(BrokerError::Full);
+            }
+            mb.deferred.push_back((peer.id, slot.take().expect("not sent yet")));
+            return Ok(SendStep::Done((None, true)));
+        }
+        match until {
+            None => Err(BrokerError::Full),
+            Some(t) if t.is_some_and(|t| Instant::now() >= t) => Err(BrokerError::Timeout),
+            Some(t) => Ok(SendStep::Wait(t)),
         }
     }
 
@@ -577,14 +656,6 @@ impl Rules {
             }
             mb.queue.push_back(msg);
         }
-    }
-
-    /// Wait for a change, until `t` at most, and at most a second (so that a
-    /// waiter whose client died notices).
-    fn wait<'a>(&self, st: MutexGuard<'a, State>, t: Option<Instant>) -> MutexGuard<'a, State> {
-        let slice = Duration::from_secs(1);
-        let left = t.map_or(slice, |t| t.saturating_duration_since(Instant::now()).min(slice));
-        self.changed.wait_timeout(st, left).unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// Settle a delivery: `ack` takes it for good (a durable message
@@ -612,14 +683,15 @@ impl Rules {
                     return;
                 }
                 mb.queue.push_front(msg);
-                self.changed.notify_all();
+                self.changed.notify_waiters();
             }
         }
     }
 
     /// Receive: the message, and what to settle once the receiver
-    /// acknowledged it (or its connection ended).
-    pub(crate) fn recv(
+    /// acknowledged it (or its connection ended). Waits (as a task) as
+    /// `wait` says, while the client on `conn` is there.
+    pub(crate) async fn recv(
         &self,
         peer: &Peer,
         name: &str,
@@ -627,71 +699,40 @@ impl Rules {
         wait: WaitFor,
         conn: &Arc<OwnedFd>,
     ) -> Result<(Msg, Held), BrokerError> {
-        let alive = &|| !hung_up(conn);
-        let kept = |msg: Msg| (msg.clone(), Held::Kept { name: name.to_string(), msg });
         let wait = wait.wait();
         let until = deadline(wait);
-        let mut st = lock(&self.state);
         let mut slot: Option<u64> = None;
         let out = loop {
-            if let Some(id) = slot
-                && let Some(Some(msg)) = st.slots.get(&id)
-            {
-                let msg = msg.clone();
-                st.slots.remove(&id);
-                break Ok(kept(msg));
-            }
-            let mb = match Self::mailbox(&mut st, name) {
-                Ok(mb) => mb,
-                Err(e) => break Err(e),
-            };
-            if !allowed(mb, peer, Access::Read) {
-                break Err(BrokerError::Denied(format!(
-                    "uid {} may not receive from {name} (mode {:o})",
-                    peer.uid, mb.mode
-                )));
-            }
-            if mb.policy == Policy::Exclusive {
-                match mb.holder {
-                    Some(h) if h != peer.id => break Err(BrokerError::Busy),
-                    _ => mb.holder = Some(peer.id),
+            let mut notified = std::pin::pin!(self.changed.notified());
+            notified.as_mut().enable();
+            match self.try_recv(peer, name, select, until, &mut slot, conn) {
+                RecvStep::Done(r) => break r,
+                RecvStep::Shared(q) if slot.is_none() => {
+                    let (m, id) = poll_queue(name, wait, conn, || q.claim(select, Wait::Never)).await?;
+                    let msg = Msg {
+                        mtype: m.mtype,
+                        data: m.data,
+                        sender_pid: m.sender_pid,
+                        sender_uid: m.sender_uid,
+                        key: None,
+                    };
+                    return Ok((msg, Held::Claimed { name: name.to_string(), queue: q, id }));
+                }
+                // The mailbox was removed and made again, shared, while
+                // we waited: start over without our place in the old one.
+                RecvStep::Shared(_) => break Err(BrokerError::NotFound(format!("mailbox {name}"))),
+                RecvStep::Wait(t) => {
+                    if hung_up(conn) {
+                        break Err(BrokerError::Invalid("the client is gone".into()));
+                    }
+                    pause(notified, t).await;
                 }
             }
-            if let Some(q) = mb.shared.clone() {
-                drop(st);
-                let (m, id) = sliced(name, wait, alive, |w| q.claim(select, w))?;
-                let msg =
-                    Msg { mtype: m.mtype, data: m.data, sender_pid: m.sender_pid, sender_uid: m.sender_uid, key: None };
-                return Ok((msg, Held::Claimed { name: name.to_string(), queue: q, id }));
-            }
-            if let Some(i) = pick(&mb.queue, select) {
-                let msg = mb.queue.remove(i).expect("picked");
-                self.admit_deferred(mb, name);
-                self.changed.notify_all();
-                break Ok(kept(msg));
-            }
-            if slot.is_none() {
-                let Some(_) = until else { break Err(BrokerError::Empty) };
-                let id = st.next_slot;
-                st.next_slot += 1;
-                st.slots.insert(id, None);
-                slot = Some(id);
-                let mb = Self::mailbox(&mut st, name).expect("checked above");
-                mb.waiters.push_back(Waiter { peer: *peer, select, slot: id, conn: Arc::clone(conn) });
-                // A rendezvous sender may be waiting for us.
-                self.changed.notify_all();
-            }
-            let t = until.expect("waiting");
-            if t.is_some_and(|t| Instant::now() >= t) {
-                break Err(BrokerError::Timeout);
-            }
-            if !alive() {
-                break Err(BrokerError::Invalid("the client is gone".into()));
-            }
-            st = self.wait(st, t);
         };
+        let kept = |msg: Msg| (msg.clone(), Held::Kept { name: name.to_string(), msg });
         if let Some(id) = slot {
             // Withdraw; a message handed to us at the last moment is ours.
+            let mut st = lock(&self.state);
             if let Some(mb) = st.mailboxes.get_mut(name) {
                 mb.waiters.retain(|w| w.slot != id);
             }
@@ -699,7 +740,71 @@ impl Rules {
                 return Ok(kept(msg));
             }
         }
-        out
+        out.map(kept)
+    }
+
+    /// One look at the mailbox for a receive (under the lock); on the first
+    /// that must wait, a place among its waiters (`slot`).
+    fn try_recv(
+        &self,
+        peer: &Peer,
+        name: &str,
+        select: i64,
+        until: Option<Option<Instant>>,
+        slot: &mut Option<u64>,
+        conn: &Arc<OwnedFd>,
+    ) -> RecvStep {
+        let mut st = lock(&self.state);
+        if let Some(id) = *slot
+            && let Some(Some(_)) = st.slots.get(&id)
+        {
+            let msg = st.slots.remove(&id).flatten().expect("looked");
+            *slot = None;
+            if let Some(mb) = st.mailboxes.get_mut(name) {
+                mb.waiters.retain(|w| w.slot != id);
+            }
+            return RecvStep::Done(Ok(msg));
+        }
+        let mb = match Self::mailbox(&mut st, name) {
+            Ok(mb) => mb,
+            Err(e) => return RecvStep::Done(Err(e)),
+        };
+        if !allowed(mb, peer, Access::Read) {
+            return RecvStep::Done(Err(BrokerError::Denied(format!(
+                "uid {} may not receive from {name} (mode {:o})",
+                peer.uid, mb.mode
+            ))));
+        }
+        if mb.policy == Policy::Exclusive {
+            match mb.holder {
+                Some(h) if h != peer.id => return RecvStep::Done(Err(BrokerError::Busy)),
+                _ => mb.holder = Some(peer.id),
+            }
+        }
+        if let Some(q) = mb.shared.clone() {
+            return RecvStep::Shared(q);
+        }
+        if let Some(i) = pick(&mb.queue, select) {
+            let msg = mb.queue.remove(i).expect("picked");
+            self.admit_deferred(mb, name);
+            self.changed.notify_waiters();
+            return RecvStep::Done(Ok(msg));
+        }
+        let Some(t) = until else { return RecvStep::Done(Err(BrokerError::Empty)) };
+        if slot.is_none() {
+            let id = st.next_slot;
+            st.next_slot += 1;
+            st.slots.insert(id, None);
+            *slot = Some(id);
+            let mb = Self::mailbox(&mut st, name).expect("looked up above");
+            mb.waiters.push_back(Waiter { peer: *peer, select, slot: id, conn: Arc::clone(conn) });
+            // A rendezvous sender may be waiting for us.
+            self.changed.notify_waiters();
+        }
+        if t.is_some_and(|t| Instant::now() >= t) {
+            return RecvStep::Done(Err(BrokerError::Timeout));
+        }
+        RecvStep::Wait(t)
     }
 
     // ------------------------------------------------------------ names

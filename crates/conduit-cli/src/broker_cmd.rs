@@ -55,9 +55,12 @@ pub struct DaemonArgs {
     /// Bytes one user's messages may occupy.
     #[arg(long, default_value_t = Limits::default().max_bytes)]
     max_bytes: u64,
-    /// Connections one user may hold.
+    /// Connections one user may hold (root is not held to it).
     #[arg(long, default_value_t = Limits::default().max_connections)]
     max_connections: usize,
+    /// Connections the broker holds in all, root's included.
+    #[arg(long, default_value_t = Limits::default().max_total_connections)]
+    max_total_connections: usize,
     /// Make the socket's directory 0750 (for a group) instead of 0700.
     #[arg(long)]
     group: bool,
@@ -75,11 +78,15 @@ pub fn daemon(a: &DaemonArgs) -> ExitCode {
         max_objects: a.max_objects,
         max_bytes: a.max_bytes,
         max_connections: a.max_connections,
+        max_total_connections: a.max_total_connections,
         ..Limits::default()
     };
     if a.group {
         config.dir_mode = 0o750;
     }
+    // About five descriptors per client: take what the hard limit allows.
+    let fds = conduit_broker::raise_fd_limit();
+    tracing::debug!(limit = fds, "open descriptors");
     let server = match Server::bind(&config) {
         Ok(Some(s)) => s,
         Ok(None) => {

@@ -600,3 +600,31 @@ fn a_message_too_large_for_a_mailbox_is_refused_with_its_limit_and_the_way_to_ra
     assert!(matches!(refused(c.create_mailbox("too", opts)), BrokerError::Invalid(_)));
     cleanup(b.stop());
 }
+
+/// Threads of a process.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().count()
+}
+
+#[test]
+fn two_thousand_connections_are_served_by_a_fixed_number_of_threads() {
+    let b = Broker::start("many", &[]);
+    let pid = b.kid.child.id();
+    let before = threads(pid);
+    let kid = spawn_with_args("connector", &[b.socket.to_str().unwrap(), "2000", "root"]);
+    assert_eq!(report(&kid), outcome("ok 2000, quota 0, other []"));
+    let during = threads(pid);
+    // The accepting thread, the runtime's workers, and what the process
+    // had before (its link to the test): nothing per client.
+    assert!(
+        during <= before + conduit_broker::WORKER_THREADS + 2,
+        "{during} threads serving 2000 clients (before: {before})"
+    );
+    // And they are served: one more client works alongside them.
+    let c = b.client();
+    c.create_mailbox("busy", MailboxOptions::default()).unwrap();
+    let peers = c.list().unwrap().iter().filter(|o| o.kind == "peer").count();
+    assert_eq!(peers, 2001);
+    drop(kid);
+    cleanup(b.stop());
+}

@@ -275,6 +275,7 @@ fn main() {
             if let Some(n) = args.get(5) {
                 config.limits.max_connections = n.parse().unwrap();
             }
+            conduit_broker::raise_fd_limit();
             let server = conduit_broker::Server::bind(&config).unwrap().expect("no other broker");
             report(&up, FromChild::Ready);
             server.run();
@@ -396,10 +397,15 @@ fn main() {
         }
         "connector" => {
             // argv[2]: socket; argv[3]: connections to open (and hold). As
-            // nobody. Reports how many were accepted, refused for the
-            // quota, and failed otherwise.
+            // nobody, unless argv[4] is "root" (then hold them until told).
+            // Reports how many were accepted, refused for the quota, and
+            // failed otherwise.
             let args: Vec<String> = std::env::args().collect();
-            conduit_tests::become_nobody();
+            let root = args.get(4).is_some_and(|a| a == "root");
+            conduit_broker::raise_fd_limit();
+            if !root {
+                conduit_tests::become_nobody();
+            }
             let n: usize = args[3].parse().unwrap();
             let (mut held, mut quota, mut other) = (Vec::new(), 0, Vec::new());
             for _ in 0..n {
@@ -410,6 +416,9 @@ fn main() {
                 }
             }
             outcome(&up, &format!("ok {}, quota {quota}, other {other:?}", held.len()));
+            if root {
+                let _ = down.recv();
+            }
         }
         "scribbler" => {
             // A hostile sender: send a self-checking stream from one thread

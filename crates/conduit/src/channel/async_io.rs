@@ -47,10 +47,28 @@ impl<T: Serialize> Sender<T> {
                 }
             }
         }
-        let frame = match codec::encode(&msg, self.encoding()) {
+        let mut frame = match codec::encode(&msg, self.encoding()) {
             Ok(f) => f,
             Err(e) => return Err(SendError::Failed(msg, e)),
         };
+        if self.capacity().is_none() {
+            // Unbounded: the task waits for room in the socket rather than
+            // leaving the frame in this process's outbox.
+            loop {
+                match self.core.write_now_or_return(frame) {
+                    Ok(r) => return r.map_err(|f| f.send(msg)),
+                    Err(back) if self.core.outbox_busy() => {
+                        return self.core.write::<T>(Frame::Encoded(back), Wait::Never).map_err(|f| f.send(msg));
+                    }
+                    Err(back) => {
+                        frame = back;
+                        if let Err(e) = socket::writable_async(std::os::fd::AsFd::as_fd(self)).await {
+                            return Err(SendError::Failed(msg, e.into()));
+                        }
+                    }
+                }
+            }
+        }
         loop {
             if self.try_acquire_now() {
                 return self.core.write::<T>(Frame::Encoded(frame), Wait::Never).map_err(|f| f.send(msg));

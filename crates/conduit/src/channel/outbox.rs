@@ -271,6 +271,39 @@ impl SenderCore {
         }
     }
 
+    /// Frames wait in this process's outbox.
+    pub fn outbox_busy(&self) -> bool {
+        !self.outbox.lock().unwrap_or_else(|p| p.into_inner()).pending.is_empty()
+    }
+
+    /// An async sender on a socket: write `frame` now if nothing waits in
+    /// this process's outbox before it. `Err(frame)`: the socket is full
+    /// (the task should wait for it to drain and try again) or the outbox
+    /// is busy (the frame must go behind it, by [`write`](Self::write)).
+    /// So a task waits for the receiver instead of queueing without bound
+    /// in this process, and no flush thread is started for it.
+    pub fn write_now_or_return(&self, frame: OutFrame) -> Result<Result<(), SendFail>, OutFrame> {
+        if self.ring.is_some() {
+            return Err(frame);
+        }
+        let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if ob.dead {
+            return Ok(Err(SendFail::Disconnected));
+        }
+        if !ob.pending.is_empty() {
+            return Err(frame);
+        }
+        match self.try_write::<()>(&Frame::Borrowed(&frame)) {
+            Ok(()) => Ok(Ok(())),
+            Err(WriteFail::NoRoom | WriteFail::NoCredit) => Err(frame),
+            Err(WriteFail::Disconnected) => {
+                ob.dead = true;
+                Ok(Err(SendFail::Disconnected))
+            }
+            Err(WriteFail::Failed(e)) => Ok(Err(SendFail::Failed(e))),
+        }
+    }
+
     /// Write a frame whose credit is already taken. Unbounded channels (and
     /// socket channels) never block here: a full transport sends the frame
     /// to the outbox. Bounded shared-memory channels wait for ring room

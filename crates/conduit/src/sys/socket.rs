@@ -194,6 +194,18 @@ pub async fn readable_async(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(())
 }
 
+/// Wait (as a task) until `fd` can be written (or has hung up).
+#[cfg(feature = "tokio")]
+pub async fn writable_async(fd: BorrowedFd<'_>) -> io::Result<()> {
+    use tokio::io::Interest;
+    use tokio::io::unix::AsyncFd;
+    let own = dup(fd)?;
+    // SAFETY: as in `readable_async`.
+    let afd = unsafe { AsyncFd::register_with_interest(own, Interest::WRITABLE) }.map_err(|e| e.into_parts().1)?;
+    let _guard = afd.writable().await?;
+    Ok(())
+}
+
 /// Consume the wake frames (kind 2) at the head of `fd`'s queue, leaving
 /// any other frame in place.
 pub fn drain_wakes(fd: BorrowedFd<'_>) {
