@@ -67,6 +67,26 @@ pub fn tagged_stream_message(tag: u64, i: u64) -> Vec<u64> {
     vec![tag << 48 | i; 1 + (i % 64) as usize]
 }
 
+/// xorshift64*: a small deterministic generator, so a failing seeded
+/// case can be run again.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
 /// Switch this process to user and group `nobody` (65534).
 pub fn become_nobody() {
     let gid = rustix::process::Gid::from_raw(65534);

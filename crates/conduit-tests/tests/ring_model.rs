@@ -194,19 +194,7 @@ mod property {
         }
     }
 
-    /// xorshift64*: a small deterministic generator (seeded per case).
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use conduit_tests::Rng;
 
     /// A message of `len` bytes made of words that would read as committed
     /// record headers of the ring's next lap, numbered `n` (as its length

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::{Flavor, finish, report, spawn};
 use conduit::{Error, RecvError, SendError, WireError};
-use conduit_tests::{FromChild, ToChild};
+use conduit_tests::{FromChild, Rng, ToChild};
 
 /// Run `scenario` (which returns how long detection took) and require
 /// detection within 100 ms; one re-run is allowed, because this shared
@@ -121,18 +121,6 @@ on_both_transports!(
     blocked_sender_sees_disconnected_within_100ms_of_kill_9_of_the_receiver,
     blocked_receiver_sees_disconnected_within_100ms_of_kill_9_of_the_sender,
 );
-
-/// A small seeded generator (xorshift64*), so a failing trial can be re-run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 /// A consumer killed at a random moment of a stream, 1,000 times — while
 /// it reads, or after it stopped reading with the sender blocked on a

@@ -183,26 +183,24 @@ pub fn is_unix_seqpacket(fd: BorrowedFd<'_>) -> bool {
 /// readable or hung up.
 #[cfg(feature = "tokio")]
 pub async fn readable_async(fd: BorrowedFd<'_>) -> io::Result<()> {
-    use tokio::io::Interest;
-    use tokio::io::unix::AsyncFd;
-    // A private duplicate: the reactor registration is ours alone.
-    let own = dup(fd)?;
-    // SAFETY: `own` is an open descriptor owned by the AsyncFd for its whole
-    // life; nobody else can close or replace it.
-    let afd = unsafe { AsyncFd::register_with_interest(own, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
-    let _guard = afd.readable().await?;
-    Ok(())
+    ready_async(fd, tokio::io::Interest::READABLE).await
 }
 
 /// Wait (as a task) until `fd` can be written (or has hung up).
 #[cfg(feature = "tokio")]
 pub async fn writable_async(fd: BorrowedFd<'_>) -> io::Result<()> {
-    use tokio::io::Interest;
+    ready_async(fd, tokio::io::Interest::WRITABLE).await
+}
+
+#[cfg(feature = "tokio")]
+async fn ready_async(fd: BorrowedFd<'_>, interest: tokio::io::Interest) -> io::Result<()> {
     use tokio::io::unix::AsyncFd;
+    // A private duplicate: the reactor registration is ours alone.
     let own = dup(fd)?;
-    // SAFETY: as in `readable_async`.
-    let afd = unsafe { AsyncFd::register_with_interest(own, Interest::WRITABLE) }.map_err(|e| e.into_parts().1)?;
-    let _guard = afd.writable().await?;
+    // SAFETY: `own` is an open descriptor owned by the AsyncFd for its whole
+    // life; nobody else can close or replace it.
+    let afd = unsafe { AsyncFd::register_with_interest(own, interest) }.map_err(|e| e.into_parts().1)?;
+    let _guard = afd.ready(interest).await?;
     Ok(())
 }
 
