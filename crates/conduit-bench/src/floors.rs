@@ -154,27 +154,50 @@ pub fn tcp_peer(p: &Peer) -> io::Result<()> {
 
 // -------------------------------------------------------- posix mq
 
-/// A pair of POSIX message queues.
+/// A pair of POSIX message queues. Their descriptors are closed on drop
+/// (`nix`'s `MqdT` does not close itself): a queue's memory counts against
+/// the user's `RLIMIT_MSGQUEUE` until it is unlinked *and* closed.
 pub struct PosixMq {
-    tx: nix::mqueue::MqdT,
-    rx: nix::mqueue::MqdT,
+    tx: Option<nix::mqueue::MqdT>,
+    rx: Option<nix::mqueue::MqdT>,
+}
+
+impl Drop for PosixMq {
+    fn drop(&mut self) {
+        for q in [self.tx.take(), self.rx.take()].into_iter().flatten() {
+            let _ = nix::mqueue::mq_close(q);
+        }
+    }
 }
 
 const MQ_MSG: usize = 8192;
 
+fn open_end(q: &Option<nix::mqueue::MqdT>) -> io::Result<&nix::mqueue::MqdT> {
+    q.as_ref().ok_or_else(|| io::Error::other("queue closed"))
+}
+
 impl Link for PosixMq {
     fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        nix::mqueue::mq_send(&self.tx, data, 0).map_err(io::Error::from)
+        nix::mqueue::mq_send(open_end(&self.tx)?, data, 0).map_err(io::Error::from)
     }
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.resize(MQ_MSG, 0);
         let mut prio = 0;
-        let n = nix::mqueue::mq_receive(&self.rx, buf, &mut prio).map_err(io::Error::from)?;
+        let n = nix::mqueue::mq_receive(open_end(&self.rx)?, buf, &mut prio).map_err(io::Error::from)?;
         buf.truncate(n);
         Ok(())
     }
     fn max_message(&self) -> usize {
         MQ_MSG
+    }
+}
+
+/// A queue's name, unlinked when dropped (on every path, failures too).
+struct MqName(String);
+
+impl Drop for MqName {
+    fn drop(&mut self) {
+        let _ = nix::mqueue::mq_unlink(self.0.as_str());
     }
 }
 
@@ -188,26 +211,23 @@ fn mq_open(name: &str, create: bool) -> io::Result<nix::mqueue::MqdT> {
 
 /// `floor/posix-mq`: the kernel's own mailbox (messages of at most 8 KiB).
 pub fn posix_mq(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    let (down, up) = (format!("/{}-down", unique("mq")), format!("/{}-up", unique("mq")));
-    let link = PosixMq { tx: mq_open(&down, true)?, rx: mq_open(&up, true)? };
-    let peer = spawn_peer("floor/posix-mq", &[down.clone(), up.clone()]);
-    let m = peer.and_then(|peer| {
-        let waited = peer.wait_ready();
-        let _ = nix::mqueue::mq_unlink(down.as_str());
-        let _ = nix::mqueue::mq_unlink(up.as_str());
-        waited?;
-        let mut link = link;
-        let m = driver::measure("floor/posix-mq", &mut link, plan, tick);
-        peer.finish(m)
-    });
-    let _ = nix::mqueue::mq_unlink(down.as_str());
-    let _ = nix::mqueue::mq_unlink(up.as_str());
-    m
+    // A fresh pair of names each round; both unlinked however this ends.
+    static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let round = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let down = MqName(format!("/{}-{round}-down", unique("mq")));
+    let up = MqName(format!("/{}-{round}-up", unique("mq")));
+    let mut link = PosixMq { tx: Some(mq_open(&down.0, true)?), rx: None };
+    link.rx = Some(mq_open(&up.0, true)?);
+    let peer = spawn_peer("floor/posix-mq", &[down.0.clone(), up.0.clone()])?;
+    peer.wait_ready()?;
+    drop((down, up)); // both ends are open: the names are no longer needed
+    let m = driver::measure("floor/posix-mq", &mut link, plan, tick);
+    peer.finish(m)
 }
 
 /// The peer of `floor/posix-mq`.
 pub fn posix_mq_peer(p: &Peer) -> io::Result<()> {
-    let mut link = PosixMq { rx: mq_open(p.arg(0)?, false)?, tx: mq_open(p.arg(1)?, false)? };
+    let mut link = PosixMq { rx: Some(mq_open(p.arg(0)?, false)?), tx: Some(mq_open(p.arg(1)?, false)?) };
     p.ready()?;
     driver::serve(&mut link)
 }

@@ -7,6 +7,9 @@
 //! messages (see [`driver`]). Compare ratios within one run: these
 //! machines are shared and noisy.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 pub mod broker_cases;
 pub mod conduit_cases;
 pub mod driver;

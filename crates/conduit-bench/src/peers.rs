@@ -30,6 +30,9 @@ pub struct Iceoryx {
 const BUFFER: usize = 64;
 
 fn iceoryx(down: &str, up: &str, driver_side: bool) -> io::Result<Iceoryx> {
+    // iceoryx2 logs a warning per node when it finds no config file (the
+    // bench uses its defaults on purpose); `IOX2_LOG_LEVEL` still rules.
+    set_log_level_from_env_or(LogLevel::Error);
     let node = NodeBuilder::new().create::<ipc::Service>().map_err(err)?;
     let open = |name: &str| {
         let name: ServiceName = name.try_into().map_err(err)?;

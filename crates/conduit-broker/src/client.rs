@@ -150,6 +150,26 @@ pub struct Connect<Req, Resp> {
 
 /// A connection to the broker. Calls are serialized per connection; a
 /// thread that wants to block in `recv` while others work opens its own.
+///
+/// ```
+/// use conduit_broker::{Client, MailboxOptions, OnFull, WaitFor};
+/// # let dir = std::env::temp_dir().join(format!("conduit-doc-{}", std::process::id()));
+/// # let socket = dir.join("broker.sock");
+/// // (`Client::connect_or_start()` uses the default socket.)
+/// let c = Client::connect_or_start_at(&socket)?;
+/// c.create_mailbox("jobs", MailboxOptions::default())?;
+/// c.send("jobs", 2, b"compile", OnFull::Block)?;
+/// let m = c.recv("jobs", 0, WaitFor::NoWait)?;
+/// assert_eq!((m.mtype, &m.data[..]), (2, &b"compile"[..]));
+/// // Held until handled: dropped (or the process killed) before `ack`,
+/// // it goes back to the mailbox.
+/// c.send("jobs", 1, b"test", OnFull::Block)?;
+/// let job = c.recv_held("jobs", 0, WaitFor::NoWait)?;
+/// assert_eq!(job.message().data, b"test");
+/// job.ack()?;
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// # Ok::<(), conduit_broker::ClientError>(())
+/// ```
 pub struct Client {
     link: Mutex<(Sender<Request>, Receiver<Reply>)>,
     broker_pid: u32,

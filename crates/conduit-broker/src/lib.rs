@@ -22,6 +22,9 @@
 //! that process (`flock` makes concurrent starts end with one broker).
 //! `conduit daemon` runs one explicitly.
 
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod paths;
 pub mod protocol;

@@ -162,54 +162,134 @@ impl Default for MailboxOptions {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
     /// First message on a connection.
-    Hello { protocol: u32 },
+    Hello {
+        /// The client's [`PROTOCOL`].
+        protocol: u32,
+    },
     /// Create a mailbox.
-    Create { name: String, opts: MailboxOptions },
+    Create {
+        /// Its name (1 to 255 bytes).
+        name: String,
+        /// Its capacity, policy, mode, durability and largest message.
+        opts: MailboxOptions,
+    },
     /// Remove a mailbox (its owner or root).
-    Remove { name: String },
+    Remove {
+        /// The mailbox.
+        name: String,
+    },
     /// Give a mailbox to another owner (its owner or root).
-    Chown { name: String, uid: u32, gid: u32 },
+    Chown {
+        /// The mailbox.
+        name: String,
+        /// The new owner.
+        uid: u32,
+        /// The new group.
+        gid: u32,
+    },
     /// Send to a mailbox.
-    Send { name: String, mtype: i64, data: Vec<u8>, full: OnFull },
-    /// Receive from a mailbox: `select` after System V `msgrcv`: 0 = the
-    /// first message, > 0 = the first of that type, < 0 = the first of the
-    /// lowest type ≤ |select|.
-    Recv { name: String, select: i64, wait: WaitFor },
-    /// Open a mailbox to send to it (`receive` false) or to receive from
-    /// it (claims an exclusive mailbox). The reply is its shared-memory
-    /// queue, or `None`: use `Send`/`Recv` through the broker.
-    Open { name: String, receive: bool },
+    Send {
+        /// The mailbox.
+        name: String,
+        /// The message's type (System V `mtype`, ≥ 0).
+        mtype: i64,
+        /// Its bytes.
+        data: Vec<u8>,
+        /// What to do if the mailbox is full.
+        full: OnFull,
+    },
+    /// Receive from a mailbox.
+    Recv {
+        /// The mailbox.
+        name: String,
+        /// After System V `msgrcv`: 0 = the first message, > 0 = the first
+        /// of that type, < 0 = the first of the lowest type ≤ |select|.
+        select: i64,
+        /// How long to wait for one.
+        wait: WaitFor,
+    },
+    /// Open a mailbox to send to it or to receive from it (which claims an
+    /// exclusive mailbox). The reply is its shared-memory queue, or
+    /// `None`: use `Send`/`Recv` through the broker.
+    Open {
+        /// The mailbox.
+        name: String,
+        /// To receive (true) or to send (false).
+        receive: bool,
+    },
     /// Register a name for a port.
-    Register { name: String, port: AnyPort, flags: NameFlags },
+    Register {
+        /// The name.
+        name: String,
+        /// The port (a send right) that lookups get.
+        port: AnyPort,
+        /// Replacement and queueing rules.
+        flags: NameFlags,
+    },
     /// The port registered under a name.
-    Lookup { name: String },
+    Lookup {
+        /// The name.
+        name: String,
+    },
     /// Give up a name (or our place in its queue).
-    Release { name: String },
+    Release {
+        /// The name.
+        name: String,
+    },
     /// Be told when a name's owner changes.
-    Watch { name: String, events: Sender<NameEvent> },
+    Watch {
+        /// The name.
+        name: String,
+        /// Where the events go.
+        events: Sender<NameEvent>,
+    },
     /// Every object the broker holds.
     List,
-    /// Settle a delivery (`Reply::Message::delivery`): `ack` true, the
-    /// receiver has it; false, give it back to the mailbox. With `confirm`
-    /// (for a durable delivery) the broker answers `Done` once the
-    /// acknowledgement is on disk; otherwise it does not answer. A
-    /// delivery not settled when the connection ends is given back.
-    Settle { delivery: u64, ack: bool, confirm: bool },
+    /// Settle a delivery. A delivery not settled when the connection ends
+    /// is given back.
+    Settle {
+        /// `Reply::Message::delivery`.
+        delivery: u64,
+        /// True: the receiver has it; false: give it back to the mailbox.
+        ack: bool,
+        /// For a durable delivery: answer `Done` once the acknowledgement
+        /// is on disk (otherwise there is no answer).
+        confirm: bool,
+    },
 }
 
 /// The broker's answer.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Reply {
-    /// Greeting: the broker's pid and protocol.
-    Hello { pid: u32, protocol: u32 },
+    /// Greeting.
+    Hello {
+        /// The broker's pid.
+        pid: u32,
+        /// The broker's [`PROTOCOL`].
+        protocol: u32,
+    },
     /// Done.
     Done,
-    /// A send was accepted: queued, handed to a waiting receiver (its pid),
-    /// or left with the broker for later.
-    Sent { receiver: Option<u32>, deferred: bool },
-    /// A message, held for this connection until it settles `delivery`
-    /// (`durable`: settle with `confirm`).
-    Message { mtype: i64, data: Vec<u8>, sender: u32, delivery: u64, durable: bool },
+    /// A send was accepted.
+    Sent {
+        /// The pid of the waiting receiver it was handed to, if any.
+        receiver: Option<u32>,
+        /// Left with the broker, to be queued when there is room.
+        deferred: bool,
+    },
+    /// A message, held for this connection until it settles `delivery`.
+    Message {
+        /// Its type.
+        mtype: i64,
+        /// Its bytes.
+        data: Vec<u8>,
+        /// The sender's pid.
+        sender: u32,
+        /// What `Request::Settle` names.
+        delivery: u64,
+        /// From a durable mailbox: settle it with `confirm`.
+        durable: bool,
+    },
     /// A mailbox's queue, to use directly (or `None`, see `Request::Open`).
     Queue(Option<Queue>),
     /// A registration's outcome.

@@ -1,6 +1,8 @@
 //! `conduit`: the command-line face of conduit. Thin: each subcommand
 //! lives in its own module and calls the library.
 
+#![forbid(unsafe_code)]
+
 mod broker_cmd;
 mod tour;
 

@@ -475,9 +475,9 @@ fn main() {
                 let off = (rand() % len as u64) as usize;
                 let n = (1 + rand() % 8).min((len - off) as u64) as usize;
                 let bytes = rand().to_le_bytes();
-                // SAFETY: `off + n <= len`, inside a mapping of this process;
-                // volatile because other processes read it concurrently.
                 for (k, b) in bytes.iter().take(n).enumerate() {
+                    // SAFETY: `off + n <= len`, inside a mapping of this
+                    // process; volatile because others read it concurrently.
                     unsafe { std::ptr::write_volatile((base + off + k) as *mut u8, *b) };
                 }
                 // Bursts, then a breath, so messages still flow.

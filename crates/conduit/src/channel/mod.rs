@@ -16,9 +16,9 @@
 //! | [`unbounded()`] | no limit | never |
 //!
 //! Underneath, a channel is an `AF_UNIX` `SOCK_SEQPACKET` socket pair plus
-//! a small sealed memfd control block ([`ctl`]) holding the credits. The
-//! path of a message: encode ([`codec`]) → take a credit ([`ctl`]) → write
-//! the frame, or queue it in the process's [`outbox`] if the kernel buffer
+//! a small sealed memfd control block (`ctl`) holding the credits. The
+//! path of a message: encode (`codec`) → take a credit (`ctl`) → write
+//! the frame, or queue it in the process's `outbox` if the kernel buffer
 //! is full → the receiver reads it, returns the credit, decodes.
 //!
 //! ```
@@ -65,6 +65,17 @@ fn with_capacity<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Erro
 /// A channel that holds at most `cap` unreceived messages; `bounded(0)` is
 /// a rendezvous, where `send` returns only once a receiver takes the
 /// message.
+///
+/// ```
+/// let (tx, rx) = conduit::bounded::<u32>(2)?;
+/// tx.send(1).unwrap();
+/// tx.send(2).unwrap();
+/// // Full: a third waits for room (here it gives up at once).
+/// assert!(matches!(tx.try_send(3), Err(conduit::TrySendError::Full(3))));
+/// assert_eq!(rx.recv().unwrap(), 1);
+/// tx.try_send(3).unwrap();
+/// # Ok::<(), conduit::Error>(())
+/// ```
 pub fn bounded<T>(cap: usize) -> Result<(Sender<T>, Receiver<T>), Error> {
     with_capacity(if cap == 0 { Capacity::Zero } else { Capacity::Bounded(cap as u64) })
 }
@@ -72,6 +83,16 @@ pub fn bounded<T>(cap: usize) -> Result<(Sender<T>, Receiver<T>), Error> {
 /// A channel without a limit: `send` never blocks, whatever the receiver
 /// does. Messages the kernel cannot buffer yet wait in the sending
 /// process's outbox (see [`Sender::flush`]).
+///
+/// ```
+/// let (tx, rx) = conduit::unbounded::<String>()?;
+/// for i in 0..1000 {
+///     tx.send(format!("message {i}")).unwrap(); // never blocks
+/// }
+/// drop(tx);
+/// assert_eq!(rx.iter().count(), 1000); // then Disconnected ends the loop
+/// # Ok::<(), conduit::Error>(())
+/// ```
 pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
     with_capacity(Capacity::Unbounded)
 }

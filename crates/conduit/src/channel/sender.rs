@@ -252,6 +252,26 @@ impl<T: Serialize> Sender<T> {
     /// exactly one reply (Mach's `msg_rpc`). `make` builds the request
     /// around the reply right. If the server drops the right without
     /// answering, or dies, the call fails with [`CallError::NoReply`].
+    ///
+    /// ```
+    /// use conduit::ReplyTo;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize)]
+    /// enum Request {
+    ///     Square(u64, ReplyTo<u64>),
+    /// }
+    ///
+    /// let (tx, rx) = conduit::bounded::<Request>(8)?;
+    /// // The server (another thread here; usually another process).
+    /// std::thread::spawn(move || {
+    ///     for Request::Square(x, reply) in rx.iter() {
+    ///         let _ = reply.send(x * x);
+    ///     }
+    /// });
+    /// assert_eq!(tx.call(|reply| Request::Square(12, reply)).unwrap(), 144);
+    /// # Ok::<(), conduit::Error>(())
+    /// ```
     pub fn call<R, F>(&self, make: F) -> Result<R, CallError>
     where
         R: Serialize + DeserializeOwned,

@@ -19,7 +19,7 @@
 //!
 //! Per-message sender credentials do not exist here (the kernel sees no
 //! message), so [`Receiver::recv_from`] fails on these channels with
-//! [`Error::NoCredentials`](crate::Error::NoCredentials).
+//! [`Error::NoCredentials`].
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -185,6 +185,14 @@ impl Builder {
 
 /// A shared-memory channel holding at most `n` unreceived messages;
 /// `bounded(0)` is a rendezvous.
+///
+/// ```
+/// let (tx, rx) = conduit::channel::shm::bounded::<Vec<u8>>(64)?;
+/// assert!(rx.is_shared_memory());
+/// tx.send(vec![1, 2, 3]).unwrap();
+/// assert_eq!(rx.recv().unwrap(), [1, 2, 3]);
+/// # Ok::<(), conduit::Error>(())
+/// ```
 pub fn bounded<T>(n: usize) -> Result<(Sender<T>, Receiver<T>), Error> {
     Builder::new().bounded(n).build()
 }

@@ -6,7 +6,7 @@
 //!
 //! It is a [`Ring`] with two additions: a consumers' lock (like the
 //! producers' one: a thread-id word taken over from a dead owner), and records
-//! taken out of turn ([`ring_core::take`]), so that a receive by type
+//! taken out of turn ([`ring_core::take`](super::ring_core::take)), so that a receive by type
 //! need not take the oldest message. A record is
 //!
 //! ```text
@@ -21,7 +21,7 @@
 //!
 //! **Claims** make the hand-over to the application safe too:
 //! [`Queue::claim`] copies a message out but leaves it queued, marked as
-//! held by the calling process (a table of [`CLAIM_SLOTS`] entries in the
+//! held by the calling process (a table of 128 entries in the
 //! ring's header); other receivers skip it. [`Queue::ack`] then takes it
 //! for good, [`Queue::give_back`] returns it, and if the holder dies first
 //! the next receiver that looks finds its claim dead and takes the message

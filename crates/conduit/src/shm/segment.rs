@@ -21,6 +21,22 @@ use crate::sys::memory::{self, Mapping, SIZE_SEALS};
 use crate::sys::socket;
 
 /// A sealed, anonymous shared-memory segment.
+///
+/// Pass it to another process inside a message: only a process handed it
+/// can map it (no name anywhere).
+///
+/// ```
+/// use conduit::shm::Segment;
+/// let seg = Segment::new(4096)?;
+/// seg.write_at(0, b"shared")?;
+/// let (tx, rx) = conduit::unbounded::<Segment>()?;
+/// tx.send(seg).unwrap(); // travels as its descriptor
+/// let got = rx.recv().unwrap();
+/// let mut out = [0u8; 6];
+/// got.read_at(0, &mut out)?;
+/// assert_eq!(&out, b"shared");
+/// # Ok::<(), conduit::Error>(())
+/// ```
 pub struct Segment {
     fd: OwnedFd,
     map: Mapping,
