@@ -18,52 +18,79 @@ fn err(e: impl std::fmt::Debug) -> io::Error {
 
 type Publisher = iceoryx2::port::publisher::Publisher<ipc::Service, [u8], ()>;
 type Subscriber = iceoryx2::port::subscriber::Subscriber<ipc::Service, [u8], ()>;
+type Loaned = iceoryx2::sample_mut_uninit::SampleMutUninit<ipc::Service, [std::mem::MaybeUninit<u8>], ()>;
 
-/// Two iceoryx2 publish-subscribe services, one each way; the receiver
-/// polls (iceoryx2's own way), the sender writes every payload.
+/// iceoryx2 publish-subscribe, configured the way iceoryx2's own
+/// publish-subscribe benchmark (`benchmarks/publish-subscribe`) runs:
+/// 8-byte round trips go through a pair of services with a subscriber
+/// buffer of 1 and safe overflow, and the next sample is loaned before
+/// waiting for the answer. Streams (every other size, in order with
+/// their end-of-batch marker) go through a second pair with a buffer of
+/// 64 and no overflow (the publisher retries until delivered), so nothing
+/// is dropped. The receiver polls, iceoryx2's own way; the sender writes
+/// every payload.
 pub struct Iceoryx {
-    publisher: Publisher,
-    subscriber: Subscriber,
+    rtt_pub: Publisher,
+    rtt_sub: Subscriber,
+    stream_pub: Publisher,
+    stream_sub: Subscriber,
+    /// The round trip's next sample, loaned ahead.
+    next: Option<Loaned>,
     _node: Node<ipc::Service>,
 }
 
-const BUFFER: usize = 64;
+/// Size of the round-trip messages (the driver's echo).
+const ECHO: usize = 8;
+/// Subscriber buffer of the stream services.
+const STREAM_BUFFER: usize = 64;
 
-fn iceoryx(down: &str, up: &str, driver_side: bool) -> io::Result<Iceoryx> {
+fn iceoryx(base: &str, driver_side: bool) -> io::Result<Iceoryx> {
     // iceoryx2 logs a warning per node when it finds no config file (the
     // bench uses its defaults on purpose); `IOX2_LOG_LEVEL` still rules.
     set_log_level_from_env_or(LogLevel::Error);
     let node = NodeBuilder::new().create::<ipc::Service>().map_err(err)?;
-    let open = |name: &str| {
-        let name: ServiceName = name.try_into().map_err(err)?;
+    let open = |name: String, buffer: usize, overflow: bool| {
+        let name: ServiceName = name.as_str().try_into().map_err(err)?;
         node.service_builder(&name)
             .publish_subscribe::<[u8]>()
-            .enable_safe_overflow(false)
-            .subscriber_max_buffer_size(BUFFER)
+            .enable_safe_overflow(overflow)
+            .subscriber_max_buffer_size(buffer)
             .history_size(0)
             .max_publishers(1)
             .max_subscribers(1)
             .open_or_create()
             .map_err(err)
     };
-    let (out_name, in_name) = if driver_side { (down, up) } else { (up, down) };
-    let out = open(out_name)?;
-    let inn = open(in_name)?;
-    let publisher = out
-        .publisher_builder()
-        .initial_max_slice_len(MIB)
-        .max_loaned_samples(4)
-        .backpressure_strategy(BackpressureStrategy::RetryUntilDelivered)
-        .create()
-        .map_err(err)?;
-    let subscriber = inn.subscriber_builder().buffer_size(BUFFER).create().map_err(err)?;
-    Ok(Iceoryx { publisher, subscriber, _node: node })
+    let (out_dir, in_dir) = if driver_side { ("down", "up") } else { ("up", "down") };
+    let pair = |kind: &str, buffer: usize, overflow: bool, max_len: usize| -> io::Result<(Publisher, Subscriber)> {
+        let out = open(format!("{base}/{kind}/{out_dir}"), buffer, overflow)?;
+        let inn = open(format!("{base}/{kind}/{in_dir}"), buffer, overflow)?;
+        let mut publisher = out.publisher_builder().initial_max_slice_len(max_len).max_loaned_samples(4);
+        if !overflow {
+            publisher = publisher.backpressure_strategy(BackpressureStrategy::RetryUntilDelivered);
+        }
+        let subscriber = inn.subscriber_builder().buffer_size(buffer).create().map_err(err)?;
+        Ok((publisher.create().map_err(err)?, subscriber))
+    };
+    let (rtt_pub, rtt_sub) = pair("rtt", 1, true, ECHO)?;
+    let (stream_pub, stream_sub) = pair("stream", STREAM_BUFFER, false, MIB)?;
+    Ok(Iceoryx { rtt_pub, rtt_sub, stream_pub, stream_sub, next: None, _node: node })
 }
 
 impl Link for Iceoryx {
     fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        let sample = self.publisher.loan_slice_uninit(data.len()).map_err(err)?;
+        if data.len() != ECHO {
+            let sample = self.stream_pub.loan_slice_uninit(data.len()).map_err(err)?;
+            sample.write_from_slice(data).send().map_err(err)?;
+            return Ok(());
+        }
+        let sample = match self.next.take() {
+            Some(s) => s,
+            None => self.rtt_pub.loan_slice_uninit(ECHO).map_err(err)?,
+        };
         sample.write_from_slice(data).send().map_err(err)?;
+        // Loan the next one now, before the caller waits for the answer.
+        self.next = Some(self.rtt_pub.loan_slice_uninit(ECHO).map_err(err)?);
         Ok(())
     }
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
@@ -74,7 +101,11 @@ impl Link for Iceoryx {
     }
     fn recv_view(&mut self, _: &mut Vec<u8>, look: &mut dyn FnMut(&[u8])) -> io::Result<()> {
         loop {
-            if let Some(sample) = self.subscriber.receive().map_err(err)? {
+            if let Some(sample) = self.rtt_sub.receive().map_err(err)? {
+                look(sample.payload());
+                return Ok(());
+            }
+            if let Some(sample) = self.stream_sub.receive().map_err(err)? {
                 look(sample.payload());
                 return Ok(());
             }
@@ -86,16 +117,15 @@ impl Link for Iceoryx {
 /// `peer/iceoryx2`.
 pub fn iceoryx2(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     let base = format!("conduit-bench/{}", std::process::id());
-    let (down, up) = (format!("{base}/down"), format!("{base}/up"));
-    let mut link = iceoryx(&down, &up, true)?;
-    let peer = spawn_peer("peer/iceoryx2", &[down, up])?;
+    let mut link = iceoryx(&base, true)?;
+    let peer = spawn_peer("peer/iceoryx2", &[base])?;
     let m = peer.wait_ready().and_then(|()| driver::measure("peer/iceoryx2", &mut link, plan, tick));
     peer.finish(m)
 }
 
 /// The peer of `peer/iceoryx2`.
 pub fn iceoryx2_peer(p: &Peer) -> io::Result<()> {
-    let mut link = iceoryx(p.arg(0)?, p.arg(1)?, false)?;
+    let mut link = iceoryx(p.arg(0)?, false)?;
     p.ready()?;
     driver::serve(&mut link)
 }
