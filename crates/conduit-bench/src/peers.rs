@@ -36,6 +36,8 @@ pub struct Iceoryx {
     stream_sub: Subscriber,
     /// The round trip's next sample, loaned ahead.
     next: Option<Loaned>,
+    /// The last message came by the stream pair.
+    stream_last: bool,
     _node: Node<ipc::Service>,
 }
 
@@ -74,7 +76,7 @@ fn iceoryx(base: &str, driver_side: bool) -> io::Result<Iceoryx> {
     };
     let (rtt_pub, rtt_sub) = pair("rtt", 1, true, ECHO)?;
     let (stream_pub, stream_sub) = pair("stream", STREAM_BUFFER, false, MIB)?;
-    Ok(Iceoryx { rtt_pub, rtt_sub, stream_pub, stream_sub, next: None, _node: node })
+    Ok(Iceoryx { rtt_pub, rtt_sub, stream_pub, stream_sub, next: None, stream_last: false, _node: node })
 }
 
 impl Link for Iceoryx {
@@ -100,14 +102,16 @@ impl Link for Iceoryx {
         })
     }
     fn recv_view(&mut self, _: &mut Vec<u8>, look: &mut dyn FnMut(&[u8])) -> io::Result<()> {
+        // Poll first where the last message came from: in a phase, every
+        // message comes the same way, so the other look is off the path.
         loop {
-            if let Some(sample) = self.rtt_sub.receive().map_err(err)? {
-                look(sample.payload());
-                return Ok(());
-            }
-            if let Some(sample) = self.stream_sub.receive().map_err(err)? {
-                look(sample.payload());
-                return Ok(());
+            for _ in 0..2 {
+                let sub = if self.stream_last { &self.stream_sub } else { &self.rtt_sub };
+                if let Some(sample) = sub.receive().map_err(err)? {
+                    look(sample.payload());
+                    return Ok(());
+                }
+                self.stream_last = !self.stream_last;
             }
             std::hint::spin_loop();
         }
