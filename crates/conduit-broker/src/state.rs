@@ -238,11 +238,18 @@ async fn poll_queue<T>(
     let mut pause = Duration::from_millis(1);
     loop {
         match op() {
-            Err(QueueError::Full | QueueError::Empty) => {}
+            // (Busy: a client holds the queue's lock — perhaps a stopped
+            // process; the broker never waits on it, it looks again.)
+            Err(QueueError::Full | QueueError::Empty | QueueError::Busy) => {}
             r => return r.map_err(|e| BrokerError::from_queue(name, e)),
         }
         let left = match wait {
-            Wait::Never => return op().map_err(|e| BrokerError::from_queue(name, e)),
+            Wait::Never => {
+                return match op() {
+                    Err(QueueError::Busy) => Err(BrokerError::Full),
+                    r => r.map_err(|e| BrokerError::from_queue(name, e)),
+                };
+            }
             Wait::Forever => pause,
             Wait::Until(t) => match t.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => left.min(pause),
@@ -492,7 +499,7 @@ impl Rules {
         conn: &OwnedFd,
     ) -> Result<(Option<u32>, bool), BrokerError> {
         let from = (msg.sender_pid, msg.sender_uid);
-        match poll_queue(name, full.wait(), conn, || q.send(msg.mtype, &msg.data, from, Wait::Never)).await {
+        match poll_queue(name, full.wait(), conn, || q.send_or_busy(msg.mtype, &msg.data, from)).await {
             Err(BrokerError::Full) if full == OnFull::Leave => {
                 let key = (peer.id, name.to_string());
                 if !self.leaving.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
@@ -503,7 +510,7 @@ impl Rules {
                 // removed (the queue closes).
                 tokio::spawn(async move {
                     let mut pause = Duration::from_millis(1);
-                    while let Err(QueueError::Full) = q.send(msg.mtype, &msg.data, from, Wait::Never) {
+                    while let Err(QueueError::Full | QueueError::Busy) = q.send_or_busy(msg.mtype, &msg.data, from) {
                         tokio::time::sleep(pause).await;
                         pause = (pause * 2).min(Duration::from_millis(20));
                     }
@@ -663,14 +670,25 @@ impl Rules {
     /// (or back into its queue), for the next receiver.
     pub(crate) fn settle(&self, held: Held, ack: bool) {
         match held {
-            Held::Claimed { name, queue, id } => {
-                let r = if ack { queue.ack(id) } else { queue.give_back(id) };
-                if let Err(e) = r
-                    && e != QueueError::Closed
-                {
-                    tracing::warn!(mailbox = name, error = %e, ack, "cannot settle a delivery");
+            Held::Claimed { name, queue, id } => match queue.settle_or_busy(id, ack) {
+                Ok(()) | Err(QueueError::Closed) => {}
+                Err(QueueError::Busy) => {
+                    // A client holds the queue's lock: settle from a task
+                    // that looks again, never blocking a runtime thread
+                    // (without a runtime, at shutdown: wait for the lock).
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => drop(rt.spawn(async move {
+                            let mut pause = Duration::from_millis(1);
+                            while let Err(QueueError::Busy) = queue.settle_or_busy(id, ack) {
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(Duration::from_millis(20));
+                            }
+                        })),
+                        Err(_) => drop(if ack { queue.ack(id) } else { queue.give_back(id) }),
+                    }
                 }
-            }
+                Err(e) => tracing::warn!(mailbox = name, error = %e, ack, "cannot settle a delivery"),
+            },
             Held::Kept { name, msg } => {
                 let mut st = lock(&self.state);
                 let Some(mb) = st.mailboxes.get_mut(&name) else { return };
@@ -708,7 +726,7 @@ impl Rules {
             match self.try_recv(peer, name, select, until, &mut slot, conn) {
                 RecvStep::Done(r) => break r,
                 RecvStep::Shared(q) if slot.is_none() => {
-                    let (m, id) = poll_queue(name, wait, conn, || q.claim(select, Wait::Never)).await?;
+                    let (m, id) = poll_queue(name, wait, conn, || q.claim_or_busy(select)).await?;
                     let msg = Msg {
                         mtype: m.mtype,
                         data: m.data,

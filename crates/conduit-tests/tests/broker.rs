@@ -628,3 +628,39 @@ fn two_thousand_connections_are_served_by_a_fixed_number_of_threads() {
     drop(kid);
     cleanup(b.stop());
 }
+
+/// A client stopped while it holds a shared mailbox's lock stalls nobody
+/// but itself: the broker never waits on it (it looks again later), so
+/// brokered operations on that mailbox time out as asked, and everything
+/// else goes on.
+#[test]
+fn a_client_frozen_holding_a_queue_lock_does_not_stall_the_broker() {
+    let b = Broker::start("frozen", &[]);
+    let c = b.client();
+    // Others may read and write: nobody's operations go through the broker.
+    c.create_mailbox("locked", MailboxOptions { mode: 0o604, ..MailboxOptions::default() }).unwrap();
+    c.create_mailbox("other", MailboxOptions::default()).unwrap();
+    let mut kid = spawn_with_args("queue-locker", &[b.socket.to_str().unwrap(), "locked"]);
+    assert_eq!(report(&kid), outcome("locked 1"));
+    // Brokered receives (as nobody) on the locked mailbox, several at once
+    // (more than the broker's runtime has threads): each times out.
+    let waiters: Vec<_> = (0..4)
+        .map(|_| spawn_with_args("mailbox-waiter-timeout", &[b.socket.to_str().unwrap(), "locked", "nobody"]))
+        .collect();
+    for w in &waiters {
+        assert_eq!(report(w), outcome("timed out"));
+    }
+    // Meanwhile the broker serves everyone else.
+    c.send("other", 1, b"fine", OnFull::NoWait).unwrap();
+    assert_eq!(c.recv("other", 0, WaitFor::NoWait).unwrap().data, b"fine");
+    assert!(c.list().unwrap().iter().any(|o| o.id == "locked"));
+    // The frozen client dies: its locks are taken over, the message it
+    // sent is there.
+    kid.child.kill().unwrap();
+    kid.child.wait().unwrap();
+    for w in waiters {
+        finish(w);
+    }
+    assert_eq!(c.recv("locked", 0, WaitFor::Millis(5000)).unwrap().data, b"opened");
+    cleanup(b.stop());
+}

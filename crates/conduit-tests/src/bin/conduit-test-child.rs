@@ -486,6 +486,65 @@ fn main() {
                 }
             }
         }
+        "mailbox-waiter-timeout" => {
+            // argv[2]: socket; argv[3]: mailbox; argv[4] "nobody": as nobody.
+            // One receive with a 300 ms timeout; report how it ended.
+            let args: Vec<String> = std::env::args().collect();
+            if args.get(4).is_some_and(|a| a == "nobody") {
+                conduit_tests::become_nobody();
+            }
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            let r = c.recv(&args[3], 0, conduit_broker::WaitFor::Millis(300));
+            let said = match r {
+                Err(conduit_broker::ClientError::Broker(conduit_broker::BrokerError::Timeout)) => "timed out".into(),
+                other => format!("{other:?}"),
+            };
+            outcome(&up, &said);
+        }
+        "queue-locker" => {
+            // argv[2]: socket; argv[3]: mailbox. Open the mailbox's shared
+            // queue, take both of its locks (our tid in the lock words, as
+            // a sender or receiver does for a moment), and stop: a client
+            // frozen (Ctrl-Z, a debugger) in the middle of an operation.
+            let args: Vec<String> = std::env::args().collect();
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            c.send(&args[3], 1, b"opened", conduit_broker::OnFull::Block).unwrap();
+            let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
+            let mut locked = 0;
+            for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+                let target = std::fs::read_link(e.path()).unwrap_or_default();
+                if !target.to_string_lossy().contains("memfd:conduit-segment") {
+                    continue;
+                }
+                let fd: i32 = e.file_name().to_string_lossy().parse().unwrap();
+                // SAFETY: a descriptor this process holds, for this call only.
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                let len = rustix::fs::fstat(fd).unwrap().st_size as usize;
+                use rustix::mm::{MapFlags, ProtFlags};
+                // SAFETY: a fresh shared mapping, written below through atomics only.
+                let p = unsafe {
+                    rustix::mm::mmap(
+                        std::ptr::null_mut(),
+                        len,
+                        ProtFlags::READ | ProtFlags::WRITE,
+                        MapFlags::SHARED,
+                        fd,
+                        0,
+                    )
+                }
+                .unwrap();
+                // The producers' and the consumers' lock words (ring format 2).
+                for off in [384usize, 1024] {
+                    // SAFETY: 4-byte aligned, inside the mapping (len > 4096).
+                    let word = unsafe { &*(p.cast::<u8>().add(off).cast::<std::sync::atomic::AtomicU32>()) };
+                    word.store(tid, std::sync::atomic::Ordering::SeqCst);
+                }
+                locked += 1;
+            }
+            outcome(&up, &format!("locked {locked}"));
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP).unwrap();
+            let _ = down.recv();
+        }
         "embedded" => {
             // Race to start a broker; report which process serves.
             let path = std::env::args().nth(2).unwrap();

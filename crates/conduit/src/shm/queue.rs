@@ -37,6 +37,7 @@ use std::sync::atomic::Ordering::SeqCst;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::ring::RingLock;
 use super::ring::{
     CLAIM_SLOTS, OFF_USER_CLAIM_TABLE, OFF_USER_CLAIMS, OFF_USER_CLOSED, OFF_USER_KIND, OFF_USER_LIMIT,
     OFF_USER_RETURNED, Ring,
@@ -93,6 +94,10 @@ pub enum QueueError {
     /// The shared memory breaks the queue's format (a hostile process).
     #[error("the queue's memory is corrupt: {0}")]
     Corrupt(&'static str),
+    /// The `*_or_busy` operations only: another live process holds the
+    /// queue's lock right now (perhaps stopped); try again later.
+    #[error("the queue is locked by another process")]
+    Busy,
     /// A claim that is no longer ours: it was given back (its holder was
     /// taken for dead), and the message may have gone to another receiver.
     #[error("the claim was given back; the message may have gone to another receiver")]
@@ -111,6 +116,14 @@ impl From<super::ring::Corrupt> for QueueError {
     fn from(c: super::ring::Corrupt) -> Self {
         QueueError::Corrupt(c.0)
     }
+}
+
+/// Whether an operation waits for the queue's locks.
+#[derive(Clone, Copy)]
+enum Locking {
+    Wait,
+    /// Fail with `Busy` if a live process holds one.
+    OrBusy,
 }
 
 /// A message queue in a sealed shared-memory segment. Pass it to another
@@ -200,9 +213,42 @@ impl Queue {
         self.closed().load(SeqCst) != 0
     }
 
+    /// Like [`send`](Self::send) with [`Wait::Never`], but without waiting
+    /// for the lock either: [`QueueError::Busy`] if another live process
+    /// holds it. For a server that must never block on its clients (the
+    /// broker: a client stopped while holding the lock stalls only itself).
+    pub fn send_or_busy(&self, mtype: i64, data: &[u8], sender: (u32, u32)) -> Result<(), QueueError> {
+        self.send_with(mtype, data, sender, Wait::Never, Locking::OrBusy)
+    }
+
     /// Queue a message of type `mtype` (≥ 0), waiting for room as `wait`
     /// allows. `sender` is (pid, uid) as the receiver will see it.
     pub fn send(&self, mtype: i64, data: &[u8], sender: (u32, u32), wait: Wait) -> Result<(), QueueError> {
+        self.send_with(mtype, data, sender, wait, Locking::Wait)
+    }
+
+    fn producers(&self, locking: Locking) -> Result<RingLock<'_>, QueueError> {
+        match locking {
+            Locking::Wait => Ok(self.ring.lock_producers(self.closed())),
+            Locking::OrBusy => self.ring.try_lock_producers().ok_or(QueueError::Busy),
+        }
+    }
+
+    fn consumers(&self, locking: Locking) -> Result<RingLock<'_>, QueueError> {
+        match locking {
+            Locking::Wait => Ok(self.ring.lock_consumers(self.closed())),
+            Locking::OrBusy => self.ring.try_lock_consumers().ok_or(QueueError::Busy),
+        }
+    }
+
+    fn send_with(
+        &self,
+        mtype: i64,
+        data: &[u8],
+        sender: (u32, u32),
+        wait: Wait,
+        locking: Locking,
+    ) -> Result<(), QueueError> {
         if mtype < 0 {
             return Err(QueueError::BadType);
         }
@@ -213,7 +259,7 @@ impl Queue {
         let strategy = self.ring.strategy();
         loop {
             let credit = {
-                let _lock = self.ring.lock_producers(self.closed());
+                let _lock = self.producers(locking)?;
                 if self.is_closed() {
                     return Err(QueueError::Closed);
                 }
@@ -259,7 +305,7 @@ impl Queue {
             // A message that arrives (or is given back) after this count
             // was read wakes us.
             let seen = self.generation();
-            if let Some(m) = self.try_take(select, false)? {
+            if let Some(m) = self.try_take(select, false, Locking::Wait)? {
                 return Ok(m.0);
             }
             let ready = self.ring.data_bell().wait(strategy, wait, self.closed(), || {
@@ -267,7 +313,7 @@ impl Queue {
             });
             if !ready && !self.is_closed() {
                 // One last look: a message may have come at the deadline.
-                if let Some(m) = self.try_take(select, false)? {
+                if let Some(m) = self.try_take(select, false, Locking::Wait)? {
                     return Ok(m.0);
                 }
                 return Err(if wait == Wait::Never { QueueError::Empty } else { QueueError::Timeout });
@@ -287,14 +333,14 @@ impl Queue {
                 return Err(QueueError::Closed);
             }
             let seen = self.generation();
-            if let Some((m, Some(id))) = self.try_take(select, true)? {
+            if let Some((m, Some(id))) = self.try_take(select, true, Locking::Wait)? {
                 return Ok((m, id));
             }
             let ready = self.ring.data_bell().wait(strategy, wait, self.closed(), || {
                 if select == 0 { self.ring.messages() > self.claims_hint() } else { self.generation() != seen }
             });
             if !ready && !self.is_closed() {
-                if let Some((m, Some(id))) = self.try_take(select, true)? {
+                if let Some((m, Some(id))) = self.try_take(select, true, Locking::Wait)? {
                     return Ok((m, id));
                 }
                 return Err(if wait == Wait::Never { QueueError::Empty } else { QueueError::Timeout });
@@ -302,9 +348,49 @@ impl Queue {
         }
     }
 
+    /// Like [`claim`](Self::claim) with [`Wait::Never`], without waiting
+    /// for the lock either ([`QueueError::Busy`]; see
+    /// [`send_or_busy`](Self::send_or_busy)).
+    pub fn claim_or_busy(&self, select: i64) -> Result<(QueuedMessage, ClaimId), QueueError> {
+        if self.is_closed() {
+            return Err(QueueError::Closed);
+        }
+        match self.try_take(select, true, Locking::OrBusy)? {
+            Some((m, Some(id))) => Ok((m, id)),
+            _ => Err(QueueError::Empty),
+        }
+    }
+
     /// Take a claimed message for good.
     pub fn ack(&self, id: ClaimId) -> Result<(), QueueError> {
-        let _lock = self.ring.lock_consumers(self.closed());
+        self.settle(id, true, Locking::Wait)
+    }
+
+    /// Return a claimed message to the queue (receivers waiting for it
+    /// are woken).
+    pub fn give_back(&self, id: ClaimId) -> Result<(), QueueError> {
+        self.settle(id, false, Locking::Wait)
+    }
+
+    /// [`ack`](Self::ack) (`ack` true) or [`give_back`](Self::give_back)
+    /// without waiting for the lock ([`QueueError::Busy`]).
+    pub fn settle_or_busy(&self, id: ClaimId, ack: bool) -> Result<(), QueueError> {
+        self.settle(id, ack, Locking::OrBusy)
+    }
+
+    fn settle(&self, id: ClaimId, ack: bool, locking: Locking) -> Result<(), QueueError> {
+        if !ack {
+            {
+                let _lock = self.consumers(locking)?;
+                if !self.owns(id) {
+                    return Err(QueueError::ClaimLost);
+                }
+                self.clear_claim(id.slot);
+            }
+            self.returned();
+            return Ok(());
+        }
+        let _lock = self.consumers(locking)?;
         if self.is_closed() {
             return Err(QueueError::Closed);
         }
@@ -322,20 +408,6 @@ impl Queue {
         }
         self.clear_claim(id.slot);
         Err(QueueError::Corrupt("a claimed message is not in the queue"))
-    }
-
-    /// Return a claimed message to the queue (receivers waiting for it
-    /// are woken).
-    pub fn give_back(&self, id: ClaimId) -> Result<(), QueueError> {
-        {
-            let _lock = self.ring.lock_consumers(self.closed());
-            if !self.owns(id) {
-                return Err(QueueError::ClaimLost);
-            }
-            self.clear_claim(id.slot);
-        }
-        self.returned();
-        Ok(())
     }
 
     /// Messages committed plus messages given back: changes whenever a
@@ -420,12 +492,20 @@ impl Queue {
     /// The first wanted message not claimed by anyone alive: taken, or
     /// (`claim`) claimed — `None` beside it if every slot is in use, and
     /// then nothing is taken.
-    fn try_take(&self, select: i64, claim: bool) -> Result<Option<(QueuedMessage, Option<ClaimId>)>, QueueError> {
-        let lock = self.ring.lock_consumers(self.closed());
+    fn try_take(
+        &self,
+        select: i64,
+        claim: bool,
+        locking: Locking,
+    ) -> Result<Option<(QueuedMessage, Option<ClaimId>)>, QueueError> {
+        let lock = self.consumers(locking)?;
         if self.is_closed() {
             return Err(QueueError::Closed);
         }
         if lock.inherited {
+            // Rare (a receiver died holding the lock): wait for the
+            // producers' lock even in `OrBusy` mode, or the recount would
+            // be lost with the inherited flag.
             self.recount()?;
         }
         let claimed = self.live_claims();
@@ -478,7 +558,7 @@ impl Queue {
     /// After a receiver died holding the consumers' lock: count what is
     /// really queued, with the producers held off.
     fn recount(&self) -> Result<(), QueueError> {
-        let _producers = self.ring.lock_producers(self.closed());
+        let _producers = self.producers(Locking::Wait)?;
         let mut live = 0;
         let mut cur = self.ring.peek()?;
         while let Some(r) = cur {

@@ -608,6 +608,37 @@ impl Ring {
         self.lock(Which::Consumers, gone)
     }
 
+    /// The producers' lock if it can be had now: free, or held by a thread
+    /// that is gone (then taken over, its commit finished). `None`: a live
+    /// thread holds it (possibly a stopped process): the caller does not
+    /// wait.
+    pub(crate) fn try_lock_producers(&self) -> Option<RingLock<'_>> {
+        let lock = self.try_lock(Which::Producers)?;
+        if lock.inherited {
+            self.finish_commit();
+        }
+        Some(lock)
+    }
+
+    /// The consumers' lock if it can be had now (see
+    /// [`try_lock_producers`](Self::try_lock_producers)).
+    pub(crate) fn try_lock_consumers(&self) -> Option<RingLock<'_>> {
+        self.try_lock(Which::Consumers)
+    }
+
+    fn try_lock(&self, which: Which) -> Option<RingLock<'_>> {
+        let me = sys::process::gettid();
+        let word = self.word(which.off());
+        let held = |inherited| RingLock { ring: self, which, inherited, owned: true };
+        match word.compare_exchange(0, me, SeqCst, Relaxed) {
+            Ok(_) => Some(held(false)),
+            Err(owner) if owner == me || !sys::process::alive(owner) => {
+                word.compare_exchange(owner, me, SeqCst, Relaxed).ok().map(|_| held(true))
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Free: one compare-and-swap, inline. Otherwise [`lock_slow`].
     #[inline]
     fn lock(&self, which: Which, gone: &impl Gone) -> RingLock<'_> {
