@@ -132,7 +132,7 @@ pub fn serve(link: &mut dyn Link) -> io::Result<()> {
     }
 }
 
-fn percentile(sorted: &[u64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64
 }
 

@@ -258,6 +258,77 @@ pub fn memcpy(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     })
 }
 
+// ---------------------------------------------------------------- line
+
+/// The word `floor/line` bounces (the first of its segment: a cache line
+/// of its own). The driver writes odd values, the peer answers with the
+/// next even one; `u64::MAX` says stop.
+const LINE_STOP: u64 = u64::MAX;
+
+/// `floor/line`: one cache line bounced between two pinned processes —
+/// each round trip is the line moving to the peer's core and back, with
+/// nothing else: the physical limit of a cross-core round trip here, below
+/// `floor/spin` (which moves a flag and a slot each way). Round trips
+/// only.
+pub fn line(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let seg = Segment::new(4096).map_err(io::Error::other)?;
+    let peer = spawn_peer("floor/line", &[])?;
+    let give = Give::Segments(seg.try_clone().map_err(io::Error::other)?, seg.try_clone().map_err(io::Error::other)?);
+    let m = peer.give(give).map(|()| {
+        let word = seg.atomic_u64(0);
+        let mut next = 1u64;
+        let mut bounce = || {
+            word.store(next, Release);
+            while word.load(Acquire) != next + 1 {
+                std::hint::spin_loop();
+            }
+            next += 2;
+        };
+        let warm = Instant::now();
+        while warm.elapsed() < plan.budget / 10 {
+            bounce();
+        }
+        let mut rtts = Vec::with_capacity(plan.round_trips);
+        let start = Instant::now();
+        for i in 0..plan.round_trips {
+            if i >= 100 && start.elapsed() > plan.budget {
+                break;
+            }
+            let t = Instant::now();
+            bounce();
+            rtts.push(t.elapsed().as_nanos() as u64);
+        }
+        word.store(LINE_STOP, Release);
+        rtts.sort_unstable();
+        tick();
+        Measurement {
+            name: "floor/line".into(),
+            rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
+            rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
+            msgs_per_s_64b: None,
+            gb_per_s_1mib: None,
+        }
+    });
+    peer.finish(m)
+}
+
+/// The peer of `floor/line`.
+pub fn line_peer(p: &Peer) -> io::Result<()> {
+    let Give::Segments(seg, _) = p.take()? else { return Err(io::Error::other("expected a segment")) };
+    let word = seg.atomic_u64(0);
+    loop {
+        let v = word.load(Acquire);
+        if v == LINE_STOP {
+            return Ok(());
+        }
+        if !v.is_multiple_of(2) {
+            word.store(v + 1, Release);
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+}
+
 // ------------------------------------------------- spin and futex
 
 /// A single-producer, single-consumer ring of fixed slots in a shared

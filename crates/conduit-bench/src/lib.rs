@@ -64,6 +64,7 @@ type PeerFn = fn(&peer::Peer) -> io::Result<()>;
 
 /// Every case: name, driver, peer.
 pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
+    ("floor/line", floors::line, floors::line_peer),
     ("floor/spin", floors::spin, floors::spin_peer),
     ("floor/futex", floors::futex, floors::futex_peer),
     ("floor/pipe", floors::pipe, floors::pipe_peer),
@@ -84,6 +85,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
 /// The order cases run in within a round: each next to the cases its
 /// targets compare it with (the table keeps the order of [`CASES`]).
 const RUN_ORDER: &[&str] = &[
+    "floor/line",
     "floor/spin",
     "conduit/shm-spin",
     "conduit/shm",
@@ -255,6 +257,13 @@ fn print_table(results: &[Measurement]) {
             let op = if *le { "≤" } else { "≥" };
             println!("  {name:<42} {r:>6.2}  (target {op} {t})  {}", if met { "met" } else { "MISSED" });
         }
+    }
+    // How far above the physical limit of a cross-core round trip.
+    if let Some(r) = ratio("conduit/shm-spin", rtt, "floor/line", rtt) {
+        println!(
+            "\n  {:<42} {r:>6.2}  (the machine's limit: one cache line there and back)",
+            "conduit/shm-spin rtt p50 ÷ floor/line"
+        );
     }
 }
 

@@ -43,7 +43,8 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 15] = [
+const NAMES: [&str; 16] = [
+    "floor/line",
     "floor/spin",
     "floor/futex",
     "floor/pipe",
