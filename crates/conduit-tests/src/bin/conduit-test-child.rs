@@ -127,10 +127,11 @@ fn main() {
             let mut kind = good.clone();
             kind[3] = 2;
             raw(&kind); // a wake frame sent to the receiver
-            let mut rights = good.clone();
-            rights[6] = 1;
-            rights.push(1);
-            raw(&rights); // declares a right, carries no descriptor
+            let mut rights = vec![0u8; wire::HEADER_LEN];
+            rights.extend_from_slice(&[7, 1]); // payload [7], rights table [1]
+            let (head, rest) = rights.split_at_mut(wire::HEADER_LEN);
+            wire::write_header(head, Kind::Data, 0, &rest[..1], &rest[1..]);
+            raw(&rights); // declares a right (checksum right), carries no descriptor
             raw(&wire::simple_frame(Kind::Data, &[0xff, 0xff, 0xff])); // not a u64
             tx.send(99).unwrap();
             report(&up, FromChild::Sent(1));

@@ -85,7 +85,9 @@ pub fn decode<T: DeserializeOwned>(
     if rec.fds_truncated {
         return Err(WireError::DescriptorsTruncated.into());
     }
-    let (header, body) = wire::parse(frame)?;
+    // The header alone first: a data frame's credit is accounted for
+    // (`on_data`) even when the rest of it is then refused.
+    let (header, _) = wire::parse(frame)?;
     if header.kind != Kind::Data {
         return Err(WireError::Kind(header.kind as u8).into());
     }
@@ -93,40 +95,36 @@ pub fn decode<T: DeserializeOwned>(
         return Err(WireError::Flags(header.flags).into());
     }
     on_data();
-    if header.len > limit {
-        return Err(WireError::TooLarge { size: header.len, limit }.into());
-    }
+    // Every check the bytes allow (the pure step), then the descriptors.
+    let view = wire::parse_frame(frame, from_ring, limit)?;
     let mut fds = rec.fds;
-    let kinds_at = if header.out_of_line() { 0 } else { header.len };
-    let mut kinds = Vec::with_capacity(header.rights);
-    for (index, &k) in body[kinds_at..].iter().enumerate() {
-        kinds.push(RightKind::from_byte(k).ok_or(WireError::BadRight { index, why: "unknown right kind" })?);
+    if fds.len() != view.descriptors {
+        return Err(WireError::Descriptors { declared: view.descriptors, actual: fds.len() }.into());
     }
-    let expected = kinds.iter().map(|k| k.fds()).sum::<usize>() + usize::from(header.out_of_line());
-    if fds.len() != expected {
-        return Err(WireError::Descriptors { declared: expected, actual: fds.len() }.into());
-    }
+    let kinds: Vec<RightKind> = view.rights.iter().filter_map(|&k| RightKind::from_byte(k)).collect();
     let ool_payload;
-    let (payload, kind_bytes) = if header.out_of_line() {
-        let fd = fds.pop().expect("counted above");
-        match memory::size_if_sealed(fd.as_fd(), CONTENT_SEALS) {
-            Ok(Some(n)) if n == header.len as u64 => {}
-            _ => {
-                return Err(WireError::BadRight {
-                    index: header.rights,
-                    why: "out-of-line payload is not a sealed memfd of the declared size",
+    let payload = match view.inline {
+        Some(p) => p,
+        None => {
+            let fd = fds.pop().expect("counted above");
+            match memory::size_if_sealed(fd.as_fd(), CONTENT_SEALS) {
+                Ok(Some(n)) if n == header.len as u64 => {}
+                _ => {
+                    return Err(WireError::BadRight {
+                        index: header.rights,
+                        why: "out-of-line payload is not a sealed memfd of the declared size",
+                    }
+                    .into());
                 }
-                .into());
             }
+            ool_payload = memory::map_sealed(fd, header.len)?;
+            let payload = ool_payload.as_slice();
+            if !header.unchecked() {
+                wire::verify(frame, &header, payload, view.rights)?;
+            }
+            payload
         }
-        ool_payload = memory::map_sealed(fd, header.len)?;
-        (ool_payload.as_slice(), body)
-    } else {
-        body.split_at(header.len)
     };
-    if !header.unchecked() {
-        wire::verify(frame, &header, payload, kind_bytes)?;
-    }
     if kinds.is_empty() {
         // No rights (the common case): nothing to hand the deserializer.
         return postcard::from_bytes(payload).map_err(Error::Decode);
