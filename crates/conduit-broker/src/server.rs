@@ -357,10 +357,7 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
         },
         Request::Lookup { name } => rules.lookup(&name).map_or_else(Reply::Error, Reply::Port),
         Request::Release { name } => done(rules.release(peer, &name)),
-        Request::Watch { name, events } => {
-            rules.watch(name, events);
-            Reply::Done
-        }
+        Request::Watch { name, events } => done(rules.watch(name, events)),
         Request::List => Reply::Listing(rules.list()),
     })
 }

@@ -827,9 +827,12 @@ impl Rules {
 
     // ------------------------------------------------------------ names
 
+    /// Tell the watchers. One that does not read its events (its socket
+    /// full) is dropped — its receiver sees `Disconnected` — rather than
+    /// queued for without bound in the broker.
     fn notify(entry: &mut NameEntry, name: &str) {
         let event = NameEvent { name: name.to_string(), owner: entry.owner.as_ref().map(|o| o.peer.pid) };
-        entry.watchers.retain(|w| w.send(event.clone()).is_ok());
+        entry.watchers.retain(|w| w.send_now(event.clone()).is_ok());
     }
 
     fn drop_name_owner(st: &mut State, name: &str, peer_id: u64) {
@@ -917,13 +920,19 @@ impl Rules {
         Ok(())
     }
 
-    pub fn watch(&self, name: String, events: Sender<NameEvent>) {
+    /// Add a watcher of `name`'s owner (told the owner now). It must be
+    /// an unbounded socket channel (events are sent without waiting).
+    pub fn watch(&self, name: String, events: Sender<NameEvent>) -> Result<(), BrokerError> {
+        if events.is_shared_memory() || events.capacity().is_some() {
+            return Err(BrokerError::Invalid("a watcher is an unbounded socket channel (conduit::unbounded)".into()));
+        }
         let mut st = lock(&self.state);
         let entry = st.names.entry(name.clone()).or_default();
         let now = NameEvent { name, owner: entry.owner.as_ref().map(|o| o.peer.pid) };
-        if events.send(now).is_ok() {
+        if events.send_now(now).is_ok() {
             entry.watchers.push(events);
         }
+        Ok(())
     }
 
     pub fn list(&self) -> Vec<ObjectInfo> {

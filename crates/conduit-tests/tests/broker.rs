@@ -664,3 +664,25 @@ fn a_client_frozen_holding_a_queue_lock_does_not_stall_the_broker() {
     assert_eq!(c.recv("locked", 0, WaitFor::Millis(5000)).unwrap().data, b"opened");
     cleanup(b.stop());
 }
+
+/// A watcher that never reads its events costs the broker neither memory
+/// nor threads: once its socket is full it is dropped, and learns it as
+/// `Disconnected` after the events that did arrive.
+#[test]
+fn a_watcher_that_does_not_read_is_dropped_not_queued_for() {
+    let b = Broker::start("lazywatcher", &[]);
+    let pid = b.kid.child.id();
+    let c = b.client();
+    let events = c.watch("flapping").unwrap();
+    let owner = b.client();
+    let before = threads(pid);
+    let (tx, _rx) = conduit::unbounded::<u8>().unwrap();
+    for _ in 0..3000 {
+        owner.register("flapping", tx.clone(), NameFlags::default()).unwrap();
+        owner.release("flapping").unwrap();
+    }
+    assert!(threads(pid) <= before, "no thread per watcher: {} > {before}", threads(pid));
+    let got = events.iter().count();
+    assert!(got > 1 && got < 6001, "{got} events, then Disconnected");
+    cleanup(b.stop());
+}

@@ -238,6 +238,26 @@ impl<T: Serialize> Sender<T> {
         self.send_with(&msg, Wait::Never).map_err(|f| f.try_send(msg))
     }
 
+    /// Send only if the channel takes the message at once, without waiting
+    /// and without leaving it in this process's outbox (where
+    /// [`try_send`](Self::try_send) on an unbounded channel would queue it
+    /// for a flusher thread): `Full` otherwise. For a server that must not
+    /// let a client who does not read grow its memory or its threads.
+    /// (Unbounded shared-memory channels: like `try_send`.)
+    pub fn send_now(&self, msg: T) -> Result<(), TrySendError<T>> {
+        if self.is_shared_memory() || self.capacity().is_some() {
+            return self.try_send(msg);
+        }
+        let frame = match codec::encode(&msg, self.encoding()) {
+            Ok(f) => f,
+            Err(e) => return Err(TrySendError::Failed(msg, e)),
+        };
+        match self.core.write_now_or_return(frame) {
+            Ok(r) => r.map_err(|f| f.try_send(msg)),
+            Err(_) => Err(TrySendError::Full(msg)),
+        }
+    }
+
     /// Send, waiting at most `timeout`.
     pub fn send_timeout(&self, msg: T, timeout: Duration) -> Result<(), SendTimeoutError<T>> {
         self.send_deadline(msg, Instant::now() + timeout)
