@@ -1,5 +1,7 @@
 //! From a typed message to a frame and back: serialization with rights,
-//! out-of-line payloads, header and checksum, and every check on receipt.
+//! out-of-line payloads, header and checksum, and every check on receipt —
+//! first those the bytes allow ([`wire::parse_frame`], pure), then the
+//! descriptors (count, seals, the out-of-line payload's mapping).
 
 use std::os::fd::{AsFd, OwnedFd};
 
