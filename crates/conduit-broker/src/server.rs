@@ -148,7 +148,7 @@ impl Server {
                 Err(Errno::INTR | Errno::AGAIN | Errno::CONNABORTED) => continue,
                 Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
                     if backoff.is_none() {
-                        tracing::warn!(error = %e, "cannot accept a client (out of descriptors or memory); backing off");
+                        resource_warning("cannot accept a client; backing off", &e);
                     }
                     backoff =
                         Some(backoff.map_or(Duration::from_millis(1), |b| (b * 2).min(Duration::from_millis(100))));
@@ -160,7 +160,7 @@ impl Server {
                 }
             };
             if backoff.take().is_some() {
-                tracing::info!("accepting clients again");
+                tracing::debug!("accepting clients again");
             }
             if self.stop.load(Ordering::SeqCst) {
                 break;
@@ -210,6 +210,22 @@ impl Server {
     }
 }
 
+/// Log a failure to serve a client for want of descriptors or memory at
+/// most once a second: a flood of clients must not become a flood of log
+/// lines (the rest are counted into the next warning).
+fn resource_warning(what: &str, e: &dyn std::fmt::Display) {
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, u64)>> = std::sync::Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    match &mut *last {
+        Some((at, quiet)) if at.elapsed() < Duration::from_secs(1) => *quiet += 1,
+        other => {
+            let quiet = other.map_or(0, |(_, q)| q);
+            tracing::warn!(error = %e, not_logged_before = quiet, "{what}");
+            *other = Some((std::time::Instant::now(), 0));
+        }
+    }
+}
+
 /// Threads of the broker's runtime: the clients are served by these,
 /// however many there are.
 pub const WORKER_THREADS: usize = 2;
@@ -241,14 +257,11 @@ impl Stopper {
 async fn serve_client(rules: Arc<Rules>, sock: OwnedFd, peer: Peer) {
     let alive_fd = match rustix::io::fcntl_dupfd_cloexec(&sock, 0) {
         Ok(fd) => Arc::new(fd),
-        Err(_) => return,
+        Err(e) => return resource_warning("cannot serve a client", &e),
     };
     let (tx, rx) = match conduit::channel::connection::<Reply, Request>(sock) {
         Ok(pair) => pair,
-        Err(e) => {
-            tracing::warn!(error = %e, "bad connection");
-            return;
-        }
+        Err(e) => return resource_warning("cannot serve a client", &e),
     };
     rx.set_max_message(rules.limits().max_message + REQUEST_OVERHEAD);
     if let Err(e) = rules.connect(peer) {
@@ -264,6 +277,11 @@ async fn serve_client(rules: Arc<Rules>, sock: OwnedFd, peer: Peer) {
         let req = match rx.recv_async().await {
             Ok(r) => r,
             Err(RecvError::Disconnected) => break,
+            Err(RecvError::Failed(conduit::Error::Io(e))) => {
+                // Not the client's fault (out of descriptors, say): hang up.
+                resource_warning("cannot wait for a client's request; closing its connection", &e);
+                break;
+            }
             Err(RecvError::Failed(e)) => {
                 // Malformed or hostile: say why, then hang up on it only.
                 tracing::warn!(pid = peer.pid, error = %e, "malformed request; closing the connection");

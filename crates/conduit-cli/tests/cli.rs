@@ -107,9 +107,23 @@ struct Daemon {
 
 impl Daemon {
     fn start(tag: &str) -> Daemon {
+        Daemon::start_logged(tag, &[]).0
+    }
+
+    /// A daemon run under `wrapper` (e.g. `prlimit …`), and its log lines
+    /// as they come.
+    fn start_logged(tag: &str, wrapper: &[&str]) -> (Daemon, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
         let dir = std::env::temp_dir().join(format!("conduit-cli-test-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let child = conduit()
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_conduit"));
+                c
+            }
+            None => conduit(),
+        };
+        let child = cmd
             .arg("daemon")
             .env("CONDUIT_BROKER", dir.join("broker.sock"))
             .stderr(std::process::Stdio::piped())
@@ -121,8 +135,10 @@ impl Daemon {
         let err = d.child.stderr.take().unwrap();
         let mut lines = std::io::BufReader::new(err).lines();
         assert!(lines.any(|l| l.unwrap().contains("broker listening")), "daemon did not start");
-        std::thread::spawn(move || lines.for_each(drop));
-        d
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| keep.lock().unwrap().push(l)));
+        (d, log)
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
@@ -358,4 +374,37 @@ fn a_broker_socket_the_user_may_not_open_is_denied_at_once() {
     // (It used to start a broker of its own, wait 5 s for it, and exit 1.)
     assert_eq!(out.status.code(), Some(6), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
+}
+
+/// Out of descriptors, the daemon neither spins nor floods its log (it
+/// used to log a warning per attempt, hundreds of thousands a second):
+/// at most one warning a second, and it serves again once descriptors
+/// are free.
+#[test]
+fn out_of_descriptors_the_daemon_neither_spins_nor_floods_its_log() {
+    let (d, log) = Daemon::start_logged("emfile", &["prlimit", "--nofile=40:40"]);
+    let warnings = || log.lock().unwrap().iter().filter(|l| l.contains("WARN")).count();
+    // A flood of clients that connect and say nothing.
+    let addr = rustix::net::SocketAddrUnix::new(d.dir.join("broker.sock")).unwrap();
+    let started = std::time::Instant::now();
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        let s =
+            rustix::net::socket(rustix::net::AddressFamily::UNIX, rustix::net::SocketType::SEQPACKET, None).unwrap();
+        if rustix::net::connect(&s, &addr).is_ok() {
+            idle.push(s);
+        }
+    }
+    // It runs out while it works through them (it says so).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while warnings() == 0 && std::time::Instant::now() < until {
+        std::thread::yield_now();
+    }
+    let w = warnings();
+    let seconds = started.elapsed().as_secs() + 1;
+    assert!(w >= 1, "it ran out: {:?}", log.lock().unwrap());
+    assert!(w as u64 <= 2 * seconds + 1, "{w} warnings in {seconds} s: {:?}", log.lock().unwrap());
+    drop(idle);
+    let out = d.run(&["mailbox", "create", "after-emfile"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
