@@ -336,8 +336,15 @@ impl Queue {
             if let Some((m, Some(id))) = self.try_take(select, true, Locking::Wait)? {
                 return Ok((m, id));
             }
+            // (With every claim slot taken, wait for a change rather than
+            // look again at once.)
+            let slots_full = self.claims_hint() >= CLAIM_SLOTS as u64;
             let ready = self.ring.data_bell().wait(strategy, wait, self.closed(), || {
-                if select == 0 { self.ring.messages() > self.claims_hint() } else { self.generation() != seen }
+                if select == 0 && !slots_full {
+                    self.ring.messages() > self.claims_hint()
+                } else {
+                    self.generation() != seen
+                }
             });
             if !ready && !self.is_closed() {
                 if let Some((m, Some(id))) = self.try_take(select, true, Locking::Wait)? {
@@ -659,7 +666,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiter_for_any_message_does_not_spin_on_claimed_ones() {
+    fn a_claimed_message_is_not_received_and_its_give_back_wakes_a_waiter() {
         let q = Queue::new(4, 4096).unwrap();
         q.send(1, b"a", (1, 2), Wait::Never).unwrap();
         let (_, c) = q.claim(0, Wait::Never).unwrap();
