@@ -427,33 +427,7 @@ fn main() {
             // every shared memory file this process holds (the channel's
             // ring and control block), until killed.
             let ToChild::SendStream(tx) = next() else { panic!("want SendStream") };
-            let mut maps = Vec::new();
-            for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-                let target = std::fs::read_link(e.path()).unwrap_or_default();
-                if !target.to_string_lossy().contains("memfd:conduit") {
-                    continue;
-                }
-                let fd: i32 = e.file_name().to_string_lossy().parse().unwrap();
-                // SAFETY: a descriptor this process holds, for the
-                // duration of this call only.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let len = rustix::fs::fstat(fd).unwrap().st_size as usize;
-                use rustix::mm::{MapFlags, ProtFlags};
-                // SAFETY: a fresh shared mapping; this process only ever
-                // writes it through raw pointers (it is the attacker).
-                if let Ok(p) = unsafe {
-                    rustix::mm::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        ProtFlags::READ | ProtFlags::WRITE,
-                        MapFlags::SHARED,
-                        fd,
-                        0,
-                    )
-                } {
-                    maps.push((p as usize, len));
-                }
-            }
+            let maps = map_own_memfds("memfd:conduit");
             assert!(maps.len() >= 2, "the ring and the control block: {maps:?}");
             std::thread::spawn(move || {
                 for i in 0.. {
@@ -511,37 +485,16 @@ fn main() {
             let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
             c.send(&args[3], 1, b"opened", conduit_broker::OnFull::Block).unwrap();
             let tid = rustix::thread::gettid().as_raw_nonzero().get() as u32;
-            let mut locked = 0;
-            for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
-                let target = std::fs::read_link(e.path()).unwrap_or_default();
-                if !target.to_string_lossy().contains("memfd:conduit-segment") {
-                    continue;
-                }
-                let fd: i32 = e.file_name().to_string_lossy().parse().unwrap();
-                // SAFETY: a descriptor this process holds, for this call only.
-                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-                let len = rustix::fs::fstat(fd).unwrap().st_size as usize;
-                use rustix::mm::{MapFlags, ProtFlags};
-                // SAFETY: a fresh shared mapping, written below through atomics only.
-                let p = unsafe {
-                    rustix::mm::mmap(
-                        std::ptr::null_mut(),
-                        len,
-                        ProtFlags::READ | ProtFlags::WRITE,
-                        MapFlags::SHARED,
-                        fd,
-                        0,
-                    )
-                }
-                .unwrap();
+            let maps = map_own_memfds("memfd:conduit-segment");
+            for &(base, _) in &maps {
                 // The producers' and the consumers' lock words (ring format 2).
                 for off in [384usize, 1024] {
-                    // SAFETY: 4-byte aligned, inside the mapping (len > 4096).
-                    let word = unsafe { &*(p.cast::<u8>().add(off).cast::<std::sync::atomic::AtomicU32>()) };
+                    // SAFETY: 4-byte aligned, inside the mapping (a ring's header is 4 KiB).
+                    let word = unsafe { &*((base + off) as *const std::sync::atomic::AtomicU32) };
                     word.store(tid, std::sync::atomic::Ordering::SeqCst);
                 }
-                locked += 1;
             }
+            let locked = maps.len();
             outcome(&up, &format!("locked {locked}"));
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP).unwrap();
             let _ = down.recv();
@@ -568,4 +521,32 @@ fn main() {
         }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// Map, shared and writable, every memory file this process holds whose
+/// link names `prefix` (a hostile peer's view of what it was handed):
+/// (address, length) of each mapping, kept for the process's life.
+fn map_own_memfds(prefix: &str) -> Vec<(usize, usize)> {
+    use rustix::mm::{MapFlags, ProtFlags};
+    let mut maps = Vec::new();
+    for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        if !target.to_string_lossy().contains(prefix) {
+            continue;
+        }
+        let fd: i32 = e.file_name().to_string_lossy().parse().unwrap();
+        // SAFETY: a descriptor this process holds, for this call only.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let len = rustix::fs::fstat(fd).unwrap().st_size as usize;
+        // SAFETY: a fresh shared mapping at an address the kernel picks; it
+        // aliases nothing of Rust's and is written only through raw
+        // pointers and atomics.
+        let mapped = unsafe {
+            rustix::mm::mmap(std::ptr::null_mut(), len, ProtFlags::READ | ProtFlags::WRITE, MapFlags::SHARED, fd, 0)
+        };
+        if let Ok(p) = mapped {
+            maps.push((p as usize, len));
+        }
+    }
+    maps
 }
