@@ -147,21 +147,15 @@ fn end_batch(link: &mut dyn Link, buf: &mut Vec<u8>, expect: u64) -> io::Result<
     Ok(())
 }
 
-/// The driver's side: measure, then tell the peer to quit.
-pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    let mut buf = Vec::with_capacity(MIB);
-    // Round trips.
-    // The driver only looks at each echo, so it reads it in place where
-    // the link can (like the peer), and copies it where it cannot.
-    let ping = 0x0123_4567_89ab_cdefu64.to_le_bytes();
-    let mut same = false;
+/// Time round trips (`one`), after an untimed warm-up (a tenth of them,
+/// or of the budget): each in ns, sorted.
+pub(crate) fn round_trips(plan: Plan, mut one: impl FnMut() -> io::Result<()>) -> io::Result<Vec<u64>> {
     let warm = Instant::now();
     for i in 0..plan.round_trips / 10 {
         if i >= 10 && warm.elapsed() > plan.budget / 10 {
             break;
         }
-        link.send(&ping)?;
-        link.recv_view(&mut buf, &mut |m| same = m == ping)?;
+        one()?;
     }
     let mut rtts = Vec::with_capacity(plan.round_trips);
     let start = Instant::now();
@@ -170,14 +164,26 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
             break;
         }
         let t = Instant::now();
-        link.send(&ping)?;
-        link.recv_view(&mut buf, &mut |m| same = m == ping)?;
+        one()?;
         rtts.push(t.elapsed().as_nanos() as u64);
-        if !same {
-            return Err(bad("echo differs"));
-        }
     }
     rtts.sort_unstable();
+    Ok(rtts)
+}
+
+/// The driver's side: measure, then tell the peer to quit.
+pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let mut buf = Vec::with_capacity(MIB);
+    // Round trips.
+    // The driver only looks at each echo, so it reads it in place where
+    // the link can (like the peer), and copies it where it cannot.
+    let ping = 0x0123_4567_89ab_cdefu64.to_le_bytes();
+    let rtts = round_trips(plan, || {
+        let mut same = false;
+        link.send(&ping)?;
+        link.recv_view(&mut buf, &mut |m| same = m == ping)?;
+        if same { Ok(()) } else { Err(bad("echo differs")) }
+    })?;
     tick();
     // 64-byte stream.
     let small = [0x5au8; 64];

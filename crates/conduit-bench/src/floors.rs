@@ -274,40 +274,27 @@ pub fn line(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     let seg = Segment::new(4096).map_err(io::Error::other)?;
     let peer = spawn_peer("floor/line", &[])?;
     let give = Give::Segments(seg.try_clone().map_err(io::Error::other)?, seg.try_clone().map_err(io::Error::other)?);
-    let m = peer.give(give).map(|()| {
+    let m = peer.give(give).and_then(|()| {
         let word = seg.atomic_u64(0);
         let mut next = 1u64;
-        let mut bounce = || {
+        let rtts = driver::round_trips(plan, || {
             word.store(next, Release);
             while word.load(Acquire) != next + 1 {
                 std::hint::spin_loop();
             }
             next += 2;
-        };
-        let warm = Instant::now();
-        while warm.elapsed() < plan.budget / 10 {
-            bounce();
-        }
-        let mut rtts = Vec::with_capacity(plan.round_trips);
-        let start = Instant::now();
-        for i in 0..plan.round_trips {
-            if i >= 100 && start.elapsed() > plan.budget {
-                break;
-            }
-            let t = Instant::now();
-            bounce();
-            rtts.push(t.elapsed().as_nanos() as u64);
-        }
+            Ok(())
+        });
         word.store(LINE_STOP, Release);
-        rtts.sort_unstable();
+        let rtts = rtts?;
         tick();
-        Measurement {
+        Ok(Measurement {
             name: "floor/line".into(),
             rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
             rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
             msgs_per_s_64b: None,
             gb_per_s_1mib: None,
-        }
+        })
     });
     peer.finish(m)
 }
