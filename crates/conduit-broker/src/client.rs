@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::paths;
 use crate::protocol::{
     BrokerError, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, PROTOCOL, Reply, Request,
-    WaitFor, in_slices,
+    WaitFor, hung_up,
 };
 use crate::server::{Config, Server};
 
@@ -407,15 +407,7 @@ impl Client {
     /// checking between them that the broker is alive: its mailboxes die
     /// with it (except durable ones, which never live in shared memory).
     fn waiting<T>(&self, wait: Wait, op: impl FnMut(Wait) -> Result<T, QueueError>) -> Result<T, QueueError> {
-        in_slices(wait, Duration::from_millis(100), || !self.broker_gone(), op).unwrap_or(Err(QueueError::Closed))
-    }
-
-    /// True when the connection to the broker has hung up.
-    fn broker_gone(&self) -> bool {
-        use rustix::event::{PollFd, PollFlags, poll};
-        let mut fds = [PollFd::new(&self.watch, PollFlags::empty())];
-        let zero = rustix::time::Timespec { tv_sec: 0, tv_nsec: 0 };
-        matches!(poll(&mut fds, Some(&zero)), Ok(1..)) && fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
+        in_slices(wait, Duration::from_millis(100), || !hung_up(&self.watch), op).unwrap_or(Err(QueueError::Closed))
     }
 
     /// Send a typed value (postcard) to a mailbox.
@@ -496,6 +488,33 @@ impl Client {
         match self.call(Request::List)? {
             Reply::Listing(l) => Ok(l),
             other => Err(ClientError::Protocol(format!("{other:?}"))),
+        }
+    }
+}
+
+/// Run a queue operation that may wait as `wait` allows, in slices of at
+/// most `slice`, asking `alive()` between them whether to go on (is the
+/// broker still there). `None`: `alive()` said no.
+fn in_slices<T>(
+    wait: Wait,
+    slice: Duration,
+    alive: impl Fn() -> bool,
+    mut op: impl FnMut(Wait) -> Result<T, QueueError>,
+) -> Option<Result<T, QueueError>> {
+    let until = match wait {
+        Wait::Never => return Some(op(Wait::Never)),
+        Wait::Until(t) => Some(t),
+        Wait::Forever => None,
+    };
+    loop {
+        let end = Instant::now() + slice;
+        match op(Wait::Until(until.map_or(end, |t| t.min(end)))) {
+            Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
+                if !alive() {
+                    return None;
+                }
+            }
+            r => return Some(r),
         }
     }
 }

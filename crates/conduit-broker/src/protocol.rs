@@ -389,30 +389,12 @@ impl BrokerError {
     }
 }
 
-/// Run a queue operation that may wait as `wait` allows, in slices of at
-/// most `slice`, asking `alive()` between them whether to go on (the
-/// broker: is the client still there; a client: is the broker). `None`:
-/// `alive()` said no.
-pub(crate) fn in_slices<T>(
-    wait: Wait,
-    slice: Duration,
-    alive: impl Fn() -> bool,
-    mut op: impl FnMut(Wait) -> Result<T, QueueError>,
-) -> Option<Result<T, QueueError>> {
-    let until = match wait {
-        Wait::Never => return Some(op(Wait::Never)),
-        Wait::Until(t) => Some(t),
-        Wait::Forever => None,
-    };
-    loop {
-        let end = Instant::now() + slice;
-        match op(Wait::Until(until.map_or(end, |t| t.min(end)))) {
-            Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
-                if !alive() {
-                    return None;
-                }
-            }
-            r => return Some(r),
-        }
-    }
+/// True when the peer at the other end of the connection `conn` (the
+/// broker's client, or a client's broker) has hung up.
+pub(crate) fn hung_up(conn: &impl std::os::fd::AsFd) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let mut pfd = [PollFd::new(conn, PollFlags::empty())];
+    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+    matches!(rustix::event::poll(&mut pfd, Some(&zero)), Ok(n) if n > 0)
+        && pfd[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
 }

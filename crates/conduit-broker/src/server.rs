@@ -308,9 +308,14 @@ async fn refuse(tx: &conduit::Sender<Reply>, rx: &conduit::Receiver<Request>, so
     let _ = tokio::time::timeout(linger, rx.recv_async()).await;
     let _ = tx.send_async(Reply::Error(e)).await;
     let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::Write);
-    let _ =
-        tokio::time::timeout(linger, async { while let Ok(_) | Err(RecvError::Failed(_)) = rx.recv_async().await {} })
-            .await;
+    // Until it hangs up (what it sends meanwhile is read and dropped; a
+    // failure to even wait ends this at once rather than in a spin).
+    let _ = tokio::time::timeout(linger, async {
+        while let Ok(_) | Err(RecvError::Failed(conduit::Error::Wire(_) | conduit::Error::Decode(_))) =
+            rx.recv_async().await
+        {}
+    })
+    .await;
 }
 
 /// What a connection holds between requests.

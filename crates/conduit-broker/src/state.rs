@@ -1,5 +1,6 @@
 //! Everything the broker holds, behind one lock, and the rules applied to
-//! each request. Blocking operations wait on one condition variable.
+//! each request. Waiting operations are tasks: they wait on one `Notify`
+//! (mailboxes the broker keeps) or poll a shared queue.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::OwnedFd;
@@ -13,7 +14,7 @@ use tokio::sync::futures::Notified;
 
 use crate::protocol::{
     AnyPort, BrokerError, Capacity, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy,
-    WaitFor,
+    WaitFor, hung_up,
 };
 use crate::store::Store;
 
@@ -87,15 +88,6 @@ struct Waiter {
     slot: u64,
     /// Its connection: a sender skips a waiter whose client hung up.
     conn: Arc<OwnedFd>,
-}
-
-/// True when the client at the other end of `conn` has hung up.
-pub(crate) fn hung_up(conn: &OwnedFd) -> bool {
-    use rustix::event::{PollFd, PollFlags, Timespec};
-    let mut pfd = [PollFd::new(conn, PollFlags::empty())];
-    let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
-    matches!(rustix::event::poll(&mut pfd, Some(&zero)), Ok(n) if n > 0)
-        && pfd[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
 }
 
 pub(crate) struct Mailbox {
@@ -229,27 +221,25 @@ pub fn queue_bytes(n: u32, max_message: usize) -> usize {
 /// sleeps on a futex, which would hold a runtime thread; a client the
 /// broker serves this way waits at most 20 ms longer than one that uses
 /// the queue itself.)
+/// `not_now` is what the operation says when it cannot happen yet (`Full`
+/// for a send, `Empty` for a receive); a client holding the queue's lock
+/// (`Busy`: perhaps a stopped process — the broker never waits on it)
+/// counts as that too.
 async fn poll_queue<T>(
     name: &str,
     wait: Wait,
     conn: &OwnedFd,
+    not_now: QueueError,
     mut op: impl FnMut() -> Result<T, QueueError>,
 ) -> Result<T, BrokerError> {
     let mut pause = Duration::from_millis(1);
     loop {
         match op() {
-            // (Busy: a client holds the queue's lock — perhaps a stopped
-            // process; the broker never waits on it, it looks again.)
             Err(QueueError::Full | QueueError::Empty | QueueError::Busy) => {}
             r => return r.map_err(|e| BrokerError::from_queue(name, e)),
         }
         let left = match wait {
-            Wait::Never => {
-                return match op() {
-                    Err(QueueError::Busy) => Err(BrokerError::Full),
-                    r => r.map_err(|e| BrokerError::from_queue(name, e)),
-                };
-            }
+            Wait::Never => return Err(BrokerError::from_queue(name, not_now)),
             Wait::Forever => pause,
             Wait::Until(t) => match t.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => left.min(pause),
@@ -499,7 +489,8 @@ impl Rules {
         conn: &OwnedFd,
     ) -> Result<(Option<u32>, bool), BrokerError> {
         let from = (msg.sender_pid, msg.sender_uid);
-        match poll_queue(name, full.wait(), conn, || q.send_or_busy(msg.mtype, &msg.data, from)).await {
+        match poll_queue(name, full.wait(), conn, QueueError::Full, || q.send_or_busy(msg.mtype, &msg.data, from)).await
+        {
             Err(BrokerError::Full) if full == OnFull::Leave => {
                 let key = (peer.id, name.to_string());
                 if !self.leaving.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()) {
@@ -726,7 +717,7 @@ impl Rules {
             match self.try_recv(peer, name, select, until, &mut slot, conn) {
                 RecvStep::Done(r) => break r,
                 RecvStep::Shared(q) if slot.is_none() => {
-                    let (m, id) = poll_queue(name, wait, conn, || q.claim_or_busy(select)).await?;
+                    let (m, id) = poll_queue(name, wait, conn, QueueError::Empty, || q.claim_or_busy(select)).await?;
                     let msg = Msg {
                         mtype: m.mtype,
                         data: m.data,
