@@ -117,7 +117,7 @@ fn parent_link_is_refused_outside_a_linked_child() {
     assert!(err.to_string().contains("CONDUIT_LINK"), "{err}");
 }
 
-on_both_transports!(
+conformance!(
     blocked_sender_sees_disconnected_within_100ms_of_kill_9_of_the_receiver,
     blocked_receiver_sees_disconnected_within_100ms_of_kill_9_of_the_sender,
 );

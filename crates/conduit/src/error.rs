@@ -33,8 +33,17 @@ pub enum Error {
         limit: usize,
     },
     /// Per-message credentials are not available on this channel.
-    #[error("no sender credentials: shared-memory channels carry none (the kernel sees no message)")]
+    #[error(
+        "no sender credentials on this channel: only socket channels carry them (on shared memory and pipes the kernel names no sender)"
+    )]
     NoCredentials,
+    /// The transport cannot do this (e.g. carry a right through a pipe).
+    /// Nothing was sent.
+    #[error("not supported by this transport: {0}")]
+    Unsupported(&'static str),
+    /// A FIFO has no reader (opening it for sending without waiting).
+    #[error("no process has the FIFO {} open for reading", .0.display())]
+    NoReader(std::path::PathBuf),
     /// The link to a parent or child process could not be set up.
     #[error("process link: {0}")]
     Link(String),

@@ -44,6 +44,7 @@ pub mod shm;
 mod sys;
 pub mod wire;
 
+pub use channel::pipe::fifo;
 pub use channel::{
     Bytes, CallError, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError, Sender,
     TryRecvError, TrySendError, bounded, unbounded,

@@ -31,13 +31,16 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::channel::ctl::Ctl;
+use crate::channel::transport::Parts;
 use crate::channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, unbounded};
 use crate::error::Error;
+use crate::rights::RightKind;
 use crate::sys::process as sysproc;
 
 /// The environment variable naming the inherited link descriptors:
-/// `PARENT_PID:recv_sock,recv_ctl,send_sock,send_ctl`.
+/// `PARENT_PID:KIND,FD,FD...;KIND,FD,FD...` — the child's receive right,
+/// then its send right, each as its right kind (the byte of the wire's
+/// rights table) and its descriptors in wire order.
 pub const LINK_VAR: &str = "CONDUIT_LINK";
 
 /// How a child ended, delivered as a message.
@@ -63,6 +66,7 @@ impl Exit {
 pub struct Command {
     cmd: std::process::Command,
     kill_on_parent_death: bool,
+    pipes: bool,
 }
 
 /// A spawned child and this side's ends of the link.
@@ -81,7 +85,7 @@ impl Command {
     pub fn new(program: impl AsRef<OsStr>) -> Self {
         let mut cmd = std::process::Command::new(program);
         cmd.env_remove(LINK_VAR);
-        Command { cmd, kill_on_parent_death: false }
+        Command { cmd, kill_on_parent_death: false, pipes: false }
     }
 
     /// Add an argument.
@@ -137,24 +141,43 @@ impl Command {
         self
     }
 
+    /// Link the child by two ordinary pipes (one each way) instead of a
+    /// socket: the textbook's parent/child pipe, done safely — only the
+    /// child's two ends are inherited, by that child alone; the rest of
+    /// the process's descriptors stay close-on-exec. The typed channels
+    /// work the same, with what pipes cannot do (rights, credentials)
+    /// refused by a typed error. Off by default.
+    pub fn pipes(&mut self, yes: bool) -> &mut Self {
+        self.pipes = yes;
+        self
+    }
+
     /// Spawn the child with a link: `Tx` is what this side sends, `Rx`
     /// what it receives. The child calls [`parent::<Rx, Tx>()`](parent).
-    /// Both directions are unbounded channels.
+    /// Both directions are unbounded channels (over a socket, or over
+    /// pipes with [`pipes`](Self::pipes)).
     pub fn spawn<Tx, Rx>(&mut self) -> Result<Linked<Tx, Rx>, Error> {
-        let (tx, child_rx) = unbounded::<Tx>()?;
-        let (child_tx, rx) = unbounded::<Rx>()?;
-        let (a, b) = child_rx.raw_parts();
-        let (c, d) = (child_tx.core.sock.as_fd(), child_tx.core.ctl.fd());
-        let raws = vec![sysproc::raw(&a), sysproc::raw(&b), sysproc::raw(&c), sysproc::raw(&d)];
-        let var = format!("{}:{},{},{},{}", sysproc::getpid(), raws[0], raws[1], raws[2], raws[3]);
+        let ((tx, child_rx), (child_tx, rx)) = if self.pipes {
+            (crate::channel::pipe::unbounded::<Tx>()?, crate::channel::pipe::unbounded::<Rx>()?)
+        } else {
+            (unbounded::<Tx>()?, unbounded::<Rx>()?)
+        };
+        let (rkind, rfds) = child_rx.to_right()?;
+        let (skind, sfds) = child_tx.to_right()?;
+        // The child's own copies hold its ends; ours go now, so that the
+        // child's death (or exit) is the end of the link.
+        drop(child_rx);
+        drop(child_tx);
+        let list = |fds: &[OwnedFd]| fds.iter().map(|f| sysproc::raw(f).to_string()).collect::<Vec<_>>().join(",");
+        let var = format!("{}:{},{};{},{}", sysproc::getpid(), rkind as u8, list(&rfds), skind as u8, list(&sfds));
+        let raws = rfds.iter().chain(&sfds).map(sysproc::raw).collect();
         self.cmd.env(LINK_VAR, var);
         sysproc::inherit_fds(&mut self.cmd, raws, self.kill_on_parent_death);
         let spawned = self.cmd.spawn();
         self.cmd.env_remove(LINK_VAR);
+        // Our copies of the child's descriptors close here, spawned or not.
+        drop((rfds, sfds));
         let std_child = spawned?;
-        // The child has its own copies now.
-        drop(child_rx);
-        drop(child_tx);
         let child = Child::adopt(std_child)?;
         Ok(Linked { child, tx, rx })
     }
@@ -262,23 +285,36 @@ where
             "{LINK_VAR} was meant for a child of pid {ppid}, not of this process's parent"
         )));
     }
-    let fds: Vec<i32> = fds.split(',').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
-    if fds.len() != 4 {
-        return Err(bad());
-    }
+    let mut ends = fds.split(';');
+    let (recv_end, send_end) = match (ends.next(), ends.next(), ends.next()) {
+        (Some(r), Some(s), None) => (parse_end(r).ok_or_else(bad)?, parse_end(s).ok_or_else(bad)?),
+        _ => return Err(bad()),
+    };
     if TAKEN.swap(true, Ordering::SeqCst) {
         return Err(Error::Link("the parent link was already taken".into()));
     }
-    let mut owned: Vec<OwnedFd> = Vec::with_capacity(4);
-    for fd in fds {
+    let rx = Receiver::from_received(adopt_end(recv_end, 0)?)?;
+    let tx = Sender::from_received(adopt_end(send_end, 1)?)?;
+    Ok((tx, rx))
+}
+
+/// One end in the link variable: `KIND,FD,FD...`.
+fn parse_end(s: &str) -> Option<(RightKind, Vec<i32>)> {
+    let mut it = s.split(',');
+    let kind = RightKind::from_byte(it.next()?.parse().ok()?)?;
+    let fds: Vec<i32> = it.map(str::parse).collect::<Result<_, _>>().ok()?;
+    (fds.len() == kind.fds()).then_some((kind, fds))
+}
+
+/// Take the inherited descriptors of one end and check them like a right.
+fn adopt_end((kind, raws): (RightKind, Vec<i32>), index: usize) -> Result<Parts, Error> {
+    let mut owned = Vec::with_capacity(raws.len());
+    for fd in raws {
         owned.push(sysproc::adopt_inherited(fd)?);
     }
     let mut it = owned.into_iter();
-    let mut next = || it.next().expect("four descriptors");
-    let (rs, rc, ss, sc) = (next(), next(), next(), next());
-    let rx = Receiver::from_parts(rs, Ctl::adopt(rc, 0)?);
-    let tx = Sender::from_parts(ss, Ctl::adopt(sc, 1)?);
-    Ok((tx, rx))
+    let mut next = || it.next().expect("counted by parse_end");
+    Ok(crate::channel::transport::adopt(kind, index, &mut next)?)
 }
 
 /// True if this process was spawned by [`Command::spawn`] and has a link.

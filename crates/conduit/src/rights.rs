@@ -9,9 +9,8 @@
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 
-use crate::channel::ctl::Ctl;
+use crate::channel::transport::Parts;
 use crate::shm::Segment;
-use crate::shm::ring::Ring;
 
 /// What a right is; the byte in the frame's rights table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,6 +26,12 @@ pub enum RightKind {
     ShmReceive = 4,
     /// A shared-memory segment: one sealed memfd.
     Segment = 5,
+    /// A send right of a pipe channel: the pipe's write end, the bell's
+    /// read end, control block.
+    PipeSend = 6,
+    /// The receive right of a pipe channel: the pipe's read end, the
+    /// bell's write end, control block.
+    PipeReceive = 7,
 }
 
 impl RightKind {
@@ -37,6 +42,8 @@ impl RightKind {
             3 => RightKind::ShmSend,
             4 => RightKind::ShmReceive,
             5 => RightKind::Segment,
+            6 => RightKind::PipeSend,
+            7 => RightKind::PipeReceive,
             _ => return None,
         })
     }
@@ -45,28 +52,24 @@ impl RightKind {
     pub(crate) fn fds(self) -> usize {
         match self {
             RightKind::Send | RightKind::Receive => 2,
-            RightKind::ShmSend | RightKind::ShmReceive => 3,
+            RightKind::ShmSend | RightKind::ShmReceive | RightKind::PipeSend | RightKind::PipeReceive => 3,
             RightKind::Segment => 1,
         }
     }
 
     pub(crate) fn is_receive(self) -> bool {
-        matches!(self, RightKind::Receive | RightKind::ShmReceive)
+        matches!(self, RightKind::Receive | RightKind::ShmReceive | RightKind::PipeReceive)
     }
 }
 
 /// A right that arrived, already checked.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A channel end: a conduit socket, its control block, and for
-    /// shared-memory channels the ring segment.
-    Port { kind: RightKind, sock: OwnedFd, ctl: Ctl, ring: Option<Ring> },
+    /// A channel end, its descriptors checked.
+    Port(Parts),
     /// A segment.
     Segment(Segment),
 }
-
-/// A channel end taken out of a message.
-pub type PortParts = (OwnedFd, Ctl, Option<Ring>);
 
 /// Rights met while serializing: kind and descriptors, in table order.
 pub type Outgoing = Vec<(RightKind, Vec<OwnedFd>)>;
@@ -115,9 +118,9 @@ fn take(index: u32) -> Result<Incoming, &'static str> {
 }
 
 /// Claim channel end `index`: a receive right if `receive`, else a send right.
-pub fn take_port(index: u32, receive: bool) -> Result<PortParts, &'static str> {
+pub fn take_port(index: u32, receive: bool) -> Result<Parts, &'static str> {
     match take(index)? {
-        Incoming::Port { kind, sock, ctl, ring } if kind.is_receive() == receive => Ok((sock, ctl, ring)),
+        Incoming::Port(parts) if parts.kind.is_receive() == receive => Ok(parts),
         _ => Err(if receive { "expected a receive right" } else { "expected a send right" }),
     }
 }

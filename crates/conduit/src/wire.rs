@@ -139,6 +139,12 @@ pub fn simple_frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// The wake frame (kind 2, no payload), made once.
+pub fn wake_frame() -> &'static [u8] {
+    static WAKE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    WAKE.get_or_init(|| simple_frame(Kind::Wake, &[]))
+}
+
 /// Parse and check the header of a received datagram of `bytes`. Returns
 /// the header and the inline body (payload then rights table).
 #[inline]
@@ -182,6 +188,40 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
         return Err(WireError::Length { declared: inline + rights, actual: body.len() });
     }
     Ok((header, body))
+}
+
+/// The length of the frame whose first bytes are `head`, for transports
+/// that carry a byte stream (pipes, FIFOs) and must find where one frame
+/// ends: `Ok(None)` until a whole header is there, then the header's own
+/// checks and `(total frame bytes, declared payload bytes)`. Pure: the
+/// receiver compares the payload size with its limit before it reads or
+/// keeps any of it. A header that fails these checks means the stream
+/// lost its framing (nothing after it can be trusted).
+pub fn stream_frame_len(head: &[u8]) -> Result<Option<(usize, usize)>, WireError> {
+    if head.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    let magic = u16::from_le_bytes([head[0], head[1]]);
+    if magic != MAGIC {
+        return Err(WireError::BadMagic(magic));
+    }
+    if head[2] != VERSION {
+        return Err(WireError::Version(head[2]));
+    }
+    if !(1..=3).contains(&head[3]) {
+        return Err(WireError::Kind(head[3]));
+    }
+    let flags = u16::from_le_bytes([head[4], head[5]]);
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(WireError::Flags(flags));
+    }
+    let rights = u16::from_le_bytes([head[6], head[7]]) as usize;
+    if rights > MAX_RIGHTS {
+        return Err(WireError::TooLarge { size: rights, limit: MAX_RIGHTS });
+    }
+    let len = u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")) as usize;
+    let inline = if flags & OUT_OF_LINE != 0 { 0 } else { len };
+    Ok(Some((HEADER_LEN + inline + rights, len)))
 }
 
 /// Verify the checksum of a frame whose payload is `payload` (inline or

@@ -48,6 +48,7 @@ pub fn finish(mut kid: Kid) {
 pub enum Flavor {
     Socket,
     Shm,
+    Pipe,
 }
 
 impl Flavor {
@@ -55,6 +56,7 @@ impl Flavor {
         match self {
             Flavor::Socket => conduit::bounded(n),
             Flavor::Shm => conduit::channel::shm::bounded(n),
+            Flavor::Pipe => conduit::channel::pipe::bounded(n),
         }
         .expect("channel")
     }
@@ -63,14 +65,27 @@ impl Flavor {
         match self {
             Flavor::Socket => conduit::unbounded(),
             Flavor::Shm => conduit::channel::shm::unbounded(),
+            Flavor::Pipe => conduit::channel::pipe::unbounded(),
         }
         .expect("channel")
     }
+
+    /// The kernel names the sender of each message.
+    pub fn has_credentials(self) -> bool {
+        self == Flavor::Socket
+    }
+
+    /// Rights (descriptors) travel inside messages.
+    pub fn carries_rights(self) -> bool {
+        self != Flavor::Pipe
+    }
 }
 
-/// Instantiate each named `fn(Flavor)` as a test per transport.
+/// The transport conformance suite: instantiate each named `fn(Flavor)`
+/// as a test per transport. A new transport gets every test by adding a
+/// variant to [`Flavor`] and one line here.
 #[macro_export]
-macro_rules! on_both_transports {
+macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
@@ -81,6 +96,10 @@ macro_rules! on_both_transports {
                 #[test]
                 fn shm() {
                     super::$name($crate::common::Flavor::Shm)
+                }
+                #[test]
+                fn pipe() {
+                    super::$name($crate::common::Flavor::Pipe)
                 }
             }
         )*

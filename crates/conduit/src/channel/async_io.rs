@@ -13,10 +13,9 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::codec;
 use super::error::{RecvError, RecvFail, SendError, SendFail};
 use super::outbox::Frame;
-use super::shm::async_backoff;
+use super::transport::shm::async_backoff;
 use super::{Receiver, Sender};
 use crate::error::Error;
 use crate::sys::socket::{self, Credentials};
@@ -47,9 +46,9 @@ impl<T: Serialize> Sender<T> {
                 }
             }
         }
-        let mut frame = match codec::encode(&msg, self.encoding()) {
+        let mut frame = match self.encode(&msg) {
             Ok(f) => f,
-            Err(e) => return Err(SendError::Failed(msg, e)),
+            Err(f) => return Err(f.send(msg)),
         };
         if self.capacity().is_none() {
             // Unbounded: the task waits for room in the socket rather than
@@ -78,7 +77,7 @@ impl<T: Serialize> Sender<T> {
                 drop(guard);
                 return self.core.write::<T>(Frame::Encoded(frame), Wait::Never).map_err(|f| f.send(msg));
             }
-            if let Err(e) = readable(std::os::fd::AsFd::as_fd(self)).await {
+            if let Err(e) = readable(self.core.link.bell_fd()).await {
                 return Err(SendError::Failed(msg, e.into()));
             }
             drop(guard);

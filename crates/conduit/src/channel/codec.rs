@@ -8,13 +8,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::ctl::Ctl;
 use crate::error::{Error, WireError};
 use crate::rights::{self, Incoming, RightKind};
 use crate::shm::Segment;
-use crate::shm::ring::Ring;
 use crate::sys::memory::{self, CONTENT_SEALS};
-use crate::sys::socket::{self, Received};
+use crate::sys::socket::Received;
 use crate::wire::{self, HEADER_LEN, Kind, MAX_FRAME, MAX_PAYLOAD, MAX_RIGHTS, OUT_OF_LINE};
 
 /// An encoded message ready to write: the datagram and its descriptors.
@@ -139,17 +137,7 @@ pub fn decode<T: DeserializeOwned>(
             incoming.push(Incoming::Segment(Segment::adopt(next(), index)?));
             continue;
         }
-        let (sock, ctl) = (next(), next());
-        let ring = matches!(kind, RightKind::ShmSend | RightKind::ShmReceive).then(&mut next);
-        if !socket::is_unix_seqpacket(sock.as_fd()) {
-            return Err(WireError::BadRight { index, why: "not a conduit socket" }.into());
-        }
-        let ctl = Ctl::adopt(ctl, index)?;
-        let ring = match ring {
-            None => None,
-            Some(fd) => Some(Ring::adopt(Segment::adopt_with(fd, index, true)?, index)?),
-        };
-        incoming.push(Incoming::Port { kind, sock, ctl, ring });
+        incoming.push(Incoming::Port(super::transport::adopt(kind, index, &mut next)?));
     }
     rights::provide(incoming, || postcard::from_bytes(payload)).map_err(Error::Decode)
 }

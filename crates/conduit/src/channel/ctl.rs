@@ -13,12 +13,13 @@
 //! * `unbounded()`: `count` is unused.
 //!
 //! A sender that finds no credit registers in `waiters` and sleeps in
-//! `poll` on its socket; whoever makes a credit available while `waiters`
-//! is non-zero writes a wake frame (a header, no payload) to the senders' side.
-//! `poll` wakes every sleeping sender on that socket, and a sender consumes
-//! a wake only after a failed check, so no wake-up is lost; and since it
-//! sleeps on the socket, it also sees the receiver die (`POLLHUP`) at once.
-//! When nobody waits, no syscall is made for flow control at all.
+//! `poll` on its link's bell (the socket itself, or a pipe's bell pipe);
+//! whoever makes a credit available while `waiters` is non-zero rings it
+//! (`release` and `offer` say when: the caller rings its link). `poll`
+//! wakes every sleeping sender, and a sender consumes a wake only after a
+//! failed check, so no wake-up is lost; and since it sleeps on the link,
+//! it also sees the receiver die (`POLLHUP`/`POLLERR`) at once. When
+//! nobody waits, no syscall is made for flow control at all.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -27,8 +28,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::error::WireError;
 use crate::sys::memory::{self, Mapping, SIZE_SEALS};
-use crate::sys::socket;
-use crate::wire::{self, Kind};
 
 const CTL_MAGIC: u32 = 0xC0D1_C7A1;
 const CTL_VERSION: u32 = 1;
@@ -158,19 +157,24 @@ impl Ctl {
         }
     }
 
-    /// Receiver: one message was taken from a bounded channel.
-    pub fn release(&self, sock: BorrowedFd<'_>) {
+    /// Receiver: one message was taken from a bounded channel. `true`:
+    /// senders sleep, ring the link.
+    #[must_use]
+    pub fn release(&self) -> bool {
         if let Capacity::Bounded(_) = self.capacity {
             // Saturating: a hostile sender may write without a credit.
             let _ = self.count().fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1));
-            self.wake_senders(sock);
+            return self.senders_wait();
         }
+        false
     }
 
-    /// Receiver of a rendezvous channel: offer one token.
-    pub fn offer(&self, sock: BorrowedFd<'_>) {
+    /// Receiver of a rendezvous channel: offer one token. `true`: senders
+    /// sleep, ring the link.
+    #[must_use]
+    pub fn offer(&self) -> bool {
         self.count().fetch_add(1, SeqCst);
-        self.wake_senders(sock);
+        self.senders_wait()
     }
 
     /// Receiver of a rendezvous channel: take the token back. `false` means
@@ -179,11 +183,8 @@ impl Ctl {
         self.count().fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1)).is_ok()
     }
 
-    fn wake_senders(&self, sock: BorrowedFd<'_>) {
-        if self.waiters().load(SeqCst) > 0 {
-            // A full socket means wakes are already pending: fine to drop.
-            let _ = socket::send_frame(sock, &wire::simple_frame(Kind::Wake, &[]), &[]);
-        }
+    fn senders_wait(&self) -> bool {
+        self.waiters().load(SeqCst) > 0
     }
 }
 

@@ -15,11 +15,14 @@
 //! | [`bounded(n)`](bounded) | n messages | n messages are unreceived |
 //! | [`unbounded()`] | no limit | never |
 //!
-//! Underneath, a channel is an `AF_UNIX` `SOCK_SEQPACKET` socket pair plus
-//! a small sealed memfd control block (`ctl`) holding the credits. The
-//! path of a message: encode (`codec`) → take a credit (`ctl`) → write
-//! the frame, or queue it in the process's `outbox` if the kernel buffer
-//! is full → the receiver reads it, returns the credit, decodes.
+//! Underneath, a channel is a *link* — by default an `AF_UNIX`
+//! `SOCK_SEQPACKET` socket pair; [`shm`] a ring in shared memory; [`pipe`]
+//! ordinary pipes; [`crate::fifo`] named pipes — plus a small sealed memfd
+//! control block (`ctl`) holding the credits. The path of a message:
+//! encode (`codec`) → take a credit (`ctl`) → write the frame, or queue
+//! it in the process's `outbox` if the link is full → the receiver reads
+//! it, returns the credit, decodes. What differs between links is in
+//! `transport` (one file each).
 //!
 //! ```
 //! let (tx, rx) = conduit::bounded::<String>(4)?;
@@ -38,7 +41,9 @@ pub(crate) mod outbox;
 mod receiver;
 mod select;
 mod sender;
-pub mod shm;
+pub(crate) mod transport;
+
+pub use transport::{pipe, shm};
 
 use std::os::fd::AsFd;
 
@@ -53,13 +58,23 @@ pub use sender::{CallError, Sender};
 use crate::error::Error;
 use crate::sys::socket;
 use ctl::{Capacity, Ctl};
+use transport::seqpacket::Seqpacket;
+use transport::{RxLink, TxLink};
 
 fn with_capacity<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
     let (send_end, recv_end) = socket::seqpacket_pair()?;
     socket::set_passcred(recv_end.as_fd())?;
     let ctl = Ctl::create(capacity)?;
     let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
-    Ok((Sender::from_parts(send_end, ctl), Receiver::from_parts(recv_end, ctl2)))
+    Ok((
+        Sender::from_link(TxLink::Seqpacket(Seqpacket::new(send_end)), ctl),
+        Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(recv_end)), ctl2),
+    ))
+}
+
+/// The capacity `bounded(n)` means.
+fn bounded_capacity(n: usize) -> Capacity {
+    if n == 0 { Capacity::Zero } else { Capacity::Bounded(n as u64) }
 }
 
 /// A channel that holds at most `cap` unreceived messages; `bounded(0)` is
@@ -77,7 +92,7 @@ fn with_capacity<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Erro
 /// # Ok::<(), conduit::Error>(())
 /// ```
 pub fn bounded<T>(cap: usize) -> Result<(Sender<T>, Receiver<T>), Error> {
-    with_capacity(if cap == 0 { Capacity::Zero } else { Capacity::Bounded(cap as u64) })
+    with_capacity(bounded_capacity(cap))
 }
 
 /// A channel without a limit: `send` never blocks, whatever the receiver
@@ -113,7 +128,10 @@ pub fn connection<Tx, Rx>(sock: std::os::fd::OwnedFd) -> Result<(Sender<Tx>, Rec
     let dup = socket::dup(&sock)?;
     let ctl_tx = Ctl::create(Capacity::Unbounded)?;
     let ctl_rx = Ctl::create(Capacity::Unbounded)?;
-    Ok((Sender::from_parts(sock, ctl_tx), Receiver::from_parts(dup, ctl_rx)))
+    Ok((
+        Sender::from_link(TxLink::Seqpacket(Seqpacket::new(sock)), ctl_tx),
+        Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(dup)), ctl_rx),
+    ))
 }
 
 /// A send-once right: the reply half of a request/reply exchange

@@ -1,5 +1,6 @@
-//! The senders' side of a channel in one process: the socket, the control
-//! block, the ring (shared-memory channels), and the outbox.
+//! The senders' side of a channel in one process: the link (see
+//! [`super::transport`]), the control block, the ring (shared-memory
+//! channels), and the outbox.
 //!
 //! Sends never block on the transport's buffer (kernel socket buffer or
 //! ring bytes) for unbounded channels: when it is full, the frame waits in
@@ -25,7 +26,9 @@ use serde::Serialize;
 use super::codec::{self, Encoding, OutFrame};
 use super::ctl::{Capacity, Ctl};
 use super::error::SendFail;
-use super::shm::RingEnd;
+pub(crate) use super::transport::WriteFail;
+use super::transport::shm::RingEnd;
+use super::transport::{Caps, TxLink};
 use crate::error::Error;
 use crate::shm::WaitStrategy;
 use crate::shm::ring::TooLarge;
@@ -42,39 +45,11 @@ struct Outbox {
 /// Shared by every `Sender` clone in this process.
 #[derive(Debug)]
 pub struct SenderCore {
-    pub sock: OwnedFd,
+    pub link: TxLink,
     pub ctl: Ctl,
     pub ring: Option<Arc<RingEnd>>,
     outbox: Mutex<Outbox>,
     drained: Condvar,
-}
-
-/// Why a frame was not written.
-pub(crate) enum WriteFail {
-    /// No room in the transport right now.
-    NoRoom,
-    /// Bounded shared-memory channel: no credit right now.
-    NoCredit,
-    Disconnected,
-    Failed(Error),
-}
-
-/// An error that means the peer is gone (its end closed, or reset with
-/// frames unread).
-pub(crate) fn is_disconnect(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::PIPE.raw_os_error()
-        || code == rustix::io::Errno::CONNRESET.raw_os_error()
-        || code == rustix::io::Errno::NOTCONN.raw_os_error())
-}
-
-fn sock_fail(e: io::Error) -> WriteFail {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        WriteFail::NoRoom
-    } else if is_disconnect(&e) {
-        WriteFail::Disconnected
-    } else {
-        WriteFail::Failed(Error::Io(e))
-    }
 }
 
 /// A frame to write: encoded already, or (shared memory, no rights) a
@@ -132,36 +107,44 @@ impl<T: Serialize + ?Sized> Frame<'_, T> {
 
 impl Drop for SenderCore {
     fn drop(&mut self) {
-        if let Some(end) = &self.ring {
-            end.unwatch(self.sock.as_fd());
+        if let (Some(end), Some(sock)) = (&self.ring, self.link.socket()) {
+            end.unwatch(sock);
         }
     }
 }
 
 impl SenderCore {
-    pub fn new(sock: OwnedFd, ctl: Ctl, ring: Option<Arc<RingEnd>>) -> Arc<SenderCore> {
-        Arc::new(SenderCore { sock, ctl, ring, outbox: Mutex::default(), drained: Condvar::new() })
+    pub fn new(link: TxLink, ctl: Ctl, ring: Option<Arc<RingEnd>>) -> Arc<SenderCore> {
+        Arc::new(SenderCore { link, ctl, ring, outbox: Mutex::default(), drained: Condvar::new() })
+    }
+
+    /// The socket of a shared-memory channel (its carrier, death notice
+    /// and doorbell).
+    fn sock(&self) -> BorrowedFd<'_> {
+        self.link.socket().expect("shared-memory channels keep a socket")
+    }
+
+    /// What the transport carries.
+    pub fn caps(&self) -> Caps {
+        let mut caps = self.link.caps();
+        if let Some(end) = &self.ring {
+            caps.credentials = false;
+            caps.inline_max = end.ring.max_message() - wire::HEADER_LEN - wire::MAX_RIGHTS;
+        }
+        caps
     }
 
     /// How messages are encoded for this transport.
     pub fn encoding(&self) -> Encoding {
-        Encoding { inline_max: self.inline_max(), checksum: self.ring.as_ref().is_none_or(|e| e.checked) }
-    }
-
-    /// Largest payload sent inside the frame (larger: out of line).
-    pub fn inline_max(&self) -> usize {
-        match &self.ring {
-            None => wire::INLINE_MAX,
-            Some(end) => end.ring.max_message() - wire::HEADER_LEN - wire::MAX_RIGHTS,
-        }
+        Encoding { inline_max: self.caps().inline_max, checksum: self.ring.as_ref().is_none_or(|e| e.checked) }
     }
 
     /// Write one frame now if the transport has room.
     fn try_write<T: Serialize + ?Sized>(&self, frame: &Frame<'_, T>) -> Result<(), WriteFail> {
         let fds: Vec<BorrowedFd<'_>> = frame.fds().iter().map(|f| f.as_fd()).collect();
         let Some(end) = &self.ring else {
-            let out = frame.out().expect("socket frames are encoded, never direct");
-            return socket::send_frame(self.sock.as_fd(), &out.bytes, &fds).map_err(sock_fail);
+            let out = frame.out().expect("link frames are encoded, never direct");
+            return self.link.try_send(&out.bytes, &fds);
         };
         if end.is_gone() {
             return Err(WriteFail::Disconnected);
@@ -187,12 +170,10 @@ impl SenderCore {
             // reaches this record.
             let carrier = wire::simple_frame(Kind::Carrier, &[]);
             loop {
-                match socket::send_frame(self.sock.as_fd(), &carrier, &fds) {
+                match self.link.try_send(&carrier, &fds) {
                     Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        socket::wait_writable(self.sock.as_fd()).map_err(|e| WriteFail::Failed(e.into()))?
-                    }
-                    Err(e) => return Err(sock_fail(e)),
+                    Err(WriteFail::NoRoom) => self.link.wait_writable().map_err(|e| WriteFail::Failed(e.into()))?,
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -255,14 +236,14 @@ impl SenderCore {
     #[inline(always)]
     pub(crate) fn ring_doorbell(&self, end: &RingEnd) {
         if end.ring.doorbell_wanted() {
-            let _ = socket::send_frame(self.sock.as_fd(), &wire::simple_frame(Kind::Wake, &[]), &[]);
+            let _ = socket::send_frame(self.sock(), wire::wake_frame(), &[]);
         }
     }
 
     /// Block until the transport may have room for `frame` (or the peer is gone).
     fn wait_room(&self, len: usize) -> io::Result<()> {
         match &self.ring {
-            None => socket::wait_writable(self.sock.as_fd()),
+            None => self.link.wait_writable(),
             Some(end) => {
                 let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)) | Err(_));
                 end.ring.space_bell().wait(WaitStrategy::Park, Wait::Forever, &end.gone, room);

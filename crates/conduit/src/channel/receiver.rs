@@ -16,9 +16,10 @@ use super::codec;
 use super::ctl::{Capacity, Ctl};
 use super::error::{RecvError, RecvFail, RecvTimeoutError, TryRecvError};
 use super::sender::dup_port;
-use super::shm::RingEnd;
+use super::transport::shm::RingEnd;
+use super::transport::{Parts, RxLink};
 use crate::error::{Error, WireError};
-use crate::rights::{self, PortParts, RightKind};
+use crate::rights::{self, RightKind};
 use crate::sys::Wait;
 use crate::sys::socket::{self, Credentials, Received};
 use crate::wire::{self, Kind, MAX_FRAME};
@@ -37,7 +38,7 @@ thread_local! {
 /// process) but not cloned. When it is dropped, or its process dies, every
 /// sender gets [`Disconnected`](super::SendError::Disconnected).
 pub struct Receiver<T> {
-    sock: OwnedFd,
+    link: RxLink,
     ctl: Ctl,
     ring: Option<Arc<RingEnd>>,
     /// Rendezvous only: we have a token out (offered, or taken by a sender
@@ -57,16 +58,20 @@ impl<T> fmt::Debug for Receiver<T> {
     }
 }
 
+/// The descriptor that is readable when a message (or the end of the
+/// channel) may be there (for use with `poll` or an event loop; on
+/// shared-memory channels only while a port set or async task armed the
+/// doorbell).
 impl<T> AsFd for Receiver<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.sock.as_fd()
+        self.link.ready_fd()
     }
 }
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        if let Some(end) = &self.ring {
-            end.unwatch(self.sock.as_fd());
+        if let (Some(end), Some(sock)) = (&self.ring, self.link.socket()) {
+            end.unwatch(sock);
         }
     }
 }
@@ -74,9 +79,9 @@ impl<T> Drop for Receiver<T> {
 type Got<T> = (T, Option<Credentials>);
 
 impl<T> Receiver<T> {
-    pub(crate) fn from_parts(sock: OwnedFd, ctl: Ctl) -> Self {
+    pub(crate) fn from_link(link: RxLink, ctl: Ctl) -> Self {
         Receiver {
-            sock,
+            link,
             ctl,
             ring: None,
             token: AtomicBool::new(false),
@@ -85,9 +90,9 @@ impl<T> Receiver<T> {
         }
     }
 
-    pub(crate) fn from_ring(sock: OwnedFd, ctl: Ctl, end: Arc<RingEnd>) -> Self {
+    pub(crate) fn from_ring(link: RxLink, ctl: Ctl, end: Arc<RingEnd>) -> Self {
         Receiver {
-            sock,
+            link,
             ctl,
             ring: Some(end),
             token: AtomicBool::new(false),
@@ -96,19 +101,22 @@ impl<T> Receiver<T> {
         }
     }
 
-    fn from_received(parts: PortParts) -> std::io::Result<Self> {
-        let (sock, ctl, ring) = parts;
+    pub(crate) fn from_received(parts: Parts) -> std::io::Result<Self> {
+        let Parts { link, ctl, ring, .. } = parts;
+        let link = Parts::rx_link(link)?;
         Ok(match ring {
-            None => Receiver::from_parts(sock, ctl),
+            None => Receiver::from_link(link, ctl),
             Some(ring) => {
-                let end = RingEnd::new(ring, sock.as_fd())?;
-                Receiver::from_ring(sock, ctl, end)
+                let sock = link.socket().ok_or_else(|| std::io::Error::other("a ring without its socket"))?;
+                let end = RingEnd::new(ring, sock)?;
+                Receiver::from_ring(link, ctl, end)
             }
         })
     }
 
-    pub(crate) fn raw_parts(&self) -> (BorrowedFd<'_>, BorrowedFd<'_>) {
-        (self.sock.as_fd(), self.ctl.fd())
+    /// The link, for port sets.
+    pub(crate) fn link(&self) -> &RxLink {
+        &self.link
     }
 
     /// The ring, for shared-memory channels.
@@ -168,7 +176,9 @@ impl<T> Receiver<T> {
     /// Rendezvous: tell senders a receiver is here (once per message).
     pub(crate) fn begin(&self) {
         if self.ctl.capacity() == Capacity::Zero && !self.token.swap(true, SeqCst) {
-            self.ctl.offer(self.sock.as_fd());
+            if self.ctl.offer() {
+                self.link.ring_senders();
+            }
             self.credits_changed();
         }
     }
@@ -196,7 +206,11 @@ impl<T> Receiver<T> {
         match self.ctl.capacity() {
             // Shared memory: the ring's release returns the credit.
             Capacity::Bounded(_) if self.ring.is_some() => {}
-            Capacity::Bounded(_) => self.ctl.release(self.sock.as_fd()),
+            Capacity::Bounded(_) => {
+                if self.ctl.release() {
+                    self.link.ring_senders();
+                }
+            }
             Capacity::Zero => self.token.store(false, SeqCst),
             Capacity::Unbounded => {}
         }
@@ -210,28 +224,30 @@ impl<T: DeserializeOwned> Receiver<T> {
             return self.read_ring(end);
         }
         let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        if buf.len() < MAX_FRAME {
-            buf.resize(MAX_FRAME, 0);
+        let out = self.read_link(&mut buf, block);
+        if buf.capacity() > 2 * MAX_FRAME {
+            // A large pipe frame: do not keep its buffer.
+            buf = Vec::new();
         }
-        let out = self.read_socket(&mut buf, block);
         RECV_BUF.with(|b| *b.borrow_mut() = buf);
         out
     }
 
-    fn read_socket(&self, buf: &mut [u8], block: bool) -> Result<Option<Got<T>>, RecvFail> {
-        let rec = loop {
-            match socket::recv_frame(self.sock.as_fd(), buf, block) {
-                Ok(rec) => break rec,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
-                // The last sender closed with wake frames unread: the kernel
-                // reports that once; the queued messages are still there.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
-                Err(e) => return Err(RecvFail::Failed(Error::Io(e))),
+    fn read_link(&self, buf: &mut Vec<u8>, block: bool) -> Result<Option<Got<T>>, RecvFail> {
+        let rec = match self.link.recv(buf, block, self.max_message()) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                if let Error::Wire(WireError::TooLarge { .. }) = e {
+                    // A refused message still took its credit.
+                    self.on_data();
+                }
+                return Err(RecvFail::Failed(e));
             }
         };
         if rec.len == 0 && rec.fds.is_empty() {
             // End of stream, or a (hostile) empty datagram.
-            return Err(if socket::peer_gone(self.sock.as_fd()).unwrap_or(true) {
+            return Err(if self.link.peer_gone() {
                 RecvFail::Disconnected
             } else {
                 RecvFail::Failed(WireError::Empty.into())
@@ -280,7 +296,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     fn recv_carrier(&self) -> Result<Vec<OwnedFd>, RecvFail> {
         let mut buf = [0u8; 64];
         loop {
-            let rec = match socket::recv_frame(self.sock.as_fd(), &mut buf, true) {
+            let rec = match socket::recv_frame(self.sock(), &mut buf, true) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
                 Err(e) => return Err(RecvFail::Failed(Error::Io(e))),
@@ -306,7 +322,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         let grace = Wait::Until(Instant::now() + IN_FLIGHT_GRACE);
         match &self.ring {
             None => {
-                let _ = socket::poll(&[self.sock.as_fd()], grace);
+                let _ = socket::poll(&[self.link.ready_fd()], grace);
             }
             Some(end) => {
                 end.ring.data_bell().wait(end.strategy, grace, &end.gone, || end.ring.has_data());
@@ -371,7 +387,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                 let ready = end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data());
                 if !ready && !end.is_gone() {
                     // The monitor thread may not have seen a hang-up yet.
-                    if socket::peer_gone(self.sock.as_fd()).unwrap_or(false) {
+                    if socket::peer_gone(self.sock()).unwrap_or(false) {
                         end.gone.store(true, SeqCst);
                         continue;
                     }
@@ -384,7 +400,7 @@ impl<T: DeserializeOwned> Receiver<T> {
                 return Ok(got);
             }
             if wait != Wait::Never && !wait.expired() {
-                let ready = socket::poll(&[self.sock.as_fd()], wait).map_err(|e| RecvFail::Failed(e.into()))?;
+                let ready = socket::poll(&[self.link.ready_fd()], wait).map_err(|e| RecvFail::Failed(e.into()))?;
                 if ready[0].readable || ready[0].hangup || wait == Wait::Forever {
                     continue;
                 }
@@ -428,7 +444,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// pid, uid and gid the kernel attached to it (`SCM_CREDENTIALS`).
     /// Socket channels only: on shared memory the kernel sees no message.
     pub fn recv_from(&self) -> Result<(T, Credentials), RecvError> {
-        if self.ring.is_some() {
+        if !self.has_credentials() {
             return Err(RecvError::Failed(Error::NoCredentials));
         }
         let (msg, creds) = self.recv_with(Wait::Forever).map_err(RecvFail::recv)?;
@@ -437,7 +453,7 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Like [`recv_timeout`](Self::recv_timeout), with the sender's credentials.
     pub fn recv_from_timeout(&self, timeout: Duration) -> Result<(T, Credentials), RecvTimeoutError> {
-        if self.ring.is_some() {
+        if !self.has_credentials() {
             return Err(RecvTimeoutError::Failed(Error::NoCredentials));
         }
         let wait = Wait::Until(Instant::now() + timeout);
@@ -493,13 +509,38 @@ impl RecvTimeoutError {
     }
 }
 
+impl<T> Receiver<T> {
+    /// This receive right as a right's kind and descriptors (duplicates).
+    pub(crate) fn to_right(&self) -> std::io::Result<(RightKind, Vec<OwnedFd>)> {
+        if !self.retract() {
+            return Err(std::io::Error::other("a rendezvous receiver with a message in flight cannot be moved"));
+        }
+        if !self.link.can_move() {
+            return Err(std::io::Error::other("a pipe receiver holding part of a frame cannot be moved"));
+        }
+        let kind = match (&self.link, &self.ring) {
+            (RxLink::Seqpacket(_), None) => RightKind::Receive,
+            (RxLink::Seqpacket(_), Some(_)) => RightKind::ShmReceive,
+            (RxLink::Pipe(_), _) => RightKind::PipeReceive,
+        };
+        Ok((kind, dup_port(self.link.dup_fds(), &self.ctl, self.ring.as_ref())?))
+    }
+
+    /// True if the transport names the sender of each message.
+    fn has_credentials(&self) -> bool {
+        self.ring.is_none() && self.link.caps().credentials
+    }
+
+    /// The socket of a shared-memory channel (its carrier, death notice
+    /// and doorbell).
+    fn sock(&self) -> BorrowedFd<'_> {
+        self.link.socket().expect("shared-memory channels keep a socket")
+    }
+}
+
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if !self.retract() {
-            return Err(serde::ser::Error::custom("a rendezvous receiver with a message in flight cannot be moved"));
-        }
-        let fds = dup_port(self.sock.as_fd(), &self.ctl, self.ring.as_ref()).map_err(serde::ser::Error::custom)?;
-        let kind = if self.ring.is_some() { RightKind::ShmReceive } else { RightKind::Receive };
+        let (kind, fds) = self.to_right().map_err(serde::ser::Error::custom)?;
         let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }

@@ -20,7 +20,7 @@ trait Member {
 
 impl<T> Member for Receiver<T> {
     fn fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
+        self.link().ready_fd()
     }
     fn begin(&self) {
         Receiver::begin(self)
@@ -29,7 +29,7 @@ impl<T> Member for Receiver<T> {
         Receiver::retract(self)
     }
     fn ring_ready(&self) -> bool {
-        self.ring_end().is_some_and(|e| e.is_gone() || e.ring.has_data())
+        self.ring_end().is_some_and(|e| e.is_gone() || e.ring.has_data()) || self.link().has_buffered()
     }
     fn is_ring(&self) -> bool {
         self.ring_end().is_some()

@@ -13,10 +13,11 @@ use super::codec;
 use super::ctl::{Capacity, Ctl};
 use super::error::{SendError, SendFail, SendTimeoutError, TrySendError};
 use super::outbox::{Frame, SenderCore};
-use super::shm::RingEnd;
+use super::transport::shm::RingEnd;
+use super::transport::{Parts, TxLink};
 use crate::error::Error;
-use crate::rights::{self, PortParts, RightKind};
-use crate::sys::{Wait, socket};
+use crate::rights::{self, RightKind};
+use crate::sys::Wait;
 use crate::wire;
 
 /// A send right: the sending half of a channel.
@@ -43,28 +44,32 @@ impl<T> fmt::Debug for Sender<T> {
     }
 }
 
+/// The descriptor that is writable when the channel's link may take a
+/// frame (for use with `poll` or an event loop).
 impl<T> AsFd for Sender<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.core.sock.as_fd()
+        self.core.link.write_fd()
     }
 }
 
 impl<T> Sender<T> {
-    pub(crate) fn from_parts(sock: std::os::fd::OwnedFd, ctl: Ctl) -> Self {
-        Sender { core: SenderCore::new(sock, ctl, None), _t: PhantomData }
+    pub(crate) fn from_link(link: TxLink, ctl: Ctl) -> Self {
+        Sender { core: SenderCore::new(link, ctl, None), _t: PhantomData }
     }
 
-    pub(crate) fn from_ring(sock: std::os::fd::OwnedFd, ctl: Ctl, end: Arc<RingEnd>) -> Self {
-        Sender { core: SenderCore::new(sock, ctl, Some(end)), _t: PhantomData }
+    pub(crate) fn from_ring(link: TxLink, ctl: Ctl, end: Arc<RingEnd>) -> Self {
+        Sender { core: SenderCore::new(link, ctl, Some(end)), _t: PhantomData }
     }
 
-    fn from_received(parts: PortParts) -> std::io::Result<Self> {
-        let (sock, ctl, ring) = parts;
+    pub(crate) fn from_received(parts: Parts) -> std::io::Result<Self> {
+        let Parts { link, ctl, ring, .. } = parts;
+        let link = Parts::tx_link(link, &ctl)?;
         Ok(match ring {
-            None => Sender::from_parts(sock, ctl),
+            None => Sender::from_link(link, ctl),
             Some(ring) => {
-                let end = RingEnd::new(ring, sock.as_fd())?;
-                Sender::from_ring(sock, ctl, end)
+                let sock = link.socket().ok_or_else(|| std::io::Error::other("a ring without its socket"))?;
+                let end = RingEnd::new(ring, sock)?;
+                Sender::from_ring(link, ctl, end)
             }
         })
     }
@@ -117,8 +122,7 @@ impl<T> Sender<T> {
 
     /// True if the receiver is gone.
     pub fn is_disconnected(&self) -> bool {
-        self.core.ring.as_ref().is_some_and(|e| e.is_gone())
-            || socket::peer_gone(self.core.sock.as_fd()).unwrap_or(true)
+        self.core.ring.as_ref().is_some_and(|e| e.is_gone()) || self.core.link.peer_gone()
     }
 
     /// Wait for the right to write one message (a credit or a rendezvous
@@ -138,7 +142,7 @@ impl<T> Sender<T> {
             }
             return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
         }
-        let sock = self.core.sock.as_fd();
+        let link = &self.core.link;
         loop {
             if ctl.try_acquire() {
                 return Ok(());
@@ -153,7 +157,7 @@ impl<T> Sender<T> {
             if wait.expired() {
                 return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
             }
-            let ready = socket::poll(&[sock], wait).map_err(|e| SendFail::Failed(e.into()))?[0];
+            let ready = link.wait_bell(wait).map_err(|e| SendFail::Failed(e.into()))?;
             drop(guard);
             if ready.hangup {
                 return Err(SendFail::Disconnected);
@@ -164,16 +168,11 @@ impl<T> Sender<T> {
         }
     }
 
-    /// Take one wake frame off the senders' side of the socket.
+    /// Take one wake off the senders' side of the link.
     pub(crate) fn consume_wake(&self) -> Result<(), SendFail> {
-        let mut buf = [0u8; 64];
-        match socket::recv_frame(self.core.sock.as_fd(), &mut buf, false) {
-            Ok(r) if r.len == 0 && r.fds.is_empty() => Err(SendFail::Disconnected),
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-            // A receiver that died with our frames unread resets the
-            // connection: that is its death, reported as everywhere else.
-            Err(e) if super::outbox::is_disconnect(&e) => Err(SendFail::Disconnected),
+        match self.core.link.consume_wake() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SendFail::Disconnected),
             Err(e) => Err(SendFail::Failed(e.into())),
         }
     }
@@ -206,12 +205,28 @@ impl<T> Sender<T> {
             // rights: they can only be serialized inside `encode`.)
             Some(end) => match postcard::experimental::serialized_size(msg) {
                 Ok(size) if wire::HEADER_LEN + size <= end.ring.max_message() => Frame::Direct { msg, size },
-                _ => Frame::Encoded(codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?),
+                _ => Frame::Encoded(self.encode(msg)?),
             },
-            None => Frame::Encoded(codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?),
+            None => Frame::Encoded(self.encode(msg)?),
         };
         self.acquire(wait)?;
         self.core.write(frame, wait)
+    }
+
+    /// Encode for this channel's transport, refusing at once what it
+    /// cannot carry (rights on a pipe, a frame over a FIFO's atomic size).
+    pub(crate) fn encode<U: Serialize + ?Sized>(&self, msg: &U) -> Result<codec::OutFrame, SendFail> {
+        let caps = self.core.caps();
+        let out = codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?;
+        if !caps.rights && !out.fds.is_empty() {
+            return Err(SendFail::Failed(Error::Unsupported("rights cannot travel through this transport (a pipe)")));
+        }
+        if let Some(max) = caps.frame_max
+            && out.bytes.len() > max
+        {
+            return Err(SendFail::Failed(Error::TooLarge { size: out.bytes.len(), limit: max }));
+        }
+        Ok(out)
     }
 
     pub(crate) fn acquire_for_loan(&self) -> Result<(), SendFail> {
@@ -248,9 +263,9 @@ impl<T: Serialize> Sender<T> {
         if self.is_shared_memory() || self.capacity().is_some() {
             return self.try_send(msg);
         }
-        let frame = match codec::encode(&msg, self.encoding()) {
+        let frame = match self.encode(&msg) {
             Ok(f) => f,
-            Err(e) => return Err(TrySendError::Failed(msg, e)),
+            Err(f) => return Err(f.try_send(msg)),
         };
         match self.core.write_now_or_return(frame) {
             Ok(r) => r.map_err(|f| f.try_send(msg)),
@@ -355,24 +370,36 @@ pub enum CallError {
     Failed(Error),
 }
 
-/// Duplicates of a channel end's descriptors, to put in a message.
+/// Duplicates of a channel end's descriptors, in the order a right of
+/// its kind carries them: the link's, the control block, the ring.
 pub(crate) fn dup_port(
-    sock: BorrowedFd<'_>,
+    link_fds: std::io::Result<Vec<std::os::fd::OwnedFd>>,
     ctl: &Ctl,
     ring: Option<&Arc<RingEnd>>,
 ) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
-    let mut fds = vec![socket::dup(sock)?, socket::dup(ctl.fd())?];
+    let mut fds = link_fds?;
+    fds.push(crate::sys::socket::dup(ctl.fd())?);
     if let Some(end) = ring {
-        fds.push(socket::dup(end.ring.segment().fd())?);
+        fds.push(crate::sys::socket::dup(end.ring.segment().fd())?);
     }
     Ok(fds)
 }
 
+impl<T> Sender<T> {
+    /// This send right as a right's kind and descriptors (duplicates).
+    pub(crate) fn to_right(&self) -> std::io::Result<(RightKind, Vec<std::os::fd::OwnedFd>)> {
+        let kind = match (&self.core.link, &self.core.ring) {
+            (TxLink::Seqpacket(_), None) => RightKind::Send,
+            (TxLink::Seqpacket(_), Some(_)) => RightKind::ShmSend,
+            (TxLink::Pipe(_), _) => RightKind::PipeSend,
+        };
+        Ok((kind, dup_port(self.core.link.dup_fds(), &self.core.ctl, self.core.ring.as_ref())?))
+    }
+}
+
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let fds = dup_port(self.core.sock.as_fd(), &self.core.ctl, self.core.ring.as_ref())
-            .map_err(serde::ser::Error::custom)?;
-        let kind = if self.core.ring.is_some() { RightKind::ShmSend } else { RightKind::Send };
+        let (kind, fds) = self.to_right().map_err(serde::ser::Error::custom)?;
         let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }

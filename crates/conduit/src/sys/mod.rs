@@ -8,6 +8,7 @@ pub mod barrier;
 pub mod futex;
 pub mod memory;
 pub mod monitor;
+pub mod pipe;
 pub mod process;
 pub mod socket;
 pub mod sysv;

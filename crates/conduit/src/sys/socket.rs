@@ -151,6 +151,18 @@ pub fn poll(fds: &[BorrowedFd<'_>], wait: Wait) -> io::Result<Vec<Ready>> {
         .collect())
 }
 
+/// `poll` on prepared entries until one has an event or `wait` runs out.
+pub fn poll_fds(pfds: &mut [PollFd<'_>], wait: Wait) -> io::Result<()> {
+    loop {
+        let ts = wait.remaining().map(timespec);
+        match rustix::event::poll(pfds, ts.as_ref()) {
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
 /// Wait until `fd` can take more data (`POLLOUT`) or has hung up.
 pub fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
     let mut pfd = [PollFd::new(&fd, PollFlags::OUT)];

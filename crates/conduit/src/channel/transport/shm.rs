@@ -28,8 +28,10 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use super::ctl::{Capacity, Ctl};
-use super::{Receiver, Sender};
+use super::seqpacket::Seqpacket;
+use super::{RxLink, TxLink};
+use crate::channel::ctl::{Capacity, Ctl};
+use crate::channel::{Receiver, Sender};
 use crate::error::Error;
 use crate::shm::WaitStrategy;
 use crate::shm::ring::Ring;
@@ -126,7 +128,7 @@ impl Builder {
 
     /// At most `n` unreceived messages; 0 makes a rendezvous.
     pub fn bounded(mut self, n: usize) -> Self {
-        self.capacity = if n == 0 { Capacity::Zero } else { Capacity::Bounded(n as u64) };
+        self.capacity = crate::channel::bounded_capacity(n);
         self
     }
 
@@ -179,7 +181,10 @@ impl Builder {
         let ring2 = Ring::adopt(crate::shm::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
         let tx_end = RingEnd::new(ring, send_end.as_fd())?;
         let rx_end = RingEnd::new(ring2, recv_end.as_fd())?;
-        Ok((Sender::from_ring(send_end, ctl, tx_end), Receiver::from_ring(recv_end, ctl2, rx_end)))
+        Ok((
+            Sender::from_ring(TxLink::Seqpacket(Seqpacket::new(send_end)), ctl, tx_end),
+            Receiver::from_ring(RxLink::Seqpacket(Seqpacket::new(recv_end)), ctl2, rx_end),
+        ))
     }
 }
 

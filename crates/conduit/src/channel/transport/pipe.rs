@@ -1,0 +1,486 @@
+//! The pipe transport: ordinary pipes (`pipe2`) and named pipes (FIFOs).
+//!
+//! A pipe carries a byte stream, one way; conduit frames it with the
+//! wire header (see `docs/WIRE.md`), checksum always on. What the kernel
+//! gives and does not give, and what conduit does about it:
+//!
+//! * **Atomic writes up to `PIPE_BUF` (4096 bytes).** A frame of at most
+//!   that size is written whole or not at all, never interleaved with
+//!   another writer's. A larger frame is written in pieces while holding
+//!   an exclusive `flock` on the channel's control block, so writers in
+//!   other processes wait (the kernel drops the lock if its holder dies;
+//!   a writer killed in the middle of a frame leaves half a frame, which
+//!   the receiver reports as a typed error and then as `Disconnected`).
+//!   FIFOs have no control block shared by their writers: frames above
+//!   `PIPE_BUF` are refused there ([`Error::TooLarge`] at the send,
+//!   nothing written).
+//! * **No descriptors, no credentials.** Sending a right is
+//!   [`Error::Unsupported`] at the send (nothing lost); `recv_from` is
+//!   [`Error::NoCredentials`]. Payloads never go out of line.
+//! * **Flow control.** Bounded and rendezvous channels count credits in
+//!   the control block, like every local transport; since a pipe runs one
+//!   way, a second pipe (the *bell*) carries "look again" from the
+//!   receiver to sleeping senders.
+//! * **Peer death.** Every writer gone: end of stream (`Disconnected`
+//!   once the frames before it are read). The reader gone: `EPIPE` and
+//!   `POLLERR` for writers (`Disconnected`), never `SIGPIPE`.
+//! * **Framing lost.** A header that breaks the format means nothing after
+//!   it can be trusted: the receiver reports it once as a typed
+//!   [`WireError`] and then `Disconnected`. A frame declaring more than
+//!   the receiver's limit is skipped as it arrives (never kept) and
+//!   reported as [`WireError::TooLarge`]; the stream goes on.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Mutex;
+
+use rustix::event::{PollFd, PollFlags};
+
+use super::{Caps, WriteFail};
+use crate::error::{Error, WireError};
+use crate::sys::Wait;
+use crate::sys::pipe::{self as sys, End, PIPE_BUF};
+use crate::sys::socket::{self, Ready, Received};
+use crate::wire;
+
+/// Bytes read from the pipe at a time.
+const CHUNK: usize = 64 * 1024;
+
+fn caps(frame_max: Option<usize>) -> Caps {
+    Caps { rights: false, credentials: false, inline_max: wire::MAX_PAYLOAD, frame_max }
+}
+
+/// Check the two pipe ends of a received right: the data end (read end
+/// for a receive right) and the bell (the other way round).
+pub(crate) fn check(receive: bool, data: OwnedFd, bell: OwnedFd) -> Result<(OwnedFd, OwnedFd), &'static str> {
+    let (want_data, want_bell) = if receive { (End::Read, End::Write) } else { (End::Write, End::Read) };
+    if sys::end_of(data.as_fd()) != Some(want_data) {
+        return Err("not the right end of a pipe");
+    }
+    if sys::end_of(bell.as_fd()) != Some(want_bell) {
+        return Err("the bell is not the right end of a pipe");
+    }
+    sys::set_nonblocking(data.as_fd()).map_err(|_| "pipe cannot be made non-blocking")?;
+    sys::set_nonblocking(bell.as_fd()).map_err(|_| "pipe cannot be made non-blocking")?;
+    Ok((data, bell))
+}
+
+fn write_fail(e: io::Error) -> WriteFail {
+    match e.kind() {
+        io::ErrorKind::WouldBlock => WriteFail::NoRoom,
+        io::ErrorKind::BrokenPipe => WriteFail::Disconnected,
+        _ => WriteFail::Failed(e.into()),
+    }
+}
+
+fn unsupported(what: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, what)
+}
+
+/// The senders' end: the pipe's write end, and the bell's read end
+/// (ordinary pipes; a FIFO has none).
+#[derive(Debug)]
+pub(crate) struct PipeTx {
+    data: OwnedFd,
+    bell: Option<OwnedFd>,
+    /// A private open file of the control block, to `flock` around frames
+    /// above `PIPE_BUF` (`None`: such frames are refused).
+    lock: Option<OwnedFd>,
+}
+
+impl PipeTx {
+    pub fn new(data: OwnedFd, bell: Option<OwnedFd>, lock: Option<OwnedFd>) -> PipeTx {
+        // Whatever way this end came (made here, received, inherited).
+        sys::ignore_sigpipe();
+        PipeTx { data, bell, lock }
+    }
+
+    pub fn caps(&self) -> Caps {
+        caps(if self.lock.is_some() { None } else { Some(PIPE_BUF) })
+    }
+
+    pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        let bell = self.bell.as_ref().ok_or_else(|| unsupported("a FIFO's end is not a right: pass its path"))?;
+        Ok(vec![socket::dup(&self.data)?, socket::dup(bell)?])
+    }
+
+    pub fn peer_gone(&self) -> bool {
+        sys::reader_gone(self.data.as_fd())
+    }
+
+    pub fn try_send(&self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), WriteFail> {
+        if !fds.is_empty() {
+            return Err(WriteFail::Failed(Error::Unsupported("descriptors cannot travel through a pipe")));
+        }
+        if frame.len() <= PIPE_BUF {
+            return sys::write_whole(self.data.as_fd(), frame).map_err(write_fail);
+        }
+        let Some(lock) = &self.lock else {
+            return Err(WriteFail::Failed(Error::TooLarge { size: frame.len(), limit: PIPE_BUF }));
+        };
+        let _held = sys::lock_exclusive(lock).map_err(|e| WriteFail::Failed(e.into()))?;
+        // Nothing written yet: a full pipe is "no room" (the outbox may
+        // keep the frame). Once a piece is in, the rest must follow.
+        let first = match rustix::io::write(&self.data, frame) {
+            Ok(n) => n,
+            Err(e) => return Err(write_fail(e.into())),
+        };
+        sys::write_all_waiting(self.data.as_fd(), &frame[first..]).map_err(write_fail)
+    }
+
+    pub fn wait_writable(&self) -> io::Result<()> {
+        sys::wait_writable(self.data.as_fd())
+    }
+
+    pub fn wait_bell(&self, wait: Wait) -> io::Result<Ready> {
+        let mut fds = vec![PollFd::new(&self.data, PollFlags::empty())];
+        if let Some(bell) = &self.bell {
+            fds.push(PollFd::new(bell, PollFlags::IN));
+        }
+        socket::poll_fds(&mut fds, wait)?;
+        let gone = fds.iter().any(|p| p.revents().intersects(PollFlags::ERR | PollFlags::HUP));
+        let rang = fds.get(1).is_some_and(|p| p.revents().contains(PollFlags::IN));
+        Ok(Ready { readable: rang, hangup: gone })
+    }
+
+    pub fn consume_wake(&self) -> io::Result<bool> {
+        let Some(bell) = &self.bell else { return Ok(!self.peer_gone()) };
+        let mut b = [0u8; 1];
+        match sys::read_some(bell.as_fd(), &mut b) {
+            Ok(0) => Ok(false),
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn write_fd(&self) -> BorrowedFd<'_> {
+        self.data.as_fd()
+    }
+
+    pub fn bell_fd(&self) -> BorrowedFd<'_> {
+        self.bell.as_ref().unwrap_or(&self.data).as_fd()
+    }
+}
+
+/// What a receiver has read of the stream and not yet handed out.
+#[derive(Debug, Default)]
+struct Stream {
+    bytes: Vec<u8>,
+    /// Where the unread part of `bytes` begins.
+    start: usize,
+    /// Bytes of a refused frame still to throw away as they come.
+    skip: usize,
+    /// Every writer is gone.
+    eof: bool,
+    /// The framing was lost.
+    broken: bool,
+}
+
+impl Stream {
+    fn unread(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.bytes.len() {
+            self.bytes.clear();
+            self.start = 0;
+        }
+    }
+
+    /// A whole frame at the front, if there is one; refuses (and starts
+    /// skipping) a frame over `limit`, and breaks on a bad header.
+    fn next_frame(&mut self, limit: usize) -> Result<Option<usize>, WireError> {
+        if self.skip > 0 {
+            let n = self.skip.min(self.unread().len());
+            self.skip -= n;
+            self.consume(n);
+            if self.skip > 0 {
+                return Ok(None);
+            }
+        }
+        match wire::stream_frame_len(self.unread()) {
+            Ok(None) => Ok(None),
+            Ok(Some((_, len))) if len > limit => {
+                let (total, _) = wire::stream_frame_len(self.unread())?.expect("seen");
+                self.skip = total;
+                Err(WireError::TooLarge { size: len, limit })
+            }
+            Ok(Some((total, _))) => Ok((self.unread().len() >= total).then_some(total)),
+            Err(e) => {
+                self.broken = true;
+                self.bytes = Vec::new();
+                self.start = 0;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The receiver's end: the pipe's read end (a FIFO's, opened for reading
+/// and writing), and the bell's write end.
+#[derive(Debug)]
+pub(crate) struct PipeRx {
+    data: OwnedFd,
+    bell: Option<OwnedFd>,
+    stream: Mutex<Stream>,
+}
+
+impl PipeRx {
+    pub fn new(data: OwnedFd, bell: Option<OwnedFd>) -> PipeRx {
+        PipeRx { data, bell, stream: Mutex::default() }
+    }
+
+    fn stream(&self) -> std::sync::MutexGuard<'_, Stream> {
+        self.stream.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn caps(&self) -> Caps {
+        caps(if self.bell.is_some() { None } else { Some(PIPE_BUF) })
+    }
+
+    pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        let bell = self.bell.as_ref().ok_or_else(|| unsupported("a FIFO's end is not a right: pass its path"))?;
+        Ok(vec![socket::dup(&self.data)?, socket::dup(bell)?])
+    }
+
+    pub fn can_move(&self) -> bool {
+        let s = self.stream();
+        s.unread().is_empty() && s.skip == 0
+    }
+
+    /// A whole frame waits in this process (already read from the pipe).
+    pub fn has_buffered(&self) -> bool {
+        let s = self.stream();
+        wire::stream_frame_len(s.unread()).is_ok_and(|l| l.is_some_and(|(total, _)| s.unread().len() >= total))
+    }
+
+    pub fn peer_gone(&self) -> bool {
+        let s = self.stream();
+        s.broken || (s.eof && s.unread().is_empty())
+    }
+
+    pub fn recv(&self, out: &mut Vec<u8>, block: bool, limit: usize) -> Result<Option<Received>, Error> {
+        let mut s = self.stream();
+        loop {
+            if s.broken {
+                return Ok(Some(Received::default()));
+            }
+            if let Some(total) = s.next_frame(limit)? {
+                out.clear();
+                out.extend_from_slice(&s.unread()[..total]);
+                s.consume(total);
+                return Ok(Some(Received { len: total, ..Received::default() }));
+            }
+            if s.eof {
+                let partial = s.unread().len();
+                if partial == 0 && s.skip == 0 {
+                    return Ok(Some(Received::default()));
+                }
+                // The last writer died inside a frame.
+                s.bytes.clear();
+                s.start = 0;
+                s.skip = 0;
+                return Err(WireError::Truncated(partial).into());
+            }
+            if s.start > 0 {
+                let start = s.start;
+                s.bytes.drain(..start);
+                s.start = 0;
+            }
+            let have = s.bytes.len();
+            s.bytes.resize(have + CHUNK, 0);
+            let got = sys::read_some(self.data.as_fd(), &mut s.bytes[have..]);
+            s.bytes.truncate(have + *got.as_ref().unwrap_or(&0));
+            match got {
+                Ok(0) => s.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if !block {
+                        return Ok(None);
+                    }
+                    socket::poll(&[self.data.as_fd()], Wait::Forever)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    pub fn ready_fd(&self) -> BorrowedFd<'_> {
+        self.data.as_fd()
+    }
+
+    pub fn ring_senders(&self) {
+        if let Some(bell) = &self.bell {
+            // A full bell already holds wakes: fine to drop.
+            let _ = sys::write_whole(bell.as_fd(), &[1]);
+        }
+    }
+}
+
+// ---- the public face: `conduit::channel::pipe` and `conduit::fifo` ----
+
+use crate::channel::ctl::{Capacity, Ctl};
+use crate::channel::{Receiver, Sender, bounded_capacity};
+
+fn pipe_channel<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
+    let (data_r, data_w) = sys::pipe()?;
+    let (bell_r, bell_w) = sys::pipe()?;
+    let ctl = Ctl::create(capacity)?;
+    let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
+    let lock = sys::reopen_for_lock(ctl.fd())?;
+    let tx = Sender::from_link(super::TxLink::Pipe(PipeTx::new(data_w, Some(bell_r), Some(lock))), ctl);
+    let rx = Receiver::from_link(super::RxLink::Pipe(PipeRx::new(data_r, Some(bell_w))), ctl2);
+    Ok((tx, rx))
+}
+
+/// A typed channel over an ordinary pipe (`pipe2`), holding at most `n`
+/// unreceived messages; `bounded(0)` is a rendezvous. Same API and rules
+/// as [`crate::bounded`]; what a pipe cannot do is said in
+/// [`Error::Unsupported`] (rights) and [`Error::NoCredentials`]
+/// (`recv_from`). Either end can be passed to another process inside a
+/// message on a socket channel, or to a child by
+/// [`Command::pipes`](crate::process::Command::pipes).
+///
+/// ```
+/// let (tx, rx) = conduit::channel::pipe::bounded::<String>(4)?;
+/// tx.send("through a pipe".into()).unwrap();
+/// assert_eq!(rx.recv().unwrap(), "through a pipe");
+/// # Ok::<(), conduit::Error>(())
+/// ```
+pub fn bounded<T>(n: usize) -> Result<(Sender<T>, Receiver<T>), Error> {
+    pipe_channel(bounded_capacity(n))
+}
+
+/// A typed channel over an ordinary pipe without a limit: `send` never
+/// blocks (frames the pipe cannot take yet wait in the sending process's
+/// outbox, as on sockets).
+pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
+    pipe_channel(Capacity::Unbounded)
+}
+
+/// Named pipes (FIFOs): typed channels between unrelated processes that
+/// meet at a path in the file system.
+///
+/// * [`create`] makes the FIFO (`mkfifo`) with a mode; it stays until
+///   [`remove`]d, whoever opens and closes it.
+/// * [`receiver`] opens it for reading. It never waits for a writer, and
+///   it also holds the FIFO open for writing itself, so it is never
+///   disconnected by writers coming and going: a server reads from one
+///   writer after another (use `recv_timeout` to stop waiting).
+/// * [`sender`] opens it for writing, waiting as long as it takes for a
+///   receiver (the kernel's blocking open); [`try_sender`] fails at once
+///   with [`Error::NoReader`], [`sender_timeout`] after a time limit.
+/// * Any number of writers, in any processes: each message is one frame
+///   of at most `PIPE_BUF` (4096) bytes, written with one atomic `write`,
+///   so messages never interleave; a larger one is refused at the send
+///   with [`Error::TooLarge`] (nothing written). The channel is unbounded
+///   (`send` never blocks; the outbox holds what the FIFO cannot take yet).
+///   When the receiver is gone, senders get `Disconnected`.
+///
+/// ```
+/// # let dir = std::env::temp_dir().join(format!("conduit-doc-fifo-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let path = dir.join("requests");
+/// conduit::fifo::create(&path, 0o600)?;
+/// let rx = conduit::fifo::receiver::<String>(&path)?;
+/// let tx = conduit::fifo::try_sender::<String>(&path)?; // a receiver is there
+/// tx.send("hello".into()).unwrap();
+/// assert_eq!(rx.recv().unwrap(), "hello");
+/// conduit::fifo::remove(&path)?;
+/// # std::fs::remove_dir(&dir)?;
+/// # Ok::<(), conduit::Error>(())
+/// ```
+pub mod fifo {
+    use std::os::fd::AsFd;
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    use super::{PipeRx, PipeTx, sys};
+    use crate::channel::ctl::{Capacity, Ctl};
+    use crate::channel::transport::{RxLink, TxLink};
+    use crate::channel::{Receiver, Sender};
+    use crate::error::Error;
+
+    /// Create a FIFO at `path` with permission bits `mode` (less the
+    /// umask, as `mkfifo(3)`). Fails with `AlreadyExists` if the path is
+    /// taken.
+    pub fn create(path: impl AsRef<Path>, mode: u32) -> Result<(), Error> {
+        Ok(sys::mkfifo(path.as_ref(), mode)?)
+    }
+
+    /// Remove the FIFO at `path` (open ends keep working).
+    pub fn remove(path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        require_fifo(path)?;
+        Ok(std::fs::remove_file(path)?)
+    }
+
+    fn require_fifo(path: &Path) -> Result<(), Error> {
+        if sys::is_fifo(path)? {
+            Ok(())
+        } else {
+            Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("{} is not a FIFO", path.display()),
+            )))
+        }
+    }
+
+    /// Open the FIFO at `path` for receiving (never waits; see the module
+    /// documentation).
+    pub fn receiver<T>(path: impl AsRef<Path>) -> Result<Receiver<T>, Error> {
+        let path = path.as_ref();
+        require_fifo(path)?;
+        let fd = sys::open_fifo_reader(path)?;
+        Ok(Receiver::from_link(RxLink::Pipe(PipeRx::new(fd, None)), Ctl::create(Capacity::Unbounded)?))
+    }
+
+    fn sender_from<T>(fd: std::os::fd::OwnedFd) -> Result<Sender<T>, Error> {
+        sys::set_nonblocking(fd.as_fd())?;
+        Ok(Sender::from_link(TxLink::Pipe(PipeTx::new(fd, None, None)), Ctl::create(Capacity::Unbounded)?))
+    }
+
+    /// Open the FIFO at `path` for sending, waiting as long as it takes
+    /// for a receiver to open it.
+    pub fn sender<T>(path: impl AsRef<Path>) -> Result<Sender<T>, Error> {
+        let path = path.as_ref();
+        require_fifo(path)?;
+        sender_from(sys::open_fifo_writer_blocking(path)?)
+    }
+
+    /// Open the FIFO at `path` for sending if a receiver has it open now;
+    /// [`Error::NoReader`] otherwise.
+    pub fn try_sender<T>(path: impl AsRef<Path>) -> Result<Sender<T>, Error> {
+        let path = path.as_ref();
+        require_fifo(path)?;
+        match sys::try_open_fifo_writer(path)? {
+            Some(fd) => sender_from(fd),
+            None => Err(Error::NoReader(path.to_path_buf())),
+        }
+    }
+
+    /// Open the FIFO at `path` for sending, waiting at most `timeout` for
+    /// a receiver ([`Error::NoReader`] then). The kernel cannot wait for a
+    /// FIFO's reader with a time limit: this looks again with a backoff
+    /// of 1 to 50 ms.
+    pub fn sender_timeout<T>(path: impl AsRef<Path>, timeout: Duration) -> Result<Sender<T>, Error> {
+        let path = path.as_ref();
+        require_fifo(path)?;
+        let deadline = Instant::now() + timeout;
+        let mut nap = Duration::from_millis(1);
+        loop {
+            if let Some(fd) = sys::try_open_fifo_writer(path)? {
+                return sender_from(fd);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::NoReader(path.to_path_buf()));
+            }
+            std::thread::sleep(nap.min(left));
+            nap = (nap * 2).min(Duration::from_millis(50));
+        }
+    }
+}
