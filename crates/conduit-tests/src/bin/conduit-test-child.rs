@@ -66,6 +66,68 @@ fn main() {
             report(&up, FromChild::Sent(n));
             tx.flush();
         }
+        "fifo-writer" => {
+            // argv: path, tag, count. Opens the FIFO by path alone (nothing
+            // inherited) and sends self-checking messages of 8 to 4000 bytes.
+            let args: Vec<String> = std::env::args().skip(2).collect();
+            let (tag, count): (u64, u64) = (args[1].parse().unwrap(), args[2].parse().unwrap());
+            let tx = conduit::fifo::sender_timeout::<Vec<u64>>(&args[0], Duration::from_secs(10)).unwrap();
+            for i in 0..count {
+                let len = 1 + ((i * 7919 + tag * 31) % 490) as usize;
+                tx.send(vec![tag << 48 | i; len]).unwrap();
+            }
+            tx.flush();
+            report(&up, FromChild::Sent(count));
+        }
+        "fifo-reader-hold" => {
+            // argv: path. Hold the FIFO open for reading until killed.
+            let path = std::env::args().nth(2).unwrap();
+            let _rx = conduit::fifo::receiver::<u64>(&path).unwrap();
+            report(&up, FromChild::Ready);
+            let _ = down.recv();
+        }
+        "big-tagged-writer" => {
+            // argv: count. Messages of 200 KiB, far above PIPE_BUF.
+            let count: u64 = std::env::args().nth(2).unwrap().parse().unwrap();
+            let ToChild::SendTaggedStream(tx, tag) = next() else { panic!("want SendTaggedStream") };
+            for i in 0..count {
+                tx.send(vec![tag << 48 | i; 25_600]).unwrap();
+            }
+            tx.flush();
+            report(&up, FromChild::Sent(count));
+        }
+        "pipe-link" => {
+            // Linked by pipes: answer with our pid and the descriptors we
+            // hold (as `readlink` names them), then wait for the end.
+            let ToChild::Go = next() else { panic!("want Go") };
+            let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect();
+            fds.sort();
+            report(&up, FromChild::Received(fds.join(" "), std::process::id()));
+            match down.recv() {
+                Err(conduit::RecvError::Disconnected) => {}
+                other => panic!("expected the end of the link: {other:?}"),
+            }
+        }
+        "sigpipe-writer" => {
+            // A host that left SIGPIPE at its default (as a C program
+            // does): writing to a pipe whose reader died must be an error,
+            // not our death.
+            // SAFETY: restoring the default action of SIGPIPE installs no
+            // handler code.
+            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            report(&up, FromChild::Ready);
+            let ToChild::Go = next() else { panic!("want Go") };
+            let got = (0..100_000u64).map(|i| tx.send_timeout(i, Duration::from_secs(10))).find(|r| r.is_err());
+            match got {
+                Some(Err(conduit::SendTimeoutError::Disconnected(_))) => outcome(&up, "Disconnected"),
+                other => outcome(&up, &format!("{other:?}")),
+            }
+        }
         "relay-sender" => {
             let ToChild::SendString(tx) = next() else { panic!("want SendString") };
             tx.send("hello from B".to_string()).unwrap();
