@@ -1,10 +1,12 @@
-//! conduit's own cases: typed channels over Unix sockets and over shared
-//! memory (spinning, adaptive, zero-copy loans).
+//! conduit's own cases: typed channels over Unix sockets, over shared
+//! memory (spinning, adaptive, zero-copy loans), over ordinary pipes and
+//! over FIFOs.
 
 use std::io;
 use std::time::Duration;
 
-use conduit::channel::{Bytes, shm};
+use conduit::channel::{Bytes, pipe, shm};
+use conduit::fifo;
 use conduit::shm::WaitStrategy;
 use conduit::{Receiver, Sender};
 
@@ -22,6 +24,8 @@ pub struct Channels {
     rx: Receiver<Bytes>,
     /// Send with loans and receive in place (shared memory only).
     zero_copy: bool,
+    /// Largest message the transport takes whole (FIFOs: `PIPE_BUF`).
+    max: usize,
 }
 
 impl Link for Channels {
@@ -56,6 +60,9 @@ impl Link for Channels {
         }
         Ok(())
     }
+    fn max_message(&self) -> usize {
+        self.max
+    }
     fn recv_view(&mut self, scratch: &mut Vec<u8>, look: &mut dyn FnMut(&[u8])) -> io::Result<()> {
         // A receiver that only looks reads shared memory where it lies,
         // whichever way the message was sent (one copy in all, not two).
@@ -79,12 +86,14 @@ const RING: usize = 4 * MIB;
 enum Kind {
     Uds,
     Shm(WaitStrategy, bool),
+    Pipe,
 }
 
 fn pair(kind: Kind) -> Result<(Sender<Bytes>, Receiver<Bytes>), conduit::Error> {
     match kind {
         Kind::Uds => conduit::bounded(CAPACITY),
         Kind::Shm(wait, _) => shm::Builder::new().bounded(CAPACITY).ring_bytes(RING).wait(wait).build(),
+        Kind::Pipe => pipe::bounded(CAPACITY),
     }
 }
 
@@ -94,7 +103,7 @@ fn case(name: &str, kind: Kind, plan: Plan, tick: &mut dyn FnMut()) -> io::Resul
     let zero_copy = matches!(kind, Kind::Shm(_, true));
     let peer = spawn_peer(name, &[zero_copy.to_string()])?;
     peer.give(Give::Bytes(to_rx, back_tx))?;
-    let mut link = Channels { tx: to_tx, rx: back_rx, zero_copy };
+    let mut link = Channels { tx: to_tx, rx: back_rx, zero_copy, max: usize::MAX };
     let m = driver::measure(name, &mut link, plan, tick);
     drop(link);
     peer.finish(m)
@@ -120,11 +129,50 @@ pub fn shm_loan(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     case("conduit/shm-loan", Kind::Shm(WaitStrategy::default(), true), plan, tick)
 }
 
-/// The peer of every conduit case.
+/// `conduit/pipe`: typed bounded channels over ordinary pipes.
+pub fn pipe_case(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    case("conduit/pipe", Kind::Pipe, plan, tick)
+}
+
+/// Largest `Bytes` message in one FIFO frame: `PIPE_BUF` less the frame
+/// header and the length prefix.
+const FIFO_MAX: usize = 4096 - 16 - 2;
+
+/// `conduit/fifo`: typed channels over two named pipes, opened by path
+/// (1 MiB goes in `PIPE_BUF`-sized pieces, as FIFO messages must).
+pub fn fifo_case(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let dir = std::env::temp_dir().join(format!("conduit-bench-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (down, up) = (dir.join("down"), dir.join("up"));
+    let mut run = || -> io::Result<Measurement> {
+        fifo::create(&down, 0o600).map_err(err)?;
+        fifo::create(&up, 0o600).map_err(err)?;
+        let rx = fifo::receiver::<Bytes>(&up).map_err(err)?;
+        let args = [down.display().to_string(), up.display().to_string()];
+        let peer = spawn_peer("conduit/fifo", &args)?;
+        let tx = fifo::sender_timeout::<Bytes>(&down, Duration::from_secs(10)).map_err(err)?;
+        let mut link = Channels { tx, rx, zero_copy: false, max: FIFO_MAX };
+        let m = driver::measure("conduit/fifo", &mut link, plan, tick);
+        drop(link);
+        peer.finish(m)
+    };
+    let m = run();
+    let _ = std::fs::remove_dir_all(&dir);
+    m
+}
+
+/// The peer of `conduit/fifo`.
+pub fn fifo_peer(p: &Peer) -> io::Result<()> {
+    let rx = fifo::receiver::<Bytes>(p.arg(0)?).map_err(err)?;
+    let tx = fifo::sender_timeout::<Bytes>(p.arg(1)?, Duration::from_secs(10)).map_err(err)?;
+    driver::serve(&mut Channels { tx, rx, zero_copy: false, max: FIFO_MAX })
+}
+
+/// The peer of every other conduit case.
 pub fn peer(p: &Peer) -> io::Result<()> {
     let zero_copy = p.arg(0)? == "true";
     match p.take()? {
-        Give::Bytes(rx, tx) => driver::serve(&mut Channels { tx, rx, zero_copy }),
+        Give::Bytes(rx, tx) => driver::serve(&mut Channels { tx, rx, zero_copy, max: usize::MAX }),
         _ => Err(io::Error::other("expected byte channels")),
     }
 }

@@ -76,6 +76,8 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/shm", conduit_cases::shm_adaptive, conduit_cases::peer),
     ("conduit/shm-loan", conduit_cases::shm_loan, conduit_cases::peer),
     ("conduit/uds", conduit_cases::uds, conduit_cases::peer),
+    ("conduit/pipe", conduit_cases::pipe_case, conduit_cases::peer),
+    ("conduit/fifo", conduit_cases::fifo_case, conduit_cases::fifo_peer),
     ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
@@ -99,6 +101,8 @@ const RUN_ORDER: &[&str] = &[
     "peer/dbus",
     "floor/futex",
     "floor/pipe",
+    "conduit/pipe",
+    "conduit/fifo",
     "floor/tcp",
     "peer/ipc-channel",
 ];
@@ -238,8 +242,13 @@ fn print_table(results: &[Measurement]) {
     let shm_64 = get(results, "conduit/shm").and_then(|m| m.msgs_per_s_64b);
     let mbox_64 = get(results, "conduit/mailbox").and_then(|m| m.msgs_per_s_64b);
     let mq_64 = get(results, "floor/posix-mq").and_then(|m| m.msgs_per_s_64b);
-    let targets: [(&str, Option<f64>, bool, f64); 9] = [
+    let pipe_64 = get(results, "conduit/pipe").and_then(|m| m.msgs_per_s_64b);
+    let floor_pipe_64 = get(results, "floor/pipe").and_then(|m| m.msgs_per_s_64b);
+    let targets: [(&str, Option<f64>, bool, f64); 12] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
+        ("conduit/uds 1 MiB GB/s ÷ floor/uds", ratio("conduit/uds", gbs, "floor/uds", gbs), false, 0.7),
+        ("conduit/pipe rtt p50 ÷ floor/pipe", ratio("conduit/pipe", rtt, "floor/pipe", rtt), true, 1.2),
+        ("conduit/pipe 64 B msgs/s ÷ floor/pipe", pipe_64.zip(floor_pipe_64).map(|(a, b)| a / b), false, 0.8),
         ("conduit/shm-spin rtt p50 ÷ floor/spin", ratio("conduit/shm-spin", rtt, "floor/spin", rtt), true, 1.2),
         ("conduit/shm rtt p50 ÷ floor/spin", ratio("conduit/shm", rtt, "floor/spin", rtt), true, 1.5),
         ("conduit/shm-spin rtt p50 ÷ peer/iceoryx2", ratio("conduit/shm-spin", rtt, "peer/iceoryx2", rtt), true, 1.0),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conduit::shm::queue::{ClaimId, Queue, QueueError, Wait};
+use conduit::shm::queue::{ClaimId, Deadline, Queue, QueueError};
 use conduit::{Receiver, Sender};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde::de::DeserializeOwned;
@@ -406,7 +406,7 @@ impl Client {
     /// Run a queue operation that may wait, in slices of at most 100 ms,
     /// checking between them that the broker is alive: its mailboxes die
     /// with it (except durable ones, which never live in shared memory).
-    fn waiting<T>(&self, wait: Wait, op: impl FnMut(Wait) -> Result<T, QueueError>) -> Result<T, QueueError> {
+    fn waiting<T>(&self, wait: Deadline, op: impl FnMut(Deadline) -> Result<T, QueueError>) -> Result<T, QueueError> {
         in_slices(wait, Duration::from_millis(100), || !hung_up(&self.watch), op).unwrap_or(Err(QueueError::Closed))
     }
 
@@ -496,19 +496,19 @@ impl Client {
 /// most `slice`, asking `alive()` between them whether to go on (is the
 /// broker still there). `None`: `alive()` said no.
 fn in_slices<T>(
-    wait: Wait,
+    wait: Deadline,
     slice: Duration,
     alive: impl Fn() -> bool,
-    mut op: impl FnMut(Wait) -> Result<T, QueueError>,
+    mut op: impl FnMut(Deadline) -> Result<T, QueueError>,
 ) -> Option<Result<T, QueueError>> {
     let until = match wait {
-        Wait::Never => return Some(op(Wait::Never)),
-        Wait::Until(t) => Some(t),
-        Wait::Forever => None,
+        Deadline::Never => return Some(op(Deadline::Never)),
+        Deadline::Until(t) => Some(t),
+        Deadline::Forever => None,
     };
     loop {
         let end = Instant::now() + slice;
-        match op(Wait::Until(until.map_or(end, |t| t.min(end)))) {
+        match op(Deadline::Until(until.map_or(end, |t| t.min(end)))) {
             Err(QueueError::Timeout) if until.is_none_or(|t| Instant::now() < t) => {
                 if !alive() {
                     return None;

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
-use conduit::shm::queue::{Queue, QueueError, Wait};
+use conduit::shm::queue::{Deadline, Queue, QueueError};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol.
@@ -56,11 +56,11 @@ pub enum OnFull {
 impl OnFull {
     /// How long a sender waits for room, from now (`Leave`: not at all —
     /// the message is left instead).
-    pub fn wait(self) -> Wait {
+    pub fn wait(self) -> Deadline {
         match self {
-            OnFull::Block => Wait::Forever,
-            OnFull::Timeout(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
-            OnFull::NoWait | OnFull::Leave => Wait::Never,
+            OnFull::Block => Deadline::Forever,
+            OnFull::Timeout(ms) => Deadline::Until(Instant::now() + Duration::from_millis(ms)),
+            OnFull::NoWait | OnFull::Leave => Deadline::Never,
         }
     }
 }
@@ -78,11 +78,11 @@ pub enum WaitFor {
 
 impl WaitFor {
     /// The same, from now.
-    pub fn wait(self) -> Wait {
+    pub fn wait(self) -> Deadline {
         match self {
-            WaitFor::Forever => Wait::Forever,
-            WaitFor::Millis(ms) => Wait::Until(Instant::now() + Duration::from_millis(ms)),
-            WaitFor::NoWait => Wait::Never,
+            WaitFor::Forever => Deadline::Forever,
+            WaitFor::Millis(ms) => Deadline::Until(Instant::now() + Duration::from_millis(ms)),
+            WaitFor::NoWait => Deadline::Never,
         }
     }
 }

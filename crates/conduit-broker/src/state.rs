@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
-use conduit::shm::queue::{ClaimId, Queue, QueueError, Wait};
+use conduit::shm::queue::{ClaimId, Deadline, Queue, QueueError};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
@@ -227,7 +227,7 @@ pub fn queue_bytes(n: u32, max_message: usize) -> usize {
 /// counts as that too.
 async fn poll_queue<T>(
     name: &str,
-    wait: Wait,
+    wait: Deadline,
     conn: &OwnedFd,
     not_now: QueueError,
     mut op: impl FnMut() -> Result<T, QueueError>,
@@ -239,9 +239,9 @@ async fn poll_queue<T>(
             r => return r.map_err(|e| BrokerError::from_queue(name, e)),
         }
         let left = match wait {
-            Wait::Never => return Err(BrokerError::from_queue(name, not_now)),
-            Wait::Forever => pause,
-            Wait::Until(t) => match t.checked_duration_since(Instant::now()) {
+            Deadline::Never => return Err(BrokerError::from_queue(name, not_now)),
+            Deadline::Forever => pause,
+            Deadline::Until(t) => match t.checked_duration_since(Instant::now()) {
                 Some(left) if !left.is_zero() => left.min(pause),
                 _ => return Err(BrokerError::Timeout),
             },
@@ -310,11 +310,11 @@ fn allowed(mb: &Mailbox, peer: &Peer, access: Access) -> bool {
 
 /// A wait as the rules below use it: `None` = not at all, else until
 /// the instant (if any).
-fn deadline(wait: Wait) -> Option<Option<Instant>> {
+fn deadline(wait: Deadline) -> Option<Option<Instant>> {
     match wait {
-        Wait::Never => None,
-        Wait::Forever => Some(None),
-        Wait::Until(t) => Some(Some(t)),
+        Deadline::Never => None,
+        Deadline::Forever => Some(None),
+        Deadline::Until(t) => Some(Some(t)),
     }
 }
 impl Rules {

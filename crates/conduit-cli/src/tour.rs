@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use conduit::channel::{Bytes, shm};
+use conduit::channel::{Bytes, pipe, shm};
 use conduit::process::{Command, Linked};
 use conduit::{PortSet, Receiver, RecvTimeoutError, ReplyTo, SendTimeoutError, Sender, TrySendError};
 use serde::{Deserialize, Serialize};
@@ -195,6 +195,59 @@ fn unbounded() -> Step {
     Ok(format!(
         "unbounded: the child sent {N} × 1 KiB (~50× the kernel socket buffer) without blocking while we were not reading; all arrived"
     ))
+}
+
+fn pipes() -> Step {
+    let pairs = [pipe::bounded::<u64>(1).map_err(e)?, pipe::bounded::<u64>(1).map_err(e)?];
+    let (p50, _) = ping_pong(pairs, 2000)?;
+    // The textbook's parent/child pipe: a child linked by two pipes.
+    let exe = std::env::current_exe().map_err(e)?;
+    let mut kid = Command::new(exe)
+        .args(["__tour-child", "pipe-hello"])
+        .pipes(true)
+        .spawn::<Give, Tell>()
+        .map_err(|x| format!("spawn pipe-hello: {x}"))?;
+    let heard = kid.rx.recv_timeout(Duration::from_secs(10)).map_err(e)?;
+    let pid = kid.child.id();
+    if heard != Tell::Heard("hello through a pipe".into(), pid) {
+        return Err(format!("the pipe-linked child said {heard:?}"));
+    }
+    drop(kid.tx);
+    kid.child.wait().map_err(e)?;
+    Ok(format!(
+        "typed bounded channels over ordinary pipes (ends passed as rights): round trip p50 {}; a child linked by pipes said hello",
+        micros(p50)
+    ))
+}
+
+fn fifo() -> Step {
+    let dir = std::env::temp_dir().join(format!("conduit-tour-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(e)?;
+    let path = dir.join("requests.fifo");
+    conduit::fifo::create(&path, 0o600).map_err(e)?;
+    let rx = conduit::fifo::receiver::<Vec<u64>>(&path).map_err(e)?;
+    let p = path.to_str().ok_or("temp path is not UTF-8")?;
+    let kids = [spawn_with("fifo-writer", &[p])?, spawn_with("fifo-writer", &[p])?];
+    let mut next = std::collections::HashMap::new();
+    for _ in 0..2000 {
+        let m = rx.recv_timeout(Duration::from_secs(10)).map_err(e)?;
+        let (tag, i) = (m[0] >> 32, m[0] & 0xffff_ffff);
+        if m.len() != 1 + (i % 400) as usize || m.iter().any(|&x| x != m[0]) {
+            return Err(format!("message {i} of writer {tag} arrived torn or mixed"));
+        }
+        let want = next.entry(tag).or_insert(0u64);
+        if i != *want {
+            return Err(format!("writer {tag}: got message {i}, expected {want}"));
+        }
+        *want += 1;
+    }
+    for kid in kids {
+        expect(&kid, Tell::Done(1000))?;
+        finish(kid)?;
+    }
+    conduit::fifo::remove(&path).map_err(e)?;
+    Ok("a FIFO made by path; two unrelated writers sent 1000 messages each: all whole, none interleaved, each in order"
+        .into())
 }
 
 fn rights() -> Step {
@@ -419,7 +472,7 @@ fn async_tokio() -> Step {
 
 /// Run the tour.
 pub fn run() -> ExitCode {
-    let steps: [(&str, StepFn); 16] = [
+    let steps: [(&str, StepFn); 18] = [
         ("spawn", spawn_with_link),
         ("round-trip", round_trip),
         ("bounded", bounded),
@@ -432,6 +485,8 @@ pub fn run() -> ExitCode {
         ("async", async_tokio),
         ("shm", shared_memory),
         ("zero-copy", zero_copy),
+        ("pipe", pipes),
+        ("fifo", fifo),
         ("segment", segment),
         ("idle", idle),
         ("mailbox", mailbox),
@@ -487,6 +542,18 @@ fn child_role(role: &str) -> Result<(), String> {
             c.send("tour", t, format!("type {t}").as_bytes(), conduit_broker::OnFull::NoWait).map_err(e)?;
         }
         return say(Tell::Done(3));
+    }
+    if role == "fifo-writer" {
+        let tx = conduit::fifo::sender_timeout::<Vec<u64>>(&arg, Duration::from_secs(10)).map_err(e)?;
+        let tag = u64::from(std::process::id());
+        for i in 0..1000u64 {
+            tx.send(vec![tag << 32 | i; 1 + (i % 400) as usize]).map_err(e)?;
+        }
+        tx.flush();
+        return say(Tell::Done(1000));
+    }
+    if role == "pipe-hello" {
+        return say(Tell::Heard("hello through a pipe".into(), std::process::id()));
     }
     if role == "echo-service" {
         let c = conduit_broker::Client::connect_to(arg.as_ref()).map_err(e)?;

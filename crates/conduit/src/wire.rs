@@ -10,7 +10,8 @@
 //!
 //! All integers little-endian. `crc32c` covers header bytes 0..12, the
 //! payload and the rights table. With the `OUT_OF_LINE` flag the payload is
-//! not in the datagram but in a sealed memfd passed as the last descriptor.
+//! not in the datagram but in a memfd sealed against writes, passed as the
+//! last descriptor, and the checksum covers the header and rights only.
 //! Each right travels as one to three descriptors (`SCM_RIGHTS`), by kind.
 //! Shared-memory channels put the same frames in their ring. See
 //! `docs/WIRE.md`.
@@ -87,6 +88,15 @@ impl Header {
 pub fn write_header(buf: &mut [u8], kind: Kind, flags: u16, payload: &[u8], rights: &[u8]) {
     write_header_len(buf, kind, flags, payload.len(), rights.len());
     let crc = if flags & UNCHECKED != 0 { 0 } else { checksum(&buf[..12], payload, rights) };
+    buf[12..16].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Write the header of an out-of-line frame (payload of `len` bytes in a
+/// sealed memory file) into `buf[..16]`: its checksum covers header bytes
+/// 0..12 and `rights` only.
+pub fn write_header_sized(buf: &mut [u8], kind: Kind, flags: u16, len: usize, rights: &[u8]) {
+    write_header_len(buf, kind, flags, len, rights.len());
+    let crc = if flags & UNCHECKED != 0 { 0 } else { checksum(&buf[..12], &[], rights) };
     buf[12..16].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -277,10 +287,10 @@ pub fn parse_frame(frame: &[u8], accept_unchecked: bool, limit: usize) -> Result
             crate::rights::RightKind::from_byte(k).ok_or(WireError::BadRight { index, why: "unknown right kind" })?;
         descriptors += kind.fds();
     }
-    if let Some(payload) = inline
-        && !header.unchecked()
-    {
-        verify(frame, &header, payload, rights)?;
+    if !header.unchecked() {
+        // Out of line: the checksum covers the header and the rights (the
+        // payload is in a memory file sealed against writes).
+        verify(frame, &header, inline.unwrap_or(&[]), rights)?;
     }
     Ok(FrameView { header, inline, rights, descriptors })
 }

@@ -19,7 +19,7 @@ use super::transport::shm::async_backoff;
 use super::{Receiver, Sender};
 use crate::error::Error;
 use crate::sys::socket::{self, Credentials};
-use crate::sys::{Wait, barrier};
+use crate::sys::{Deadline, barrier};
 
 use socket::readable_async as readable;
 
@@ -39,7 +39,7 @@ impl<T: Serialize> Sender<T> {
         if self.is_shared_memory() {
             let mut step = 0;
             loop {
-                match self.send_with(&msg, Wait::Never) {
+                match self.send_with(&msg, Deadline::Never) {
                     Ok(()) => return Ok(()),
                     Err(SendFail::Full) => pause(&mut step).await,
                     Err(f) => return Err(f.send(msg)),
@@ -57,7 +57,7 @@ impl<T: Serialize> Sender<T> {
                 match self.core.write_now_or_return(frame) {
                     Ok(r) => return r.map_err(|f| f.send(msg)),
                     Err(back) if self.core.outbox_busy() => {
-                        return self.core.write::<T>(Frame::Encoded(back), Wait::Never).map_err(|f| f.send(msg));
+                        return self.core.write::<T>(Frame::Encoded(back), Deadline::Never).map_err(|f| f.send(msg));
                     }
                     Err(back) => {
                         frame = back;
@@ -70,12 +70,12 @@ impl<T: Serialize> Sender<T> {
         }
         loop {
             if self.try_acquire_now() {
-                return self.core.write::<T>(Frame::Encoded(frame), Wait::Never).map_err(|f| f.send(msg));
+                return self.core.write::<T>(Frame::Encoded(frame), Deadline::Never).map_err(|f| f.send(msg));
             }
             let guard = self.wait_guard();
             if self.try_acquire_now() {
                 drop(guard);
-                return self.core.write::<T>(Frame::Encoded(frame), Wait::Never).map_err(|f| f.send(msg));
+                return self.core.write::<T>(Frame::Encoded(frame), Deadline::Never).map_err(|f| f.send(msg));
             }
             if let Err(e) = readable(self.core.link.bell_fd()).await {
                 return Err(SendError::Failed(msg, e.into()));

@@ -30,7 +30,7 @@ use super::shm::RingEnd;
 use super::{Receiver, Sender};
 use crate::error::{Error, WireError};
 use crate::shm::ring::{Record, Reservation, RingLock, TooLarge};
-use crate::sys::Wait;
+use crate::sys::Deadline;
 use crate::wire::{self, HEADER_LEN, Kind};
 
 /// A message that is a byte string (encoded as one, not as a sequence).
@@ -128,10 +128,10 @@ fn read_varint(b: &[u8]) -> Option<(usize, usize)> {
 impl Sender<Bytes> {
     /// Send bytes from a slice (no intermediate `Vec`).
     pub fn send_slice(&self, data: &[u8]) -> Result<(), Error> {
-        if self.core.send_plain(&RawBytes(data), Wait::Forever).is_some() {
+        if self.core.send_plain(&RawBytes(data), Deadline::Forever).is_some() {
             return Ok(());
         }
-        match self.send_full(&BytesRef(data), Wait::Forever) {
+        match self.send_full(&BytesRef(data), Deadline::Forever) {
             Ok(()) => Ok(()),
             Err(SendFail::Failed(e)) => Err(e),
             Err(_) => Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected"))),
@@ -179,7 +179,7 @@ impl Sender<Bytes> {
             let ready =
                 || bounded.is_none_or(|n| end.ring.below(n)) && matches!(end.ring.try_reserve(frame_len), Ok(Some(_)));
             let bell = if credit { end.ring.space_bell() } else { end.ring.credit_bell() };
-            if !bell.wait(end.strategy, Wait::Forever, &end.gone, ready) {
+            if !bell.wait(end.strategy, Deadline::Forever, &end.gone, ready) {
                 self.core.ctl.give_back();
                 return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "disconnected")));
             }
@@ -338,7 +338,7 @@ impl Receiver<Bytes> {
                         }
                         return Err(RecvError::Disconnected);
                     }
-                    end.ring.data_bell().wait(end.strategy, Wait::Forever, &end.gone, || end.ring.has_data());
+                    end.ring.data_bell().wait(end.strategy, Deadline::Forever, &end.gone, || end.ring.has_data());
                 }
             }
         }

@@ -32,7 +32,7 @@ use super::transport::{Caps, TxLink};
 use crate::error::Error;
 use crate::shm::WaitStrategy;
 use crate::shm::ring::TooLarge;
-use crate::sys::{Wait, socket};
+use crate::sys::{Deadline, socket};
 use crate::wire::{self, Kind};
 
 #[derive(Debug, Default)]
@@ -189,7 +189,7 @@ impl SenderCore {
     /// room. `None` hands the send to the full path, which owns every
     /// other case and every error report (nothing was published then).
     #[inline]
-    pub(crate) fn send_plain(&self, msg: &impl Plain, wait: Wait) -> Option<()> {
+    pub(crate) fn send_plain(&self, msg: &impl Plain, wait: Deadline) -> Option<()> {
         let end = self.ring.as_ref().filter(|e| !e.checked)?;
         let Capacity::Bounded(limit) = self.ctl.capacity() else { return None };
         let size = msg.size()?;
@@ -246,7 +246,7 @@ impl SenderCore {
             None => self.link.wait_writable(),
             Some(end) => {
                 let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)) | Err(_));
-                end.ring.space_bell().wait(WaitStrategy::Park, Wait::Forever, &end.gone, room);
+                end.ring.space_bell().wait(WaitStrategy::Park, Deadline::Forever, &end.gone, room);
                 Ok(())
             }
         }
@@ -289,7 +289,7 @@ impl SenderCore {
     /// socket channels) never block here: a full transport sends the frame
     /// to the outbox. Bounded shared-memory channels wait for ring room
     /// until `wait` runs out, and then give the credit back.
-    pub fn write<T: Serialize + ?Sized>(self: &Arc<Self>, frame: Frame<'_, T>, wait: Wait) -> Result<(), SendFail> {
+    pub fn write<T: Serialize + ?Sized>(self: &Arc<Self>, frame: Frame<'_, T>, wait: Deadline) -> Result<(), SendFail> {
         if let Some(end) = &self.ring
             && self.ctl.capacity() != Capacity::Unbounded
         {

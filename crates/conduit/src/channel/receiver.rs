@@ -20,7 +20,7 @@ use super::transport::shm::RingEnd;
 use super::transport::{Parts, RxLink};
 use crate::error::{Error, WireError};
 use crate::rights::{self, RightKind};
-use crate::sys::Wait;
+use crate::sys::Deadline;
 use crate::sys::socket::{self, Credentials, Received};
 use crate::wire::{self, Kind, MAX_FRAME};
 
@@ -319,7 +319,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         if self.retract() {
             return Err(RecvFail::Empty);
         }
-        let grace = Wait::Until(Instant::now() + IN_FLIGHT_GRACE);
+        let grace = Deadline::Until(Instant::now() + IN_FLIGHT_GRACE);
         match &self.ring {
             None => {
                 let _ = socket::poll(&[self.link.ready_fd()], grace);
@@ -355,7 +355,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// after waiting for data. `None`: use the full path ([`recv_with`]),
     /// which then reports timeouts, disconnection and bad frames.
     #[inline]
-    fn recv_plain(&self, wait: Wait) -> Option<Result<T, Error>> {
+    fn recv_plain(&self, wait: Deadline) -> Option<Result<T, Error>> {
         let end = self.ring.as_ref().filter(|e| !e.checked)?;
         if self.ctl.capacity() == Capacity::Zero {
             return None;
@@ -363,7 +363,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         if let Some(got) = self.take_plain(end) {
             return Some(got);
         }
-        if wait == Wait::Never || end.is_gone() {
+        if wait == Deadline::Never || end.is_gone() {
             return None;
         }
         if end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data()) {
@@ -372,7 +372,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         None
     }
 
-    pub(crate) fn recv_with(&self, wait: Wait) -> Result<Got<T>, RecvFail> {
+    pub(crate) fn recv_with(&self, wait: Deadline) -> Result<Got<T>, RecvFail> {
         self.begin();
         if let Some(end) = &self.ring {
             loop {
@@ -396,12 +396,12 @@ impl<T: DeserializeOwned> Receiver<T> {
             }
         }
         loop {
-            if let Some(got) = self.read(wait == Wait::Forever)? {
+            if let Some(got) = self.read(wait == Deadline::Forever)? {
                 return Ok(got);
             }
-            if wait != Wait::Never && !wait.expired() {
+            if wait != Deadline::Never && !wait.expired() {
                 let ready = socket::poll(&[self.link.ready_fd()], wait).map_err(|e| RecvFail::Failed(e.into()))?;
-                if ready[0].readable || ready[0].hangup || wait == Wait::Forever {
+                if ready[0].readable || ready[0].hangup || wait == Deadline::Forever {
                     continue;
                 }
             }
@@ -413,18 +413,18 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// [`RecvError::Disconnected`] once every sender is gone and the queue
     /// is empty.
     pub fn recv(&self) -> Result<T, RecvError> {
-        if let Some(got) = self.recv_plain(Wait::Forever) {
+        if let Some(got) = self.recv_plain(Deadline::Forever) {
             return got.map_err(RecvError::Failed);
         }
-        self.recv_with(Wait::Forever).map(|g| g.0).map_err(RecvFail::recv)
+        self.recv_with(Deadline::Forever).map(|g| g.0).map_err(RecvFail::recv)
     }
 
     /// Take a message if one is there, without waiting.
     pub fn try_recv(&self) -> Result<T, TryRecvError> {
-        if let Some(got) = self.recv_plain(Wait::Never) {
+        if let Some(got) = self.recv_plain(Deadline::Never) {
             return got.map_err(TryRecvError::Failed);
         }
-        self.recv_with(Wait::Never).map(|g| g.0).map_err(RecvFail::try_recv)
+        self.recv_with(Deadline::Never).map(|g| g.0).map_err(RecvFail::try_recv)
     }
 
     /// Wait for a message at most `timeout`.
@@ -434,10 +434,10 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// Wait for a message until `deadline` at most.
     pub fn recv_deadline(&self, deadline: Instant) -> Result<T, RecvTimeoutError> {
-        if let Some(got) = self.recv_plain(Wait::Until(deadline)) {
+        if let Some(got) = self.recv_plain(Deadline::Until(deadline)) {
             return got.map_err(RecvTimeoutError::Failed);
         }
-        self.recv_with(Wait::Until(deadline)).map(|g| g.0).map_err(RecvFail::recv_timeout)
+        self.recv_with(Deadline::Until(deadline)).map(|g| g.0).map_err(RecvFail::recv_timeout)
     }
 
     /// Like [`recv`](Self::recv), and also say who sent the message: the
@@ -447,7 +447,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         if !self.has_credentials() {
             return Err(RecvError::Failed(Error::NoCredentials));
         }
-        let (msg, creds) = self.recv_with(Wait::Forever).map_err(RecvFail::recv)?;
+        let (msg, creds) = self.recv_with(Deadline::Forever).map_err(RecvFail::recv)?;
         Ok((msg, creds.ok_or_else(no_creds)?))
     }
 
@@ -456,7 +456,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         if !self.has_credentials() {
             return Err(RecvTimeoutError::Failed(Error::NoCredentials));
         }
-        let wait = Wait::Until(Instant::now() + timeout);
+        let wait = Deadline::Until(Instant::now() + timeout);
         let (msg, creds) = self.recv_with(wait).map_err(RecvFail::recv_timeout)?;
         Ok((msg, creds.ok_or_else(no_creds)?))
     }
@@ -518,11 +518,7 @@ impl<T> Receiver<T> {
         if !self.link.can_move() {
             return Err(std::io::Error::other("a pipe receiver holding part of a frame cannot be moved"));
         }
-        let kind = match (&self.link, &self.ring) {
-            (RxLink::Seqpacket(_), None) => RightKind::Receive,
-            (RxLink::Seqpacket(_), Some(_)) => RightKind::ShmReceive,
-            (RxLink::Pipe(_), _) => RightKind::PipeReceive,
-        };
+        let kind = self.link.right_kind(self.ring.is_some());
         Ok((kind, dup_port(self.link.dup_fds(), &self.ctl, self.ring.as_ref())?))
     }
 

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use super::Receiver;
-use crate::sys::{Wait, barrier, socket};
+use crate::sys::{Deadline, barrier, socket};
 
 /// What a port set needs of a member, whatever its message type.
 trait Member {
@@ -97,7 +97,7 @@ impl<'a> PortSet<'a> {
     /// Wait until a member is ready.
     pub fn ready(&mut self) -> usize {
         loop {
-            if let Some(i) = self.wait(Wait::Forever) {
+            if let Some(i) = self.wait(Deadline::Forever) {
                 return i;
             }
         }
@@ -105,20 +105,20 @@ impl<'a> PortSet<'a> {
 
     /// A ready member, if one is ready now.
     pub fn try_ready(&mut self) -> Option<usize> {
-        self.wait(Wait::Never)
+        self.wait(Deadline::Never)
     }
 
     /// Wait at most `timeout` for a ready member.
     pub fn ready_timeout(&mut self, timeout: Duration) -> Option<usize> {
-        self.wait(Wait::Until(Instant::now() + timeout))
+        self.wait(Deadline::Until(Instant::now() + timeout))
     }
 
     /// Wait until `deadline` at most for a ready member.
     pub fn ready_deadline(&mut self, deadline: Instant) -> Option<usize> {
-        self.wait(Wait::Until(deadline))
+        self.wait(Deadline::Until(deadline))
     }
 
-    fn wait(&mut self, wait: Wait) -> Option<usize> {
+    fn wait(&mut self, wait: Deadline) -> Option<usize> {
         let n = self.members.len();
         if n == 0 {
             return None;
@@ -148,7 +148,7 @@ impl<'a> PortSet<'a> {
                 let (m, r) = (self.members[i], ready.get(i).copied().unwrap_or_default());
                 if m.is_ring() { m.ring_ready() || r.hangup } else { r.readable || r.hangup }
             });
-            if chosen.is_some() || wait == Wait::Never || wait.expired() {
+            if chosen.is_some() || wait == Deadline::Never || wait.expired() {
                 break;
             }
             // Only doorbells of shared-memory members woke us: drop them.

@@ -17,7 +17,7 @@ use super::transport::shm::RingEnd;
 use super::transport::{Parts, TxLink};
 use crate::error::Error;
 use crate::rights::{self, RightKind};
-use crate::sys::Wait;
+use crate::sys::Deadline;
 use crate::wire;
 
 /// A send right: the sending half of a channel.
@@ -130,7 +130,7 @@ impl<T> Sender<T> {
     /// receiver's death ends the wait at once; shared-memory channels spin
     /// and/or sleep on the ring's credit futex, woken by the monitor thread
     /// if the receiver dies.
-    fn acquire(&self, wait: Wait) -> Result<(), SendFail> {
+    fn acquire(&self, wait: Deadline) -> Result<(), SendFail> {
         let ctl = &self.core.ctl;
         if let Some(end) = &self.core.ring {
             if let Capacity::Bounded(_) = ctl.capacity() {
@@ -147,7 +147,7 @@ impl<T> Sender<T> {
             if ctl.try_acquire() {
                 return Ok(());
             }
-            if wait == Wait::Never {
+            if wait == Deadline::Never {
                 return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
             }
             let guard = ctl.wait_guard();
@@ -189,7 +189,7 @@ impl<T> Sender<T> {
 impl<T> Sender<T> {
     /// Send any value that encodes like a `T` (e.g. a borrowed form).
     #[inline]
-    pub(crate) fn send_ref<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
+    pub(crate) fn send_ref<U: Serialize + ?Sized>(&self, msg: &U, wait: Deadline) -> Result<(), SendFail> {
         if self.core.send_plain(&super::outbox::Serde(msg), wait).is_some() {
             return Ok(());
         }
@@ -198,7 +198,7 @@ impl<T> Sender<T> {
 
     /// Every send the fast path (`SenderCore::send_plain`) leaves: rights,
     /// other capacities, sockets, large messages, errors and timeouts.
-    pub(crate) fn send_full<U: Serialize + ?Sized>(&self, msg: &U, wait: Wait) -> Result<(), SendFail> {
+    pub(crate) fn send_full<U: Serialize + ?Sized>(&self, msg: &U, wait: Deadline) -> Result<(), SendFail> {
         let frame = match &self.core.ring {
             // Shared memory: a message without rights that fits the ring is
             // serialized straight into it. (Sizing fails on a message with
@@ -230,12 +230,12 @@ impl<T> Sender<T> {
     }
 
     pub(crate) fn acquire_for_loan(&self) -> Result<(), SendFail> {
-        self.acquire(Wait::Forever)
+        self.acquire(Deadline::Forever)
     }
 }
 
 impl<T: Serialize> Sender<T> {
-    pub(crate) fn send_with(&self, msg: &T, wait: Wait) -> Result<(), SendFail> {
+    pub(crate) fn send_with(&self, msg: &T, wait: Deadline) -> Result<(), SendFail> {
         self.send_ref(msg, wait)
     }
 
@@ -243,14 +243,14 @@ impl<T: Serialize> Sender<T> {
     /// long as it takes. Fails only if the receiver is gone or the message
     /// cannot be encoded; the error gives the message back.
     pub fn send(&self, msg: T) -> Result<(), SendError<T>> {
-        self.send_with(&msg, Wait::Forever).map_err(|f| f.send(msg))
+        self.send_with(&msg, Deadline::Forever).map_err(|f| f.send(msg))
     }
 
     /// Send only if it can be done without waiting: returns
     /// [`TrySendError::Full`] when the channel is full, or, for a
     /// rendezvous, when no receiver is waiting.
     pub fn try_send(&self, msg: T) -> Result<(), TrySendError<T>> {
-        self.send_with(&msg, Wait::Never).map_err(|f| f.try_send(msg))
+        self.send_with(&msg, Deadline::Never).map_err(|f| f.try_send(msg))
     }
 
     /// Send only if the channel takes the message at once, without waiting
@@ -280,7 +280,7 @@ impl<T: Serialize> Sender<T> {
 
     /// Send, waiting until `deadline` at most.
     pub fn send_deadline(&self, msg: T, deadline: Instant) -> Result<(), SendTimeoutError<T>> {
-        self.send_with(&msg, Wait::Until(deadline)).map_err(|f| f.send_timeout(msg))
+        self.send_with(&msg, Deadline::Until(deadline)).map_err(|f| f.send_timeout(msg))
     }
 
     /// Send a request carrying a send-once reply right, and wait for
@@ -331,7 +331,7 @@ impl<T: Serialize> Sender<T> {
     {
         let (reply_tx, reply_rx) = super::bounded::<R>(1).map_err(CallError::Failed)?;
         let request = make(super::ReplyTo::new(reply_tx));
-        let wait = deadline.map_or(Wait::Forever, Wait::Until);
+        let wait = deadline.map_or(Deadline::Forever, Deadline::Until);
         match self.send_with(&request, wait) {
             Ok(()) => {}
             Err(SendFail::Full) => return Err(CallError::Timeout),
@@ -388,11 +388,7 @@ pub(crate) fn dup_port(
 impl<T> Sender<T> {
     /// This send right as a right's kind and descriptors (duplicates).
     pub(crate) fn to_right(&self) -> std::io::Result<(RightKind, Vec<std::os::fd::OwnedFd>)> {
-        let kind = match (&self.core.link, &self.core.ring) {
-            (TxLink::Seqpacket(_), None) => RightKind::Send,
-            (TxLink::Seqpacket(_), Some(_)) => RightKind::ShmSend,
-            (TxLink::Pipe(_), _) => RightKind::PipeSend,
-        };
+        let kind = self.core.link.right_kind(self.core.ring.is_some());
         Ok((kind, dup_port(self.core.link.dup_fds(), &self.core.ctl, self.core.ring.as_ref())?))
     }
 }

@@ -4,7 +4,7 @@
 //! * [`ring`]: the bounded producer/consumer buffer across processes.
 //! * [`queue`]: a typed message queue with receive-by-type on a ring, any
 //!   number of senders and receivers (the storage of the broker's mailboxes).
-//! * [`Wait`](WaitStrategy): how a side that must wait does so — spin,
+//! * [`WaitStrategy`]: how a side that must wait does so — spin,
 //!   park on a futex, or spin briefly and then park (the default).
 //!
 //! The shared-memory flavor of the channel API is in

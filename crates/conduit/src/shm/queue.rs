@@ -45,7 +45,7 @@ use super::ring::{
 use super::ring_core::Record;
 use super::{Segment, WaitStrategy};
 use crate::error::{Error, WireError};
-pub use crate::sys::Wait;
+pub use crate::sys::Deadline;
 
 /// Marks a ring as a queue (in the ring header's user words).
 const QUEUE_KIND: u32 = 0x5155_4555;
@@ -121,7 +121,7 @@ impl From<super::ring::Corrupt> for QueueError {
 /// Whether an operation waits for the queue's locks.
 #[derive(Clone, Copy)]
 enum Locking {
-    Wait,
+    Deadline,
     /// Fail with `Busy` if a live process holds one.
     OrBusy,
 }
@@ -213,30 +213,30 @@ impl Queue {
         self.closed().load(SeqCst) != 0
     }
 
-    /// Like [`send`](Self::send) with [`Wait::Never`], but without waiting
+    /// Like [`send`](Self::send) with [`Deadline::Never`], but without waiting
     /// for the lock either: [`QueueError::Busy`] if another live process
     /// holds it. For a server that must never block on its clients (the
     /// broker: a client stopped while holding the lock stalls only itself).
     pub fn send_or_busy(&self, mtype: i64, data: &[u8], sender: (u32, u32)) -> Result<(), QueueError> {
-        self.send_with(mtype, data, sender, Wait::Never, Locking::OrBusy)
+        self.send_with(mtype, data, sender, Deadline::Never, Locking::OrBusy)
     }
 
     /// Queue a message of type `mtype` (≥ 0), waiting for room as `wait`
     /// allows. `sender` is (pid, uid) as the receiver will see it.
-    pub fn send(&self, mtype: i64, data: &[u8], sender: (u32, u32), wait: Wait) -> Result<(), QueueError> {
-        self.send_with(mtype, data, sender, wait, Locking::Wait)
+    pub fn send(&self, mtype: i64, data: &[u8], sender: (u32, u32), wait: Deadline) -> Result<(), QueueError> {
+        self.send_with(mtype, data, sender, wait, Locking::Deadline)
     }
 
     fn producers(&self, locking: Locking) -> Result<RingLock<'_>, QueueError> {
         match locking {
-            Locking::Wait => Ok(self.ring.lock_producers(self.closed())),
+            Locking::Deadline => Ok(self.ring.lock_producers(self.closed())),
             Locking::OrBusy => self.ring.try_lock_producers().ok_or(QueueError::Busy),
         }
     }
 
     fn consumers(&self, locking: Locking) -> Result<RingLock<'_>, QueueError> {
         match locking {
-            Locking::Wait => Ok(self.ring.lock_consumers(self.closed())),
+            Locking::Deadline => Ok(self.ring.lock_consumers(self.closed())),
             Locking::OrBusy => self.ring.try_lock_consumers().ok_or(QueueError::Busy),
         }
     }
@@ -246,7 +246,7 @@ impl Queue {
         mtype: i64,
         data: &[u8],
         sender: (u32, u32),
-        wait: Wait,
+        wait: Deadline,
         locking: Locking,
     ) -> Result<(), QueueError> {
         if mtype < 0 {
@@ -288,7 +288,7 @@ impl Queue {
                 return Err(QueueError::Closed);
             }
             if !ready {
-                return Err(if wait == Wait::Never { QueueError::Full } else { QueueError::Timeout });
+                return Err(if wait == Deadline::Never { QueueError::Full } else { QueueError::Timeout });
             }
         }
     }
@@ -296,7 +296,7 @@ impl Queue {
     /// Take a message by the System V `msgrcv` rule: `select` 0 = the
     /// oldest, > 0 = the oldest of that type, < 0 = the oldest of the
     /// lowest type ≤ |select|; waiting as `wait` allows.
-    pub fn recv(&self, select: i64, wait: Wait) -> Result<QueuedMessage, QueueError> {
+    pub fn recv(&self, select: i64, wait: Deadline) -> Result<QueuedMessage, QueueError> {
         let strategy = self.ring.strategy();
         loop {
             if self.is_closed() {
@@ -305,7 +305,7 @@ impl Queue {
             // A message that arrives (or is given back) after this count
             // was read wakes us.
             let seen = self.generation();
-            if let Some(m) = self.try_take(select, false, Locking::Wait)? {
+            if let Some(m) = self.try_take(select, false, Locking::Deadline)? {
                 return Ok(m.0);
             }
             let ready = self.ring.data_bell().wait(strategy, wait, self.closed(), || {
@@ -313,10 +313,10 @@ impl Queue {
             });
             if !ready && !self.is_closed() {
                 // One last look: a message may have come at the deadline.
-                if let Some(m) = self.try_take(select, false, Locking::Wait)? {
+                if let Some(m) = self.try_take(select, false, Locking::Deadline)? {
                     return Ok(m.0);
                 }
-                return Err(if wait == Wait::Never { QueueError::Empty } else { QueueError::Timeout });
+                return Err(if wait == Deadline::Never { QueueError::Empty } else { QueueError::Timeout });
             }
         }
     }
@@ -326,14 +326,14 @@ impl Queue {
     /// [`give_back`](Self::give_back) returns it; if this process dies
     /// first, it goes to the next receiver. With all claim slots in use,
     /// waits as for an empty queue.
-    pub fn claim(&self, select: i64, wait: Wait) -> Result<(QueuedMessage, ClaimId), QueueError> {
+    pub fn claim(&self, select: i64, wait: Deadline) -> Result<(QueuedMessage, ClaimId), QueueError> {
         let strategy = self.ring.strategy();
         loop {
             if self.is_closed() {
                 return Err(QueueError::Closed);
             }
             let seen = self.generation();
-            if let Some((m, Some(id))) = self.try_take(select, true, Locking::Wait)? {
+            if let Some((m, Some(id))) = self.try_take(select, true, Locking::Deadline)? {
                 return Ok((m, id));
             }
             // (With every claim slot taken, wait for a change rather than
@@ -347,15 +347,15 @@ impl Queue {
                 }
             });
             if !ready && !self.is_closed() {
-                if let Some((m, Some(id))) = self.try_take(select, true, Locking::Wait)? {
+                if let Some((m, Some(id))) = self.try_take(select, true, Locking::Deadline)? {
                     return Ok((m, id));
                 }
-                return Err(if wait == Wait::Never { QueueError::Empty } else { QueueError::Timeout });
+                return Err(if wait == Deadline::Never { QueueError::Empty } else { QueueError::Timeout });
             }
         }
     }
 
-    /// Like [`claim`](Self::claim) with [`Wait::Never`], without waiting
+    /// Like [`claim`](Self::claim) with [`Deadline::Never`], without waiting
     /// for the lock either ([`QueueError::Busy`]; see
     /// [`send_or_busy`](Self::send_or_busy)).
     pub fn claim_or_busy(&self, select: i64) -> Result<(QueuedMessage, ClaimId), QueueError> {
@@ -370,13 +370,13 @@ impl Queue {
 
     /// Take a claimed message for good.
     pub fn ack(&self, id: ClaimId) -> Result<(), QueueError> {
-        self.settle(id, true, Locking::Wait)
+        self.settle(id, true, Locking::Deadline)
     }
 
     /// Return a claimed message to the queue (receivers waiting for it
     /// are woken).
     pub fn give_back(&self, id: ClaimId) -> Result<(), QueueError> {
-        self.settle(id, false, Locking::Wait)
+        self.settle(id, false, Locking::Deadline)
     }
 
     /// [`ack`](Self::ack) (`ack` true) or [`give_back`](Self::give_back)
@@ -565,7 +565,7 @@ impl Queue {
     /// After a receiver died holding the consumers' lock: count what is
     /// really queued, with the producers held off.
     fn recount(&self) -> Result<(), QueueError> {
-        let _producers = self.producers(Locking::Wait)?;
+        let _producers = self.producers(Locking::Deadline)?;
         let mut live = 0;
         let mut cur = self.ring.peek()?;
         while let Some(r) = cur {
@@ -600,15 +600,15 @@ mod tests {
     fn types_are_selected_by_the_system_v_rules_and_taken_out_of_turn() {
         let q = Queue::new(8, 4096).unwrap();
         for t in [5, 3, 9, 3, 1] {
-            q.send(t, &[t as u8], (1, 2), Wait::Never).unwrap();
+            q.send(t, &[t as u8], (1, 2), Deadline::Never).unwrap();
         }
-        assert_eq!(q.recv(3, Wait::Never).unwrap().mtype, 3);
-        assert_eq!(q.recv(-4, Wait::Never).unwrap().mtype, 1, "lowest type ≤ 4");
-        assert_eq!(q.recv(0, Wait::Never).unwrap().mtype, 5, "the oldest left");
-        assert_eq!(q.recv(7, Wait::Never), Err(QueueError::Empty));
+        assert_eq!(q.recv(3, Deadline::Never).unwrap().mtype, 3);
+        assert_eq!(q.recv(-4, Deadline::Never).unwrap().mtype, 1, "lowest type ≤ 4");
+        assert_eq!(q.recv(0, Deadline::Never).unwrap().mtype, 5, "the oldest left");
+        assert_eq!(q.recv(7, Deadline::Never), Err(QueueError::Empty));
         assert_eq!(q.len(), 2);
-        assert_eq!(q.recv(0, Wait::Never).unwrap().mtype, 9);
-        assert_eq!(q.recv(0, Wait::Never).unwrap().mtype, 3);
+        assert_eq!(q.recv(0, Deadline::Never).unwrap().mtype, 9);
+        assert_eq!(q.recv(0, Deadline::Never).unwrap().mtype, 3);
         assert_eq!(q.bytes_used(), 0, "records taken out of turn give their room back");
     }
 
@@ -616,9 +616,9 @@ mod tests {
     fn a_receiver_that_died_holding_the_lock_is_recounted_after() {
         let q = Queue::new(4, 4096).unwrap();
         for i in 0..4 {
-            q.send(1, &[i], (1, 2), Wait::Never).unwrap();
+            q.send(1, &[i], (1, 2), Deadline::Never).unwrap();
         }
-        assert_eq!(q.send(1, b"x", (1, 2), Wait::Never), Err(QueueError::Full));
+        assert_eq!(q.send(1, b"x", (1, 2), Deadline::Never), Err(QueueError::Full));
         // A receiver took the oldest (head moved) and was killed before it
         // counted it, holding the consumers' lock.
         let r = q.ring.peek().unwrap().unwrap();
@@ -626,40 +626,40 @@ mod tests {
         q.ring.word(super::super::ring::OFF_CONSUMER_LOCK).store(dead_tid(), SeqCst);
         assert_eq!(q.len(), 4, "the count is one too many");
         // The next receiver takes the lock over and recounts.
-        assert_eq!(q.recv(0, Wait::Never).unwrap().data, [1]);
+        assert_eq!(q.recv(0, Deadline::Never).unwrap().data, [1]);
         assert_eq!(q.len(), 2);
         for _ in 0..2 {
-            q.send(1, b"y", (1, 2), Wait::Never).unwrap();
+            q.send(1, b"y", (1, 2), Deadline::Never).unwrap();
         }
-        assert_eq!(q.send(1, b"z", (1, 2), Wait::Never), Err(QueueError::Full), "exactly the capacity again");
+        assert_eq!(q.send(1, b"z", (1, 2), Deadline::Never), Err(QueueError::Full), "exactly the capacity again");
     }
 
     #[test]
     fn claims_hold_a_message_until_acked_given_back_or_their_holder_dies() {
         let q = Queue::new(4, 4096).unwrap();
         for i in 0..3u8 {
-            q.send(1, &[i], (1, 2), Wait::Never).unwrap();
+            q.send(1, &[i], (1, 2), Deadline::Never).unwrap();
         }
-        let (m0, c0) = q.claim(0, Wait::Never).unwrap();
+        let (m0, c0) = q.claim(0, Deadline::Never).unwrap();
         assert_eq!(m0.data, [0]);
         // Another receiver skips the claimed message.
-        let (m1, c1) = q.claim(0, Wait::Never).unwrap();
+        let (m1, c1) = q.claim(0, Deadline::Never).unwrap();
         assert_eq!(m1.data, [1]);
         assert_eq!(q.len(), 3, "claimed messages are still queued");
         q.give_back(c0).unwrap();
         assert_eq!(q.give_back(c0), Err(QueueError::ClaimLost), "settled once only");
-        assert_eq!(q.recv(0, Wait::Never).unwrap().data, [0], "given back, received again");
+        assert_eq!(q.recv(0, Deadline::Never).unwrap().data, [0], "given back, received again");
         q.ack(c1).unwrap();
         assert_eq!(q.len(), 1);
         // A holder that died: its claim is freed by the next receiver.
-        let (m2, c2) = q.claim(0, Wait::Never).unwrap();
+        let (m2, c2) = q.claim(0, Deadline::Never).unwrap();
         assert_eq!(m2.data, [2]);
-        assert_eq!(q.recv(0, Wait::Never), Err(QueueError::Empty), "held by a live process");
+        assert_eq!(q.recv(0, Deadline::Never), Err(QueueError::Empty), "held by a live process");
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
         q.claim_slot(c2.slot).0.store(dead, SeqCst);
-        assert_eq!(q.recv(0, Wait::Never).unwrap().data, [2], "the dead holder's message goes to the next");
+        assert_eq!(q.recv(0, Deadline::Never).unwrap().data, [2], "the dead holder's message goes to the next");
         assert_eq!(q.ack(c2), Err(QueueError::ClaimLost));
         assert!(q.is_empty());
         assert_eq!(q.bytes_used(), 0);
@@ -668,13 +668,13 @@ mod tests {
     #[test]
     fn a_claimed_message_is_not_received_and_its_give_back_wakes_a_waiter() {
         let q = Queue::new(4, 4096).unwrap();
-        q.send(1, b"a", (1, 2), Wait::Never).unwrap();
-        let (_, c) = q.claim(0, Wait::Never).unwrap();
+        q.send(1, b"a", (1, 2), Deadline::Never).unwrap();
+        let (_, c) = q.claim(0, Deadline::Never).unwrap();
         let t = std::time::Instant::now();
-        let until = Wait::Until(t + std::time::Duration::from_millis(50));
+        let until = Deadline::Until(t + std::time::Duration::from_millis(50));
         assert_eq!(q.recv(0, until), Err(QueueError::Timeout));
         std::thread::scope(|s| {
-            let waiter = s.spawn(|| q.recv(0, Wait::Forever));
+            let waiter = s.spawn(|| q.recv(0, Deadline::Forever));
             q.give_back(c).unwrap();
             assert_eq!(waiter.join().unwrap().unwrap().data, b"a", "a give-back wakes the waiter");
         });

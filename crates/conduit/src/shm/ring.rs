@@ -34,7 +34,7 @@ use super::ring_core::{self, Counter, RingMemory};
 pub use super::ring_core::{Corrupt, Record, Reservation, TooLarge};
 use super::{Segment, WaitStrategy};
 use crate::error::{Error, WireError};
-use crate::sys::{self, Wait, barrier, futex};
+use crate::sys::{self, Deadline, barrier, futex};
 
 const MAGIC: u32 = 0xC0D1_4149;
 /// 2: the record header word is the commit (it carries a lap tag).
@@ -157,14 +157,14 @@ impl Bell<'_> {
     pub(crate) fn wait(
         &self,
         strategy: WaitStrategy,
-        wait: Wait,
+        wait: Deadline,
         gone: &impl Gone,
         mut ready: impl FnMut() -> bool,
     ) -> bool {
         if ready() {
             return true;
         }
-        if wait == Wait::Never {
+        if wait == Deadline::Never {
             return false;
         }
         // Adaptive waiting learns: a waiter that parked and was woken soon
@@ -690,7 +690,7 @@ impl Ring {
                     waiters.fetch_add(1, SeqCst);
                     // Slow side of the owner's `light` fence in `drop`.
                     let nap = if barrier::heavy() { 50 } else { 1 };
-                    futex::wait(word, owner, Wait::Until(Instant::now() + Duration::from_millis(nap)));
+                    futex::wait(word, owner, Deadline::Until(Instant::now() + Duration::from_millis(nap)));
                     waiters.fetch_sub(1, SeqCst);
                 }
             }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rustix::thread::{MembarrierCommand, membarrier};
 
-use super::Wait;
+use super::Deadline;
 
 const UNKNOWN: u8 = 0;
 const REGISTERED: u8 = 1;
@@ -47,12 +47,12 @@ pub const UNORDERED_NAP: Duration = Duration::from_millis(1);
 
 /// `wait`, cut to [`UNORDERED_NAP`] from now (for a sleeper whose
 /// wake-up a waker may miss).
-pub fn nap(wait: Wait) -> Wait {
+pub fn nap(wait: Deadline) -> Deadline {
     let soon = Instant::now() + UNORDERED_NAP;
     match wait {
-        Wait::Until(t) if t < soon => wait,
-        Wait::Never => wait,
-        _ => Wait::Until(soon),
+        Deadline::Until(t) if t < soon => wait,
+        Deadline::Never => wait,
+        _ => Deadline::Until(soon),
     }
 }
 

@@ -5,11 +5,11 @@ use std::sync::atomic::AtomicU32;
 
 use rustix::thread::futex;
 
-use super::Wait;
+use super::Deadline;
 
 /// Sleep while `word == expected`, until woken or `wait` runs out. Spurious
 /// returns are possible; callers re-check their condition.
-pub fn wait(word: &AtomicU32, expected: u32, wait: Wait) {
+pub fn wait(word: &AtomicU32, expected: u32, wait: Deadline) {
     let ts = match wait.remaining() {
         None => None,
         Some(d) if d.is_zero() => return,

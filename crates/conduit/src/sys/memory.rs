@@ -52,14 +52,35 @@ pub fn sealed_copy(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// Read the whole content of a (sealed) memfd.
+/// A memfd of exactly `len` bytes written by `fill` (through a buffered
+/// writer, large writes going straight to the file), then sealed against
+/// any change. Fails if `fill` wrote another number of bytes.
+pub fn sealed_with<E: std::fmt::Display>(
+    name: &str,
+    len: usize,
+    fill: impl FnOnce(&mut io::BufWriter<&File>) -> Result<(), E>,
+) -> io::Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let file = File::from(fd);
+    let mut w = io::BufWriter::with_capacity(64 * 1024, &file);
+    fill(&mut w).map_err(|e| io::Error::other(e.to_string()))?;
+    w.flush()?;
+    drop(w);
+    if file.metadata()?.len() != len as u64 {
+        return Err(io::Error::other("the message encoded to another size than measured"));
+    }
+    let fd = OwnedFd::from(file);
+    seal(fd.as_fd(), CONTENT_SEALS)?;
+    Ok(fd)
+}
+
 /// Map `len` bytes of a sealed memory file read-only (the caller checked
 /// its seals and size with [`size_if_sealed`]).
 pub fn map_sealed(fd: OwnedFd, len: usize) -> io::Result<SealedView> {
     if len == 0 {
         return Ok(SealedView { map: None });
     }
-    let map = Mapping::map_with(fd.as_fd(), len, ProtFlags::READ, MapFlags::SHARED)?;
+    let map = Mapping::map_with(fd.as_fd(), len, ProtFlags::READ, MapFlags::SHARED | MapFlags::POPULATE)?;
     Ok(SealedView { map: Some(map) })
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// How long a blocking operation may wait.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Wait {
+pub enum Deadline {
     /// Return at once.
     Never,
     /// Wait until this instant.
@@ -26,13 +26,13 @@ pub enum Wait {
     Forever,
 }
 
-impl Wait {
+impl Deadline {
     /// The time left, `None` meaning "no limit"; `Some(ZERO)` once passed.
     pub fn remaining(self) -> Option<Duration> {
         match self {
-            Wait::Never => Some(Duration::ZERO),
-            Wait::Until(t) => Some(t.saturating_duration_since(Instant::now())),
-            Wait::Forever => None,
+            Deadline::Never => Some(Duration::ZERO),
+            Deadline::Until(t) => Some(t.saturating_duration_since(Instant::now())),
+            Deadline::Forever => None,
         }
     }
 

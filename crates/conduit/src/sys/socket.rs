@@ -13,7 +13,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
-use super::Wait;
+use super::Deadline;
 
 /// Most descriptors that one frame may carry (the kernel's `SCM_MAX_FD` is 253).
 pub const MAX_FDS: usize = 200;
@@ -132,7 +132,7 @@ fn timespec(d: Duration) -> Timespec {
 
 /// Wait until one of `fds` is readable or hung up, or `wait` runs out.
 /// Returns one entry per descriptor; all `false` on timeout.
-pub fn poll(fds: &[BorrowedFd<'_>], wait: Wait) -> io::Result<Vec<Ready>> {
+pub fn poll(fds: &[BorrowedFd<'_>], wait: Deadline) -> io::Result<Vec<Ready>> {
     let mut pfds: Vec<PollFd<'_>> = fds.iter().map(|fd| PollFd::new(fd, PollFlags::IN)).collect();
     loop {
         let ts = wait.remaining().map(timespec);
@@ -152,7 +152,7 @@ pub fn poll(fds: &[BorrowedFd<'_>], wait: Wait) -> io::Result<Vec<Ready>> {
 }
 
 /// `poll` on prepared entries until one has an event or `wait` runs out.
-pub fn poll_fds(pfds: &mut [PollFd<'_>], wait: Wait) -> io::Result<()> {
+pub fn poll_fds(pfds: &mut [PollFd<'_>], wait: Deadline) -> io::Result<()> {
     loop {
         let ts = wait.remaining().map(timespec);
         match rustix::event::poll(pfds, ts.as_ref()) {
@@ -177,7 +177,7 @@ pub fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// True if the peer of `fd` has closed its end.
 pub fn peer_gone(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    Ok(poll(&[fd], Wait::Never)?[0].hangup)
+    Ok(poll(&[fd], Deadline::Never)?[0].hangup)
 }
 
 /// Duplicate a descriptor (close-on-exec).

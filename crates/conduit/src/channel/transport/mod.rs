@@ -36,7 +36,7 @@ use crate::error::{Error, WireError};
 use crate::rights::RightKind;
 use crate::shm::Segment;
 use crate::shm::ring::Ring;
-use crate::sys::Wait;
+use crate::sys::Deadline;
 use crate::sys::socket::{Ready, Received};
 
 /// What a transport can carry.
@@ -112,7 +112,7 @@ impl TxLink {
     }
     /// Sleep until the receiver rings (a credit or a rendezvous token
     /// opened: `readable`) or goes (`hangup`), or `wait` runs out.
-    pub fn wait_bell(&self, wait: Wait) -> io::Result<Ready> {
+    pub fn wait_bell(&self, wait: Deadline) -> io::Result<Ready> {
         on_link!(self, l => l.wait_bell(wait))
     }
     /// Take one ring of the bell off the link.
@@ -144,6 +144,14 @@ impl TxLink {
         match self {
             TxLink::Seqpacket(s) => Some(s.fd()),
             TxLink::Pipe(_) => None,
+        }
+    }
+    /// The kind of a send right over this link (`ring`: with a ring).
+    pub fn right_kind(&self, ring: bool) -> RightKind {
+        match (self, ring) {
+            (TxLink::Seqpacket(_), false) => RightKind::Send,
+            (TxLink::Seqpacket(_), true) => RightKind::ShmSend,
+            (TxLink::Pipe(_), _) => RightKind::PipeSend,
         }
     }
 }
@@ -198,6 +206,14 @@ impl RxLink {
         match self {
             RxLink::Seqpacket(s) => Some(s.fd()),
             RxLink::Pipe(_) => None,
+        }
+    }
+    /// The kind of a receive right over this link (`ring`: with a ring).
+    pub fn right_kind(&self, ring: bool) -> RightKind {
+        match (self, ring) {
+            (RxLink::Seqpacket(_), false) => RightKind::Receive,
+            (RxLink::Seqpacket(_), true) => RightKind::ShmReceive,
+            (RxLink::Pipe(_), _) => RightKind::PipeReceive,
         }
     }
 }

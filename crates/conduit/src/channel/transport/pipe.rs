@@ -38,7 +38,7 @@ use rustix::event::{PollFd, PollFlags};
 
 use super::{Caps, WriteFail};
 use crate::error::{Error, WireError};
-use crate::sys::Wait;
+use crate::sys::Deadline;
 use crate::sys::pipe::{self as sys, End, PIPE_BUF};
 use crate::sys::socket::{self, Ready, Received};
 use crate::wire;
@@ -132,7 +132,7 @@ impl PipeTx {
         sys::wait_writable(self.data.as_fd())
     }
 
-    pub fn wait_bell(&self, wait: Wait) -> io::Result<Ready> {
+    pub fn wait_bell(&self, wait: Deadline) -> io::Result<Ready> {
         let mut fds = vec![PollFd::new(&self.data, PollFlags::empty())];
         if let Some(bell) = &self.bell {
             fds.push(PollFd::new(bell, PollFlags::IN));
@@ -301,7 +301,7 @@ impl PipeRx {
                     if !block {
                         return Ok(None);
                     }
-                    socket::poll(&[self.data.as_fd()], Wait::Forever)?;
+                    socket::poll(&[self.data.as_fd()], Deadline::Forever)?;
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::{Caps, WriteFail};
 use crate::error::{Error, WireError};
-use crate::sys::Wait;
+use crate::sys::Deadline;
 use crate::sys::socket::{self, Ready, Received};
 use crate::wire::{self, MAX_FRAME};
 
@@ -75,7 +75,7 @@ impl Seqpacket {
         socket::wait_writable(self.fd())
     }
 
-    pub fn wait_bell(&self, wait: Wait) -> io::Result<Ready> {
+    pub fn wait_bell(&self, wait: Deadline) -> io::Result<Ready> {
         Ok(socket::poll(&[self.fd()], wait)?[0])
     }
 
