@@ -27,15 +27,17 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 pub fn ignore_sigpipe() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: sigaction with a null new action only reads the current
-        // one into `old`, a properly sized, zeroed struct.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: as above; `old` is valid for writes.
-        let got = unsafe { libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) };
-        if got == 0 && old.sa_sigaction == libc::SIG_DFL {
-            // SAFETY: setting SIG_IGN for SIGPIPE installs no handler code;
-            // it is the state Rust's own runtime sets up for programs.
-            unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+        // SAFETY: `old` is a zeroed `sigaction`, valid for the kernel to
+        // write the current action into (a null new action changes
+        // nothing); setting SIG_IGN installs no handler code — it is the
+        // state Rust's own runtime sets up for programs. (A handler another
+        // thread installs between the two calls is left alone only if it
+        // came first: this runs once, at the first pipe.)
+        unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_DFL {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            }
         }
     });
 }

@@ -361,39 +361,40 @@ pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
     pipe_channel(Capacity::Unbounded)
 }
 
-/// Named pipes (FIFOs): typed channels between unrelated processes that
-/// meet at a path in the file system.
-///
-/// * [`create`] makes the FIFO (`mkfifo`) with a mode; it stays until
-///   [`remove`]d, whoever opens and closes it.
-/// * [`receiver`] opens it for reading. It never waits for a writer, and
-///   it also holds the FIFO open for writing itself, so it is never
-///   disconnected by writers coming and going: a server reads from one
-///   writer after another (use `recv_timeout` to stop waiting).
-/// * [`sender`] opens it for writing, waiting as long as it takes for a
-///   receiver (the kernel's blocking open); [`try_sender`] fails at once
-///   with [`Error::NoReader`], [`sender_timeout`] after a time limit.
-/// * Any number of writers, in any processes: each message is one frame
-///   of at most `PIPE_BUF` (4096) bytes, written with one atomic `write`,
-///   so messages never interleave; a larger one is refused at the send
-///   with [`Error::TooLarge`] (nothing written). The channel is unbounded
-///   (`send` never blocks; the outbox holds what the FIFO cannot take yet).
-///   When the receiver is gone, senders get `Disconnected`.
-///
-/// ```
-/// # let dir = std::env::temp_dir().join(format!("conduit-doc-fifo-{}", std::process::id()));
-/// # std::fs::create_dir_all(&dir)?;
-/// let path = dir.join("requests");
-/// conduit::fifo::create(&path, 0o600)?;
-/// let rx = conduit::fifo::receiver::<String>(&path)?;
-/// let tx = conduit::fifo::try_sender::<String>(&path)?; // a receiver is there
-/// tx.send("hello".into()).unwrap();
-/// assert_eq!(rx.recv().unwrap(), "hello");
-/// conduit::fifo::remove(&path)?;
-/// # std::fs::remove_dir(&dir)?;
-/// # Ok::<(), conduit::Error>(())
-/// ```
 pub mod fifo {
+    //! Named pipes (FIFOs): typed channels between unrelated processes that
+    //! meet at a path in the file system.
+    //!
+    //! * [`create`] makes the FIFO (`mkfifo`) with a mode; it stays until
+    //!   [`remove`]d, whoever opens and closes it.
+    //! * [`receiver`] opens it for reading. It never waits for a writer, and
+    //!   it also holds the FIFO open for writing itself, so it is never
+    //!   disconnected by writers coming and going: a server reads from one
+    //!   writer after another (use `recv_timeout` to stop waiting).
+    //! * [`sender`] opens it for writing, waiting as long as it takes for a
+    //!   receiver (the kernel's blocking open); [`try_sender`] fails at once
+    //!   with [`Error::NoReader`], [`sender_timeout`] after a time limit.
+    //! * Any number of writers, in any processes: each message is one frame
+    //!   of at most `PIPE_BUF` (4096) bytes, written with one atomic `write`,
+    //!   so messages never interleave; a larger one is refused at the send
+    //!   with [`Error::TooLarge`] (nothing written). The channel is unbounded
+    //!   (`send` never blocks; the outbox holds what the FIFO cannot take yet).
+    //!   When the receiver is gone, senders get `Disconnected`.
+    //!
+    //! ```
+    //! # let dir = std::env::temp_dir().join(format!("conduit-doc-fifo-{}", std::process::id()));
+    //! # std::fs::create_dir_all(&dir)?;
+    //! let path = dir.join("requests");
+    //! conduit::fifo::create(&path, 0o600)?;
+    //! let rx = conduit::fifo::receiver::<String>(&path)?;
+    //! let tx = conduit::fifo::try_sender::<String>(&path)?; // a receiver is there
+    //! tx.send("hello".into()).unwrap();
+    //! assert_eq!(rx.recv().unwrap(), "hello");
+    //! conduit::fifo::remove(&path)?;
+    //! # std::fs::remove_dir(&dir)?;
+    //! # Ok::<(), conduit::Error>(())
+    //! ```
+
     use std::os::fd::AsFd;
     use std::path::Path;
     use std::time::{Duration, Instant};
