@@ -111,32 +111,26 @@ impl<T: DeserializeOwned> Receiver<T> {
         loop {
             match self.poll_read() {
                 Ok(Some(got)) => return Ok(got),
-                Ok(None) => match self.ring_end() {
-                    Some(end) if end.is_gone() => {
+                Ok(None) => {
+                    let link = self.link();
+                    if link.needs_nap() && link.peer_gone() {
                         return self.poll_read().map_err(RecvFail::recv)?.ok_or(RecvError::Disconnected);
                     }
-                    Some(_) if !barrier::trusted() => {
+                    if link.needs_nap() && !barrier::trusted() {
                         // Without membarrier here a producer may miss our
                         // doorbell (see `sys::barrier`): look again later.
                         pause(&mut step).await;
+                        continue;
                     }
-                    Some(end) => {
-                        // Sleep on the socket: producers ring it while we are armed.
-                        end.ring.doorbell_on();
-                        let woke =
-                            if end.ring.has_data() { Ok(()) } else { readable(std::os::fd::AsFd::as_fd(self)).await };
-                        end.ring.doorbell_off();
-                        socket::drain_wakes(std::os::fd::AsFd::as_fd(self));
-                        if let Err(e) = woke {
-                            return Err(RecvError::Failed(e.into()));
-                        }
+                    // Sleep on the descriptor (shared memory: producers
+                    // ring the doorbell while we are armed).
+                    link.arm(true);
+                    let woke = if link.ready_now() { Ok(()) } else { readable(link.ready_fd()).await };
+                    link.arm(false);
+                    if let Err(e) = woke {
+                        return Err(RecvError::Failed(e.into()));
                     }
-                    None => {
-                        if let Err(e) = readable(std::os::fd::AsFd::as_fd(self)).await {
-                            return Err(RecvError::Failed(e.into()));
-                        }
-                    }
-                },
+                }
                 Err(f) => return Err(f.recv()),
             }
         }

@@ -143,9 +143,14 @@ impl Sender<Bytes> {
     /// Waits for a credit and for room like [`send`](Sender::send). While a
     /// loan is out, other producers of the channel wait.
     pub fn loan(&self, len: usize) -> Result<Loan<'_>, Error> {
-        let end = self.core.ring.as_ref().ok_or_else(|| {
-            Error::Io(std::io::Error::new(std::io::ErrorKind::Unsupported, "loans need a shared-memory channel"))
-        })?;
+        let end = &self
+            .core
+            .link
+            .shm()
+            .ok_or_else(|| {
+                Error::Io(std::io::Error::new(std::io::ErrorKind::Unsupported, "loans need a shared-memory channel"))
+            })?
+            .end;
         let mut vi = [0u8; 10];
         let vn = varint(len, &mut vi);
         let frame_len = HEADER_LEN + vn + len;
@@ -204,7 +209,8 @@ pub struct Loan<'a> {
 impl Loan<'_> {
     /// Publish the message.
     pub fn send(mut self) {
-        let end = self.sender.core.ring.as_ref().expect("a loan comes from a ring");
+        let shm = self.sender.core.link.shm().expect("a loan comes from a ring");
+        let end = &shm.end;
         if let Some(mut r) = self.reservation.take() {
             if end.checked {
                 // The frame was written in place: its checksum now.
@@ -213,7 +219,7 @@ impl Loan<'_> {
                 wire::write_header(head, Kind::Data, 0, payload, &[]);
             }
             end.ring.commit(r);
-            self.sender.core.ring_doorbell(end);
+            shm.ring_doorbell();
         }
     }
 }
@@ -221,14 +227,14 @@ impl Loan<'_> {
 impl Deref for Loan<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        let end = self.sender.core.ring.as_ref().expect("ring");
+        let end = &self.sender.core.link.shm().expect("ring").end;
         &end.ring.reserved(self.reservation.as_ref().expect("not sent"))[self.start..]
     }
 }
 
 impl DerefMut for Loan<'_> {
     fn deref_mut(&mut self) -> &mut [u8] {
-        let end = self.sender.core.ring.as_ref().expect("ring");
+        let end = &self.sender.core.link.shm().expect("ring").end;
         &mut end.ring.reserved_mut(self.reservation.as_mut().expect("not sent"))[self.start..]
     }
 }
@@ -239,8 +245,8 @@ impl Drop for Loan<'_> {
             // Abandoned: nothing was published; a rendezvous token goes
             // back (bounded credits are counted at commit, so none was taken).
             self.sender.core.ctl.give_back();
-            if let Some(end) = &self.sender.core.ring {
-                end.ring.credit_bell().ring();
+            if let Some(shm) = self.sender.core.link.shm() {
+                shm.end.ring.credit_bell().ring();
             }
         }
     }
@@ -286,12 +292,15 @@ impl Receiver<Bytes> {
     /// A message with rights or an out-of-line payload is rejected (and
     /// dropped) here: receive those with `recv`.
     pub fn recv_in_place(&mut self) -> Result<InPlace<'_>, RecvError> {
-        let end = self.ring_end().ok_or_else(|| {
-            RecvError::Failed(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::Unsupported,
-                "in-place receive needs a shared-memory channel",
-            )))
-        })?;
+        let end = &self
+            .shm()
+            .ok_or_else(|| {
+                RecvError::Failed(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "in-place receive needs a shared-memory channel",
+                )))
+            })?
+            .end;
         if end.checked {
             return Err(RecvError::Failed(Error::Io(std::io::Error::new(
                 std::io::ErrorKind::Unsupported,

@@ -10,29 +10,26 @@
 //! `bounded(100_000)` channel holds 100 000 messages and `unbounded()`
 //! never blocks its sender. (Bounded shared-memory channels whose ring is
 //! momentarily full wait for room within the send's time limit instead,
-//! which is faster than a hand-off to another thread.)
+//! which is faster than a hand-off to another thread: see
+//! `TxLink::waits_for_room`.)
 //!
 //! Frames in an outbox belong to the sending process: if it exits before
 //! they are flushed, they are gone, as with any user-space buffer. Call
 //! [`Sender::flush`](super::Sender::flush) before exiting to be sure.
 
 use std::collections::VecDeque;
-use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 
 use super::codec::{self, Encoding, OutFrame};
-use super::ctl::{Capacity, Ctl};
+use super::ctl::Ctl;
 use super::error::SendFail;
 pub(crate) use super::transport::WriteFail;
-use super::transport::shm::RingEnd;
 use super::transport::{Caps, TxLink};
 use crate::error::Error;
-use crate::shm::WaitStrategy;
-use crate::shm::ring::TooLarge;
-use crate::sys::{Deadline, socket};
+use crate::sys::Deadline;
 use crate::wire::{self, Kind};
 
 #[derive(Debug, Default)]
@@ -47,7 +44,6 @@ struct Outbox {
 pub struct SenderCore {
     pub link: TxLink,
     pub ctl: Ctl,
-    pub ring: Option<Arc<RingEnd>>,
     outbox: Mutex<Outbox>,
     drained: Condvar,
 }
@@ -64,7 +60,7 @@ pub(crate) enum Frame<'a, T: ?Sized> {
 }
 
 impl<T: Serialize + ?Sized> Frame<'_, T> {
-    fn out(&self) -> Option<&OutFrame> {
+    pub(crate) fn out(&self) -> Option<&OutFrame> {
         match self {
             Frame::Encoded(o) => Some(o),
             Frame::Borrowed(o) => Some(o),
@@ -72,20 +68,20 @@ impl<T: Serialize + ?Sized> Frame<'_, T> {
         }
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Frame::Direct { size, .. } => wire::HEADER_LEN + size,
             _ => self.out().map_or(0, |o| o.bytes.len()),
         }
     }
 
-    fn fds(&self) -> &[OwnedFd] {
+    pub(crate) fn fds(&self) -> &[OwnedFd] {
         self.out().map_or(&[], |o| &o.fds)
     }
 
     /// Write the whole frame into `buf` (exactly `len()` bytes), with a
     /// checksum if `checked`.
-    fn fill(&self, buf: &mut [u8], checked: bool) -> Result<(), Error> {
+    pub(crate) fn fill(&self, buf: &mut [u8], checked: bool) -> Result<(), Error> {
         match self {
             Frame::Direct { msg, size } => {
                 let (head, payload) = buf.split_at_mut(wire::HEADER_LEN);
@@ -105,150 +101,35 @@ impl<T: Serialize + ?Sized> Frame<'_, T> {
     }
 }
 
-impl Drop for SenderCore {
-    fn drop(&mut self) {
-        if let (Some(end), Some(sock)) = (&self.ring, self.link.socket()) {
-            end.unwatch(sock);
-        }
-    }
-}
-
 impl SenderCore {
-    pub fn new(link: TxLink, ctl: Ctl, ring: Option<Arc<RingEnd>>) -> Arc<SenderCore> {
-        Arc::new(SenderCore { link, ctl, ring, outbox: Mutex::default(), drained: Condvar::new() })
-    }
-
-    /// The socket of a shared-memory channel (its carrier, death notice
-    /// and doorbell).
-    fn sock(&self) -> BorrowedFd<'_> {
-        self.link.socket().expect("shared-memory channels keep a socket")
+    pub fn new(link: TxLink, ctl: Ctl) -> Arc<SenderCore> {
+        Arc::new(SenderCore { link, ctl, outbox: Mutex::default(), drained: Condvar::new() })
     }
 
     /// What the transport carries.
     pub fn caps(&self) -> Caps {
-        let mut caps = self.link.caps();
-        if let Some(end) = &self.ring {
-            caps.credentials = false;
-            caps.inline_max = end.ring.max_message() - wire::HEADER_LEN - wire::MAX_RIGHTS;
-        }
-        caps
+        self.link.caps()
     }
 
     /// How messages are encoded for this transport.
     pub fn encoding(&self) -> Encoding {
-        Encoding { inline_max: self.caps().inline_max, checksum: self.ring.as_ref().is_none_or(|e| e.checked) }
+        Encoding { inline_max: self.caps().inline_max, checksum: self.link.checksum() }
     }
 
     /// Write one frame now if the transport has room.
+    #[inline]
     fn try_write<T: Serialize + ?Sized>(&self, frame: &Frame<'_, T>) -> Result<(), WriteFail> {
-        let fds: Vec<BorrowedFd<'_>> = frame.fds().iter().map(|f| f.as_fd()).collect();
-        let Some(end) = &self.ring else {
-            let out = frame.out().expect("link frames are encoded, never direct");
-            return self.link.try_send(&out.bytes, &fds);
-        };
-        if end.is_gone() {
-            return Err(WriteFail::Disconnected);
-        }
-        let _lock = end.ring.lock_producers(&end.gone);
-        // Bounded shared-memory channels count credits in the ring, under
-        // the producers' lock (see `Ring::below`).
-        if let Capacity::Bounded(n) = self.ctl.capacity()
-            && !end.ring.below(n)
-        {
-            return Err(WriteFail::NoCredit);
-        }
-        let mut r = match end.ring.try_reserve(frame.len()) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err(WriteFail::NoRoom),
-            Err(TooLarge) => {
-                return Err(WriteFail::Failed(Error::TooLarge { size: frame.len(), limit: end.ring.max_message() }));
-            }
-        };
-        if !fds.is_empty() {
-            // Descriptors go first, by the socket, in ring order (we hold
-            // the producers' lock); the receiver picks them up when it
-            // reaches this record.
-            let carrier = wire::simple_frame(Kind::Carrier, &[]);
-            loop {
-                match self.link.try_send(&carrier, &fds) {
-                    Ok(()) => break,
-                    Err(WriteFail::NoRoom) => self.link.wait_writable().map_err(|e| WriteFail::Failed(e.into()))?,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        frame.fill(end.ring.reserved_mut(&mut r), end.checked).map_err(WriteFail::Failed)?;
-        end.ring.commit(r);
-        self.ring_doorbell(end);
-        Ok(())
+        self.link.try_write(&self.ctl, frame)
     }
 
-    /// The fast path of a bounded shared-memory send: a message without
-    /// rights that fits the ring is written straight into it under the
-    /// producers' lock, waiting (by the ring's strategy) for a credit or
-    /// room. `None` hands the send to the full path, which owns every
-    /// other case and every error report (nothing was published then).
+    /// The short send path of the transport, if it has one (shared
+    /// memory: a bounded channel's plain message serialized in place).
+    /// `None` hands the send to the full path.
     #[inline]
     pub(crate) fn send_plain(&self, msg: &impl Plain, wait: Deadline) -> Option<()> {
-        let end = self.ring.as_ref().filter(|e| !e.checked)?;
-        let Capacity::Bounded(limit) = self.ctl.capacity() else { return None };
-        let size = msg.size()?;
-        let len = wire::HEADER_LEN + size;
-        if len > end.ring.max_message() {
-            return None;
-        }
-        loop {
-            if end.is_gone() {
-                return None;
-            }
-            let lock = end.ring.lock_producers(&end.gone);
-            let credit = end.ring.below(limit);
-            if credit && let Ok(Some(mut r)) = end.ring.try_reserve(len) {
-                let (head, body) = end.ring.reserved_mut(&mut r).split_at_mut(wire::HEADER_LEN);
-                // A failed write is not committed, so never seen; the full
-                // path reports it.
-                if !msg.write(body) {
-                    return None;
-                }
-                wire::write_plain_header(head, size);
-                end.ring.commit(r);
-                drop(lock);
-                self.ring_doorbell(end);
-                return Some(());
-            }
-            drop(lock);
-            let ready = if credit {
-                end.ring
-                    .space_bell()
-                    .wait(end.strategy, wait, &end.gone, || matches!(end.ring.try_reserve(len), Ok(Some(_))))
-            } else {
-                end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || end.ring.below(limit))
-            };
-            if !ready {
-                return None;
-            }
-        }
-    }
-
-    /// After a commit: ring the socket if a consumer sleeps in `poll` (a
-    /// port set, an async task) and asked for it. A full socket already
-    /// holds a wake, so a failed write is fine.
-    #[inline(always)]
-    pub(crate) fn ring_doorbell(&self, end: &RingEnd) {
-        if end.ring.doorbell_wanted() {
-            let _ = socket::send_frame(self.sock(), wire::wake_frame(), &[]);
-        }
-    }
-
-    /// Block until the transport may have room for `frame` (or the peer is gone).
-    fn wait_room(&self, len: usize) -> io::Result<()> {
-        match &self.ring {
-            None => self.link.wait_writable(),
-            Some(end) => {
-                let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)) | Err(_));
-                end.ring.space_bell().wait(WaitStrategy::Park, Deadline::Forever, &end.gone, room);
-                Ok(())
-            }
+        match &self.link {
+            TxLink::Shm(s) => s.send_plain(&self.ctl, msg, wait),
+            _ => None,
         }
     }
 
@@ -264,7 +145,7 @@ impl SenderCore {
     /// So a task waits for the receiver instead of queueing without bound
     /// in this process, and no flush thread is started for it.
     pub fn write_now_or_return(&self, frame: OutFrame) -> Result<Result<(), SendFail>, OutFrame> {
-        if self.ring.is_some() {
+        if self.link.shm().is_some() {
             return Err(frame);
         }
         let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
@@ -290,38 +171,12 @@ impl SenderCore {
     /// to the outbox. Bounded shared-memory channels wait for ring room
     /// until `wait` runs out, and then give the credit back.
     pub fn write<T: Serialize + ?Sized>(self: &Arc<Self>, frame: Frame<'_, T>, wait: Deadline) -> Result<(), SendFail> {
-        if let Some(end) = &self.ring
-            && self.ctl.capacity() != Capacity::Unbounded
+        if let TxLink::Shm(s) = &self.link
+            && self.link.waits_for_room(self.ctl.capacity())
         {
-            // Threads of this process take turns by the producers' lock
-            // (its owner is a thread), like other processes' senders.
-            let capacity = self.ctl.capacity();
-            loop {
-                let len = frame.len();
-                let waited = match self.try_write(&frame) {
-                    Ok(()) => return Ok(()),
-                    Err(WriteFail::NoCredit) => {
-                        let Capacity::Bounded(n) = capacity else { unreachable!("credits are for bounded channels") };
-                        end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || end.ring.below(n))
-                    }
-                    Err(WriteFail::NoRoom) => {
-                        let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)));
-                        end.ring.space_bell().wait(end.strategy, wait, &end.gone, room)
-                    }
-                    Err(WriteFail::Disconnected) => return Err(SendFail::Disconnected),
-                    Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
-                };
-                if !waited {
-                    if capacity == Capacity::Zero {
-                        // The rendezvous token we took goes back.
-                        self.ctl.give_back();
-                        end.ring.credit_bell().ring();
-                    }
-                    return Err(if end.is_gone() { SendFail::Disconnected } else { SendFail::Full });
-                }
-            }
+            return s.write_waiting(&self.ctl, &frame, wait);
         }
-        let _local = self.ring.as_ref().map(|end| end.local.lock().unwrap_or_else(|p| p.into_inner()));
+        let _turn = self.link.local_turn();
         let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         if ob.dead {
             return Err(SendFail::Disconnected);
@@ -363,15 +218,15 @@ impl SenderCore {
                 ob.pending.front().map(|f| f.bytes.len())
             };
             // Sleep until the transport may take the oldest frame.
-            let waited = front.map_or(Ok(()), |len| self.wait_room(len));
-            let _local = self.ring.as_ref().map(|end| end.local.lock().unwrap_or_else(|p| p.into_inner()));
+            let waited = front.map_or(Ok(()), |len| self.link.wait_room(len));
+            let _turn = self.link.local_turn();
             let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
             while let Some(frame) = ob.pending.front() {
                 match self.try_write::<()>(&Frame::Borrowed(frame)) {
                     Ok(()) => {
                         ob.pending.pop_front();
                     }
-                    Err(WriteFail::NoRoom) if waited.is_ok() && !self.ring.as_ref().is_some_and(|e| e.is_gone()) => {
+                    Err(WriteFail::NoRoom) if waited.is_ok() && !self.link.known_gone() => {
                         break;
                     }
                     Err(_) => {

@@ -4,7 +4,6 @@ use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::{Duration, Instant};
@@ -15,14 +14,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::codec;
 use super::ctl::{Capacity, Ctl};
 use super::error::{RecvError, RecvFail, RecvTimeoutError, TryRecvError};
-use super::sender::dup_port;
-use super::transport::shm::RingEnd;
-use super::transport::{Parts, RxLink};
+use super::transport::shm::ShmRx;
+use super::transport::{Parts, RxLink, Waited};
 use crate::error::{Error, WireError};
 use crate::rights::{self, RightKind};
 use crate::sys::Deadline;
-use crate::sys::socket::{self, Credentials, Received};
-use crate::wire::{self, Kind, MAX_FRAME};
+use crate::sys::socket::Credentials;
+use crate::wire::{self, MAX_FRAME};
 
 /// How long a rendezvous receiver that gave up waits for a message whose
 /// sender had already taken its token (normally microseconds).
@@ -40,7 +38,6 @@ thread_local! {
 pub struct Receiver<T> {
     link: RxLink,
     ctl: Ctl,
-    ring: Option<Arc<RingEnd>>,
     /// Rendezvous only: we have a token out (offered, or taken by a sender
     /// whose message has not been read yet).
     token: AtomicBool,
@@ -53,7 +50,7 @@ impl<T> fmt::Debug for Receiver<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Receiver")
             .field("capacity", &self.capacity())
-            .field("shared_memory", &self.ring.is_some())
+            .field("shared_memory", &self.is_shared_memory())
             .finish_non_exhaustive()
     }
 }
@@ -68,14 +65,6 @@ impl<T> AsFd for Receiver<T> {
     }
 }
 
-impl<T> Drop for Receiver<T> {
-    fn drop(&mut self) {
-        if let (Some(end), Some(sock)) = (&self.ring, self.link.socket()) {
-            end.unwatch(sock);
-        }
-    }
-}
-
 type Got<T> = (T, Option<Credentials>);
 
 impl<T> Receiver<T> {
@@ -83,18 +72,6 @@ impl<T> Receiver<T> {
         Receiver {
             link,
             ctl,
-            ring: None,
-            token: AtomicBool::new(false),
-            max_message: AtomicUsize::new(wire::MAX_PAYLOAD),
-            _t: PhantomData,
-        }
-    }
-
-    pub(crate) fn from_ring(link: RxLink, ctl: Ctl, end: Arc<RingEnd>) -> Self {
-        Receiver {
-            link,
-            ctl,
-            ring: Some(end),
             token: AtomicBool::new(false),
             max_message: AtomicUsize::new(wire::MAX_PAYLOAD),
             _t: PhantomData,
@@ -102,16 +79,8 @@ impl<T> Receiver<T> {
     }
 
     pub(crate) fn from_received(parts: Parts) -> std::io::Result<Self> {
-        let Parts { link, ctl, ring, .. } = parts;
-        let link = Parts::rx_link(link)?;
-        Ok(match ring {
-            None => Receiver::from_link(link, ctl),
-            Some(ring) => {
-                let sock = link.socket().ok_or_else(|| std::io::Error::other("a ring without its socket"))?;
-                let end = RingEnd::new(ring, sock)?;
-                Receiver::from_ring(link, ctl, end)
-            }
-        })
+        let (link, ctl) = parts.into_rx()?;
+        Ok(Receiver::from_link(link, ctl))
     }
 
     /// The link, for port sets.
@@ -119,9 +88,9 @@ impl<T> Receiver<T> {
         &self.link
     }
 
-    /// The ring, for shared-memory channels.
-    pub(crate) fn ring_end(&self) -> Option<&Arc<RingEnd>> {
-        self.ring.as_ref()
+    /// The shared-memory end, for in-place receives.
+    pub(crate) fn shm(&self) -> Option<&ShmRx> {
+        self.link.shm()
     }
 
     /// The channel's capacity: `Some(0)` for a rendezvous, `Some(n)` when
@@ -150,16 +119,13 @@ impl<T> Receiver<T> {
 
     /// True if this channel runs over shared memory.
     pub fn is_shared_memory(&self) -> bool {
-        self.ring.is_some()
+        self.link.shm().is_some()
     }
 
     /// Messages sent and not yet received (bounded channels, and any
     /// shared-memory channel; 0 otherwise).
     pub fn len(&self) -> usize {
-        match &self.ring {
-            Some(end) => end.ring.messages() as usize,
-            None => self.ctl.queued() as usize,
-        }
+        self.link.queued().unwrap_or(self.ctl.queued() as usize)
     }
 
     /// True if no message waits (bounded channels; always true otherwise).
@@ -167,19 +133,14 @@ impl<T> Receiver<T> {
         self.len() == 0
     }
 
-    fn credits_changed(&self) {
-        if let Some(end) = &self.ring {
-            end.ring.credit_bell().ring();
-        }
-    }
-
     /// Rendezvous: tell senders a receiver is here (once per message).
     pub(crate) fn begin(&self) {
         if self.ctl.capacity() == Capacity::Zero && !self.token.swap(true, SeqCst) {
-            if self.ctl.offer() {
+            // (Shared memory: senders sleep on the ring, not counted in
+            // the control block: ring them always.)
+            if self.ctl.offer() || self.link.credits_in_ring() {
                 self.link.ring_senders();
             }
-            self.credits_changed();
         }
     }
 
@@ -205,7 +166,7 @@ impl<T> Receiver<T> {
     fn on_data(&self) {
         match self.ctl.capacity() {
             // Shared memory: the ring's release returns the credit.
-            Capacity::Bounded(_) if self.ring.is_some() => {}
+            Capacity::Bounded(_) if self.link.credits_in_ring() => {}
             Capacity::Bounded(_) => {
                 if self.ctl.release() {
                     self.link.ring_senders();
@@ -220,8 +181,8 @@ impl<T> Receiver<T> {
 impl<T: DeserializeOwned> Receiver<T> {
     /// Read one message if there is one (`Ok(None)` = nothing yet).
     fn read(&self, block: bool) -> Result<Option<Got<T>>, RecvFail> {
-        if let Some(end) = &self.ring {
-            return self.read_ring(end);
+        if let Some(shm) = self.link.shm() {
+            return Ok(shm.read(self.max_message(), || self.on_data())?.map(|m| (m, None)));
         }
         let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let out = self.read_link(&mut buf, block);
@@ -261,58 +222,6 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
     }
 
-    /// Shared memory: take the oldest record of the ring, if any.
-    fn read_ring(&self, end: &RingEnd) -> Result<Option<Got<T>>, RecvFail> {
-        if let Some(got) = self.take_plain(end) {
-            return got.map(|m| Some((m, None))).map_err(RecvFail::Failed);
-        }
-        let record = match end.ring.peek() {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(None),
-            Err(corrupt) => return Err(RecvFail::Failed(WireError::BadRing(corrupt.0).into())),
-        };
-        // A checked channel reads a copy: what the peer writes into the
-        // ring after this cannot change what is checked and decoded.
-        let copy;
-        let frame = if end.checked {
-            copy = end.ring.payload(&record).to_vec();
-            &copy[..]
-        } else {
-            end.ring.payload(&record)
-        };
-        let needs_fds = wire::parse(frame).is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
-        let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
-        let got = fds.and_then(|fds| {
-            let rec = Received { len: frame.len(), fds, ..Received::default() };
-            // (`from_ring` false: an unchecked frame is refused.)
-            codec::decode(frame, rec, !end.checked, self.max_message(), || self.on_data()).map_err(RecvFail::Failed)
-        });
-        end.ring.release(record);
-        got.map(|m| Some((m, None)))
-    }
-
-    /// Shared memory: the descriptors of the record being read, which its
-    /// producer sent by the socket before committing it.
-    fn recv_carrier(&self) -> Result<Vec<OwnedFd>, RecvFail> {
-        let mut buf = [0u8; 64];
-        loop {
-            let rec = match socket::recv_frame(self.sock(), &mut buf, true) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => continue,
-                Err(e) => return Err(RecvFail::Failed(Error::Io(e))),
-            };
-            if rec.len == 0 && rec.fds.is_empty() {
-                return Err(RecvFail::Failed(WireError::Descriptors { declared: 1, actual: 0 }.into()));
-            }
-            match wire::parse(&buf[..rec.len.min(buf.len())]) {
-                Ok((h, _)) if h.kind == Kind::Carrier => return Ok(rec.fds),
-                Ok((h, _)) if h.kind == Kind::Wake => continue,
-                Ok((h, _)) => return Err(RecvFail::Failed(WireError::Kind(h.kind as u8).into())),
-                Err(e) => return Err(RecvFail::Failed(e.into())),
-            }
-        }
-    }
-
     /// Stop waiting: retract a rendezvous token, or read the message of
     /// the sender who took it.
     fn give_up(&self) -> Result<Got<T>, RecvFail> {
@@ -320,92 +229,35 @@ impl<T: DeserializeOwned> Receiver<T> {
             return Err(RecvFail::Empty);
         }
         let grace = Deadline::Until(Instant::now() + IN_FLIGHT_GRACE);
-        match &self.ring {
-            None => {
-                let _ = socket::poll(&[self.link.ready_fd()], grace);
-            }
-            Some(end) => {
-                end.ring.data_bell().wait(end.strategy, grace, &end.gone, || end.ring.has_data());
-            }
-        }
+        let _ = self.link.wait_data(grace);
         // If it has still not come, the token stays ours: the next receive
         // gets that message.
         self.read(false)?.ok_or(RecvFail::Empty)
     }
 
-    /// Shared memory: take the oldest message if it is a plain frame (no
-    /// rights, inline), decoding it where it lies. `None` leaves it for
-    /// the rest of `read_ring`, which owns every other case (and reports a
-    /// corrupt ring).
-    #[inline]
-    fn take_plain(&self, end: &RingEnd) -> Option<Result<T, Error>> {
-        if end.checked {
-            return None;
-        }
-        let record = end.ring.peek().ok()??;
-        let payload = wire::plain_ring_payload(end.ring.payload(&record))?;
-        self.on_data();
-        let got = postcard::from_bytes(payload).map_err(Error::Decode);
-        end.ring.release(record);
-        Some(got)
-    }
-
-    /// The fast path of a shared-memory receive on a bounded or unbounded
-    /// channel (a rendezvous has tokens to keep): a plain message, now or
-    /// after waiting for data. `None`: use the full path ([`recv_with`]),
-    /// which then reports timeouts, disconnection and bad frames.
+    /// The transport's short receive path, if it has one (shared memory:
+    /// a plain message decoded where it lies). `None`: use the full path
+    /// ([`recv_with`]), which then reports timeouts, disconnection and bad
+    /// frames.
     #[inline]
     fn recv_plain(&self, wait: Deadline) -> Option<Result<T, Error>> {
-        let end = self.ring.as_ref().filter(|e| !e.checked)?;
-        if self.ctl.capacity() == Capacity::Zero {
-            return None;
-        }
-        if let Some(got) = self.take_plain(end) {
-            return Some(got);
-        }
-        if wait == Deadline::Never || end.is_gone() {
-            return None;
-        }
-        if end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data()) {
-            return self.take_plain(end);
-        }
-        None
+        self.link.shm()?.recv_plain(self.ctl.capacity(), wait, &mut || self.on_data())
     }
 
     pub(crate) fn recv_with(&self, wait: Deadline) -> Result<Got<T>, RecvFail> {
         self.begin();
-        if let Some(end) = &self.ring {
-            loop {
-                if let Some(got) = self.read_ring(end)? {
-                    return Ok(got);
-                }
-                if end.is_gone() {
-                    // Everything committed before the last sender went is
-                    // still delivered.
-                    return self.read_ring(end)?.map(Ok).unwrap_or(Err(RecvFail::Disconnected));
-                }
-                let ready = end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data());
-                if !ready && !end.is_gone() {
-                    // The monitor thread may not have seen a hang-up yet.
-                    if socket::peer_gone(self.sock()).unwrap_or(false) {
-                        end.gone.store(true, SeqCst);
-                        continue;
-                    }
-                    return self.give_up();
-                }
-            }
-        }
         loop {
+            // Byte links block in the read itself when waiting forever.
             if let Some(got) = self.read(wait == Deadline::Forever)? {
                 return Ok(got);
             }
-            if wait != Deadline::Never && !wait.expired() {
-                let ready = socket::poll(&[self.link.ready_fd()], wait).map_err(|e| RecvFail::Failed(e.into()))?;
-                if ready[0].readable || ready[0].hangup || wait == Deadline::Forever {
-                    continue;
-                }
+            match self.link.wait_data(wait).map_err(RecvFail::Failed)? {
+                Waited::Data => continue,
+                // Everything committed before the last sender went is
+                // still delivered.
+                Waited::Gone => return self.read(false)?.map(Ok).unwrap_or(Err(RecvFail::Disconnected)),
+                Waited::TimedOut => return self.give_up(),
             }
-            return self.give_up();
         }
     }
 
@@ -515,22 +367,12 @@ impl<T> Receiver<T> {
         if !self.retract() {
             return Err(std::io::Error::other("a rendezvous receiver with a message in flight cannot be moved"));
         }
-        if !self.link.can_move() {
-            return Err(std::io::Error::other("a pipe receiver holding part of a frame cannot be moved"));
-        }
-        let kind = self.link.right_kind(self.ring.is_some());
-        Ok((kind, dup_port(self.link.dup_fds(), &self.ctl, self.ring.as_ref())?))
+        self.link.to_right(&self.ctl)
     }
 
     /// True if the transport names the sender of each message.
     fn has_credentials(&self) -> bool {
-        self.ring.is_none() && self.link.caps().credentials
-    }
-
-    /// The socket of a shared-memory channel (its carrier, death notice
-    /// and doorbell).
-    fn sock(&self) -> BorrowedFd<'_> {
-        self.link.socket().expect("shared-memory channels keep a socket")
+        self.link.caps().credentials
     }
 }
 

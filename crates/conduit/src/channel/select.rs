@@ -1,48 +1,28 @@
 //! Port sets: wait on many receivers at once.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use super::Receiver;
+use super::transport::RxLink;
 use crate::sys::{Deadline, barrier, socket};
 
 /// What a port set needs of a member, whatever its message type.
 trait Member {
-    fn fd(&self) -> BorrowedFd<'_>;
+    fn link(&self) -> &RxLink;
     fn begin(&self);
     fn retract(&self) -> bool;
-    /// Shared memory: ready without the socket saying so?
-    fn ring_ready(&self) -> bool;
-    /// Shared memory: have producers ring the socket while we sleep.
-    fn arm(&self, on: bool);
-    fn is_ring(&self) -> bool;
 }
 
 impl<T> Member for Receiver<T> {
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.link().ready_fd()
+    fn link(&self) -> &RxLink {
+        Receiver::link(self)
     }
     fn begin(&self) {
         Receiver::begin(self)
     }
     fn retract(&self) -> bool {
         Receiver::retract(self)
-    }
-    fn ring_ready(&self) -> bool {
-        self.ring_end().is_some_and(|e| e.is_gone() || e.ring.has_data()) || self.link().has_buffered()
-    }
-    fn is_ring(&self) -> bool {
-        self.ring_end().is_some()
-    }
-    fn arm(&self, on: bool) {
-        if let Some(e) = self.ring_end() {
-            if on {
-                e.ring.doorbell_on();
-            } else {
-                e.ring.doorbell_off();
-                socket::drain_wakes(self.as_fd());
-            }
-        }
     }
 }
 
@@ -127,38 +107,42 @@ impl<'a> PortSet<'a> {
         // shared-memory members ask their producers for a doorbell.
         for m in &self.members {
             m.begin();
-            m.arm(true);
+            m.link().arm(true);
         }
         let start = self.next;
         let order = || (0..n).map(|k| (start + k) % n);
-        let fds: Vec<BorrowedFd<'_>> = self.members.iter().map(|m| m.fd()).collect();
+        let fds: Vec<BorrowedFd<'_>> = self.members.iter().map(|m| m.link().ready_fd()).collect();
         let mut chosen;
         loop {
-            chosen = order().find(|&i| self.members[i].ring_ready());
+            // What the descriptors do not show: data in a ring, a frame
+            // already read from a pipe.
+            chosen = order().find(|&i| self.members[i].link().ready_now());
             if chosen.is_some() {
                 break;
             }
             // Without working membarrier here, a producer's doorbell may
             // be missed (see `sys::barrier`): look again every nap.
-            let ring = self.members.iter().any(|m| m.is_ring());
-            let nap = if ring && !barrier::trusted() { barrier::nap(wait) } else { wait };
+            let nap_needed = self.members.iter().any(|m| m.link().needs_nap());
+            let nap = if nap_needed && !barrier::trusted() { barrier::nap(wait) } else { wait };
             // poll fails only on ENOMEM; treat that like a timeout.
             let ready = socket::poll(&fds, nap).unwrap_or_default();
             chosen = order().find(|&i| {
-                let (m, r) = (self.members[i], ready.get(i).copied().unwrap_or_default());
-                if m.is_ring() { m.ring_ready() || r.hangup } else { r.readable || r.hangup }
+                let (link, r) = (self.members[i].link(), ready.get(i).copied().unwrap_or_default());
+                // A doorbell on a shared-memory member's socket is only a
+                // hint: what counts is its ring.
+                if link.needs_nap() { link.ready_now() || r.hangup } else { r.readable || r.hangup }
             });
             if chosen.is_some() || wait == Deadline::Never || wait.expired() {
                 break;
             }
             // Only doorbells of shared-memory members woke us: drop them.
             for m in &self.members {
-                m.arm(false);
-                m.arm(true);
+                m.link().arm(false);
+                m.link().arm(true);
             }
         }
         for m in &self.members {
-            m.arm(false);
+            m.link().arm(false);
         }
         // Take back the tokens of the others; a token a sender already
         // took means its message is coming, so that member is ready too.

@@ -13,7 +13,6 @@ use super::codec;
 use super::ctl::{Capacity, Ctl};
 use super::error::{SendError, SendFail, SendTimeoutError, TrySendError};
 use super::outbox::{Frame, SenderCore};
-use super::transport::shm::RingEnd;
 use super::transport::{Parts, TxLink};
 use crate::error::Error;
 use crate::rights::{self, RightKind};
@@ -54,24 +53,12 @@ impl<T> AsFd for Sender<T> {
 
 impl<T> Sender<T> {
     pub(crate) fn from_link(link: TxLink, ctl: Ctl) -> Self {
-        Sender { core: SenderCore::new(link, ctl, None), _t: PhantomData }
-    }
-
-    pub(crate) fn from_ring(link: TxLink, ctl: Ctl, end: Arc<RingEnd>) -> Self {
-        Sender { core: SenderCore::new(link, ctl, Some(end)), _t: PhantomData }
+        Sender { core: SenderCore::new(link, ctl), _t: PhantomData }
     }
 
     pub(crate) fn from_received(parts: Parts) -> std::io::Result<Self> {
-        let Parts { link, ctl, ring, .. } = parts;
-        let link = Parts::tx_link(link, &ctl)?;
-        Ok(match ring {
-            None => Sender::from_link(link, ctl),
-            Some(ring) => {
-                let sock = link.socket().ok_or_else(|| std::io::Error::other("a ring without its socket"))?;
-                let end = RingEnd::new(ring, sock)?;
-                Sender::from_ring(link, ctl, end)
-            }
-        })
+        let (link, ctl) = parts.into_tx()?;
+        Ok(Sender::from_link(link, ctl))
     }
 
     /// The same send right, for messages of type `U`. Types are a promise
@@ -83,7 +70,7 @@ impl<T> Sender<T> {
 
     /// True if this channel runs over shared memory.
     pub fn is_shared_memory(&self) -> bool {
-        self.core.ring.is_some()
+        self.core.link.shm().is_some()
     }
 
     pub(crate) fn encoding(&self) -> codec::Encoding {
@@ -103,10 +90,7 @@ impl<T> Sender<T> {
     /// Messages sent and not yet received (bounded channels, and any
     /// shared-memory channel; 0 otherwise).
     pub fn len(&self) -> usize {
-        match &self.core.ring {
-            Some(end) => end.ring.messages() as usize,
-            None => self.core.ctl.queued() as usize,
-        }
+        self.core.link.queued().unwrap_or(self.core.ctl.queued() as usize)
     }
 
     /// True if no message waits (bounded channels; always true otherwise).
@@ -122,59 +106,18 @@ impl<T> Sender<T> {
 
     /// True if the receiver is gone.
     pub fn is_disconnected(&self) -> bool {
-        self.core.ring.as_ref().is_some_and(|e| e.is_gone()) || self.core.link.peer_gone()
+        self.core.link.peer_gone()
     }
 
     /// Wait for the right to write one message (a credit or a rendezvous
-    /// token). Socket channels sleep in `poll` on the socket, so that the
-    /// receiver's death ends the wait at once; shared-memory channels spin
-    /// and/or sleep on the ring's credit futex, woken by the monitor thread
-    /// if the receiver dies.
+    /// token), the transport's way (see `TxLink::acquire`).
     fn acquire(&self, wait: Deadline) -> Result<(), SendFail> {
-        let ctl = &self.core.ctl;
-        if let Some(end) = &self.core.ring {
-            if let Capacity::Bounded(_) = ctl.capacity() {
-                // Counted in the ring by `SenderCore::write`.
-                return Ok(());
-            }
-            if end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || ctl.try_acquire()) {
-                return Ok(());
-            }
-            return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
-        }
-        let link = &self.core.link;
-        loop {
-            if ctl.try_acquire() {
-                return Ok(());
-            }
-            if wait == Deadline::Never {
-                return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
-            }
-            let guard = ctl.wait_guard();
-            if ctl.try_acquire() {
-                return Ok(());
-            }
-            if wait.expired() {
-                return Err(if self.is_disconnected() { SendFail::Disconnected } else { SendFail::Full });
-            }
-            let ready = link.wait_bell(wait).map_err(|e| SendFail::Failed(e.into()))?;
-            drop(guard);
-            if ready.hangup {
-                return Err(SendFail::Disconnected);
-            }
-            if ready.readable {
-                self.consume_wake()?;
-            }
-        }
+        self.core.link.acquire(&self.core.ctl, wait)
     }
 
     /// Take one wake off the senders' side of the link.
     pub(crate) fn consume_wake(&self) -> Result<(), SendFail> {
-        match self.core.link.consume_wake() {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(SendFail::Disconnected),
-            Err(e) => Err(SendFail::Failed(e.into())),
-        }
+        self.core.link.take_wake()
     }
 
     pub(crate) fn try_acquire_now(&self) -> bool {
@@ -199,12 +142,12 @@ impl<T> Sender<T> {
     /// Every send the fast path (`SenderCore::send_plain`) leaves: rights,
     /// other capacities, sockets, large messages, errors and timeouts.
     pub(crate) fn send_full<U: Serialize + ?Sized>(&self, msg: &U, wait: Deadline) -> Result<(), SendFail> {
-        let frame = match &self.core.ring {
+        let frame = match self.core.link.direct_max() {
             // Shared memory: a message without rights that fits the ring is
             // serialized straight into it. (Sizing fails on a message with
             // rights: they can only be serialized inside `encode`.)
-            Some(end) => match postcard::experimental::serialized_size(msg) {
-                Ok(size) if wire::HEADER_LEN + size <= end.ring.max_message() => Frame::Direct { msg, size },
+            Some(max) => match postcard::experimental::serialized_size(msg) {
+                Ok(size) if wire::HEADER_LEN + size <= max => Frame::Direct { msg, size },
                 _ => Frame::Encoded(self.encode(msg)?),
             },
             None => Frame::Encoded(self.encode(msg)?),
@@ -370,26 +313,10 @@ pub enum CallError {
     Failed(Error),
 }
 
-/// Duplicates of a channel end's descriptors, in the order a right of
-/// its kind carries them: the link's, the control block, the ring.
-pub(crate) fn dup_port(
-    link_fds: std::io::Result<Vec<std::os::fd::OwnedFd>>,
-    ctl: &Ctl,
-    ring: Option<&Arc<RingEnd>>,
-) -> std::io::Result<Vec<std::os::fd::OwnedFd>> {
-    let mut fds = link_fds?;
-    fds.push(crate::sys::socket::dup(ctl.fd())?);
-    if let Some(end) = ring {
-        fds.push(crate::sys::socket::dup(end.ring.segment().fd())?);
-    }
-    Ok(fds)
-}
-
 impl<T> Sender<T> {
     /// This send right as a right's kind and descriptors (duplicates).
     pub(crate) fn to_right(&self) -> std::io::Result<(RightKind, Vec<std::os::fd::OwnedFd>)> {
-        let kind = self.core.link.right_kind(self.core.ring.is_some());
-        Ok((kind, dup_port(self.core.link.dup_fds(), &self.core.ctl, self.core.ring.as_ref())?))
+        self.core.link.to_right(&self.core.ctl)
     }
 }
 

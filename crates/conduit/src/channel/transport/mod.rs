@@ -29,15 +29,20 @@ pub(crate) mod seqpacket;
 pub mod shm;
 
 use std::io;
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use super::ctl::Ctl;
+use serde::Serialize;
+
+use super::ctl::{Capacity, Ctl};
+use super::error::SendFail;
+use super::outbox::Frame;
 use crate::error::{Error, WireError};
 use crate::rights::RightKind;
 use crate::shm::Segment;
 use crate::shm::ring::Ring;
 use crate::sys::Deadline;
-use crate::sys::socket::{Ready, Received};
+use crate::sys::socket::{self, Ready, Received};
+pub(crate) use shm::Waited;
 
 /// What a transport can carry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,91 +73,209 @@ pub(crate) enum WriteFail {
     Failed(Error),
 }
 
-/// The senders' end of a link.
+/// The senders' end of a channel's transport.
 #[derive(Debug)]
 pub(crate) enum TxLink {
     Seqpacket(seqpacket::Seqpacket),
     Pipe(pipe::PipeTx),
+    Shm(shm::ShmTx),
 }
 
-/// The receiver's end of a link.
+/// The receiver's end of a channel's transport.
 #[derive(Debug)]
 pub(crate) enum RxLink {
     Seqpacket(seqpacket::Seqpacket),
     Pipe(pipe::PipeRx),
-}
-
-/// Dispatch to the transport of a link.
-macro_rules! on_link {
-    ($link:expr, $l:ident => $body:expr) => {
-        match $link {
-            TxLink::Seqpacket($l) => $body,
-            TxLink::Pipe($l) => $body,
-        }
-    };
-}
-macro_rules! on_rx_link {
-    ($link:expr, $l:ident => $body:expr) => {
-        match $link {
-            RxLink::Seqpacket($l) => $body,
-            RxLink::Pipe($l) => $body,
-        }
-    };
+    Shm(shm::ShmRx),
 }
 
 impl TxLink {
-    /// Write one whole frame now, with its descriptors, or say why not.
+    /// Write one frame now (bounded shared memory: with a credit), or say
+    /// why not.
     #[inline]
-    pub fn try_send(&self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), WriteFail> {
-        on_link!(self, l => l.try_send(frame, fds))
+    pub fn try_write<T: Serialize + ?Sized>(&self, ctl: &Ctl, frame: &Frame<'_, T>) -> Result<(), WriteFail> {
+        let encoded = || frame.out().expect("frames for a byte link are encoded, never direct");
+        let fds = || frame.fds().iter().map(|f| f.as_fd()).collect::<Vec<BorrowedFd<'_>>>();
+        match self {
+            TxLink::Seqpacket(l) => l.try_send(&encoded().bytes, &fds()),
+            TxLink::Pipe(l) => l.try_send(&encoded().bytes, &fds()),
+            TxLink::Shm(s) => s.try_write(ctl, frame),
+        }
     }
-    /// Block until a frame may fit (or the receiver is gone).
-    pub fn wait_writable(&self) -> io::Result<()> {
-        on_link!(self, l => l.wait_writable())
+
+    /// Wait for the right to write one message (a credit or a rendezvous
+    /// token). Byte links sleep in `poll` on their bell, so that the
+    /// receiver's death ends the wait at once; shared memory on the ring's
+    /// futex words.
+    pub fn acquire(&self, ctl: &Ctl, wait: Deadline) -> Result<(), SendFail> {
+        if let TxLink::Shm(s) = self {
+            return s.acquire(ctl, wait);
+        }
+        let no = |link: &Self| if link.peer_gone() { SendFail::Disconnected } else { SendFail::Full };
+        loop {
+            if ctl.try_acquire() {
+                return Ok(());
+            }
+            if wait == Deadline::Never {
+                return Err(no(self));
+            }
+            let guard = ctl.wait_guard();
+            if ctl.try_acquire() {
+                return Ok(());
+            }
+            if wait.expired() {
+                return Err(no(self));
+            }
+            let ready = self.wait_bell(wait).map_err(|e| SendFail::Failed(e.into()))?;
+            drop(guard);
+            if ready.hangup {
+                return Err(SendFail::Disconnected);
+            }
+            if ready.readable {
+                self.take_wake()?;
+            }
+        }
     }
-    /// Sleep until the receiver rings (a credit or a rendezvous token
-    /// opened: `readable`) or goes (`hangup`), or `wait` runs out.
-    pub fn wait_bell(&self, wait: Deadline) -> io::Result<Ready> {
-        on_link!(self, l => l.wait_bell(wait))
-    }
+
     /// Take one ring of the bell off the link.
-    pub fn consume_wake(&self) -> io::Result<bool> {
-        on_link!(self, l => l.consume_wake())
+    pub fn take_wake(&self) -> Result<(), SendFail> {
+        let got = match self {
+            TxLink::Seqpacket(l) => l.consume_wake(),
+            TxLink::Pipe(l) => l.consume_wake(),
+            TxLink::Shm(s) => s.sock().consume_wake(),
+        };
+        match got {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(SendFail::Disconnected),
+            Err(e) => Err(SendFail::Failed(e.into())),
+        }
     }
+
+    /// Block until a frame of `len` bytes may fit (or the receiver is
+    /// gone): the outbox's flusher.
+    pub fn wait_room(&self, len: usize) -> io::Result<()> {
+        match self {
+            TxLink::Seqpacket(l) => l.wait_writable(),
+            TxLink::Pipe(l) => l.wait_writable(),
+            TxLink::Shm(s) => {
+                s.wait_room(len);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sleep until the receiver rings (`readable`) or goes (`hangup`).
+    pub fn wait_bell(&self, wait: Deadline) -> io::Result<Ready> {
+        match self {
+            TxLink::Seqpacket(l) => l.wait_bell(wait),
+            TxLink::Pipe(l) => l.wait_bell(wait),
+            TxLink::Shm(s) => s.sock().wait_bell(wait),
+        }
+    }
+
     /// True if the receiver is gone.
     pub fn peer_gone(&self) -> bool {
-        on_link!(self, l => l.peer_gone())
+        match self {
+            TxLink::Seqpacket(l) => l.peer_gone(),
+            TxLink::Pipe(l) => l.peer_gone(),
+            TxLink::Shm(s) => s.peer_gone(),
+        }
     }
+
+    /// The receiver is known gone without asking the kernel (the monitor
+    /// thread said so): an outbox stops waiting.
+    pub fn known_gone(&self) -> bool {
+        matches!(self, TxLink::Shm(s) if s.end.is_gone())
+    }
+
     /// The descriptor that is writable when a frame may fit.
     pub fn write_fd(&self) -> BorrowedFd<'_> {
-        on_link!(self, l => l.write_fd())
+        match self {
+            TxLink::Seqpacket(l) => l.write_fd(),
+            TxLink::Pipe(l) => l.write_fd(),
+            TxLink::Shm(s) => s.sock().fd(),
+        }
     }
+
     /// The descriptor that is readable when the receiver rang.
     pub fn bell_fd(&self) -> BorrowedFd<'_> {
-        on_link!(self, l => l.bell_fd())
+        match self {
+            TxLink::Seqpacket(l) => l.bell_fd(),
+            TxLink::Pipe(l) => l.bell_fd(),
+            TxLink::Shm(s) => s.sock().fd(),
+        }
     }
+
     /// What this transport carries.
     pub fn caps(&self) -> Caps {
-        on_link!(self, l => l.caps())
-    }
-    /// The link's descriptors, duplicated, to pass the right on.
-    pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        on_link!(self, l => l.dup_fds())
-    }
-    /// The socket, for the jobs it does for shared memory.
-    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
         match self {
-            TxLink::Seqpacket(s) => Some(s.fd()),
-            TxLink::Pipe(_) => None,
+            TxLink::Seqpacket(l) => l.caps(),
+            TxLink::Pipe(l) => l.caps(),
+            TxLink::Shm(s) => s.caps(),
         }
     }
-    /// The kind of a send right over this link (`ring`: with a ring).
-    pub fn right_kind(&self, ring: bool) -> RightKind {
-        match (self, ring) {
-            (TxLink::Seqpacket(_), false) => RightKind::Send,
-            (TxLink::Seqpacket(_), true) => RightKind::ShmSend,
-            (TxLink::Pipe(_), _) => RightKind::PipeSend,
+
+    /// Frames carry their checksum.
+    pub fn checksum(&self) -> bool {
+        !matches!(self, TxLink::Shm(s) if !s.end.checked)
+    }
+
+    /// Largest frame a message may be serialized straight into (no
+    /// intermediate buffer): shared memory, its ring's limit.
+    pub fn direct_max(&self) -> Option<usize> {
+        match self {
+            TxLink::Shm(s) => Some(s.end.ring.max_message()),
+            _ => None,
         }
+    }
+
+    /// Messages sent and not yet received, if the transport counts them.
+    pub fn queued(&self) -> Option<usize> {
+        match self {
+            TxLink::Shm(s) => Some(s.end.ring.messages() as usize),
+            _ => None,
+        }
+    }
+
+    /// A bounded channel's writes wait for room within their deadline
+    /// rather than going to the outbox (shared memory: faster than a
+    /// hand-off to another thread).
+    pub fn waits_for_room(&self, capacity: Capacity) -> bool {
+        matches!(self, TxLink::Shm(_)) && capacity != Capacity::Unbounded
+    }
+
+    /// This process's threads take turns with the outbox by this lock
+    /// (shared memory; byte links take turns by the outbox's own).
+    pub fn local_turn(&self) -> Option<std::sync::MutexGuard<'_, ()>> {
+        match self {
+            TxLink::Shm(s) => Some(s.end.local.lock().unwrap_or_else(|p| p.into_inner())),
+            _ => None,
+        }
+    }
+
+    /// The shared-memory end, for loans.
+    pub fn shm(&self) -> Option<&shm::ShmTx> {
+        match self {
+            TxLink::Shm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The descriptors of a right, in wire order, and its kind.
+    pub fn to_right(&self, ctl: &Ctl) -> io::Result<(RightKind, Vec<OwnedFd>)> {
+        let dup_ctl = || socket::dup(ctl.fd());
+        Ok(match self {
+            TxLink::Seqpacket(l) => (RightKind::Send, vec![l.dup_fds()?.remove(0), dup_ctl()?]),
+            TxLink::Pipe(l) => {
+                let mut fds = l.dup_fds()?;
+                fds.push(dup_ctl()?);
+                (RightKind::PipeSend, fds)
+            }
+            TxLink::Shm(s) => {
+                let ring = socket::dup(s.end.ring.segment().fd())?;
+                (RightKind::ShmSend, vec![s.sock().dup_fds()?.remove(0), dup_ctl()?, ring])
+            }
+        })
     }
 }
 
@@ -160,61 +283,134 @@ impl RxLink {
     /// Take one frame into `buf` (the frame is `buf[..len]`): `None` if
     /// there is none yet (and `block` is false). A zero-length frame
     /// without descriptors is the end of the stream (or, if the peer is
-    /// still there, a hostile empty frame).
+    /// still there, a hostile empty frame). Byte links only.
     #[inline]
     pub fn recv(&self, buf: &mut Vec<u8>, block: bool, limit: usize) -> Result<Option<Received>, Error> {
-        on_rx_link!(self, l => l.recv(buf, block, limit))
+        match self {
+            RxLink::Seqpacket(l) => l.recv(buf, block, limit),
+            RxLink::Pipe(l) => l.recv(buf, block, limit),
+            RxLink::Shm(_) => unreachable!("a ring is read by its own flavor"),
+        }
     }
-    /// The descriptor that is readable when a frame (or the end) is there.
+
+    /// Wait for data: a byte link polls its descriptor (`Deadline::Forever`
+    /// reads block instead, so it returns at once); shared memory sleeps
+    /// by the ring's strategy.
+    pub fn wait_data(&self, wait: Deadline) -> Result<Waited, Error> {
+        if let RxLink::Shm(s) = self {
+            return Ok(s.wait_data(wait));
+        }
+        if wait == Deadline::Forever {
+            return Ok(Waited::Data);
+        }
+        if wait == Deadline::Never || wait.expired() {
+            return Ok(Waited::TimedOut);
+        }
+        let ready = socket::poll(&[self.ready_fd()], wait)?[0];
+        Ok(if ready.readable || ready.hangup { Waited::Data } else { Waited::TimedOut })
+    }
+
+    /// The descriptor that is readable when a frame (or the end) is there
+    /// (shared memory: while armed, the doorbell).
     pub fn ready_fd(&self) -> BorrowedFd<'_> {
-        on_rx_link!(self, l => l.ready_fd())
+        match self {
+            RxLink::Seqpacket(l) => l.ready_fd(),
+            RxLink::Pipe(l) => l.ready_fd(),
+            RxLink::Shm(s) => s.sock().fd(),
+        }
     }
-    /// Tell sleeping senders to look at their credits again.
-    pub fn ring_senders(&self) {
-        on_rx_link!(self, l => l.ring_senders())
-    }
-    /// True if every sender is gone (or the link is broken).
-    pub fn peer_gone(&self) -> bool {
-        on_rx_link!(self, l => l.peer_gone())
-    }
-    /// What this transport carries.
-    pub fn caps(&self) -> Caps {
-        on_rx_link!(self, l => l.caps())
-    }
-    /// The link's descriptors, duplicated, to pass the right on.
-    pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        on_rx_link!(self, l => l.dup_fds())
-    }
-    /// A whole frame already read from the link waits in this process
-    /// (readiness of the descriptor does not show it).
-    pub fn has_buffered(&self) -> bool {
+
+    /// Something can be taken now that the descriptor does not show (a
+    /// whole frame buffered from a pipe, data in a ring), or the senders
+    /// are gone.
+    pub fn ready_now(&self) -> bool {
         match self {
             RxLink::Seqpacket(_) => false,
             RxLink::Pipe(p) => p.has_buffered(),
+            RxLink::Shm(s) => s.ready_now(),
         }
     }
-    /// True when nothing of a half-read frame is held in this process (a
-    /// receive right can only move then).
-    pub fn can_move(&self) -> bool {
+
+    /// Shared memory: have producers ring the doorbell while we sleep in
+    /// `poll` (`on`), or stop and drop its wakes.
+    pub fn arm(&self, on: bool) {
+        if let RxLink::Shm(s) = self {
+            s.arm(on);
+        }
+    }
+
+    /// Readiness of the descriptor alone may be missed (shared memory
+    /// without a working membarrier): look again every nap.
+    pub fn needs_nap(&self) -> bool {
+        matches!(self, RxLink::Shm(_))
+    }
+
+    /// Tell sleeping senders to look at their credits again.
+    pub fn ring_senders(&self) {
         match self {
-            RxLink::Seqpacket(_) => true,
-            RxLink::Pipe(p) => p.can_move(),
+            RxLink::Seqpacket(l) => l.ring_senders(),
+            RxLink::Pipe(l) => l.ring_senders(),
+            RxLink::Shm(s) => s.ring_senders(),
         }
     }
-    /// The socket, for the jobs it does for shared memory.
-    pub fn socket(&self) -> Option<BorrowedFd<'_>> {
+
+    /// The ring itself returns bounded channels' credits (on release).
+    pub fn credits_in_ring(&self) -> bool {
+        matches!(self, RxLink::Shm(_))
+    }
+
+    /// True if every sender is gone (or the link is broken).
+    pub fn peer_gone(&self) -> bool {
         match self {
-            RxLink::Seqpacket(s) => Some(s.fd()),
-            RxLink::Pipe(_) => None,
+            RxLink::Seqpacket(l) => l.peer_gone(),
+            RxLink::Pipe(l) => l.peer_gone(),
+            RxLink::Shm(s) => s.peer_gone(),
         }
     }
-    /// The kind of a receive right over this link (`ring`: with a ring).
-    pub fn right_kind(&self, ring: bool) -> RightKind {
-        match (self, ring) {
-            (RxLink::Seqpacket(_), false) => RightKind::Receive,
-            (RxLink::Seqpacket(_), true) => RightKind::ShmReceive,
-            (RxLink::Pipe(_), _) => RightKind::PipeReceive,
+
+    /// What this transport carries.
+    pub fn caps(&self) -> Caps {
+        match self {
+            RxLink::Seqpacket(l) => l.caps(),
+            RxLink::Pipe(l) => l.caps(),
+            RxLink::Shm(s) => s.caps(),
         }
+    }
+
+    /// Messages sent and not yet received, if the transport counts them.
+    pub fn queued(&self) -> Option<usize> {
+        match self {
+            RxLink::Shm(s) => Some(s.end.ring.messages() as usize),
+            _ => None,
+        }
+    }
+
+    /// The shared-memory end (its own receive paths, loans, in place).
+    pub fn shm(&self) -> Option<&shm::ShmRx> {
+        match self {
+            RxLink::Shm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The descriptors of a right, in wire order, and its kind.
+    pub fn to_right(&self, ctl: &Ctl) -> io::Result<(RightKind, Vec<OwnedFd>)> {
+        let dup_ctl = || socket::dup(ctl.fd());
+        Ok(match self {
+            RxLink::Seqpacket(l) => (RightKind::Receive, vec![l.dup_fds()?.remove(0), dup_ctl()?]),
+            RxLink::Pipe(l) => {
+                if !l.can_move() {
+                    return Err(io::Error::other("a pipe receiver holding part of a frame cannot be moved"));
+                }
+                let mut fds = l.dup_fds()?;
+                fds.push(dup_ctl()?);
+                (RightKind::PipeReceive, fds)
+            }
+            RxLink::Shm(s) => {
+                let ring = socket::dup(s.end.ring.segment().fd())?;
+                (RightKind::ShmReceive, vec![s.sock().dup_fds()?.remove(0), dup_ctl()?, ring])
+            }
+        })
     }
 }
 
@@ -235,23 +431,29 @@ pub(crate) struct Parts {
 }
 
 impl Parts {
-    /// The senders' link.
-    pub fn tx_link(link: LinkFds, ctl: &Ctl) -> io::Result<TxLink> {
-        Ok(match link {
-            LinkFds::Seqpacket(s) => TxLink::Seqpacket(seqpacket::Seqpacket::new(s)),
-            LinkFds::Pipe { data, bell } => {
+    /// The senders' end these descriptors make.
+    pub fn into_tx(self) -> io::Result<(TxLink, Ctl)> {
+        let Parts { link, ctl, ring, .. } = self;
+        let link = match (link, ring) {
+            (LinkFds::Seqpacket(s), None) => TxLink::Seqpacket(seqpacket::Seqpacket::new(s)),
+            (LinkFds::Seqpacket(s), Some(ring)) => TxLink::Shm(shm::ShmTx::new(seqpacket::Seqpacket::new(s), ring)?),
+            (LinkFds::Pipe { data, bell }, _) => {
                 let lock = crate::sys::pipe::reopen_for_lock(ctl.fd())?;
                 TxLink::Pipe(pipe::PipeTx::new(data, Some(bell), Some(lock)))
             }
-        })
+        };
+        Ok((link, ctl))
     }
 
-    /// The receiver's link.
-    pub fn rx_link(link: LinkFds) -> io::Result<RxLink> {
-        Ok(match link {
-            LinkFds::Seqpacket(s) => RxLink::Seqpacket(seqpacket::Seqpacket::new(s)),
-            LinkFds::Pipe { data, bell } => RxLink::Pipe(pipe::PipeRx::new(data, Some(bell))),
-        })
+    /// The receiver's end these descriptors make.
+    pub fn into_rx(self) -> io::Result<(RxLink, Ctl)> {
+        let Parts { link, ctl, ring, .. } = self;
+        let link = match (link, ring) {
+            (LinkFds::Seqpacket(s), None) => RxLink::Seqpacket(seqpacket::Seqpacket::new(s)),
+            (LinkFds::Seqpacket(s), Some(ring)) => RxLink::Shm(shm::ShmRx::new(seqpacket::Seqpacket::new(s), ring)?),
+            (LinkFds::Pipe { data, bell }, _) => RxLink::Pipe(pipe::PipeRx::new(data, Some(bell))),
+        };
+        Ok((link, ctl))
     }
 }
 

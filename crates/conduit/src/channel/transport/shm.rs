@@ -22,21 +22,29 @@
 //! [`Error::NoCredentials`].
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
 use super::seqpacket::Seqpacket;
-use super::{RxLink, TxLink};
+use super::{Caps, RxLink, TxLink, WriteFail};
+use crate::channel::codec;
 use crate::channel::ctl::{Capacity, Ctl};
+use crate::channel::error::{RecvFail, SendFail};
+use crate::channel::outbox::{Frame, Plain};
 use crate::channel::{Receiver, Sender};
-use crate::error::Error;
+use crate::error::{Error, WireError};
 use crate::shm::WaitStrategy;
-use crate::shm::ring::Ring;
+use crate::shm::ring::{Ring, TooLarge};
+use crate::sys::Deadline;
 use crate::sys::monitor::{self, PeerGone, Watch};
-use crate::sys::socket;
+use crate::sys::socket::{self, Received};
+use crate::wire::{self, Kind};
 
 /// Default size of a channel's ring.
 pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
@@ -97,6 +105,408 @@ impl RingEnd {
 
     pub fn is_gone(&self) -> bool {
         self.gone.load(SeqCst)
+    }
+}
+
+// ---- the senders' end ----
+
+/// The senders' end of a shared-memory channel: the ring, and the socket
+/// for its three jobs (carrier, death notice, doorbell).
+#[derive(Debug)]
+pub(crate) struct ShmTx {
+    sock: Seqpacket,
+    pub end: Arc<RingEnd>,
+}
+
+impl Drop for ShmTx {
+    fn drop(&mut self) {
+        self.end.unwatch(self.sock.fd());
+    }
+}
+
+/// What a shared-memory end carries (its ring bounds the inline size).
+fn caps(end: &RingEnd) -> Caps {
+    Caps {
+        rights: true,
+        credentials: false,
+        inline_max: end.ring.max_message() - wire::HEADER_LEN - wire::MAX_RIGHTS,
+        frame_max: None,
+    }
+}
+
+impl ShmTx {
+    pub fn new(sock: Seqpacket, ring: Ring) -> io::Result<ShmTx> {
+        let end = RingEnd::new(ring, sock.fd())?;
+        Ok(ShmTx { sock, end })
+    }
+
+    pub fn sock(&self) -> &Seqpacket {
+        &self.sock
+    }
+
+    pub fn caps(&self) -> Caps {
+        caps(&self.end)
+    }
+
+    pub fn peer_gone(&self) -> bool {
+        self.end.is_gone() || self.sock.peer_gone()
+    }
+
+    /// The right to write one message: bounded channels count credits in
+    /// the ring (in `try_write`); a rendezvous waits, by the ring's
+    /// strategy, for a receiver's token, woken by the monitor thread if the
+    /// receiver dies.
+    pub fn acquire(&self, ctl: &Ctl, wait: Deadline) -> Result<(), SendFail> {
+        let end = &self.end;
+        if let Capacity::Bounded(_) = ctl.capacity() {
+            return Ok(());
+        }
+        if end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || ctl.try_acquire()) {
+            return Ok(());
+        }
+        Err(if self.peer_gone() { SendFail::Disconnected } else { SendFail::Full })
+    }
+
+    /// Write one frame now if the ring has room (and, bounded, a credit).
+    pub fn try_write<T: Serialize + ?Sized>(&self, ctl: &Ctl, frame: &Frame<'_, T>) -> Result<(), WriteFail> {
+        let end = &self.end;
+        if end.is_gone() {
+            return Err(WriteFail::Disconnected);
+        }
+        let _lock = end.ring.lock_producers(&end.gone);
+        // Bounded shared-memory channels count credits in the ring, under
+        // the producers' lock (see `Ring::below`).
+        if let Capacity::Bounded(n) = ctl.capacity()
+            && !end.ring.below(n)
+        {
+            return Err(WriteFail::NoCredit);
+        }
+        let mut r = match end.ring.try_reserve(frame.len()) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err(WriteFail::NoRoom),
+            Err(TooLarge) => {
+                return Err(WriteFail::Failed(Error::TooLarge { size: frame.len(), limit: end.ring.max_message() }));
+            }
+        };
+        let fds: Vec<BorrowedFd<'_>> = frame.fds().iter().map(|f| f.as_fd()).collect();
+        if !fds.is_empty() {
+            // The carrier: descriptors go first, by the socket, in ring
+            // order (we hold the producers' lock); the receiver picks them
+            // up when it reaches this record.
+            let carrier = wire::simple_frame(Kind::Carrier, &[]);
+            loop {
+                match self.sock.try_send(&carrier, &fds) {
+                    Ok(()) => break,
+                    Err(WriteFail::NoRoom) => self.sock.wait_writable().map_err(|e| WriteFail::Failed(e.into()))?,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        frame.fill(end.ring.reserved_mut(&mut r), end.checked).map_err(WriteFail::Failed)?;
+        end.ring.commit(r);
+        self.ring_doorbell();
+        Ok(())
+    }
+
+    /// The fast path of a bounded send: a message without rights that
+    /// fits the ring is written straight into it under the producers'
+    /// lock, waiting (by the ring's strategy) for a credit or room. `None`
+    /// hands the send to the full path, which owns every other case and
+    /// every error report (nothing was published then).
+    #[inline]
+    pub fn send_plain(&self, ctl: &Ctl, msg: &impl Plain, wait: Deadline) -> Option<()> {
+        let end = &self.end;
+        if end.checked {
+            return None;
+        }
+        let Capacity::Bounded(limit) = ctl.capacity() else { return None };
+        let size = msg.size()?;
+        let len = wire::HEADER_LEN + size;
+        if len > end.ring.max_message() {
+            return None;
+        }
+        loop {
+            if end.is_gone() {
+                return None;
+            }
+            let lock = end.ring.lock_producers(&end.gone);
+            let credit = end.ring.below(limit);
+            if credit && let Ok(Some(mut r)) = end.ring.try_reserve(len) {
+                let (head, body) = end.ring.reserved_mut(&mut r).split_at_mut(wire::HEADER_LEN);
+                // A failed write is not committed, so never seen; the full
+                // path reports it.
+                if !msg.write(body) {
+                    return None;
+                }
+                wire::write_plain_header(head, size);
+                end.ring.commit(r);
+                drop(lock);
+                self.ring_doorbell();
+                return Some(());
+            }
+            drop(lock);
+            let ready = if credit {
+                end.ring
+                    .space_bell()
+                    .wait(end.strategy, wait, &end.gone, || matches!(end.ring.try_reserve(len), Ok(Some(_))))
+            } else {
+                end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || end.ring.below(limit))
+            };
+            if !ready {
+                return None;
+            }
+        }
+    }
+
+    /// After a commit: the doorbell — a wake frame on the socket, if a
+    /// consumer sleeps in `poll` (a port set, an async task) and asked for
+    /// it. A full socket already holds a wake, so a failed write is fine.
+    #[inline(always)]
+    pub(crate) fn ring_doorbell(&self) {
+        if self.end.ring.doorbell_wanted() {
+            let _ = socket::send_frame(self.sock.fd(), wire::wake_frame(), &[]);
+        }
+    }
+
+    /// Block until the ring may have room for `len` bytes (or the
+    /// receiver is gone): for the outbox's flusher.
+    pub fn wait_room(&self, len: usize) {
+        let end = &self.end;
+        let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)) | Err(_));
+        end.ring.space_bell().wait(WaitStrategy::Park, Deadline::Forever, &end.gone, room);
+    }
+
+    /// A bounded or rendezvous send whose credit is taken: wait for room
+    /// (and, bounded, a credit in the ring) until `wait` runs out; then a
+    /// rendezvous token goes back. Threads of this process take turns by
+    /// the producers' lock (its owner is a thread), like other processes'
+    /// senders.
+    pub fn write_waiting<T: Serialize + ?Sized>(
+        &self,
+        ctl: &Ctl,
+        frame: &Frame<'_, T>,
+        wait: Deadline,
+    ) -> Result<(), SendFail> {
+        let end = &self.end;
+        let capacity = ctl.capacity();
+        loop {
+            let len = frame.len();
+            let waited = match self.try_write(ctl, frame) {
+                Ok(()) => return Ok(()),
+                Err(WriteFail::NoCredit) => {
+                    let Capacity::Bounded(n) = capacity else { unreachable!("credits are for bounded channels") };
+                    end.ring.credit_bell().wait(end.strategy, wait, &end.gone, || end.ring.below(n))
+                }
+                Err(WriteFail::NoRoom) => {
+                    let room = || matches!(end.ring.try_reserve(len), Ok(Some(_)));
+                    end.ring.space_bell().wait(end.strategy, wait, &end.gone, room)
+                }
+                Err(WriteFail::Disconnected) => return Err(SendFail::Disconnected),
+                Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
+            };
+            if !waited {
+                if capacity == Capacity::Zero {
+                    // The rendezvous token we took goes back.
+                    ctl.give_back();
+                    end.ring.credit_bell().ring();
+                }
+                return Err(if end.is_gone() { SendFail::Disconnected } else { SendFail::Full });
+            }
+        }
+    }
+}
+
+// ---- the receiver's end ----
+
+/// The receiver's end of a shared-memory channel.
+#[derive(Debug)]
+pub(crate) struct ShmRx {
+    sock: Seqpacket,
+    pub end: Arc<RingEnd>,
+}
+
+impl Drop for ShmRx {
+    fn drop(&mut self) {
+        self.end.unwatch(self.sock.fd());
+    }
+}
+
+/// What came of waiting for data.
+pub(crate) enum Waited {
+    /// Something may be there: read again.
+    Data,
+    /// The senders are gone: read what is left, then `Disconnected`.
+    Gone,
+    /// The time ran out.
+    TimedOut,
+}
+
+impl ShmRx {
+    pub fn new(sock: Seqpacket, ring: Ring) -> io::Result<ShmRx> {
+        let end = RingEnd::new(ring, sock.fd())?;
+        Ok(ShmRx { sock, end })
+    }
+
+    pub fn sock(&self) -> &Seqpacket {
+        &self.sock
+    }
+
+    pub fn caps(&self) -> Caps {
+        caps(&self.end)
+    }
+
+    pub fn peer_gone(&self) -> bool {
+        self.end.is_gone() || self.sock.peer_gone()
+    }
+
+    /// Something to take without waiting (or the senders are gone).
+    pub fn ready_now(&self) -> bool {
+        self.end.is_gone() || self.end.ring.has_data()
+    }
+
+    /// Ask producers to ring the doorbell (a wake frame on the socket)
+    /// while this process sleeps in `poll`; disarming drops the wakes.
+    pub fn arm(&self, on: bool) {
+        if on {
+            self.end.ring.doorbell_on();
+        } else {
+            self.end.ring.doorbell_off();
+            socket::drain_wakes(self.sock.fd());
+        }
+    }
+
+    /// Sleep, by the ring's strategy, until data comes, the senders go, or
+    /// `wait` runs out.
+    pub fn wait_data(&self, wait: Deadline) -> Waited {
+        let end = &self.end;
+        if end.is_gone() {
+            return Waited::Gone;
+        }
+        if end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data()) {
+            return Waited::Data;
+        }
+        if end.is_gone() {
+            return Waited::Gone;
+        }
+        // The monitor thread may not have seen a hang-up yet.
+        if self.sock.peer_gone() {
+            end.gone.store(true, SeqCst);
+            return Waited::Gone;
+        }
+        Waited::TimedOut
+    }
+
+    /// Take the oldest record of the ring, if any. `limit`: the receiver's
+    /// largest payload; `on_data`: a data frame left the queue.
+    pub fn read<T: DeserializeOwned>(&self, limit: usize, on_data: impl FnOnce()) -> Result<Option<T>, RecvFail> {
+        let end = &self.end;
+        let mut on_data = Some(on_data);
+        if let Some(got) = self.take_plain(&mut || {
+            if let Some(f) = on_data.take() {
+                f()
+            }
+        }) {
+            return got.map(Some).map_err(RecvFail::Failed);
+        }
+        let record = match end.ring.peek() {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(corrupt) => return Err(RecvFail::Failed(WireError::BadRing(corrupt.0).into())),
+        };
+        // A checked channel reads a copy: what the peer writes into the
+        // ring after this cannot change what is checked and decoded.
+        let copy;
+        let frame = if end.checked {
+            copy = end.ring.payload(&record).to_vec();
+            &copy[..]
+        } else {
+            end.ring.payload(&record)
+        };
+        let needs_fds = wire::parse(frame).is_ok_and(|(h, _)| h.rights > 0 || h.out_of_line());
+        let fds = if needs_fds { self.recv_carrier() } else { Ok(Vec::new()) };
+        let got = fds.and_then(|fds| {
+            let rec = Received { len: frame.len(), fds, ..Received::default() };
+            // (An unchecked frame is accepted only from an unchecked ring.)
+            codec::decode(frame, rec, !end.checked, limit, || {
+                if let Some(f) = on_data.take() {
+                    f()
+                }
+            })
+            .map_err(RecvFail::Failed)
+        });
+        end.ring.release(record);
+        got.map(Some)
+    }
+
+    /// The carrier: the descriptors of the record being read, which its
+    /// producer sent by the socket before committing it.
+    fn recv_carrier(&self) -> Result<Vec<OwnedFd>, RecvFail> {
+        let mut buf = [0u8; 64];
+        loop {
+            let rec = match socket::recv_frame(self.sock.fd(), &mut buf, true) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
+                Err(e) => return Err(RecvFail::Failed(Error::Io(e))),
+            };
+            if rec.len == 0 && rec.fds.is_empty() {
+                return Err(RecvFail::Failed(WireError::Descriptors { declared: 1, actual: 0 }.into()));
+            }
+            match wire::parse(&buf[..rec.len.min(buf.len())]) {
+                Ok((h, _)) if h.kind == Kind::Carrier => return Ok(rec.fds),
+                Ok((h, _)) if h.kind == Kind::Wake => continue,
+                Ok((h, _)) => return Err(RecvFail::Failed(WireError::Kind(h.kind as u8).into())),
+                Err(e) => return Err(RecvFail::Failed(e.into())),
+            }
+        }
+    }
+
+    /// The oldest message if it is a plain frame (no rights, inline),
+    /// decoded where it lies. `None` leaves it for the rest of `read`,
+    /// which owns every other case (and reports a corrupt ring).
+    #[inline]
+    fn take_plain<T: DeserializeOwned>(&self, on_data: &mut dyn FnMut()) -> Option<Result<T, Error>> {
+        let end = &self.end;
+        if end.checked {
+            return None;
+        }
+        let record = end.ring.peek().ok()??;
+        let payload = wire::plain_ring_payload(end.ring.payload(&record))?;
+        on_data();
+        let got = postcard::from_bytes(payload).map_err(Error::Decode);
+        end.ring.release(record);
+        Some(got)
+    }
+
+    /// The fast path of a receive on a bounded or unbounded channel (a
+    /// rendezvous has tokens to keep): a plain message, now or after
+    /// waiting for data. `None`: use the full path, which then reports
+    /// timeouts, disconnection and bad frames.
+    #[inline]
+    pub fn recv_plain<T: DeserializeOwned>(
+        &self,
+        capacity: Capacity,
+        wait: Deadline,
+        on_data: &mut dyn FnMut(),
+    ) -> Option<Result<T, Error>> {
+        let end = &self.end;
+        if end.checked || capacity == Capacity::Zero {
+            return None;
+        }
+        if let Some(got) = self.take_plain(on_data) {
+            return Some(got);
+        }
+        if wait == Deadline::Never || end.is_gone() {
+            return None;
+        }
+        if end.ring.data_bell().wait(end.strategy, wait, &end.gone, || end.ring.has_data()) {
+            return self.take_plain(on_data);
+        }
+        None
+    }
+
+    /// Tell senders sleeping for a credit or a token to look again.
+    pub fn ring_senders(&self) {
+        self.end.ring.credit_bell().ring();
     }
 }
 
@@ -179,12 +589,9 @@ impl Builder {
         ring.set_strategy(self.wait);
         ring.set_checked(self.checked);
         let ring2 = Ring::adopt(crate::shm::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
-        let tx_end = RingEnd::new(ring, send_end.as_fd())?;
-        let rx_end = RingEnd::new(ring2, recv_end.as_fd())?;
-        Ok((
-            Sender::from_ring(TxLink::Seqpacket(Seqpacket::new(send_end)), ctl, tx_end),
-            Receiver::from_ring(RxLink::Seqpacket(Seqpacket::new(recv_end)), ctl2, rx_end),
-        ))
+        let tx = ShmTx::new(Seqpacket::new(send_end), ring)?;
+        let rx = ShmRx::new(Seqpacket::new(recv_end), ring2)?;
+        Ok((Sender::from_link(TxLink::Shm(tx), ctl), Receiver::from_link(RxLink::Shm(rx), ctl2)))
     }
 }
 
