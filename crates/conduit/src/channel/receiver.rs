@@ -237,7 +237,7 @@ impl<T: DeserializeOwned> Receiver<T> {
 
     /// The transport's short receive path, if it has one (shared memory:
     /// a plain message decoded where it lies). `None`: use the full path
-    /// ([`recv_with`]), which then reports timeouts, disconnection and bad
+    /// (`recv_with`), which then reports timeouts, disconnection and bad
     /// frames.
     #[inline]
     fn recv_plain(&self, wait: Deadline) -> Option<Result<T, Error>> {

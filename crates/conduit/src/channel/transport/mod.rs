@@ -1,28 +1,32 @@
 //! The transport seam: what differs between the ways a channel's frames
 //! travel, and nothing else.
 //!
-//! A channel end is a *link* (the descriptors its frames cross) plus the
-//! channel's control block (`ctl`, credits: the same for every transport)
-//! and, on shared memory, a ring. Everything above — `Sender`, `Receiver`,
-//! capacity, timeouts, the outbox, port sets, `call`/`ReplyTo`, async —
-//! asks the link only for what this module names:
+//! A channel end is a *link* — [`TxLink`] for senders, [`RxLink`] for the
+//! receiver — plus the channel's control block (`ctl`: capacity and
+//! credits, the same for every local transport). Everything above —
+//! `Sender`, `Receiver`, timeouts, the outbox, port sets, `call`/`ReplyTo`,
+//! async, rights — asks the link only for what is named here, and matches
+//! on no transport itself:
 //!
-//! | job | [`TxLink`] (senders' end) | [`RxLink`] (receiver's end) |
+//! | job | senders' end | receiver's end |
 //! |---|---|---|
-//! | move one frame | [`try_send`](TxLink::try_send) | [`recv`](RxLink::recv) |
-//! | wait | [`wait_writable`](TxLink::wait_writable), [`wait_bell`](TxLink::wait_bell) | [`ready_fd`](RxLink::ready_fd) (poll, port sets, async) |
-//! | flow control | [`consume_wake`](TxLink::consume_wake) | [`ring_senders`](RxLink::ring_senders) |
-//! | peer gone | [`peer_gone`](TxLink::peer_gone) | [`peer_gone`](RxLink::peer_gone) |
-//! | what it can carry | [`caps`](TxLink::caps) | [`caps`](RxLink::caps) |
-//! | pass it on | [`dup_fds`](TxLink::dup_fds) / [`adopt`] | the same |
+//! | move one frame | `try_write` (or `NoRoom`) | `recv` (byte links); shm: its `read` |
+//! | flow control | `acquire` (credit or token, waiting the transport's way), `take_wake` | `ring_senders`, `credits_in_ring` |
+//! | wait | `wait_room`, `wait_bell`, `write_fd`, `bell_fd` | `wait_data`, `ready_fd`, `ready_now`, `arm`, `needs_nap` |
+//! | peer gone | `peer_gone`, `known_gone` | `peer_gone` |
+//! | what it carries | `caps` (rights, credentials, inline and frame limits), `checksum`, `direct_max` | `caps` |
+//! | pass it on | `to_right`, and [`adopt`] + [`Parts`] on the way in | the same |
+//! | short paths | `send_plain` (shm) | `recv_plain` (shm) |
 //!
 //! One file per transport: [`seqpacket`] (`AF_UNIX` `SOCK_SEQPACKET`:
 //! rights and credentials), [`pipe`] (ordinary pipes and FIFOs: a byte
 //! stream, framed here), and [`shm`] (a ring in shared memory, which keeps
-//! a seqpacket link for three jobs: the *carrier* of descriptors, the
+//! a seqpacket socket for three jobs: the *carrier* of descriptors, the
 //! *death notice* of the peer, and the *doorbell* for sleepers in `poll`).
-//! A new transport adds a file here, a variant to each enum below, and its
-//! right kinds.
+//! A new transport adds its file here, a variant to [`TxLink`] and
+//! [`RxLink`] with an arm in each of their methods, a [`LinkFds`] variant
+//! with its arms in [`adopt`] and [`Parts`], and its right kinds in
+//! `rights.rs`.
 
 pub mod pipe;
 pub(crate) mod seqpacket;
