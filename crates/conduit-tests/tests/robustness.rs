@@ -117,7 +117,38 @@ fn parent_link_is_refused_outside_a_linked_child() {
     assert!(err.to_string().contains("CONDUIT_LINK"), "{err}");
 }
 
+/// A peer holding a send right writes hostile frames straight to the
+/// link: each is a typed error naming what was wrong, and the channel goes
+/// on serving. (Shared memory has no byte link to write to: its hostile
+/// peer scribbles into the ring instead, in `hostile.rs`.)
+fn hostile_frames_are_typed_errors_and_the_channel_goes_on(f: Flavor) {
+    if f == Flavor::Shm {
+        return;
+    }
+    let kid = spawn("garbage-any");
+    let (tx, rx) = f.bounded::<u64>(16);
+    rx.set_max_message(64);
+    kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    let wire_err = |what: &str| match rx.recv() {
+        Err(RecvError::Failed(Error::Wire(e))) => e,
+        other => panic!("{what}: expected a wire error, got {other:?}"),
+    };
+    assert!(matches!(wire_err("checksum"), WireError::Checksum { .. }));
+    assert_eq!(wire_err("over the limit"), WireError::TooLarge { size: 1000, limit: 64 });
+    assert_eq!(wire_err("kind"), WireError::Kind(2));
+    assert_eq!(wire_err("rights"), WireError::Descriptors { declared: 2, actual: 0 });
+    match rx.recv() {
+        Err(RecvError::Failed(Error::Decode(_))) => {}
+        other => panic!("payload that is not a u64: {other:?}"),
+    }
+    assert_eq!(rx.recv().unwrap(), 99, "the good message after the garbage arrives");
+    assert_eq!(report(&kid), FromChild::Sent(1));
+    finish(kid);
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+}
+
 conformance!(
+    hostile_frames_are_typed_errors_and_the_channel_goes_on,
     blocked_sender_sees_disconnected_within_100ms_of_kill_9_of_the_receiver,
     blocked_receiver_sees_disconnected_within_100ms_of_kill_9_of_the_sender,
 );

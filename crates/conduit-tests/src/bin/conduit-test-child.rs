@@ -198,6 +198,33 @@ fn main() {
             tx.send(99).unwrap();
             report(&up, FromChild::Sent(1));
         }
+        "garbage-any" => {
+            // Hostile frames any byte link must survive, written raw to the
+            // channel's descriptor (one datagram each on a socket; one
+            // after another on a pipe's stream), then a good message.
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            let raw = |bytes: &[u8]| {
+                assert_eq!(rustix::io::write(tx.as_fd(), bytes).unwrap(), bytes.len());
+            };
+            let good = wire::simple_frame(Kind::Data, &[7]);
+            let mut corrupt = good.clone();
+            corrupt[16] ^= 0xff;
+            raw(&corrupt); // checksum
+            raw(&wire::simple_frame(Kind::Data, &[1u8; 1000])); // over the receiver's limit
+            let mut kind = good.clone();
+            kind[3] = 2;
+            let (head, body) = kind.split_at_mut(wire::HEADER_LEN);
+            wire::write_header(head, Kind::Wake, 0, body, &[]);
+            raw(&kind); // a wake frame sent to the receiver
+            let mut rights = vec![0u8; wire::HEADER_LEN];
+            rights.extend_from_slice(&[7, 1]); // payload [7], rights table [1]
+            let (head, rest) = rights.split_at_mut(wire::HEADER_LEN);
+            wire::write_header(head, Kind::Data, 0, &rest[..1], &rest[1..]);
+            raw(&rights); // declares a right, carries no descriptor
+            raw(&wire::simple_frame(Kind::Data, &[0xff, 0xff, 0xff])); // not a u64
+            tx.send(99).unwrap();
+            report(&up, FromChild::Sent(1));
+        }
         "exit-code" => std::process::exit(7),
         "server" => {
             let ToChild::Serve(rx) = next() else { panic!("want Serve") };
