@@ -368,4 +368,37 @@ mod tests {
         let v = parse_frame(&valid[2], false, 1 << 20);
         assert!(matches!(v, Err(WireError::Checksum { .. })), "the right was added after the checksum: {v:?}");
     }
+
+    /// The other pure parsers, on any bytes: the byte-stream framer, the
+    /// ring's plain-frame check and the mailbox queue's record parser
+    /// answer, never panic (a seeded stand-in for their fuzz targets).
+    #[test]
+    fn every_pure_parser_survives_any_bytes() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let valid = simple_frame(Kind::Data, b"payload");
+        for round in 0..100_000u32 {
+            let mut f = if round % 2 == 0 {
+                (0..next() % 48).map(|_| next() as u8).collect::<Vec<u8>>()
+            } else {
+                valid.clone()
+            };
+            if !f.is_empty() && next() % 2 == 0 {
+                let at = (next() % f.len() as u64) as usize;
+                f[at] = next() as u8;
+            }
+            if let Ok(Some((total, len))) = stream_frame_len(&f) {
+                assert!(total >= HEADER_LEN && (total == HEADER_LEN + len + f[6] as usize || total < HEADER_LEN + len));
+            }
+            let _ = plain_ring_payload(&f);
+            let _ = crate::shm::queue::parse_message(&f);
+        }
+        assert_eq!(stream_frame_len(&valid).unwrap(), Some((valid.len(), 7)));
+        assert_eq!(stream_frame_len(&valid[..15]).unwrap(), None);
+    }
 }

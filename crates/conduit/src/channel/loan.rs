@@ -321,13 +321,16 @@ impl Receiver<Bytes> {
                         self.credit_taken();
                         return Ok(InPlace::new(end, record, HEADER_LEN + vn, n));
                     }
-                    let parsed = wire::parse(frame).and_then(|(h, body)| {
-                        if h.kind != Kind::Data || h.rights > 0 || h.out_of_line() {
-                            return Err(WireError::Kind(h.kind as u8));
-                        }
+                    // Anything else: the pure step every receive path
+                    // shares, then what an in-place read needs.
+                    let parsed = wire::parse_frame(frame, true, self.max_message()).and_then(|v| {
+                        let body = match v.inline {
+                            Some(body) if v.descriptors == 0 => body,
+                            _ => return Err(WireError::Descriptors { declared: v.descriptors, actual: 0 }),
+                        };
                         let (n, vn) = read_varint(body).ok_or(WireError::Truncated(body.len()))?;
-                        if vn + n != h.len {
-                            return Err(WireError::Length { declared: h.len, actual: vn + n });
+                        if vn + n != body.len() {
+                            return Err(WireError::Length { declared: body.len(), actual: vn + n });
                         }
                         Ok((HEADER_LEN + vn, n))
                     });

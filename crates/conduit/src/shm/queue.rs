@@ -523,11 +523,7 @@ impl Queue {
                 cur = self.ring.next_after(&r)?;
                 continue;
             }
-            let p = self.ring.payload(&r);
-            if p.len() < MESSAGE_HEADER {
-                return Err(QueueError::Corrupt("a record shorter than a message header"));
-            }
-            let mtype = i64::from_le_bytes(p[..8].try_into().expect("8 bytes"));
+            let mtype = parse_message(self.ring.payload(&r))?.mtype;
             let next = self.ring.next_after(&r)?;
             let wanted = match select {
                 0 => true,
@@ -545,13 +541,11 @@ impl Queue {
             cur = next;
         }
         let Some((r, mtype)) = best else { return Ok(None) };
-        let p = self.ring.payload(&r);
-        let msg = QueuedMessage {
-            mtype,
-            sender_pid: u32::from_le_bytes(p[8..12].try_into().expect("4 bytes")),
-            sender_uid: u32::from_le_bytes(p[12..16].try_into().expect("4 bytes")),
-            data: p[MESSAGE_HEADER..].to_vec(),
-        };
+        // Parsed again (a peer may have changed the record since); the type
+        // stays the one the selection saw.
+        let view = parse_message(self.ring.payload(&r))?;
+        let msg =
+            QueuedMessage { mtype, sender_pid: view.sender_pid, sender_uid: view.sender_uid, data: view.data.to_vec() };
         if claim {
             return match self.add_claim(r.position()) {
                 Some(id) => Ok(Some((msg, Some(id)))),
@@ -575,6 +569,36 @@ impl Queue {
         self.ring.recount(live);
         Ok(())
     }
+}
+
+/// A queue record as its bytes describe it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct MessageView<'a> {
+    /// The message type.
+    pub mtype: i64,
+    /// The sender's pid, as the sender wrote it.
+    pub sender_pid: u32,
+    /// The sender's uid, as the sender wrote it.
+    pub sender_uid: u32,
+    /// The message's bytes.
+    pub data: &'a [u8],
+}
+
+/// Parse a queue record (`mtype` i64, pid u32, uid u32, then the data, all
+/// little-endian): pure, no system call, no allocation; a record too short
+/// for its header is [`QueueError::Corrupt`]. Any bytes give a view or an
+/// error, never a panic.
+pub fn parse_message(record: &[u8]) -> Result<MessageView<'_>, QueueError> {
+    let (head, data) = record
+        .split_first_chunk::<MESSAGE_HEADER>()
+        .ok_or(QueueError::Corrupt("a record shorter than a message header"))?;
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    Ok(MessageView {
+        mtype: i64::from_le_bytes(head[..8].try_into().expect("8 bytes")),
+        sender_pid: word(8),
+        sender_uid: word(12),
+        data,
+    })
 }
 
 impl Serialize for Queue {
