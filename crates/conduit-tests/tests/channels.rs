@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Flavor, finish, outcome, report, spawn};
+use common::{Flavor, finish, outcome, report, spawn, spawn_with_args};
 use conduit::{PortSet, RecvError, RecvTimeoutError, TryRecvError};
 use conduit_tests::{FromChild, Request, ToChild};
 
@@ -182,6 +182,23 @@ fn a_large_message_travels_out_of_line(f: Flavor) {
     finish(kid);
 }
 
+fn a_stream_of_large_messages_arrives_whole_while_the_receiver_sleeps(f: Flavor) {
+    // 48 × 2 MiB, unbounded: far more than a sender's bulk buffers hold,
+    // so later messages take the fallback path; all must arrive intact.
+    const N: u64 = 48;
+    let kid = spawn_with_args("big-stream", &[&N.to_string()]);
+    let (tx, rx) = f.unbounded::<Vec<u8>>();
+    kid.tx.send(ToChild::SendBytes(tx, 2 << 20)).unwrap();
+    assert_eq!(report(&kid), FromChild::Sent(N));
+    for i in 0..N {
+        let m = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(m.len(), 2 << 20);
+        assert!(m.iter().all(|&b| b == i as u8), "message {i} intact");
+    }
+    finish(kid);
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+}
+
 fn async_send_and_recv_inside_tokio(f: Flavor) {
     let kid = spawn("double");
     let (to_tx, to_rx) = f.bounded::<u64>(1);
@@ -216,5 +233,6 @@ conformance!(
     port_set_serves_a_rendezvous_member,
     call_waits_for_exactly_one_reply_and_reports_a_dropped_reply_right,
     a_large_message_travels_out_of_line,
+    a_stream_of_large_messages_arrives_whole_while_the_receiver_sleeps,
     async_send_and_recv_inside_tokio,
 );

@@ -117,6 +117,25 @@ fn parent_link_is_refused_outside_a_linked_child() {
     assert!(err.to_string().contains("CONDUIT_LINK"), "{err}");
 }
 
+/// A peer claims its payload is in a bulk buffer and passes a memfd that
+/// is not sealed, or too small: refused by name before anything of it is
+/// read, and the channel goes on.
+#[test]
+fn a_bad_bulk_buffer_is_refused_and_the_channel_goes_on() {
+    let kid = spawn("garbage-bulk");
+    let (tx, rx) = conduit::bounded::<u64>(8).unwrap();
+    kid.tx.send(ToChild::SendU64(tx)).unwrap();
+    for what in ["not sealed", "too small"] {
+        match rx.recv() {
+            Err(RecvError::Failed(Error::Wire(WireError::BadRight { .. }))) => {}
+            other => panic!("{what}: expected BadRight, got {other:?}"),
+        }
+    }
+    assert_eq!(rx.recv().unwrap(), 99);
+    assert_eq!(report(&kid), FromChild::Sent(1));
+    finish(kid);
+}
+
 /// A peer holding a send right writes hostile frames straight to the
 /// link: each is a typed error naming what was wrong, and the channel goes
 /// on serving. (Shared memory has no byte link to write to: its hostile

@@ -44,6 +44,9 @@ pub enum Kind {
     /// Shared-memory channels: the descriptors of the next ring record
     /// that carries rights or an out-of-line payload.
     Carrier = 3,
+    /// Pipes and FIFOs: one piece of a frame larger than `PIPE_BUF`
+    /// (see [`Fragment`]).
+    Fragment = 4,
 }
 
 /// Flag: the payload is in a sealed memfd, the last descriptor.
@@ -51,7 +54,11 @@ pub const OUT_OF_LINE: u16 = 1;
 /// Flag: no checksum was computed (`crc32c` is 0). Accepted only from a
 /// shared-memory ring, where nothing is transmitted that could corrupt it.
 pub const UNCHECKED: u16 = 2;
-const KNOWN_FLAGS: u16 = OUT_OF_LINE | UNCHECKED;
+/// Flag (with `OUT_OF_LINE`): the payload is in the sender's reusable
+/// bulk buffer, at offset 64; the receiver copies it out, then writes 0 to
+/// the buffer's first word to hand it back (see `docs/WIRE.md`).
+pub const BULK: u16 = 4;
+const KNOWN_FLAGS: u16 = OUT_OF_LINE | UNCHECKED | BULK;
 
 /// A parsed header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +80,12 @@ impl Header {
     #[inline]
     pub fn out_of_line(&self) -> bool {
         self.flags & OUT_OF_LINE != 0
+    }
+
+    /// True if the payload is in the sender's bulk buffer.
+    #[inline]
+    pub fn bulk(&self) -> bool {
+        self.flags & BULK != 0
     }
 
     /// True if the frame carries no checksum.
@@ -149,6 +162,76 @@ pub fn simple_frame(kind: Kind, payload: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// Bytes of a fragment's own header, at the start of its payload.
+pub const FRAGMENT_HEADER: usize = 20;
+
+/// A fragment (kind 4): a piece of one frame too large to be written with
+/// one atomic `write` to a pipe. Its payload starts with this header
+/// (little-endian), then the piece. Pieces of one frame share `writer`
+/// and `message`; pieces of different writers may interleave in the pipe,
+/// and the receiver puts each writer's back together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fragment {
+    /// The writing end (unique among the writers of a pipe).
+    pub writer: u64,
+    /// The message's number, for that writer.
+    pub message: u32,
+    /// Where this piece goes in the whole frame.
+    pub offset: u32,
+    /// Bytes of the whole frame.
+    pub total: u32,
+}
+
+impl Fragment {
+    /// The header at the start of a fragment's payload.
+    pub fn encode(&self) -> [u8; FRAGMENT_HEADER] {
+        let mut b = [0u8; FRAGMENT_HEADER];
+        b[..8].copy_from_slice(&self.writer.to_le_bytes());
+        b[8..12].copy_from_slice(&self.message.to_le_bytes());
+        b[12..16].copy_from_slice(&self.offset.to_le_bytes());
+        b[16..20].copy_from_slice(&self.total.to_le_bytes());
+        b
+    }
+}
+
+/// Parse a fragment frame (pure): its header checked like any frame's,
+/// its checksum verified, then the fragment header and the piece.
+pub fn parse_fragment(frame: &[u8]) -> Result<(Fragment, &[u8]), WireError> {
+    let (header, body) = parse(frame)?;
+    if header.kind != Kind::Fragment || header.rights != 0 || header.out_of_line() || header.unchecked() {
+        return Err(WireError::Kind(header.kind as u8));
+    }
+    verify(frame, &header, body, &[])?;
+    let (head, piece) = body.split_first_chunk::<FRAGMENT_HEADER>().ok_or(WireError::Truncated(frame.len()))?;
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    let f = Fragment {
+        writer: u64::from_le_bytes(head[..8].try_into().expect("8 bytes")),
+        message: word(8),
+        offset: word(12),
+        total: word(16),
+    };
+    let end = f.offset as u64 + piece.len() as u64;
+    if end > f.total as u64 {
+        return Err(WireError::Length { declared: f.total as usize, actual: end as usize });
+    }
+    Ok((f, piece))
+}
+
+/// Split `frame` into fragment frames of at most `max` bytes each,
+/// appended to `out` (for a pipe: `max` = `PIPE_BUF`).
+pub fn fragment(frame: &[u8], writer: u64, message: u32, max: usize, out: &mut Vec<u8>) {
+    let piece_max = max - HEADER_LEN - FRAGMENT_HEADER;
+    for (k, piece) in frame.chunks(piece_max).enumerate() {
+        let f = Fragment { writer, message, offset: (k * piece_max) as u32, total: frame.len() as u32 };
+        let start = out.len();
+        out.resize(start + HEADER_LEN, 0);
+        out.extend_from_slice(&f.encode());
+        out.extend_from_slice(piece);
+        let (head, body) = out[start..].split_at_mut(HEADER_LEN);
+        write_header(head, Kind::Fragment, 0, body, &[]);
+    }
+}
+
 /// The wake frame (kind 2, no payload), made once.
 pub fn wake_frame() -> &'static [u8] {
     static WAKE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
@@ -176,6 +259,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
         1 => Kind::Data,
         2 => Kind::Wake,
         3 => Kind::Carrier,
+        4 => Kind::Fragment,
         k => return Err(WireError::Kind(k)),
     };
     let flags = u16::from_le_bytes([bytes[4], bytes[5]]);
@@ -193,6 +277,9 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
     let inline = if header.out_of_line() { 0 } else { len };
     if header.out_of_line() && len > MAX_PAYLOAD {
         return Err(WireError::TooLarge { size: len, limit: MAX_PAYLOAD });
+    }
+    if flags & BULK != 0 && !header.out_of_line() {
+        return Err(WireError::Flags(flags));
     }
     if body.len() != inline + rights {
         return Err(WireError::Length { declared: inline + rights, actual: body.len() });
@@ -218,7 +305,7 @@ pub fn stream_frame_len(head: &[u8]) -> Result<Option<(usize, usize)>, WireError
     if head[2] != VERSION {
         return Err(WireError::Version(head[2]));
     }
-    if !(1..=3).contains(&head[3]) {
+    if !(1..=4).contains(&head[3]) {
         return Err(WireError::Kind(head[3]));
     }
     let flags = u16::from_le_bytes([head[4], head[5]]);

@@ -68,12 +68,13 @@ fn main() {
         }
         "fifo-writer" => {
             // argv: path, tag, count. Opens the FIFO by path alone (nothing
-            // inherited) and sends self-checking messages of 8 to 4000 bytes.
+            // inherited) and sends self-checking messages of 8 bytes to
+            // 12 KiB: the larger ones go in fragments.
             let args: Vec<String> = std::env::args().skip(2).collect();
             let (tag, count): (u64, u64) = (args[1].parse().unwrap(), args[2].parse().unwrap());
             let tx = conduit::fifo::sender_timeout::<Vec<u64>>(&args[0], Duration::from_secs(10)).unwrap();
             for i in 0..count {
-                let len = 1 + ((i * 7919 + tag * 31) % 490) as usize;
+                let len = 1 + ((i * 7919 + tag * 31) % 1500) as usize;
                 tx.send(vec![tag << 48 | i; len]).unwrap();
             }
             tx.flush();
@@ -246,6 +247,49 @@ fn main() {
             let ToChild::SendBytes(tx, n) = next() else { panic!("want SendBytes") };
             let data: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
             tx.send(data).unwrap();
+        }
+        "big-stream" => {
+            // argv: count. Messages of 2 MiB, each filled with its number,
+            // sent without waiting for the receiver (unbounded).
+            let count: u64 = std::env::args().nth(2).unwrap().parse().unwrap();
+            let ToChild::SendBytes(tx, n) = next() else { panic!("want SendBytes") };
+            for i in 0..count {
+                tx.send(vec![i as u8; n as usize]).unwrap();
+            }
+            report(&up, FromChild::Sent(count));
+            tx.flush();
+        }
+        "garbage-bulk" => {
+            // Frames that claim a bulk buffer but bring a bad one, then a
+            // good message.
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            let frame = |len: usize| {
+                let mut f = vec![0u8; wire::HEADER_LEN];
+                wire::write_header_sized(&mut f, Kind::Data, wire::OUT_OF_LINE | wire::BULK, len, &[]);
+                f
+            };
+            let send = |bytes: &[u8], fd: &std::os::fd::OwnedFd| {
+                let fds = [fd.as_fd()];
+                let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                let mut control = SendAncillaryBuffer::new(&mut space);
+                assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+                rustix::net::sendmsg(tx.as_fd(), &[IoSlice::new(bytes)], &mut control, SendFlags::empty()).unwrap();
+            };
+            // Not sealed at all.
+            let loose = rustix::fs::memfd_create("loose", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+            rustix::fs::ftruncate(&loose, 1 << 20).unwrap();
+            send(&frame(100_000), &loose);
+            // Sealed, but smaller than the payload it claims.
+            let small = rustix::fs::memfd_create(
+                "small",
+                rustix::fs::MemfdFlags::CLOEXEC | rustix::fs::MemfdFlags::ALLOW_SEALING,
+            )
+            .unwrap();
+            rustix::fs::ftruncate(&small, 4096).unwrap();
+            rustix::fs::fcntl_add_seals(&small, rustix::fs::SealFlags::SHRINK | rustix::fs::SealFlags::GROW).unwrap();
+            send(&frame(100_000), &small);
+            tx.send(99).unwrap();
+            report(&up, FromChild::Sent(1));
         }
         "stream" => {
             // Sends self-checking messages until killed.

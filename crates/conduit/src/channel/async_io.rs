@@ -56,7 +56,7 @@ impl<T: Serialize> Sender<T> {
             loop {
                 match self.core.write_now_or_return(frame) {
                     Ok(r) => return r.map_err(|f| f.send(msg)),
-                    Err(back) if self.core.outbox_busy() => {
+                    Err(back) if self.core.outbox_busy() || self.core.link.must_queue(back.bytes.len()) => {
                         return self.core.write::<T>(Frame::Encoded(back), Deadline::Never).map_err(|f| f.send(msg));
                     }
                     Err(back) => {

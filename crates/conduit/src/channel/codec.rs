@@ -8,6 +8,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::bulk::{self, BulkPool};
 use crate::error::{Error, WireError};
 use crate::rights::{self, Incoming, RightKind};
 use crate::shm::Segment;
@@ -31,8 +32,9 @@ pub struct Encoding {
     pub checksum: bool,
 }
 
-/// Encode `msg` into a frame.
-pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding) -> Result<OutFrame, Error> {
+/// Encode `msg` into a frame; a large payload goes into one of `bulk`'s
+/// buffers if one is free.
+pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding, bulk: Option<&BulkPool>) -> Result<OutFrame, Error> {
     let flags = if how.checksum { 0 } else { wire::UNCHECKED };
     // A large message without rights (sizing fails on rights: they can
     // only be serialized inside `collect`) is serialized straight into its
@@ -43,8 +45,12 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding) -> Result<OutFrame,
         if size > MAX_PAYLOAD {
             return Err(Error::TooLarge { size, limit: MAX_PAYLOAD });
         }
-        let ool = memory::sealed_with("conduit-ool", size, |w| postcard::to_io(msg, w).map(drop))?;
         let mut buf = vec![0u8; HEADER_LEN];
+        if let Some(fd) = bulk.and_then(|b| b.write(size, |w| postcard::to_io(msg, w).map(drop))) {
+            write_ool_header(&mut buf, size, flags | wire::BULK, &[]);
+            return Ok(OutFrame { bytes: buf, fds: vec![fd?] });
+        }
+        let ool = memory::sealed_with("conduit-ool", size, |w| postcard::to_io(msg, w).map(drop))?;
         write_ool_header(&mut buf, size, flags, &[]);
         return Ok(OutFrame { bytes: buf, fds: vec![ool] });
     }
@@ -75,6 +81,38 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding) -> Result<OutFrame,
         wire::write_header(head, Kind::Data, flags, payload, kinds);
     }
     Ok(OutFrame { bytes: buf, fds })
+}
+
+/// A frame whose payload is in its sender's bulk buffer: copied out into
+/// this thread's buffer (so a sender writing the buffer meanwhile changes
+/// nothing decoded), handed back, then decoded. Such frames carry no rights.
+fn decode_bulk<T: DeserializeOwned>(
+    frame: &[u8],
+    header: &wire::Header,
+    fds: &mut Vec<OwnedFd>,
+    from_ring: bool,
+    limit: usize,
+) -> Result<T, Error> {
+    let view = wire::parse_frame(frame, from_ring, limit)?;
+    if fds.len() != view.descriptors || !view.rights.is_empty() {
+        return Err(WireError::Descriptors { declared: view.descriptors, actual: fds.len() }.into());
+    }
+    BULK_BUF.with(|b| {
+        let mut buf = b.borrow_mut();
+        let fd = fds.last().expect("counted above");
+        bulk::take(fd, header.len, &mut buf).map_err(|why| WireError::BadRight { index: 0, why })?;
+        fds.clear();
+        let got = postcard::from_bytes(&buf).map_err(Error::Decode);
+        if buf.capacity() > 64 << 20 {
+            // Do not keep a huge buffer for the thread's life.
+            *buf = Vec::new();
+        }
+        got
+    })
+}
+
+thread_local! {
+    static BULK_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The header and rights table of an out-of-line frame into `buf` (the
@@ -117,9 +155,21 @@ pub fn decode<T: DeserializeOwned>(
         return Err(WireError::Flags(header.flags).into());
     }
     on_data();
+    let mut fds = rec.fds;
+    if header.bulk() {
+        // Whatever becomes of this frame, its sender gets the buffer back.
+        return match decode_bulk(frame, &header, &mut fds, from_ring, limit) {
+            Err(e) => {
+                if let Some(fd) = fds.last() {
+                    bulk::hand_back(fd);
+                }
+                Err(e)
+            }
+            ok => ok,
+        };
+    }
     // Every check the bytes allow (the pure step), then the descriptors.
     let view = wire::parse_frame(frame, from_ring, limit)?;
-    let mut fds = rec.fds;
     if fds.len() != view.descriptors {
         return Err(WireError::Descriptors { declared: view.descriptors, actual: fds.len() }.into());
     }

@@ -33,6 +33,7 @@
 
 #[cfg(feature = "tokio")]
 mod async_io;
+pub(crate) mod bulk;
 pub(crate) mod codec;
 pub(crate) mod ctl;
 mod error;

@@ -23,8 +23,9 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use serde::Serialize;
 
+use super::bulk::BulkPool;
 use super::codec::{self, Encoding, OutFrame};
-use super::ctl::Ctl;
+use super::ctl::{Capacity, Ctl};
 use super::error::SendFail;
 pub(crate) use super::transport::WriteFail;
 use super::transport::{Caps, TxLink};
@@ -44,6 +45,8 @@ struct Outbox {
 pub struct SenderCore {
     pub link: TxLink,
     pub ctl: Ctl,
+    /// Reusable memory files for large payloads (see `bulk`).
+    pub bulk: BulkPool,
     outbox: Mutex<Outbox>,
     drained: Condvar,
 }
@@ -103,7 +106,7 @@ impl<T: Serialize + ?Sized> Frame<'_, T> {
 
 impl SenderCore {
     pub fn new(link: TxLink, ctl: Ctl) -> Arc<SenderCore> {
-        Arc::new(SenderCore { link, ctl, outbox: Mutex::default(), drained: Condvar::new() })
+        Arc::new(SenderCore { link, ctl, bulk: BulkPool::default(), outbox: Mutex::default(), drained: Condvar::new() })
     }
 
     /// What the transport carries.
@@ -145,7 +148,7 @@ impl SenderCore {
     /// So a task waits for the receiver instead of queueing without bound
     /// in this process, and no flush thread is started for it.
     pub fn write_now_or_return(&self, frame: OutFrame) -> Result<Result<(), SendFail>, OutFrame> {
-        if self.link.shm().is_some() {
+        if self.link.shm().is_some() || self.link.must_queue(frame.bytes.len()) {
             return Err(frame);
         }
         let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
@@ -182,19 +185,31 @@ impl SenderCore {
             return Err(SendFail::Disconnected);
         }
         if ob.pending.is_empty() {
-            match self.try_write(&frame) {
-                Ok(()) => return Ok(()),
-                Err(WriteFail::NoRoom | WriteFail::NoCredit) => {}
-                Err(WriteFail::Disconnected) => {
-                    ob.dead = true;
-                    return Err(SendFail::Disconnected);
+            // A bounded channel's frame that takes several writes (a pipe's
+            // fragments) is finished here, waiting for the pipe to drain:
+            // its credit says the receiver takes it, and a send that
+            // returns has its message in the channel.
+            let finish = self.ctl.capacity() != Capacity::Unbounded && self.link.must_queue(frame.len());
+            loop {
+                match self.try_write(&frame) {
+                    Ok(()) => return Ok(()),
+                    Err(WriteFail::NoRoom | WriteFail::NoCredit) if finish => {
+                        self.link.wait_room(frame.len()).map_err(|e| SendFail::Failed(e.into()))?
+                    }
+                    Err(WriteFail::NoRoom | WriteFail::NoCredit) => break,
+                    Err(WriteFail::Disconnected) => {
+                        ob.dead = true;
+                        return Err(SendFail::Disconnected);
+                    }
+                    Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
                 }
-                Err(WriteFail::Failed(e)) => return Err(SendFail::Failed(e)),
             }
         }
         let out = match frame {
             Frame::Encoded(out) => out,
-            Frame::Direct { msg, .. } => codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?,
+            Frame::Direct { msg, .. } => {
+                codec::encode(msg, self.encoding(), Some(&self.bulk)).map_err(SendFail::Failed)?
+            }
             Frame::Borrowed(_) => unreachable!("borrowed frames are already in the outbox"),
         };
         ob.pending.push_back(out);

@@ -160,7 +160,8 @@ impl<T> Sender<T> {
     /// cannot carry (rights on a pipe, a frame over a FIFO's atomic size).
     pub(crate) fn encode<U: Serialize + ?Sized>(&self, msg: &U) -> Result<codec::OutFrame, SendFail> {
         let caps = self.core.caps();
-        let out = codec::encode(msg, self.encoding()).map_err(SendFail::Failed)?;
+        let out =
+            codec::encode(msg, self.encoding(), caps.rights.then_some(&self.core.bulk)).map_err(SendFail::Failed)?;
         if !caps.rights && !out.fds.is_empty() {
             return Err(SendFail::Failed(Error::Unsupported("rights cannot travel through this transport (a pipe)")));
         }

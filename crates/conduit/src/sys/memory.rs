@@ -42,6 +42,16 @@ pub fn size_if_sealed(fd: BorrowedFd<'_>, seals: SealFlags) -> io::Result<Option
     Ok(Some(rustix::fs::fstat(fd)?.st_size as u64))
 }
 
+/// Size and identity (device, inode) of a memfd carrying all of `seals`.
+pub fn sealed_identity(fd: BorrowedFd<'_>, seals: SealFlags) -> Option<(u64, (u64, u64))> {
+    let have = rustix::fs::fcntl_get_seals(fd).ok()?;
+    if !have.contains(seals) {
+        return None;
+    }
+    let st = rustix::fs::fstat(fd).ok()?;
+    Some((st.st_size as u64, (st.st_dev, st.st_ino)))
+}
+
 /// A memfd holding exactly `data`, sealed against any change.
 pub fn sealed_copy(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
@@ -50,6 +60,30 @@ pub fn sealed_copy(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
     let fd = OwnedFd::from(file);
     seal(fd.as_fd(), CONTENT_SEALS)?;
     Ok(fd)
+}
+
+/// A memfd of `len` bytes for a sender's bulk buffer: sealed against
+/// resizing (so a receiver can trust its size), not against writes.
+pub fn bulk_buffer(len: u64) -> io::Result<OwnedFd> {
+    let fd = memfd("conduit-bulk", len)?;
+    seal(fd.as_fd(), SIZE_SEALS)?;
+    Ok(fd)
+}
+
+/// Write all of `data` to `fd` at `offset` (`pwrite`).
+pub fn write_all_at(fd: BorrowedFd<'_>, mut offset: u64, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match rustix::io::pwrite(fd, data, offset) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                data = &data[n..];
+                offset += n as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// A memfd of exactly `len` bytes written by `fill` (through a buffered

@@ -2,7 +2,7 @@
 //! and whole-frame writes that never raise `SIGPIPE`.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Once;
 
@@ -56,21 +56,6 @@ pub fn write_whole(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-}
-
-/// Write all of `bytes` to a non-blocking pipe, waiting for room as long
-/// as it takes (for frames larger than [`PIPE_BUF`]; the caller keeps
-/// other writers out). `BrokenPipe` if the reader goes.
-pub fn write_all_waiting(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        match rustix::io::write(fd, bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(Errno::INTR) => {}
-            Err(Errno::AGAIN) => wait_writable(fd)?,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Read what is there into `buf` without blocking. `Ok(0)` is end of
@@ -175,34 +160,5 @@ pub fn open_fifo_writer_blocking(path: &Path) -> io::Result<OwnedFd> {
             Err(Errno::INTR) => continue,
             other => return Ok(other?),
         }
-    }
-}
-
-/// A private open file for `fd`'s file (through `/proc/self/fd`), so that
-/// `flock` on it excludes this process's holders from other processes'
-/// even when they share `fd`'s open file.
-pub fn reopen_for_lock(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
-    let path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
-    Ok(rustix::fs::open(path.as_str(), OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?)
-}
-
-/// Hold an exclusive `flock` on `fd` until the guard drops (or the
-/// process dies: the kernel then releases it).
-pub fn lock_exclusive(fd: &OwnedFd) -> io::Result<FileLock<'_>> {
-    loop {
-        match rustix::fs::flock(fd, rustix::fs::FlockOperation::LockExclusive) {
-            Err(Errno::INTR) => continue,
-            other => other?,
-        }
-        return Ok(FileLock(fd));
-    }
-}
-
-/// An exclusive `flock`, released on drop.
-pub struct FileLock<'a>(&'a OwnedFd);
-
-impl Drop for FileLock<'_> {
-    fn drop(&mut self) {
-        let _ = rustix::fs::flock(self.0.as_fd(), rustix::fs::FlockOperation::Unlock);
     }
 }

@@ -257,6 +257,12 @@ impl TxLink {
         }
     }
 
+    /// A frame this long may take several calls (a pipe's fragments):
+    /// only the outbox, which retries the same frame, writes it.
+    pub fn must_queue(&self, len: usize) -> bool {
+        matches!(self, TxLink::Pipe(p) if p.must_queue(len))
+    }
+
     /// The shared-memory end, for loans.
     pub fn shm(&self) -> Option<&shm::ShmTx> {
         match self {
@@ -441,10 +447,7 @@ impl Parts {
         let link = match (link, ring) {
             (LinkFds::Seqpacket(s), None) => TxLink::Seqpacket(seqpacket::Seqpacket::new(s)),
             (LinkFds::Seqpacket(s), Some(ring)) => TxLink::Shm(shm::ShmTx::new(seqpacket::Seqpacket::new(s), ring)?),
-            (LinkFds::Pipe { data, bell }, _) => {
-                let lock = crate::sys::pipe::reopen_for_lock(ctl.fd())?;
-                TxLink::Pipe(pipe::PipeTx::new(data, Some(bell), Some(lock)))
-            }
+            (LinkFds::Pipe { data, bell }, _) => TxLink::Pipe(pipe::PipeTx::new(data, Some(bell))),
         };
         Ok((link, ctl))
     }

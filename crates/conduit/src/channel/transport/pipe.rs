@@ -5,15 +5,14 @@
 //! gives and does not give, and what conduit does about it:
 //!
 //! * **Atomic writes up to `PIPE_BUF` (4096 bytes).** A frame of at most
-//!   that size is written whole or not at all, never interleaved with
-//!   another writer's. A larger frame is written in pieces while holding
-//!   an exclusive `flock` on the channel's control block, so writers in
-//!   other processes wait (the kernel drops the lock if its holder dies;
-//!   a writer killed in the middle of a frame leaves half a frame, which
-//!   the receiver reports as a typed error and then as `Disconnected`).
-//!   FIFOs have no control block shared by their writers: frames above
-//!   `PIPE_BUF` are refused there ([`Error::TooLarge`] at the send,
-//!   nothing written).
+//!   that size is written with one `write`, whole or not at all, never
+//!   interleaved with another writer's. A larger frame is cut into
+//!   *fragments* (kind 4), each at most `PIPE_BUF` and written atomically,
+//!   tagged with the writer and the message: several writers' fragments
+//!   may interleave in the pipe, and the receiver puts each writer's frame
+//!   back together. No lock is taken, nothing waits for another writer,
+//!   and a writer killed halfway leaves a partial message that the
+//!   receiver drops (it was never sent). This holds for FIFOs too.
 //! * **No descriptors, no credentials.** Sending a right is
 //!   [`Error::Unsupported`] at the send (nothing lost); `recv_from` is
 //!   [`Error::NoCredentials`]. Payloads never go out of line.
@@ -26,13 +25,17 @@
 //!   `POLLERR` for writers (`Disconnected`), never `SIGPIPE`.
 //! * **Framing lost.** A header that breaks the format means nothing after
 //!   it can be trusted: the receiver reports it once as a typed
-//!   [`WireError`] and then `Disconnected`. A frame declaring more than
-//!   the receiver's limit is skipped as it arrives (never kept) and
-//!   reported as [`WireError::TooLarge`]; the stream goes on.
+//!   [`WireError`] and then `Disconnected`. A frame (or a fragmented
+//!   message) declaring more than the receiver's limit is skipped as it
+//!   arrives (never kept) and reported as [`WireError::TooLarge`]; the
+//!   stream goes on.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::Relaxed;
 
 use rustix::event::{PollFd, PollFlags};
 
@@ -41,14 +44,15 @@ use crate::error::{Error, WireError};
 use crate::sys::Deadline;
 use crate::sys::pipe::{self as sys, End, PIPE_BUF};
 use crate::sys::socket::{self, Ready, Received};
-use crate::wire;
+use crate::wire::{self, Kind};
 
 /// Bytes read from the pipe at a time.
 const CHUNK: usize = 64 * 1024;
 
-fn caps(frame_max: Option<usize>) -> Caps {
-    Caps { rights: false, credentials: false, inline_max: wire::MAX_PAYLOAD, frame_max }
-}
+const CAPS: Caps = Caps { rights: false, credentials: false, inline_max: wire::MAX_PAYLOAD, frame_max: None };
+
+/// Writers of pipes made in this process get distinct numbers.
+static WRITERS: AtomicU32 = AtomicU32::new(0);
 
 /// Check the two pipe ends of a received right: the data end (read end
 /// for a receive right) and the bell (the other way round).
@@ -83,20 +87,32 @@ fn unsupported(what: &'static str) -> io::Error {
 pub(crate) struct PipeTx {
     data: OwnedFd,
     bell: Option<OwnedFd>,
-    /// A private open file of the control block, to `flock` around frames
-    /// above `PIPE_BUF` (`None`: such frames are refused).
-    lock: Option<OwnedFd>,
+    /// This end's number among the pipe's writers (pid, then a count).
+    writer: u64,
+    messages: AtomicU32,
+    /// The fragments of the frame being written, and how far.
+    partial: Mutex<Option<Partial>>,
+}
+
+/// A fragmented frame on its way: which frame (its buffer), its
+/// fragments, and the bytes of them written.
+#[derive(Debug)]
+struct Partial {
+    key: (usize, usize),
+    fragments: Vec<u8>,
+    sent: usize,
 }
 
 impl PipeTx {
-    pub fn new(data: OwnedFd, bell: Option<OwnedFd>, lock: Option<OwnedFd>) -> PipeTx {
+    pub fn new(data: OwnedFd, bell: Option<OwnedFd>) -> PipeTx {
         // Whatever way this end came (made here, received, inherited).
         sys::ignore_sigpipe();
-        PipeTx { data, bell, lock }
+        let writer = u64::from(crate::sys::process::getpid()) << 32 | u64::from(WRITERS.fetch_add(1, Relaxed));
+        PipeTx { data, bell, writer, messages: AtomicU32::new(0), partial: Mutex::default() }
     }
 
     pub fn caps(&self) -> Caps {
-        caps(if self.lock.is_some() { None } else { Some(PIPE_BUF) })
+        CAPS
     }
 
     pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
@@ -108,6 +124,15 @@ impl PipeTx {
         sys::reader_gone(self.data.as_fd())
     }
 
+    /// A frame larger than `PIPE_BUF` goes in fragments that may need
+    /// several calls: only the outbox, which retries the same frame until
+    /// it is through, may write it.
+    pub fn must_queue(&self, len: usize) -> bool {
+        len > PIPE_BUF
+    }
+
+    /// Write one frame now, or as much of its fragments as the pipe takes
+    /// (`NoRoom`: call again with the same frame to go on).
     pub fn try_send(&self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), WriteFail> {
         if !fds.is_empty() {
             return Err(WriteFail::Failed(Error::Unsupported("descriptors cannot travel through a pipe")));
@@ -115,17 +140,34 @@ impl PipeTx {
         if frame.len() <= PIPE_BUF {
             return sys::write_whole(self.data.as_fd(), frame).map_err(write_fail);
         }
-        let Some(lock) = &self.lock else {
-            return Err(WriteFail::Failed(Error::TooLarge { size: frame.len(), limit: PIPE_BUF }));
-        };
-        let _held = sys::lock_exclusive(lock).map_err(|e| WriteFail::Failed(e.into()))?;
-        // Nothing written yet: a full pipe is "no room" (the outbox may
-        // keep the frame). Once a piece is in, the rest must follow.
-        let first = match rustix::io::write(&self.data, frame) {
-            Ok(n) => n,
-            Err(e) => return Err(write_fail(e.into())),
-        };
-        sys::write_all_waiting(self.data.as_fd(), &frame[first..]).map_err(write_fail)
+        let mut partial = self.partial.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (frame.as_ptr() as usize, frame.len());
+        if partial.as_ref().is_none_or(|p| p.key != key) {
+            let mut fragments = Vec::with_capacity(frame.len() + frame.len() / 64 + PIPE_BUF);
+            let message = self.messages.fetch_add(1, Relaxed);
+            wire::fragment(frame, self.writer, message, PIPE_BUF, &mut fragments);
+            *partial = Some(Partial { key, fragments, sent: 0 });
+        }
+        let p = partial.as_mut().expect("set above");
+        while p.sent < p.fragments.len() {
+            let rest = &p.fragments[p.sent..];
+            let len = match wire::stream_frame_len(rest) {
+                Ok(Some((len, _))) => len,
+                _ => unreachable!("fragments made here are well formed"),
+            };
+            match sys::write_whole(self.data.as_fd(), &rest[..len]) {
+                Ok(()) => p.sent += len,
+                Err(e) => {
+                    let fail = write_fail(e);
+                    if !matches!(fail, WriteFail::NoRoom) {
+                        *partial = None;
+                    }
+                    return Err(fail);
+                }
+            }
+        }
+        *partial = None;
+        Ok(())
     }
 
     pub fn wait_writable(&self) -> io::Result<()> {
@@ -175,6 +217,43 @@ struct Stream {
     eof: bool,
     /// The framing was lost.
     broken: bool,
+    /// Fragmented messages being put back together, by writer: the
+    /// message number and what came of it (`None`: refused, skipping).
+    pieces: HashMap<u64, (u32, Option<Vec<u8>>)>,
+}
+
+/// Writers whose fragmented messages a receiver holds at once at most.
+const WRITERS_MOST: usize = 64;
+
+impl Stream {
+    /// Take a fragment: `Some(frame)` when it completes its message.
+    fn fragment(&mut self, frame: &[u8], limit: usize) -> Result<Option<Vec<u8>>, WireError> {
+        let (f, piece) = wire::parse_fragment(frame)?;
+        let most = limit.saturating_add(wire::HEADER_LEN + wire::MAX_RIGHTS);
+        if f.offset == 0 {
+            if self.pieces.len() >= WRITERS_MOST && !self.pieces.contains_key(&f.writer) {
+                // A writer gone halfway: its message was never sent.
+                let old = *self.pieces.keys().next().expect("full");
+                self.pieces.remove(&old);
+            }
+            if f.total as usize > most {
+                self.pieces.insert(f.writer, (f.message, None));
+                return Err(WireError::TooLarge { size: (f.total as usize).saturating_sub(wire::HEADER_LEN), limit });
+            }
+            self.pieces.insert(f.writer, (f.message, Some(Vec::with_capacity(piece.len()))));
+        }
+        let Some((message, Some(bytes))) = self.pieces.get_mut(&f.writer) else { return Ok(None) };
+        if *message != f.message || bytes.len() != f.offset as usize {
+            // Not the piece that follows (its writer gave the message up).
+            self.pieces.remove(&f.writer);
+            return Ok(None);
+        }
+        bytes.extend_from_slice(piece);
+        if bytes.len() < f.total as usize {
+            return Ok(None);
+        }
+        Ok(self.pieces.remove(&f.writer).and_then(|(_, b)| b))
+    }
 }
 
 impl Stream {
@@ -238,7 +317,7 @@ impl PipeRx {
     }
 
     pub fn caps(&self) -> Caps {
-        caps(if self.bell.is_some() { None } else { Some(PIPE_BUF) })
+        CAPS
     }
 
     pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
@@ -272,7 +351,13 @@ impl PipeRx {
                 out.clear();
                 out.extend_from_slice(&s.unread()[..total]);
                 s.consume(total);
-                return Ok(Some(Received { len: total, ..Received::default() }));
+                if out.get(3) == Some(&(Kind::Fragment as u8)) {
+                    match s.fragment(out, limit)? {
+                        Some(whole) => *out = whole,
+                        None => continue,
+                    }
+                }
+                return Ok(Some(Received { len: out.len(), ..Received::default() }));
             }
             if s.eof {
                 let partial = s.unread().len();
@@ -330,8 +415,7 @@ fn pipe_channel<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error
     let (bell_r, bell_w) = sys::pipe()?;
     let ctl = Ctl::create(capacity)?;
     let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
-    let lock = sys::reopen_for_lock(ctl.fd())?;
-    let tx = Sender::from_link(super::TxLink::Pipe(PipeTx::new(data_w, Some(bell_r), Some(lock))), ctl);
+    let tx = Sender::from_link(super::TxLink::Pipe(PipeTx::new(data_w, Some(bell_r))), ctl);
     let rx = Receiver::from_link(super::RxLink::Pipe(PipeRx::new(data_r, Some(bell_w))), ctl2);
     Ok((tx, rx))
 }
@@ -441,7 +525,7 @@ pub mod fifo {
 
     fn sender_from<T>(fd: std::os::fd::OwnedFd) -> Result<Sender<T>, Error> {
         sys::set_nonblocking(fd.as_fd())?;
-        Ok(Sender::from_link(TxLink::Pipe(PipeTx::new(fd, None, None)), Ctl::create(Capacity::Unbounded)?))
+        Ok(Sender::from_link(TxLink::Pipe(PipeTx::new(fd, None)), Ctl::create(Capacity::Unbounded)?))
     }
 
     /// Open the FIFO at `path` for sending, waiting as long as it takes
