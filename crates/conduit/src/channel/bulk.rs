@@ -163,7 +163,10 @@ impl Write for At {
 
 /// The receiver's mappings of bulk buffers it met, by file identity
 /// (a mapping keeps its file, so an identity cannot be reused while here).
-static SEEN: Mutex<Vec<((u64, u64), Arc<Mapping>)>> = Mutex::new(Vec::new());
+static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+
+/// A bulk buffer met before: its file's (device, inode), and its mapping.
+type Seen = ((u64, u64), Arc<Mapping>);
 /// Buffers a receiving process keeps mapped at most.
 const SEEN_MOST: usize = 64;
 
