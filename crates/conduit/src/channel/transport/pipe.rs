@@ -458,12 +458,13 @@ pub mod fifo {
     //! * [`sender`] opens it for writing, waiting as long as it takes for a
     //!   receiver (the kernel's blocking open); [`try_sender`] fails at once
     //!   with [`Error::NoReader`], [`sender_timeout`] after a time limit.
-    //! * Any number of writers, in any processes: each message is one frame
-    //!   of at most `PIPE_BUF` (4096) bytes, written with one atomic `write`,
-    //!   so messages never interleave; a larger one is refused at the send
-    //!   with [`Error::TooLarge`] (nothing written). The channel is unbounded
-    //!   (`send` never blocks; the outbox holds what the FIFO cannot take yet).
-    //!   When the receiver is gone, senders get `Disconnected`.
+    //! * Any number of writers, in any processes, never mix their messages:
+    //!   a message up to `PIPE_BUF` (4096 bytes) framed is one atomic
+    //!   `write`; a larger one goes as fragments, each atomic and tagged
+    //!   with its writer, put back together by the receiver (see the
+    //!   module `pipe`). The channel is unbounded (`send` never blocks; the
+    //!   outbox holds what the FIFO cannot take yet). When the receiver is
+    //!   gone, senders get `Disconnected`.
     //!
     //! ```
     //! # let dir = std::env::temp_dir().join(format!("conduit-doc-fifo-{}", std::process::id()));
