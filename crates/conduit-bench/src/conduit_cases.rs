@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use conduit::channel::{Bytes, pipe, shm};
 use conduit::fifo;
-use conduit::shm::WaitStrategy;
+use conduit::memory::WaitStrategy;
 use conduit::{Receiver, Sender};
 
 use crate::Give;

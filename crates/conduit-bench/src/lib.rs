@@ -24,7 +24,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use conduit::channel::Bytes;
-use conduit::shm::Segment;
+use conduit::memory::Segment;
 use conduit::{Receiver, Sender};
 use driver::{Measurement, Plan};
 use indicatif::{ProgressBar, ProgressStyle};

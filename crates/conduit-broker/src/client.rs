@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conduit::shm::queue::{ClaimId, Deadline, Queue, QueueError};
+use conduit::memory::queue::{ClaimId, Deadline, Queue, QueueError};
 use conduit::{Receiver, Sender};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde::de::DeserializeOwned;

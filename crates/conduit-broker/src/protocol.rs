@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
-use conduit::shm::queue::{Deadline, Queue, QueueError};
+use conduit::memory::queue::{Deadline, Queue, QueueError};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol.

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
-use conduit::shm::queue::{ClaimId, Deadline, Queue, QueueError};
+use conduit::memory::queue::{ClaimId, Deadline, Queue, QueueError};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
@@ -211,7 +211,7 @@ pub struct Rules {
 /// queue), in a power of two.
 pub fn queue_bytes(n: u32, max_message: usize) -> usize {
     let per_message = (n as usize).saturating_mul(4096).clamp(256 << 10, 16 << 20);
-    let largest = 2 * (max_message + conduit::shm::queue::MESSAGE_HEADER + 64);
+    let largest = 2 * (max_message + conduit::memory::queue::MESSAGE_HEADER + 64);
     per_message.max(largest).next_power_of_two()
 }
 

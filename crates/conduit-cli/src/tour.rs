@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// What the tour hands a child.
 #[derive(Serialize, Deserialize)]
 enum Give {
-    Segment(conduit::shm::Segment),
+    Segment(conduit::memory::Segment),
     Blocks(Receiver<Bytes>),
     Numbers(Sender<u64>),
     NumbersIn(Receiver<u64>),
@@ -361,7 +361,7 @@ fn zero_copy() -> Step {
 
 fn segment() -> Step {
     let kid = spawn("segment")?;
-    let seg = conduit::shm::Segment::new(4096).map_err(e)?;
+    let seg = conduit::memory::Segment::new(4096).map_err(e)?;
     seg.write_at(0, b"from the parent").map_err(e)?;
     give(&kid, Give::Segment(seg.try_clone().map_err(e)?))?;
     expect(&kid, Tell::Done(15))?;

@@ -19,7 +19,7 @@ pub enum ToChild {
     /// A receive right for requests.
     Serve(Receiver<Request>),
     /// A shared-memory segment.
-    Segment(conduit::shm::Segment),
+    Segment(conduit::memory::Segment),
     /// A receive right for byte messages.
     RecvBytes(Receiver<conduit::Bytes>),
     /// A send right for byte messages.

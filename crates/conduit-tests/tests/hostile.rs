@@ -93,7 +93,10 @@ fn under_attack(checked: bool) -> Tally {
 fn a_scribbling_peer_never_crashes_or_fools_a_checked_receiver() {
     let t = under_attack(true);
     assert_eq!(t.torn, 0, "a message that fails its check was delivered: {t:?}");
-    assert!(t.good > 0, "messages still flowed: {t:?}");
+    // What flows depends on where the scribbles land: one in a record's
+    // header can break the ring for good (every receive then says
+    // `BadRing`), so all that is sure is an answer to every call.
+    assert!(t.good + t.errors > 0, "the receiver answered with messages or typed errors: {t:?}");
 }
 
 /// The default (trusting) channel: the receiver survives too; what the

@@ -1,4 +1,4 @@
-//! The ring's index protocol (`conduit/src/shm/ring_core.rs`, this very
+//! The ring's index protocol (`conduit/src/memory/ring_core.rs`, this very
 //! file) checked two ways on heap memory:
 //!
 //! * `loom` explores every interleaving (and weak-memory reordering) of a
@@ -12,7 +12,7 @@
 //!   the ring is full.
 
 #[allow(dead_code)]
-#[path = "../../conduit/src/shm/ring_core.rs"]
+#[path = "../../conduit/src/memory/ring_core.rs"]
 mod ring_core;
 
 use ring_core::{Counter, RingMemory};

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{finish, outcome, report, spawn};
 use conduit::channel::{Bytes, shm};
-use conduit::shm::ring::Ring;
-use conduit::shm::{NamedSegment, Segment, WaitStrategy};
+use conduit::memory::ring::Ring;
+use conduit::memory::{NamedSegment, Segment, WaitStrategy};
 use conduit::{RecvTimeoutError, SendTimeoutError, TrySendError};
 use conduit_tests::{FromChild, ToChild, stream_message, tagged_stream_message};
 

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use conduit::channel::shm;
-use conduit::shm::WaitStrategy;
+use conduit::memory::WaitStrategy;
 use conduit::{Receiver, Sender};
 
 type Pair = (Sender<[u8; 8]>, Receiver<[u8; 8]>);

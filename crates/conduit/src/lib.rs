@@ -10,7 +10,9 @@
 //!   send-once [`ReplyTo`]; [`Receiver::recv_from`] names the sender.
 //! * [`channel::shm`]: the same channels over a ring in sealed shared
 //!   memory, with spin / park / adaptive waiting and zero-copy loans;
-//!   [`shm`] has the segments and the ring themselves.
+//!   [`memory`] has what is shared itself: segments, the ring, the queue.
+//! * [`channel::pipe`] and [`fifo`]: the same channels over ordinary and
+//!   named pipes.
 //! * [`kernel`]: removing the kernel's System V and POSIX IPC objects.
 //! * [`process`]: spawn a child with a link already connected; children
 //!   are reaped and their exit arrives as a message.
@@ -38,9 +40,12 @@
 
 pub mod channel;
 pub mod error;
+pub mod memory;
 pub mod process;
 mod rights;
-pub mod shm;
+/// The former name of [`memory`].
+#[doc(hidden)]
+pub use memory as shm;
 mod sys;
 pub mod wire;
 

@@ -10,7 +10,7 @@ use std::cell::RefCell;
 use std::os::fd::OwnedFd;
 
 use crate::channel::transport::Parts;
-use crate::shm::Segment;
+use crate::memory::Segment;
 
 /// What a right is; the byte in the frame's rights table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -483,7 +483,7 @@ mod tests {
                 assert!(total >= HEADER_LEN && (total == HEADER_LEN + len + f[6] as usize || total < HEADER_LEN + len));
             }
             let _ = plain_ring_payload(&f);
-            let _ = crate::shm::queue::parse_message(&f);
+            let _ = crate::memory::queue::parse_message(&f);
         }
         assert_eq!(stream_frame_len(&valid).unwrap(), Some((valid.len(), 7)));
         assert_eq!(stream_frame_len(&valid[..15]).unwrap(), None);

@@ -389,7 +389,7 @@ fn main() {
         "named-intruder" => {
             let name = std::env::args().nth(2).expect("name");
             conduit_tests::become_nobody();
-            match conduit::shm::NamedSegment::open(&name) {
+            match conduit::memory::NamedSegment::open(&name) {
                 Ok(_) => outcome(&up, "opened"),
                 Err(conduit::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     outcome(&up, "denied")

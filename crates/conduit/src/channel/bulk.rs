@@ -27,7 +27,7 @@ use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::{Arc, Mutex};
 
-use crate::sys::memory::{self, Mapping};
+use crate::sys::memfd::{self, Mapping};
 
 /// Where the payload starts in a bulk buffer.
 pub const PAYLOAD_AT: u64 = 64;
@@ -50,7 +50,7 @@ struct Buf {
 
 impl Buf {
     fn new(len: u64) -> io::Result<Buf> {
-        let file = memory::bulk_buffer(len)?;
+        let file = memfd::bulk_buffer(len)?;
         let map = Arc::new(Mapping::new_populated(file.as_fd(), len as usize)?);
         Ok(Buf { file, len, map })
     }
@@ -177,7 +177,7 @@ const SEEN_MOST: usize = 64;
 /// mapping made then.
 pub(crate) fn take(fd: &OwnedFd, len: usize, out: &mut Vec<u8>) -> Result<(), &'static str> {
     let need = PAYLOAD_AT as usize + len;
-    let Some((size, id)) = memory::sealed_identity(fd.as_fd(), memory::SIZE_SEALS) else {
+    let Some((size, id)) = memfd::sealed_identity(fd.as_fd(), memfd::SIZE_SEALS) else {
         return Err("bulk buffer is not a memfd sealed against resizing");
     };
     if size < need as u64 {
@@ -212,9 +212,9 @@ pub(crate) fn take(fd: &OwnedFd, len: usize, out: &mut Vec<u8>) -> Result<(), &'
 /// Receiver: tell the sender its buffer is free again (a frame refused
 /// before its payload was read, too). Only for a sealed memfd.
 pub(crate) fn hand_back(fd: &OwnedFd) {
-    if let Ok(Some(n)) = memory::size_if_sealed(fd.as_fd(), memory::SIZE_SEALS)
+    if let Ok(Some(n)) = memfd::size_if_sealed(fd.as_fd(), memfd::SIZE_SEALS)
         && n >= PAYLOAD_AT
     {
-        let _ = memory::write_all_at(fd.as_fd(), 0, &FREE.to_le_bytes());
+        let _ = memfd::write_all_at(fd.as_fd(), 0, &FREE.to_le_bytes());
     }
 }

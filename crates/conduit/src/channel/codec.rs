@@ -10,9 +10,9 @@ use serde::de::DeserializeOwned;
 
 use super::bulk::{self, BulkPool};
 use crate::error::{Error, WireError};
+use crate::memory::Segment;
 use crate::rights::{self, Incoming, RightKind};
-use crate::shm::Segment;
-use crate::sys::memory::{self, CONTENT_SEALS};
+use crate::sys::memfd::{self, CONTENT_SEALS};
 use crate::sys::socket::Received;
 use crate::wire::{self, HEADER_LEN, Kind, MAX_FRAME, MAX_PAYLOAD, MAX_RIGHTS, OUT_OF_LINE};
 
@@ -50,7 +50,7 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding, bulk: Option<&BulkP
             write_ool_header(&mut buf, size, flags | wire::BULK, &[]);
             return Ok(OutFrame { bytes: buf, fds: vec![fd?] });
         }
-        let ool = memory::sealed_with("conduit-ool", size, |w| postcard::to_io(msg, w).map(drop))?;
+        let ool = memfd::sealed_with("conduit-ool", size, |w| postcard::to_io(msg, w).map(drop))?;
         write_ool_header(&mut buf, size, flags, &[]);
         return Ok(OutFrame { bytes: buf, fds: vec![ool] });
     }
@@ -70,7 +70,7 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding, bulk: Option<&BulkP
     }
     if len > how.inline_max {
         // Out of line: the payload moves as its own sealed memfd.
-        let ool = memory::sealed_copy("conduit-ool", &buf[HEADER_LEN..])?;
+        let ool = memfd::sealed_copy("conduit-ool", &buf[HEADER_LEN..])?;
         buf.truncate(HEADER_LEN);
         write_ool_header(&mut buf, len, flags, &kinds);
         fds.push(ool);
@@ -179,7 +179,7 @@ pub fn decode<T: DeserializeOwned>(
         Some(p) => p,
         None => {
             let fd = fds.pop().expect("counted above");
-            match memory::size_if_sealed(fd.as_fd(), CONTENT_SEALS) {
+            match memfd::size_if_sealed(fd.as_fd(), CONTENT_SEALS) {
                 Ok(Some(n)) if n == header.len as u64 => {}
                 _ => {
                     return Err(WireError::BadRight {
@@ -189,7 +189,7 @@ pub fn decode<T: DeserializeOwned>(
                     .into());
                 }
             }
-            ool_payload = memory::map_sealed(fd, header.len)?;
+            ool_payload = memfd::map_sealed(fd, header.len)?;
             ool_payload.as_slice()
         }
     };

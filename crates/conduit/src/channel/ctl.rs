@@ -27,7 +27,7 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::error::WireError;
-use crate::sys::memory::{self, Mapping, SIZE_SEALS};
+use crate::sys::memfd::{self, Mapping, SIZE_SEALS};
 
 const CTL_MAGIC: u32 = 0xC0D1_C7A1;
 const CTL_VERSION: u32 = 1;
@@ -62,8 +62,8 @@ pub struct Ctl {
 impl Ctl {
     /// A new control block for a channel of `capacity`.
     pub fn create(capacity: Capacity) -> io::Result<Ctl> {
-        let fd = memory::memfd("conduit-ctl", CTL_LEN as u64)?;
-        memory::seal(fd.as_fd(), SIZE_SEALS)?;
+        let fd = memfd::memfd("conduit-ctl", CTL_LEN as u64)?;
+        memfd::seal(fd.as_fd(), SIZE_SEALS)?;
         let map = Mapping::new(fd.as_fd(), CTL_LEN)?;
         let raw = match capacity {
             Capacity::Zero => 0,
@@ -80,7 +80,7 @@ impl Ctl {
     /// is a sealed memfd of the right size and layout.
     pub fn adopt(fd: OwnedFd, index: usize) -> Result<Ctl, WireError> {
         let bad = |why| WireError::BadRight { index, why };
-        match memory::size_if_sealed(fd.as_fd(), SIZE_SEALS) {
+        match memfd::size_if_sealed(fd.as_fd(), SIZE_SEALS) {
             Ok(Some(n)) if n == CTL_LEN as u64 => {}
             Ok(Some(_)) => return Err(bad("control block has the wrong size")),
             _ => return Err(bad("control block is not a sealed memfd")),

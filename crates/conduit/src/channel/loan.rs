@@ -29,7 +29,7 @@ use super::outbox::Plain;
 use super::shm::RingEnd;
 use super::{Receiver, Sender};
 use crate::error::{Error, WireError};
-use crate::shm::ring::{Record, Reservation, RingLock, TooLarge};
+use crate::memory::ring::{Record, Reservation, RingLock, TooLarge};
 use crate::sys::Deadline;
 use crate::wire::{self, HEADER_LEN, Kind};
 

@@ -6,7 +6,7 @@
 
 pub mod barrier;
 pub mod futex;
-pub mod memory;
+pub mod memfd;
 pub mod monitor;
 pub mod pipe;
 pub mod process;

@@ -39,8 +39,8 @@ use crate::channel::error::{RecvFail, SendFail};
 use crate::channel::outbox::{Frame, Plain};
 use crate::channel::{Receiver, Sender};
 use crate::error::{Error, WireError};
-use crate::shm::WaitStrategy;
-use crate::shm::ring::{Ring, TooLarge};
+use crate::memory::WaitStrategy;
+use crate::memory::ring::{Ring, TooLarge};
 use crate::sys::Deadline;
 use crate::sys::monitor::{self, PeerGone, Watch};
 use crate::sys::socket::{self, Received};
@@ -588,7 +588,7 @@ impl Builder {
         let ring = Ring::new(self.ring_bytes)?;
         ring.set_strategy(self.wait);
         ring.set_checked(self.checked);
-        let ring2 = Ring::adopt(crate::shm::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
+        let ring2 = Ring::adopt(crate::memory::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
         let tx = ShmTx::new(Seqpacket::new(send_end), ring)?;
         let rx = ShmRx::new(Seqpacket::new(recv_end), ring2)?;
         Ok((Sender::from_link(TxLink::Shm(tx), ctl), Receiver::from_link(RxLink::Shm(rx), ctl2)))

@@ -17,7 +17,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, WireError};
 use crate::rights::{self, RightKind};
-use crate::sys::memory::{self, Mapping, SIZE_SEALS};
+use crate::sys::memfd::{self, Mapping, SIZE_SEALS};
 use crate::sys::socket;
 
 /// A sealed, anonymous shared-memory segment.
@@ -26,7 +26,7 @@ use crate::sys::socket;
 /// can map it (no name anywhere).
 ///
 /// ```
-/// use conduit::shm::Segment;
+/// use conduit::memory::Segment;
 /// let seg = Segment::new(4096)?;
 /// seg.write_at(0, b"shared")?;
 /// let (tx, rx) = conduit::unbounded::<Segment>()?;
@@ -64,8 +64,8 @@ impl Segment {
         if len == 0 {
             return Err(Error::Io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty segment")));
         }
-        let fd = memory::memfd("conduit-segment", len as u64)?;
-        memory::seal(fd.as_fd(), SIZE_SEALS)?;
+        let fd = memfd::memfd("conduit-segment", len as u64)?;
+        memfd::seal(fd.as_fd(), SIZE_SEALS)?;
         let map = if populate { Mapping::new_populated(fd.as_fd(), len)? } else { Mapping::new(fd.as_fd(), len)? };
         Ok(Segment { fd, map })
     }
@@ -79,7 +79,7 @@ impl Segment {
     /// [`adopt`](Self::adopt), optionally faulting every page in now.
     pub(crate) fn adopt_with(fd: OwnedFd, index: usize, populate: bool) -> Result<Segment, WireError> {
         let bad = |why| WireError::BadRight { index, why };
-        let len = match memory::size_if_sealed(fd.as_fd(), SIZE_SEALS) {
+        let len = match memfd::size_if_sealed(fd.as_fd(), SIZE_SEALS) {
             Ok(Some(0)) => return Err(bad("segment is empty")),
             Ok(Some(n)) => n as usize,
             _ => return Err(bad("segment is not a memfd sealed against resizing")),

@@ -617,7 +617,7 @@ impl<'de> Deserialize<'de> for Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shm::dead_tid;
+    use crate::memory::dead_tid;
     use std::sync::atomic::Ordering::SeqCst;
 
     #[test]

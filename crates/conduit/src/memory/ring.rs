@@ -768,7 +768,7 @@ impl<'de> Deserialize<'de> for Ring {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shm::dead_tid;
+    use crate::memory::dead_tid;
 
     /// A producer killed in the middle of `Ring::commit`, after `stage`
     /// stores: 1 = journal and header (the consumer can take the record),
