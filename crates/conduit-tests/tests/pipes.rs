@@ -275,3 +275,28 @@ fn a_pipe_receive_right_moves_to_another_process() {
     drop(tx);
     finish(kid);
 }
+
+#[test]
+fn raw_pipe_ends_speak_bytes_and_become_typed_ends() {
+    use std::io::Read;
+    // A program that writes the wire format by hand (as a C program
+    // would with write(2)): a data frame whose payload is postcard's 42u64.
+    let (r, mut w) = pipe::raw().unwrap();
+    let rx = pipe::receiver_from::<u64>(r.into()).unwrap();
+    w.write_all(&conduit::wire::simple_frame(conduit::wire::Kind::Data, &[42])).unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 42);
+    drop(w);
+    assert!(matches!(rx.recv(), Err(RecvError::Disconnected)), "the raw writer closed: end of stream");
+    // And the other way: a typed sender, a raw reader that sees the frame.
+    let (mut r, w) = pipe::raw().unwrap();
+    let tx = pipe::sender_from::<u64>(w.into()).unwrap();
+    tx.send(7).unwrap();
+    drop(tx);
+    let mut bytes = Vec::new();
+    r.read_to_end(&mut bytes).unwrap();
+    let view = conduit::wire::parse_frame(&bytes, false, 1024).unwrap();
+    assert_eq!(view.inline, Some(&[7u8][..]));
+    // Not a pipe: refused by name.
+    let file = std::fs::File::open("/proc/self/status").unwrap();
+    assert!(pipe::receiver_from::<u64>(file.into()).is_err());
+}

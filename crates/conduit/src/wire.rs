@@ -456,9 +456,10 @@ mod tests {
         assert!(matches!(v, Err(WireError::Checksum { .. })), "the right was added after the checksum: {v:?}");
     }
 
-    /// The other pure parsers, on any bytes: the byte-stream framer, the
-    /// ring's plain-frame check and the mailbox queue's record parser
-    /// answer, never panic (a seeded stand-in for their fuzz targets).
+    /// The other pure parsers, on any bytes: the byte-stream framer, pipe
+    /// fragments, the ring's plain-frame check, the mailbox queue's
+    /// records, the control block's and the ring's headers answer, never
+    /// panic (a seeded stand-in for their fuzz targets).
     #[test]
     fn every_pure_parser_survives_any_bytes() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -484,6 +485,11 @@ mod tests {
             }
             let _ = plain_ring_payload(&f);
             let _ = crate::memory::queue::parse_message(&f);
+            let _ = parse_fragment(&f);
+            if let Some(head) = f.first_chunk::<16>() {
+                let _ = crate::channel::ctl::parse_header(head);
+                let _ = crate::memory::ring::parse_header(head, (next() % 70_000) as usize);
+            }
         }
         assert_eq!(stream_frame_len(&valid).unwrap(), Some((valid.len(), 7)));
         assert_eq!(stream_frame_len(&valid[..15]).unwrap(), None);

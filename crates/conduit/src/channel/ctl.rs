@@ -51,6 +51,20 @@ pub enum Capacity {
     Unbounded,
 }
 
+/// Check a control block's first 16 bytes (magic, version, capacity):
+/// pure, for any bytes.
+pub fn parse_header(head: &[u8; 16]) -> Result<Capacity, &'static str> {
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    if word(OFF_MAGIC) != CTL_MAGIC || word(OFF_VERSION) != CTL_VERSION {
+        return Err("control block has a bad magic or version");
+    }
+    Ok(match u64::from_le_bytes(head[OFF_CAPACITY..OFF_CAPACITY + 8].try_into().expect("8 bytes")) {
+        0 => Capacity::Zero,
+        UNBOUNDED => Capacity::Unbounded,
+        n => Capacity::Bounded(n),
+    })
+}
+
 /// A mapped control block.
 #[derive(Debug)]
 pub struct Ctl {
@@ -86,16 +100,10 @@ impl Ctl {
             _ => return Err(bad("control block is not a sealed memfd")),
         }
         let map = Mapping::new(fd.as_fd(), CTL_LEN).map_err(|_| bad("control block cannot be mapped"))?;
-        if map.atomic_u32(OFF_MAGIC).load(SeqCst) != CTL_MAGIC
-            || map.atomic_u32(OFF_VERSION).load(SeqCst) != CTL_VERSION
-        {
-            return Err(bad("control block has a bad magic or version"));
-        }
-        let capacity = match map.atomic_u64(OFF_CAPACITY).load(SeqCst) {
-            0 => Capacity::Zero,
-            UNBOUNDED => Capacity::Unbounded,
-            n => Capacity::Bounded(n),
-        };
+        // A copy of the header, then the pure check of its bytes.
+        let mut head = [0u8; 16];
+        map.read_at(OFF_MAGIC, &mut head);
+        let capacity = parse_header(&head).map_err(bad)?;
         Ok(Ctl { fd, map, capacity })
     }
 

@@ -243,6 +243,20 @@ impl Bell<'_> {
     }
 }
 
+/// Check a ring's first 16 header bytes (magic, version, capacity) against
+/// the length of its segment: pure, for any bytes. Returns the capacity.
+pub fn parse_header(head: &[u8; 16], segment_len: usize) -> Result<u64, &'static str> {
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    if word(OFF_MAGIC) != MAGIC || word(OFF_VERSION) != VERSION {
+        return Err("ring has a bad magic or version");
+    }
+    let cap = u64::from_le_bytes(head[OFF_CAPACITY..OFF_CAPACITY + 8].try_into().expect("8 bytes"));
+    if !cap.is_power_of_two() || (cap as usize).checked_add(DATA_OFFSET) != Some(segment_len) {
+        return Err("ring capacity does not match its segment");
+    }
+    Ok(cap)
+}
+
 /// A ring in a shared-memory segment.
 #[derive(Debug)]
 pub struct Ring {
@@ -318,14 +332,12 @@ impl Ring {
         if seg.len() < DATA_OFFSET + MIN_CAPACITY {
             return Err(bad("ring segment is too small"));
         }
-        let m = seg.mapping();
-        if m.atomic_u32(OFF_MAGIC).load(SeqCst) != MAGIC || m.atomic_u32(OFF_VERSION).load(SeqCst) != VERSION {
-            return Err(bad("ring has a bad magic or version"));
+        // A copy of the header, then the pure check of its bytes.
+        let mut head = [0u8; 16];
+        if !seg.mapping().read_at(OFF_MAGIC, &mut head) {
+            return Err(bad("ring segment is too small"));
         }
-        let cap = m.atomic_u64(OFF_CAPACITY).load(SeqCst);
-        if !cap.is_power_of_two() || cap as usize + DATA_OFFSET != seg.len() {
-            return Err(bad("ring capacity does not match its segment"));
-        }
+        let cap = parse_header(&head, seg.len()).map_err(bad)?;
         Ok(Ring { seg, capacity: cap, known: Known::default() })
     }
 

@@ -445,6 +445,38 @@ pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
     pipe_channel(Capacity::Unbounded)
 }
 
+/// An ordinary pipe as two raw byte ends (`Read` and `Write`,
+/// close-on-exec), for programs that speak bytes. A write to a pipe whose
+/// reader is gone fails with `BrokenPipe` (`SIGPIPE` is ignored, as Rust
+/// programs do). Either end can become typed: [`receiver_from`],
+/// [`sender_from`].
+pub fn raw() -> io::Result<(std::io::PipeReader, std::io::PipeWriter)> {
+    sys::ignore_sigpipe();
+    std::io::pipe()
+}
+
+/// A typed receiver on the read end of any pipe or FIFO — one from
+/// [`raw`], one a parent left open, one a C program made with `pipe(2)`.
+/// Unbounded (nothing shared tells senders about credits); a writer
+/// speaks the wire format (`docs/WIRE.md`): frames with their checksum.
+pub fn receiver_from<T>(read_end: OwnedFd) -> Result<Receiver<T>, Error> {
+    if !matches!(sys::end_of(read_end.as_fd()), Some(End::Read | End::Both)) {
+        return Err(Error::Io(io::Error::new(io::ErrorKind::InvalidInput, "not the read end of a pipe")));
+    }
+    sys::set_nonblocking(read_end.as_fd())?;
+    Ok(Receiver::from_link(super::RxLink::Pipe(PipeRx::new(read_end, None)), Ctl::create(Capacity::Unbounded)?))
+}
+
+/// A typed sender on the write end of any pipe or FIFO (see
+/// [`receiver_from`]). Unbounded.
+pub fn sender_from<T>(write_end: OwnedFd) -> Result<Sender<T>, Error> {
+    if !matches!(sys::end_of(write_end.as_fd()), Some(End::Write | End::Both)) {
+        return Err(Error::Io(io::Error::new(io::ErrorKind::InvalidInput, "not the write end of a pipe")));
+    }
+    sys::set_nonblocking(write_end.as_fd())?;
+    Ok(Sender::from_link(super::TxLink::Pipe(PipeTx::new(write_end, None)), Ctl::create(Capacity::Unbounded)?))
+}
+
 pub mod fifo {
     //! Named pipes (FIFOs): typed channels between unrelated processes that
     //! meet at a path in the file system.
