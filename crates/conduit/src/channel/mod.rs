@@ -46,8 +46,6 @@ pub(crate) mod transport;
 
 pub use transport::{pipe, shm};
 
-use std::os::fd::AsFd;
-
 use serde::{Deserialize, Serialize};
 
 pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
@@ -57,20 +55,10 @@ pub use select::PortSet;
 pub use sender::{CallError, Sender};
 
 use crate::error::Error;
-use crate::sys::socket;
-use ctl::{Capacity, Ctl};
-use transport::seqpacket::Seqpacket;
-use transport::{RxLink, TxLink};
+use ctl::Capacity;
 
 fn with_capacity<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
-    let (send_end, recv_end) = socket::seqpacket_pair()?;
-    socket::set_passcred(recv_end.as_fd())?;
-    let ctl = Ctl::create(capacity)?;
-    let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
-    Ok((
-        Sender::from_link(TxLink::Seqpacket(Seqpacket::new(send_end)), ctl),
-        Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(recv_end)), ctl2),
-    ))
+    transport::seqpacket::channel(capacity)
 }
 
 /// The capacity `bounded(n)` means.
@@ -119,20 +107,7 @@ pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
 /// same socket. Rights travel as usual; [`Receiver::recv_from`] names the
 /// peer. The peer must speak the same wire format (another `connection`).
 pub fn connection<Tx, Rx>(sock: std::os::fd::OwnedFd) -> Result<(Sender<Tx>, Receiver<Rx>), Error> {
-    if !socket::is_unix_seqpacket(sock.as_fd()) {
-        return Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "a connection needs a Unix SOCK_SEQPACKET socket",
-        )));
-    }
-    socket::set_passcred(sock.as_fd())?;
-    let dup = socket::dup(&sock)?;
-    let ctl_tx = Ctl::create(Capacity::Unbounded)?;
-    let ctl_rx = Ctl::create(Capacity::Unbounded)?;
-    Ok((
-        Sender::from_link(TxLink::Seqpacket(Seqpacket::new(sock)), ctl_tx),
-        Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(dup)), ctl_rx),
-    ))
+    transport::seqpacket::connection(sock)
 }
 
 /// A send-once right: the reply half of a request/reply exchange

@@ -1,6 +1,6 @@
 //! The senders' side of a channel in one process: the link (see
-//! [`super::transport`]), the control block, the ring (shared-memory
-//! channels), and the outbox.
+//! [`super::transport`]), the control block, the bulk buffers for large
+//! payloads, and the outbox.
 //!
 //! Sends never block on the transport's buffer (kernel socket buffer or
 //! ring bytes) for unbounded channels: when it is full, the frame waits in
@@ -11,7 +11,7 @@
 //! never blocks its sender. (Bounded shared-memory channels whose ring is
 //! momentarily full wait for room within the send's time limit instead,
 //! which is faster than a hand-off to another thread: see
-//! `TxLink::waits_for_room`.)
+//! `TxLink::write_waiting`.)
 //!
 //! Frames in an outbox belong to the sending process: if it exits before
 //! they are flushed, they are gone, as with any user-space buffer. Call
@@ -130,10 +130,7 @@ impl SenderCore {
     /// `None` hands the send to the full path.
     #[inline]
     pub(crate) fn send_plain(&self, msg: &impl Plain, wait: Deadline) -> Option<()> {
-        match &self.link {
-            TxLink::Shm(s) => s.send_plain(&self.ctl, msg, wait),
-            _ => None,
-        }
+        self.link.shm()?.send_plain(&self.ctl, msg, wait)
     }
 
     /// Frames wait in this process's outbox.
@@ -174,10 +171,8 @@ impl SenderCore {
     /// to the outbox. Bounded shared-memory channels wait for ring room
     /// until `wait` runs out, and then give the credit back.
     pub fn write<T: Serialize + ?Sized>(self: &Arc<Self>, frame: Frame<'_, T>, wait: Deadline) -> Result<(), SendFail> {
-        if let TxLink::Shm(s) = &self.link
-            && self.link.waits_for_room(self.ctl.capacity())
-        {
-            return s.write_waiting(&self.ctl, &frame, wait);
+        if let Some(done) = self.link.write_waiting(&self.ctl, &frame, wait) {
+            return done;
         }
         let _turn = self.link.local_turn();
         let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());

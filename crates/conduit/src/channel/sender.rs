@@ -202,7 +202,9 @@ impl<T: Serialize> Sender<T> {
     /// [`try_send`](Self::try_send) on an unbounded channel would queue it
     /// for a flusher thread): `Full` otherwise. For a server that must not
     /// let a client who does not read grow its memory or its threads.
-    /// (Unbounded shared-memory channels: like `try_send`.)
+    /// (Unbounded shared-memory channels: like `try_send`. Pipes: a
+    /// message that takes more than one atomic write — over `PIPE_BUF`
+    /// framed — is `Full`.)
     pub fn send_now(&self, msg: T) -> Result<(), TrySendError<T>> {
         if self.is_shared_memory() || self.capacity().is_some() {
             return self.try_send(msg);

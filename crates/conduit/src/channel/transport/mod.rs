@@ -10,7 +10,7 @@
 //!
 //! | job | senders' end | receiver's end |
 //! |---|---|---|
-//! | move one frame | `try_write` (or `NoRoom`) | `recv` (byte links); shm: its `read` |
+//! | move one frame | `try_write` (or `NoRoom`), `write_waiting` | `recv` (byte links); shm: its `read` |
 //! | flow control | `acquire` (credit or token, waiting the transport's way), `take_wake` | `ring_senders`, `credits_in_ring` |
 //! | wait | `wait_room`, `wait_bell`, `write_fd`, `bell_fd` | `wait_data`, `ready_fd`, `ready_now`, `arm`, `needs_nap` |
 //! | peer gone | `peer_gone`, `known_gone` | `peer_gone` |
@@ -225,10 +225,12 @@ impl TxLink {
     }
 
     /// Largest frame a message may be serialized straight into (no
-    /// intermediate buffer): shared memory, its ring's limit.
+    /// intermediate buffer): shared memory, its ring's limit. Not on a
+    /// checked ring: its checksum must be computed over the sender's own
+    /// copy, which the peer cannot change while it is summed.
     pub fn direct_max(&self) -> Option<usize> {
         match self {
-            TxLink::Shm(s) => Some(s.end.ring.max_message()),
+            TxLink::Shm(s) if !s.end.checked => Some(s.end.ring.max_message()),
             _ => None,
         }
     }
@@ -241,11 +243,20 @@ impl TxLink {
         }
     }
 
-    /// A bounded channel's writes wait for room within their deadline
-    /// rather than going to the outbox (shared memory: faster than a
-    /// hand-off to another thread).
-    pub fn waits_for_room(&self, capacity: Capacity) -> bool {
-        matches!(self, TxLink::Shm(_)) && capacity != Capacity::Unbounded
+    /// A bounded channel's write on a transport that waits for room
+    /// within the send's deadline rather than handing the frame to the
+    /// outbox (shared memory: faster than a hand-off to another thread).
+    /// `None`: the outbox's way.
+    pub fn write_waiting<T: Serialize + ?Sized>(
+        &self,
+        ctl: &Ctl,
+        frame: &Frame<'_, T>,
+        wait: Deadline,
+    ) -> Option<Result<(), SendFail>> {
+        match self {
+            TxLink::Shm(s) if ctl.capacity() != Capacity::Unbounded => Some(s.write_waiting(ctl, frame, wait)),
+            _ => None,
+        }
     }
 
     /// This process's threads take turns with the outbox by this lock

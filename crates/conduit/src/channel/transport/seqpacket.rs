@@ -134,3 +134,39 @@ impl Seqpacket {
         let _ = socket::send_frame(self.fd(), wire::wake_frame(), &[]);
     }
 }
+
+// ---- making channels ----
+
+use super::{RxLink, TxLink};
+use crate::channel::ctl::{Capacity, Ctl};
+use crate::channel::{Receiver, Sender};
+
+/// A channel over a fresh socket pair: the default transport.
+pub(crate) fn channel<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
+    let (send_end, recv_end) = socket::seqpacket_pair()?;
+    socket::set_passcred(recv_end.as_fd())?;
+    let ctl = Ctl::create(capacity)?;
+    let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
+    Ok((
+        Sender::from_link(TxLink::Seqpacket(Seqpacket::new(send_end)), ctl),
+        Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(recv_end)), ctl2),
+    ))
+}
+
+/// Both directions of a connected seqpacket socket, unbounded.
+pub(crate) fn connection<Tx, Rx>(sock: OwnedFd) -> Result<(Sender<Tx>, Receiver<Rx>), Error> {
+    if !socket::is_unix_seqpacket(sock.as_fd()) {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a connection needs a Unix SOCK_SEQPACKET socket",
+        )));
+    }
+    socket::set_passcred(sock.as_fd())?;
+    let dup = socket::dup(&sock)?;
+    let ctl_tx = Ctl::create(Capacity::Unbounded)?;
+    let ctl_rx = Ctl::create(Capacity::Unbounded)?;
+    Ok((
+        Sender::from_link(TxLink::Seqpacket(Seqpacket::new(sock)), ctl_tx),
+        Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(dup)), ctl_rx),
+    ))
+}
