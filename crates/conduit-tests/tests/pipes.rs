@@ -135,6 +135,13 @@ fn a_fifo_reader_killed_disconnects_its_writers() {
     assert_eq!(report(&holder), FromChild::Ready);
     let tx = fifo::try_sender::<u64>(&path).unwrap();
     tx.send(1).unwrap();
+    // A FIFO's end is opened by path, not passed as a right: refused, and
+    // the message (holding the end) comes back.
+    let (carrier, _keep) = conduit::unbounded::<conduit::Sender<u64>>().unwrap();
+    let tx = match carrier.send(tx) {
+        Err(conduit::SendError::Failed(back, Error::Encode(_))) => back,
+        other => panic!("expected an encoding refusal: {other:?}"),
+    };
     holder.child.kill().unwrap();
     holder.child.wait().unwrap();
     assert!(tx.is_disconnected());

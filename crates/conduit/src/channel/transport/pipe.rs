@@ -77,8 +77,12 @@ fn write_fail(e: io::Error) -> WriteFail {
     }
 }
 
-fn unsupported(what: &'static str) -> io::Error {
-    io::Error::new(io::ErrorKind::Unsupported, what)
+/// Duplicates of an end's pipe and bell, for a right (a FIFO's end, with
+/// no bell, is opened by path instead).
+fn dup_ends(data: &OwnedFd, bell: Option<&OwnedFd>) -> io::Result<Vec<OwnedFd>> {
+    let bell =
+        bell.ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "a FIFO's end is not a right: pass its path"))?;
+    Ok(vec![socket::dup(data)?, socket::dup(bell)?])
 }
 
 /// The senders' end: the pipe's write end, and the bell's read end
@@ -116,8 +120,7 @@ impl PipeTx {
     }
 
     pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        let bell = self.bell.as_ref().ok_or_else(|| unsupported("a FIFO's end is not a right: pass its path"))?;
-        Ok(vec![socket::dup(&self.data)?, socket::dup(bell)?])
+        dup_ends(&self.data, self.bell.as_ref())
     }
 
     pub fn peer_gone(&self) -> bool {
@@ -321,8 +324,7 @@ impl PipeRx {
     }
 
     pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        let bell = self.bell.as_ref().ok_or_else(|| unsupported("a FIFO's end is not a right: pass its path"))?;
-        Ok(vec![socket::dup(&self.data)?, socket::dup(bell)?])
+        dup_ends(&self.data, self.bell.as_ref())
     }
 
     pub fn can_move(&self) -> bool {
