@@ -43,7 +43,7 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 18] = [
     "floor/line",
     "floor/spin",
     "floor/futex",
@@ -56,6 +56,8 @@ const NAMES: [&str; 16] = [
     "conduit/shm",
     "conduit/shm-loan",
     "conduit/uds",
+    "conduit/pipe",
+    "conduit/fifo",
     "conduit/mailbox",
     "peer/iceoryx2",
     "peer/ipc-channel",
