@@ -284,19 +284,11 @@ impl TxLink {
 
     /// The descriptors of a right, in wire order, and its kind.
     pub fn to_right(&self, ctl: &Ctl) -> io::Result<(RightKind, Vec<OwnedFd>)> {
-        let dup_ctl = || socket::dup(ctl.fd());
-        Ok(match self {
-            TxLink::Seqpacket(l) => (RightKind::Send, vec![l.dup_fds()?.remove(0), dup_ctl()?]),
-            TxLink::Pipe(l) => {
-                let mut fds = l.dup_fds()?;
-                fds.push(dup_ctl()?);
-                (RightKind::PipeSend, fds)
-            }
-            TxLink::Shm(s) => {
-                let ring = socket::dup(s.end.ring.segment().fd())?;
-                (RightKind::ShmSend, vec![s.sock().dup_fds()?.remove(0), dup_ctl()?, ring])
-            }
-        })
+        match self {
+            TxLink::Seqpacket(l) => right(RightKind::Send, l.dup_fds()?, ctl, None),
+            TxLink::Pipe(l) => right(RightKind::PipeSend, l.dup_fds()?, ctl, None),
+            TxLink::Shm(s) => right(RightKind::ShmSend, s.sock().dup_fds()?, ctl, Some(&s.end.ring)),
+        }
     }
 }
 
@@ -416,23 +408,32 @@ impl RxLink {
 
     /// The descriptors of a right, in wire order, and its kind.
     pub fn to_right(&self, ctl: &Ctl) -> io::Result<(RightKind, Vec<OwnedFd>)> {
-        let dup_ctl = || socket::dup(ctl.fd());
-        Ok(match self {
-            RxLink::Seqpacket(l) => (RightKind::Receive, vec![l.dup_fds()?.remove(0), dup_ctl()?]),
+        match self {
+            RxLink::Seqpacket(l) => right(RightKind::Receive, l.dup_fds()?, ctl, None),
             RxLink::Pipe(l) => {
                 if !l.can_move() {
                     return Err(io::Error::other("a pipe receiver holding part of a frame cannot be moved"));
                 }
-                let mut fds = l.dup_fds()?;
-                fds.push(dup_ctl()?);
-                (RightKind::PipeReceive, fds)
+                right(RightKind::PipeReceive, l.dup_fds()?, ctl, None)
             }
-            RxLink::Shm(s) => {
-                let ring = socket::dup(s.end.ring.segment().fd())?;
-                (RightKind::ShmReceive, vec![s.sock().dup_fds()?.remove(0), dup_ctl()?, ring])
-            }
-        })
+            RxLink::Shm(s) => right(RightKind::ShmReceive, s.sock().dup_fds()?, ctl, Some(&s.end.ring)),
+        }
     }
+}
+
+/// A right of `kind`: the link's descriptors, then duplicates of the
+/// control block and (shared memory) the ring, the order `adopt` takes.
+fn right(
+    kind: RightKind,
+    mut fds: Vec<OwnedFd>,
+    ctl: &Ctl,
+    ring: Option<&Ring>,
+) -> io::Result<(RightKind, Vec<OwnedFd>)> {
+    fds.push(socket::dup(ctl.fd())?);
+    if let Some(ring) = ring {
+        fds.push(socket::dup(ring.segment().fd())?);
+    }
+    Ok((kind, fds))
 }
 
 /// A link's descriptors, checked, before they become a channel end.

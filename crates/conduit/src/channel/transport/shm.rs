@@ -108,48 +108,64 @@ impl RingEnd {
     }
 }
 
-// ---- the senders' end ----
+// ---- either end ----
 
-/// The senders' end of a shared-memory channel: the ring, and the socket
-/// for its three jobs (carrier, death notice, doorbell).
+/// One side of a shared-memory channel in this process: the ring, and the
+/// socket for its three jobs (carrier, death notice, doorbell), watched by
+/// the monitor thread while this lives.
 #[derive(Debug)]
-pub(crate) struct ShmTx {
+pub(crate) struct Side {
     sock: Seqpacket,
     pub end: Arc<RingEnd>,
 }
 
-impl Drop for ShmTx {
+impl Drop for Side {
     fn drop(&mut self) {
         self.end.unwatch(self.sock.fd());
     }
 }
 
-/// What a shared-memory end carries (its ring bounds the inline size).
-fn caps(end: &RingEnd) -> Caps {
-    Caps {
-        rights: true,
-        credentials: false,
-        inline_max: end.ring.max_message() - wire::HEADER_LEN - wire::MAX_RIGHTS,
-        frame_max: None,
-    }
-}
-
-impl ShmTx {
-    pub fn new(sock: Seqpacket, ring: Ring) -> io::Result<ShmTx> {
+impl Side {
+    fn new(sock: Seqpacket, ring: Ring) -> io::Result<Side> {
         let end = RingEnd::new(ring, sock.fd())?;
-        Ok(ShmTx { sock, end })
+        Ok(Side { sock, end })
     }
 
     pub fn sock(&self) -> &Seqpacket {
         &self.sock
     }
 
+    /// What a shared-memory end carries (its ring bounds the inline size).
     pub fn caps(&self) -> Caps {
-        caps(&self.end)
+        Caps {
+            rights: true,
+            credentials: false,
+            inline_max: self.end.ring.max_message() - wire::HEADER_LEN - wire::MAX_RIGHTS,
+            frame_max: None,
+        }
     }
 
     pub fn peer_gone(&self) -> bool {
         self.end.is_gone() || self.sock.peer_gone()
+    }
+}
+
+// ---- the senders' end ----
+
+/// The senders' end of a shared-memory channel.
+#[derive(Debug)]
+pub(crate) struct ShmTx(Side);
+
+impl std::ops::Deref for ShmTx {
+    type Target = Side;
+    fn deref(&self) -> &Side {
+        &self.0
+    }
+}
+
+impl ShmTx {
+    pub fn new(sock: Seqpacket, ring: Ring) -> io::Result<ShmTx> {
+        Side::new(sock, ring).map(ShmTx)
     }
 
     /// The right to write one message: bounded channels count credits in
@@ -320,14 +336,12 @@ impl ShmTx {
 
 /// The receiver's end of a shared-memory channel.
 #[derive(Debug)]
-pub(crate) struct ShmRx {
-    sock: Seqpacket,
-    pub end: Arc<RingEnd>,
-}
+pub(crate) struct ShmRx(Side);
 
-impl Drop for ShmRx {
-    fn drop(&mut self) {
-        self.end.unwatch(self.sock.fd());
+impl std::ops::Deref for ShmRx {
+    type Target = Side;
+    fn deref(&self) -> &Side {
+        &self.0
     }
 }
 
@@ -343,20 +357,7 @@ pub(crate) enum Waited {
 
 impl ShmRx {
     pub fn new(sock: Seqpacket, ring: Ring) -> io::Result<ShmRx> {
-        let end = RingEnd::new(ring, sock.fd())?;
-        Ok(ShmRx { sock, end })
-    }
-
-    pub fn sock(&self) -> &Seqpacket {
-        &self.sock
-    }
-
-    pub fn caps(&self) -> Caps {
-        caps(&self.end)
-    }
-
-    pub fn peer_gone(&self) -> bool {
-        self.end.is_gone() || self.sock.peer_gone()
+        Side::new(sock, ring).map(ShmRx)
     }
 
     /// Something to take without waiting (or the senders are gone).
