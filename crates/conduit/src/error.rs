@@ -44,6 +44,13 @@ pub enum Error {
     /// A FIFO has no reader (opening it for sending without waiting).
     #[error("no process has the FIFO {} open for reading", .0.display())]
     NoReader(std::path::PathBuf),
+    /// The listener was shut down ([`crate::net::Stopper::stop`]).
+    #[error("the listener was shut down")]
+    Shutdown,
+    /// A peer on the network broke the connection protocol (a bad
+    /// greeting, a greeting for another kind of connection).
+    #[error("connection refused by protocol: {0}")]
+    Handshake(&'static str),
     /// The link to a parent or child process could not be set up.
     #[error("process link: {0}")]
     Link(String),

@@ -13,6 +13,9 @@
 //!   [`memory`] has what is shared itself: segments, the ring, the queue.
 //! * [`channel::pipe`] and [`fifo`]: the same channels over ordinary and
 //!   named pipes.
+//! * [`net`]: the same channels over TCP and Unix stream sockets between
+//!   a client and a server (listen, accept, connect; iterative, threaded
+//!   and process-per-client servers), typed UDP datagrams and multicast.
 //! * [`kernel`]: removing the kernel's System V and POSIX IPC objects.
 //! * [`process`]: spawn a child with a link already connected; children
 //!   are reaped and their exit arrives as a message.
@@ -41,6 +44,7 @@
 pub mod channel;
 pub mod error;
 pub mod memory;
+pub mod net;
 pub mod process;
 mod rights;
 /// The former name of [`memory`].

@@ -162,12 +162,23 @@ impl Command {
         } else {
             (unbounded::<Tx>()?, unbounded::<Rx>()?)
         };
-        let (rkind, rfds) = child_rx.to_right()?;
-        let (skind, sfds) = child_tx.to_right()?;
+        let child = self.spawn_with(child_tx, child_rx)?;
+        Ok(Linked { child, tx, rx })
+    }
+
+    /// Spawn the child with these two ends as its link: the child's
+    /// [`parent::<A, B>()`](parent) returns them (it sends on `tx`,
+    /// receives on `rx`), and this process lets go of them. Any channel
+    /// ends may be handed on this way — a connection accepted from the
+    /// network too (the fork-per-client server, see
+    /// [`crate::net::serve_processes`]).
+    pub fn spawn_with<A, B>(&mut self, tx: Sender<A>, rx: Receiver<B>) -> Result<Child, Error> {
+        let (rkind, rfds) = rx.to_right()?;
+        let (skind, sfds) = tx.to_right()?;
         // The child's own copies hold its ends; ours go now, so that the
         // child's death (or exit) is the end of the link.
-        drop(child_rx);
-        drop(child_tx);
+        drop(rx);
+        drop(tx);
         let list = |fds: &[OwnedFd]| fds.iter().map(|f| sysproc::raw(f).to_string()).collect::<Vec<_>>().join(",");
         let var = format!("{}:{},{};{},{}", sysproc::getpid(), rkind as u8, list(&rfds), skind as u8, list(&sfds));
         let raws = rfds.iter().chain(&sfds).map(sysproc::raw).collect();
@@ -177,9 +188,7 @@ impl Command {
         self.cmd.env_remove(LINK_VAR);
         // Our copies of the child's descriptors close here, spawned or not.
         drop((rfds, sfds));
-        let std_child = spawned?;
-        let child = Child::adopt(std_child)?;
-        Ok(Linked { child, tx, rx })
+        Child::adopt(spawned?)
     }
 }
 

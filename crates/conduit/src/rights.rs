@@ -32,6 +32,13 @@ pub enum RightKind {
     /// The receive right of a pipe channel: the pipe's read end, the
     /// bell's write end, control block.
     PipeReceive = 7,
+    /// A send right of a stream-socket channel (TCP, Unix stream): the
+    /// socket, control block. Handed to a child process only
+    /// (`process::Command::spawn_with`), never inside a message.
+    StreamSend = 8,
+    /// The receive right of a stream-socket channel: the socket, control
+    /// block (as [`StreamSend`](Self::StreamSend)).
+    StreamReceive = 9,
 }
 
 impl RightKind {
@@ -44,6 +51,8 @@ impl RightKind {
             5 => RightKind::Segment,
             6 => RightKind::PipeSend,
             7 => RightKind::PipeReceive,
+            8 => RightKind::StreamSend,
+            9 => RightKind::StreamReceive,
             _ => return None,
         })
     }
@@ -51,14 +60,14 @@ impl RightKind {
     /// Descriptors that travel with a right of this kind.
     pub(crate) fn fds(self) -> usize {
         match self {
-            RightKind::Send | RightKind::Receive => 2,
+            RightKind::Send | RightKind::Receive | RightKind::StreamSend | RightKind::StreamReceive => 2,
             RightKind::ShmSend | RightKind::ShmReceive | RightKind::PipeSend | RightKind::PipeReceive => 3,
             RightKind::Segment => 1,
         }
     }
 
     pub(crate) fn is_receive(self) -> bool {
-        matches!(self, RightKind::Receive | RightKind::ShmReceive | RightKind::PipeReceive)
+        matches!(self, RightKind::Receive | RightKind::ShmReceive | RightKind::PipeReceive | RightKind::StreamReceive)
     }
 }
 
@@ -120,6 +129,9 @@ fn take(index: u32) -> Result<Incoming, &'static str> {
 /// Claim channel end `index`: a receive right if `receive`, else a send right.
 pub fn take_port(index: u32, receive: bool) -> Result<Parts, &'static str> {
     match take(index)? {
+        Incoming::Port(parts) if matches!(parts.kind, RightKind::StreamSend | RightKind::StreamReceive) => {
+            Err("a stream-socket channel end cannot arrive inside a message")
+        }
         Incoming::Port(parts) if parts.kind.is_receive() == receive => Ok(parts),
         _ => Err(if receive { "expected a receive right" } else { "expected a send right" }),
     }

@@ -47,6 +47,11 @@ pub enum Kind {
     /// Pipes and FIFOs: one piece of a frame larger than `PIPE_BUF`
     /// (see [`Fragment`]).
     Fragment = 4,
+    /// Stream links (TCP, Unix stream sockets): the receiver grants its
+    /// senders more messages — a bounded channel's credits returned, or a
+    /// rendezvous receiver's tokens. Payload: the count, u32 LE (see
+    /// [`credit_frame`]).
+    Credit = 5,
 }
 
 /// Flag: the payload is in a sealed memfd, the last descriptor.
@@ -238,6 +243,32 @@ pub fn wake_frame() -> &'static [u8] {
     WAKE.get_or_init(|| simple_frame(Kind::Wake, &[]))
 }
 
+/// Bytes in a credit frame: the header and a u32 count.
+pub const CREDIT_LEN: usize = HEADER_LEN + 4;
+
+/// A credit frame granting `count` messages (kind 5).
+pub fn credit_frame(count: u32) -> [u8; CREDIT_LEN] {
+    let mut out = [0u8; CREDIT_LEN];
+    let (head, body) = out.split_at_mut(HEADER_LEN);
+    body.copy_from_slice(&count.to_le_bytes());
+    let payload = count.to_le_bytes();
+    write_header(head, Kind::Credit, 0, &payload, &[]);
+    out
+}
+
+/// Check a credit frame and return its count: pure, for any bytes.
+pub fn parse_credit(frame: &[u8]) -> Result<u32, WireError> {
+    let (header, body) = parse(frame)?;
+    if header.kind != Kind::Credit {
+        return Err(WireError::Kind(header.kind as u8));
+    }
+    if header.rights != 0 || header.out_of_line() || header.unchecked() || body.len() != 4 {
+        return Err(WireError::Flags(header.flags));
+    }
+    verify(frame, &header, body, &[])?;
+    Ok(u32::from_le_bytes(body.try_into().expect("4 bytes")))
+}
+
 /// Parse and check the header of a received datagram of `bytes`. Returns
 /// the header and the inline body (payload then rights table).
 #[inline]
@@ -260,6 +291,7 @@ pub fn parse(bytes: &[u8]) -> Result<(Header, &[u8]), WireError> {
         2 => Kind::Wake,
         3 => Kind::Carrier,
         4 => Kind::Fragment,
+        5 => Kind::Credit,
         k => return Err(WireError::Kind(k)),
     };
     let flags = u16::from_le_bytes([bytes[4], bytes[5]]);
@@ -305,7 +337,7 @@ pub fn stream_frame_len(head: &[u8]) -> Result<Option<(usize, usize)>, WireError
     if head[2] != VERSION {
         return Err(WireError::Version(head[2]));
     }
-    if !(1..=4).contains(&head[3]) {
+    if !(1..=5).contains(&head[3]) {
         return Err(WireError::Kind(head[3]));
     }
     let flags = u16::from_le_bytes([head[4], head[5]]);
@@ -486,6 +518,8 @@ mod tests {
             let _ = plain_ring_payload(&f);
             let _ = crate::memory::queue::parse_message(&f);
             let _ = parse_fragment(&f);
+            let _ = parse_credit(&f);
+            let _ = crate::channel::transport::stream::parse_hello(&f);
             if let Some(head) = f.first_chunk::<16>() {
                 let _ = crate::channel::ctl::parse_header(head);
                 let _ = crate::memory::ring::parse_header(head, (next() % 70_000) as usize);
@@ -493,5 +527,7 @@ mod tests {
         }
         assert_eq!(stream_frame_len(&valid).unwrap(), Some((valid.len(), 7)));
         assert_eq!(stream_frame_len(&valid[..15]).unwrap(), None);
+        assert_eq!(parse_credit(&credit_frame(7)).unwrap(), 7);
+        assert!(parse_credit(&valid).is_err());
     }
 }

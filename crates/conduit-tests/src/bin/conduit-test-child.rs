@@ -20,42 +20,121 @@ fn outcome(up: &Up, s: &str) {
     report(up, FromChild::Outcome(s.to_string()));
 }
 
+/// The bounded-sender script: three sends, then the fourth refused,
+/// timed out, and finally blocking until the test receives one.
+fn bounded_script(up: &Up, tx: &Sender<u64>) {
+    for i in 0..3 {
+        tx.send(i).unwrap();
+    }
+    report(up, FromChild::Sent(3));
+    match tx.try_send(3) {
+        Err(TrySendError::Full(3)) => outcome(up, "Full"),
+        other => outcome(up, &format!("{other:?}")),
+    }
+    match tx.send_timeout(3, Duration::from_millis(20)) {
+        Err(conduit::SendTimeoutError::Timeout(3)) => outcome(up, "Timeout"),
+        other => outcome(up, &format!("{other:?}")),
+    }
+    report(up, FromChild::Blocking);
+    tx.send(3).unwrap();
+    report(up, FromChild::Sent(4));
+}
+
+/// The rendezvous-sender script: refused and timed out with nobody
+/// receiving, then blocking until the test receives.
+fn rendezvous_script(up: &Up, tx: &Sender<u64>) {
+    match tx.try_send(42) {
+        Err(TrySendError::Full(42)) => outcome(up, "Full"),
+        other => outcome(up, &format!("{other:?}")),
+    }
+    match tx.send_timeout(42, Duration::from_millis(20)) {
+        Err(conduit::SendTimeoutError::Timeout(42)) => outcome(up, "Timeout"),
+        other => outcome(up, &format!("{other:?}")),
+    }
+    report(up, FromChild::Blocking);
+    tx.send(42).unwrap();
+    report(up, FromChild::Sent(1));
+}
+
+/// `argv[2]`: the address a `net-*` role connects to.
+fn addr_arg() -> String {
+    std::env::args().nth(2).expect("address")
+}
+
 fn main() {
     let role = std::env::args().nth(1).expect("role");
+    if role == "net-echo-process" {
+        // A child of `net::serve_processes`: its link is the client's
+        // connection. Echo upper-cased lines until the client goes.
+        let (tx, rx) = conduit::process::parent::<String, String>().expect("the client's connection");
+        for line in rx.iter() {
+            if tx.send(line.to_uppercase()).is_err() {
+                break;
+            }
+        }
+        return;
+    }
     let (up, down) = conduit::process::parent::<FromChild, ToChild>().expect("link to the test");
     let next = || down.recv().expect("instruction from the test");
     match role.as_str() {
         "bounded-sender" => {
             let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
-            for i in 0..3 {
-                tx.send(i).unwrap();
-            }
-            report(&up, FromChild::Sent(3));
-            match tx.try_send(3) {
-                Err(TrySendError::Full(3)) => outcome(&up, "Full"),
-                other => outcome(&up, &format!("{other:?}")),
-            }
-            match tx.send_timeout(3, Duration::from_millis(20)) {
-                Err(conduit::SendTimeoutError::Timeout(3)) => outcome(&up, "Timeout"),
-                other => outcome(&up, &format!("{other:?}")),
-            }
-            report(&up, FromChild::Blocking);
-            tx.send(3).unwrap();
-            report(&up, FromChild::Sent(4));
+            bounded_script(&up, &tx);
         }
         "rendezvous-sender" => {
             let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
-            match tx.try_send(42) {
-                Err(TrySendError::Full(42)) => outcome(&up, "Full"),
-                other => outcome(&up, &format!("{other:?}")),
+            rendezvous_script(&up, &tx);
+        }
+        "net-bounded-sender" => {
+            let conn = conduit::net::connect::<u64, ()>(addr_arg()).expect("connect");
+            bounded_script(&up, &conn.tx);
+        }
+        "net-rendezvous-sender" => {
+            let conn = conduit::net::connect::<u64, ()>(addr_arg()).expect("connect");
+            rendezvous_script(&up, &conn.tx);
+        }
+        "net-echo-client" => {
+            // argv: address, messages, client number. Each reply must be
+            // the upper-cased message, in order.
+            let n: u64 = std::env::args().nth(3).unwrap().parse().unwrap();
+            let id = std::env::args().nth(4).unwrap();
+            let conn = conduit::net::connect::<String, String>(addr_arg()).expect("connect");
+            for i in 0..n {
+                conn.tx.send(format!("client {id} message {i}")).unwrap();
+                let back = conn.rx.recv_timeout(Duration::from_secs(30)).expect("echo");
+                assert_eq!(back, format!("CLIENT {id} MESSAGE {i}"));
             }
-            match tx.send_timeout(42, Duration::from_millis(20)) {
-                Err(conduit::SendTimeoutError::Timeout(42)) => outcome(&up, "Timeout"),
-                other => outcome(&up, &format!("{other:?}")),
-            }
-            report(&up, FromChild::Blocking);
-            tx.send(42).unwrap();
-            report(&up, FromChild::Sent(1));
+            outcome(&up, "ok");
+        }
+        "net-client-hold" => {
+            // Connect, send one message, then wait to be killed.
+            let conn = conduit::net::connect::<u64, u64>(addr_arg()).expect("connect");
+            conn.tx.send(1).unwrap();
+            report(&up, FromChild::Ready);
+            let _ = down.recv();
+            drop(conn);
+        }
+        "net-server-hold" => {
+            // Listen, report the address, accept one client, send it one
+            // message, then wait to be killed.
+            let mut l = conduit::net::Listener::bind("tcp:127.0.0.1:0").expect("listen");
+            l.set_capacity(Some(1));
+            outcome(&up, &l.local_addr().to_string());
+            let conn = l.accept::<u64, u64>().expect("accept");
+            conn.tx.send(7).unwrap();
+            report(&up, FromChild::Ready);
+            let _ = down.recv();
+            drop(conn);
+        }
+        "udp-multicast-receiver" => {
+            // argv: group, port. Join, say so, take one message, report it.
+            let group: std::net::Ipv4Addr = addr_arg().parse().unwrap();
+            let port: u16 = std::env::args().nth(3).unwrap().parse().unwrap();
+            let sock = conduit::net::udp::Socket::multicast(group, port, std::net::Ipv4Addr::LOCALHOST)
+                .expect("join the group");
+            report(&up, FromChild::Ready);
+            let (msg, from) = sock.recv_from_timeout::<String>(Duration::from_secs(20)).expect("a datagram");
+            report(&up, FromChild::Received(msg, u32::from(from.port())));
         }
         "flood" => {
             let ToChild::SendBytes(tx, n) = next() else { panic!("want SendBytes") };

@@ -191,6 +191,21 @@ impl Ctl {
         self.count().fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1)).is_ok()
     }
 
+    /// Sender of a stream link (a private control block): the receiver
+    /// granted `k` more — credits returned (bounded) or tokens offered
+    /// (rendezvous).
+    pub fn grant(&self, k: u64) {
+        match self.capacity {
+            Capacity::Bounded(_) => {
+                let _ = self.count().fetch_update(SeqCst, SeqCst, |c| Some(c.saturating_sub(k)));
+            }
+            Capacity::Zero => {
+                let _ = self.count().fetch_update(SeqCst, SeqCst, |c| Some(c.saturating_add(k)));
+            }
+            Capacity::Unbounded => {}
+        }
+    }
+
     fn senders_wait(&self) -> bool {
         self.waiters().load(SeqCst) > 0
     }

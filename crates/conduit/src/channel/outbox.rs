@@ -144,7 +144,7 @@ impl SenderCore {
     /// is busy (the frame must go behind it, by [`write`](Self::write)).
     /// So a task waits for the receiver instead of queueing without bound
     /// in this process, and no flush thread is started for it.
-    pub fn write_now_or_return(&self, frame: OutFrame) -> Result<Result<(), SendFail>, OutFrame> {
+    pub fn write_now_or_return(self: &Arc<Self>, frame: OutFrame) -> Result<Result<(), SendFail>, OutFrame> {
         if self.link.shm().is_some() || self.link.must_queue(frame.bytes.len()) {
             return Err(frame);
         }
@@ -156,7 +156,7 @@ impl SenderCore {
             return Err(frame);
         }
         match self.try_write::<()>(&Frame::Borrowed(&frame)) {
-            Ok(()) => Ok(Ok(())),
+            Ok(()) => Ok(self.finish_backlog(&mut ob).map_err(SendFail::Failed)),
             Err(WriteFail::NoRoom | WriteFail::NoCredit) => Err(frame),
             Err(WriteFail::Disconnected) => {
                 ob.dead = true;
@@ -187,7 +187,7 @@ impl SenderCore {
             let finish = self.ctl.capacity() != Capacity::Unbounded && self.link.must_queue(frame.len());
             loop {
                 match self.try_write(&frame) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return self.finish_backlog(&mut ob).map_err(SendFail::Failed),
                     Err(WriteFail::NoRoom | WriteFail::NoCredit) if finish => {
                         self.link.wait_room(frame.len()).map_err(|e| SendFail::Failed(e.into()))?
                     }
@@ -208,14 +208,27 @@ impl SenderCore {
             Frame::Borrowed(_) => unreachable!("borrowed frames are already in the outbox"),
         };
         ob.pending.push_back(out);
+        if let Err(e) = self.start_flusher(&mut ob) {
+            ob.pending.pop_back();
+            return Err(SendFail::Failed(e));
+        }
+        Ok(())
+    }
+
+    /// A frame went in part (a stream socket's backlog): have the flusher
+    /// finish it, so that it is written even if nothing else is sent.
+    fn finish_backlog(self: &Arc<Self>, ob: &mut Outbox) -> Result<(), Error> {
+        if self.link.backlog() { self.start_flusher(ob) } else { Ok(()) }
+    }
+
+    fn start_flusher(self: &Arc<Self>, ob: &mut Outbox) -> Result<(), Error> {
         if !ob.flushing {
             ob.flushing = true;
             let core = Arc::clone(self);
             let spawned = std::thread::Builder::new().name("conduit-flush".into()).spawn(move || core.flush_loop());
             if let Err(e) = spawned {
                 ob.flushing = false;
-                ob.pending.pop_back();
-                return Err(SendFail::Failed(Error::Io(e)));
+                return Err(Error::Io(e));
             }
         }
         Ok(())
@@ -227,10 +240,23 @@ impl SenderCore {
                 let ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
                 ob.pending.front().map(|f| f.bytes.len())
             };
-            // Sleep until the transport may take the oldest frame.
-            let waited = front.map_or(Ok(()), |len| self.link.wait_room(len));
+            // Sleep until the transport may take the oldest frame (or the
+            // rest of a frame it took in part).
+            let waited = match front {
+                Some(len) => self.link.wait_room(len),
+                None if self.link.backlog() => self.link.wait_room(0),
+                None => Ok(()),
+            };
             let _turn = self.link.local_turn();
             let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+            match self.link.flush_backlog() {
+                Err(WriteFail::NoRoom) if waited.is_ok() => continue,
+                Err(WriteFail::NoRoom) | Ok(()) => {}
+                Err(_) => {
+                    ob.dead = true;
+                    ob.pending.clear();
+                }
+            }
             while let Some(frame) = ob.pending.front() {
                 match self.try_write::<()>(&Frame::Borrowed(frame)) {
                     Ok(()) => {
@@ -247,7 +273,7 @@ impl SenderCore {
                     }
                 }
             }
-            if ob.pending.is_empty() {
+            if ob.pending.is_empty() && (ob.dead || !self.link.backlog()) {
                 ob.flushing = false;
                 self.drained.notify_all();
                 return;
@@ -258,7 +284,7 @@ impl SenderCore {
     /// Block until this process's outbox is empty.
     pub fn flush(&self) {
         let mut ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        while !ob.pending.is_empty() {
+        while ob.flushing {
             ob = self.drained.wait(ob).unwrap_or_else(|p| p.into_inner());
         }
     }

@@ -136,6 +136,10 @@ impl<T> Receiver<T> {
     /// Rendezvous: tell senders a receiver is here (once per message).
     pub(crate) fn begin(&self) {
         if self.ctl.capacity() == Capacity::Zero && !self.token.swap(true, SeqCst) {
+            if self.link.credits_in_band() {
+                self.link.grant(1);
+                return;
+            }
             // (Shared memory: senders sleep on the ring, not counted in
             // the control block: ring them always.)
             if self.ctl.offer() || self.link.credits_in_ring() {
@@ -149,6 +153,11 @@ impl<T> Receiver<T> {
     pub(crate) fn retract(&self) -> bool {
         if self.ctl.capacity() != Capacity::Zero || !self.token.load(SeqCst) {
             return true;
+        }
+        if self.link.credits_in_band() {
+            // A token sent cannot be taken back: it stays ours, and the
+            // message sent with it (if any) is the next one received.
+            return false;
         }
         if self.ctl.retract() {
             self.token.store(false, SeqCst);
@@ -167,6 +176,7 @@ impl<T> Receiver<T> {
         match self.ctl.capacity() {
             // Shared memory: the ring's release returns the credit.
             Capacity::Bounded(_) if self.link.credits_in_ring() => {}
+            Capacity::Bounded(_) if self.link.credits_in_band() => self.link.grant(1),
             Capacity::Bounded(_) => {
                 if self.ctl.release() {
                     self.link.ring_senders();
@@ -227,6 +237,11 @@ impl<T: DeserializeOwned> Receiver<T> {
     fn give_up(&self) -> Result<Got<T>, RecvFail> {
         if self.retract() {
             return Err(RecvFail::Empty);
+        }
+        if self.link.credits_in_band() {
+            // The token stays out; whatever comes with it is the next
+            // receive's.
+            return self.read(false)?.ok_or(RecvFail::Empty);
         }
         let grace = Deadline::Until(Instant::now() + IN_FLIGHT_GRACE);
         let _ = self.link.wait_data(grace);
@@ -370,6 +385,14 @@ impl<T> Receiver<T> {
         self.link.to_right(&self.ctl)
     }
 
+    /// The peer of a channel over a stream socket ([`crate::net`]), as the
+    /// kernel knows it: a TCP peer's address, a Unix peer's process
+    /// (`SO_PEERCRED`, the process that connected). `None` for other
+    /// channels (use [`recv_from`](Self::recv_from)).
+    pub fn peer(&self) -> Option<crate::net::Peer> {
+        self.link.stream_peer().map(Into::into)
+    }
+
     /// True if the transport names the sender of each message.
     fn has_credentials(&self) -> bool {
         self.link.caps().credentials
@@ -378,6 +401,9 @@ impl<T> Receiver<T> {
 
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.link.credits_in_band() {
+            return Err(serde::ser::Error::custom(super::sender::STAYS));
+        }
         let (kind, fds) = self.to_right().map_err(serde::ser::Error::custom)?;
         let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)

@@ -147,7 +147,7 @@ impl<'a> PortSet<'a> {
         // Take back the tokens of the others; a token a sender already
         // took means its message is coming, so that member is ready too.
         for (i, m) in self.members.iter().enumerate() {
-            if Some(i) != chosen && !m.retract() && chosen.is_none() {
+            if Some(i) != chosen && !m.retract() && chosen.is_none() && !m.link().credits_in_band() {
                 chosen = Some(i);
             }
         }

@@ -117,7 +117,7 @@ impl<T> Sender<T> {
 
     /// Take one wake off the senders' side of the link.
     pub(crate) fn consume_wake(&self) -> Result<(), SendFail> {
-        self.core.link.take_wake()
+        self.core.link.take_wake(&self.core.ctl)
     }
 
     pub(crate) fn try_acquire_now(&self) -> bool {
@@ -323,8 +323,15 @@ impl<T> Sender<T> {
     }
 }
 
+/// Why a stream-socket end does not go inside a message.
+pub(crate) const STAYS: &str = "a TCP or Unix-stream channel end cannot travel inside a message \
+     (hand it to a child with process::Command::spawn_with)";
+
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if !self.core.link.travels() {
+            return Err(serde::ser::Error::custom(STAYS));
+        }
         let (kind, fds) = self.to_right().map_err(serde::ser::Error::custom)?;
         let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)

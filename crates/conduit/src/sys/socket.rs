@@ -175,6 +175,22 @@ pub fn wait_writable(fd: BorrowedFd<'_>) -> io::Result<()> {
     }
 }
 
+/// Wait until `fd` can be written (or failed), at most until `wait`:
+/// `false` on timeout.
+pub fn poll_out(fd: BorrowedFd<'_>, wait: Deadline) -> io::Result<bool> {
+    let mut pfd = [PollFd::new(&fd, PollFlags::OUT)];
+    poll_fds(&mut pfd, wait)?;
+    Ok(!pfd[0].revents().is_empty())
+}
+
+/// True if the peer of a stream socket closed its end (`POLLRDHUP`) or the
+/// connection failed, without waiting.
+pub fn poll_rdhup(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut pfd = [PollFd::new(&fd, PollFlags::RDHUP)];
+    poll_fds(&mut pfd, Deadline::Never)?;
+    Ok(pfd[0].revents().intersects(PollFlags::RDHUP | PollFlags::HUP | PollFlags::ERR))
+}
+
 /// True if the peer of `fd` has closed its end.
 pub fn peer_gone(fd: BorrowedFd<'_>) -> io::Result<bool> {
     Ok(poll(&[fd], Deadline::Never)?[0].hangup)

@@ -28,9 +28,11 @@
 //! with its arms in [`adopt`] and [`Parts`], and its right kinds in
 //! `rights.rs`.
 
+mod framing;
 pub mod pipe;
 pub(crate) mod seqpacket;
 pub mod shm;
+pub(crate) mod stream;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -83,6 +85,7 @@ pub(crate) enum TxLink {
     Seqpacket(seqpacket::Seqpacket),
     Pipe(pipe::PipeTx),
     Shm(shm::ShmTx),
+    Stream(stream::StreamTx),
 }
 
 /// The receiver's end of a channel's transport.
@@ -91,6 +94,7 @@ pub(crate) enum RxLink {
     Seqpacket(seqpacket::Seqpacket),
     Pipe(pipe::PipeRx),
     Shm(shm::ShmRx),
+    Stream(stream::StreamRx),
 }
 
 impl TxLink {
@@ -104,6 +108,7 @@ impl TxLink {
             TxLink::Seqpacket(l) => l.try_send(&encoded().bytes, &fds()),
             TxLink::Pipe(l) => l.try_send(&encoded().bytes, &fds()),
             TxLink::Shm(s) => s.try_write(ctl, frame),
+            TxLink::Stream(l) => l.try_send(&encoded().bytes, &fds()),
         }
     }
 
@@ -112,8 +117,10 @@ impl TxLink {
     /// receiver's death ends the wait at once; shared memory on the ring's
     /// futex words.
     pub fn acquire(&self, ctl: &Ctl, wait: Deadline) -> Result<(), SendFail> {
-        if let TxLink::Shm(s) = self {
-            return s.acquire(ctl, wait);
+        match self {
+            TxLink::Shm(s) => return s.acquire(ctl, wait),
+            TxLink::Stream(l) => return l.acquire(ctl, wait),
+            _ => {}
         }
         let no = |link: &Self| if link.peer_gone() { SendFail::Disconnected } else { SendFail::Full };
         loop {
@@ -136,17 +143,19 @@ impl TxLink {
                 return Err(SendFail::Disconnected);
             }
             if ready.readable {
-                self.take_wake()?;
+                self.take_wake(ctl)?;
             }
         }
     }
 
-    /// Take one ring of the bell off the link.
-    pub fn take_wake(&self) -> Result<(), SendFail> {
+    /// Take one ring of the bell off the link (a stream link: the credits
+    /// that came, into `ctl`).
+    pub fn take_wake(&self, ctl: &Ctl) -> Result<(), SendFail> {
         let got = match self {
             TxLink::Seqpacket(l) => l.consume_wake(),
             TxLink::Pipe(l) => l.consume_wake(),
             TxLink::Shm(s) => s.sock().consume_wake(),
+            TxLink::Stream(l) => l.take_credits(ctl),
         };
         match got {
             Ok(true) => Ok(()),
@@ -165,6 +174,7 @@ impl TxLink {
                 s.wait_room(len);
                 Ok(())
             }
+            TxLink::Stream(l) => l.wait_writable(),
         }
     }
 
@@ -174,6 +184,7 @@ impl TxLink {
             TxLink::Seqpacket(l) => l.wait_bell(wait),
             TxLink::Pipe(l) => l.wait_bell(wait),
             TxLink::Shm(s) => s.sock().wait_bell(wait),
+            TxLink::Stream(l) => l.wait_bell(wait),
         }
     }
 
@@ -183,6 +194,7 @@ impl TxLink {
             TxLink::Seqpacket(l) => l.peer_gone(),
             TxLink::Pipe(l) => l.peer_gone(),
             TxLink::Shm(s) => s.peer_gone(),
+            TxLink::Stream(l) => l.peer_gone(),
         }
     }
 
@@ -198,6 +210,7 @@ impl TxLink {
             TxLink::Seqpacket(l) => l.write_fd(),
             TxLink::Pipe(l) => l.write_fd(),
             TxLink::Shm(s) => s.sock().fd(),
+            TxLink::Stream(l) => l.fd(),
         }
     }
 
@@ -207,6 +220,7 @@ impl TxLink {
             TxLink::Seqpacket(l) => l.bell_fd(),
             TxLink::Pipe(l) => l.bell_fd(),
             TxLink::Shm(s) => s.sock().fd(),
+            TxLink::Stream(l) => l.fd(),
         }
     }
 
@@ -216,6 +230,27 @@ impl TxLink {
             TxLink::Seqpacket(l) => l.caps(),
             TxLink::Pipe(l) => l.caps(),
             TxLink::Shm(s) => s.caps(),
+            TxLink::Stream(l) => l.caps(),
+        }
+    }
+
+    /// The end may go inside a message (stream-socket ends stay: they are
+    /// handed to a child process only).
+    pub fn travels(&self) -> bool {
+        !matches!(self, TxLink::Stream(_))
+    }
+
+    /// Part of a frame waits in the link itself (a stream socket took it
+    /// in part): the outbox's flusher finishes it.
+    pub fn backlog(&self) -> bool {
+        matches!(self, TxLink::Stream(l) if l.backlog())
+    }
+
+    /// Write the link's backlog now if there is room (`NoRoom` if not).
+    pub fn flush_backlog(&self) -> Result<(), WriteFail> {
+        match self {
+            TxLink::Stream(l) => l.flush_backlog(),
+            _ => Ok(()),
         }
     }
 
@@ -288,6 +323,12 @@ impl TxLink {
             TxLink::Seqpacket(l) => right(RightKind::Send, l.dup_fds()?, ctl, None),
             TxLink::Pipe(l) => right(RightKind::PipeSend, l.dup_fds()?, ctl, None),
             TxLink::Shm(s) => right(RightKind::ShmSend, s.sock().dup_fds()?, ctl, Some(&s.end.ring)),
+            TxLink::Stream(l) => {
+                if !l.can_move() {
+                    return Err(io::Error::other("a stream sender holding part of a frame cannot be moved"));
+                }
+                right(RightKind::StreamSend, l.dup_fds()?, ctl, None)
+            }
         }
     }
 }
@@ -302,6 +343,7 @@ impl RxLink {
         match self {
             RxLink::Seqpacket(l) => l.recv(buf, block, limit),
             RxLink::Pipe(l) => l.recv(buf, block, limit),
+            RxLink::Stream(l) => l.recv(buf, block, limit),
             RxLink::Shm(_) => unreachable!("a ring is read by its own flavor"),
         }
     }
@@ -330,6 +372,7 @@ impl RxLink {
             RxLink::Seqpacket(l) => l.ready_fd(),
             RxLink::Pipe(l) => l.ready_fd(),
             RxLink::Shm(s) => s.sock().fd(),
+            RxLink::Stream(l) => l.ready_fd(),
         }
     }
 
@@ -341,6 +384,7 @@ impl RxLink {
             RxLink::Seqpacket(_) => false,
             RxLink::Pipe(p) => p.has_buffered(),
             RxLink::Shm(s) => s.ready_now(),
+            RxLink::Stream(l) => l.has_buffered(),
         }
     }
 
@@ -364,6 +408,31 @@ impl RxLink {
             RxLink::Seqpacket(l) => l.ring_senders(),
             RxLink::Pipe(l) => l.ring_senders(),
             RxLink::Shm(s) => s.ring_senders(),
+            // Stream senders are woken by the credits themselves.
+            RxLink::Stream(_) => {}
+        }
+    }
+
+    /// The link carries credits in band (a stream socket: the senders'
+    /// control block is theirs alone): every message taken is granted
+    /// back with [`grant`](Self::grant), every rendezvous receive grants a
+    /// token, and a token once sent cannot be taken back.
+    pub fn credits_in_band(&self) -> bool {
+        matches!(self, RxLink::Stream(_))
+    }
+
+    /// Grant the senders `n` more (credits or tokens): stream links.
+    pub fn grant(&self, n: u32) {
+        if let RxLink::Stream(l) = self {
+            l.grant(n);
+        }
+    }
+
+    /// The peer as the kernel knows it (stream links).
+    pub fn stream_peer(&self) -> Option<crate::sys::net::PeerOf> {
+        match self {
+            RxLink::Stream(l) => l.peer(),
+            _ => None,
         }
     }
 
@@ -378,6 +447,7 @@ impl RxLink {
             RxLink::Seqpacket(l) => l.peer_gone(),
             RxLink::Pipe(l) => l.peer_gone(),
             RxLink::Shm(s) => s.peer_gone(),
+            RxLink::Stream(l) => l.peer_gone(),
         }
     }
 
@@ -387,6 +457,7 @@ impl RxLink {
             RxLink::Seqpacket(l) => l.caps(),
             RxLink::Pipe(l) => l.caps(),
             RxLink::Shm(s) => s.caps(),
+            RxLink::Stream(l) => l.caps(),
         }
     }
 
@@ -417,6 +488,12 @@ impl RxLink {
                 right(RightKind::PipeReceive, l.dup_fds()?, ctl, None)
             }
             RxLink::Shm(s) => right(RightKind::ShmReceive, s.sock().dup_fds()?, ctl, Some(&s.end.ring)),
+            RxLink::Stream(l) => {
+                if !l.can_move() {
+                    return Err(io::Error::other("a stream receiver holding part of a frame cannot be moved"));
+                }
+                right(RightKind::StreamReceive, l.dup_fds()?, ctl, None)
+            }
         }
     }
 }
@@ -441,6 +518,7 @@ fn right(
 pub(crate) enum LinkFds {
     Seqpacket(OwnedFd),
     Pipe { data: OwnedFd, bell: OwnedFd },
+    Stream(OwnedFd),
 }
 
 /// A channel end put together from received or inherited descriptors.
@@ -460,6 +538,7 @@ impl Parts {
             (LinkFds::Seqpacket(s), None) => TxLink::Seqpacket(seqpacket::Seqpacket::new(s)),
             (LinkFds::Seqpacket(s), Some(ring)) => TxLink::Shm(shm::ShmTx::new(seqpacket::Seqpacket::new(s), ring)?),
             (LinkFds::Pipe { data, bell }, _) => TxLink::Pipe(pipe::PipeTx::new(data, Some(bell))),
+            (LinkFds::Stream(s), _) => TxLink::Stream(stream::StreamTx::new(s)),
         };
         Ok((link, ctl))
     }
@@ -471,6 +550,7 @@ impl Parts {
             (LinkFds::Seqpacket(s), None) => RxLink::Seqpacket(seqpacket::Seqpacket::new(s)),
             (LinkFds::Seqpacket(s), Some(ring)) => RxLink::Shm(shm::ShmRx::new(seqpacket::Seqpacket::new(s), ring)?),
             (LinkFds::Pipe { data, bell }, _) => RxLink::Pipe(pipe::PipeRx::new(data, Some(bell))),
+            (LinkFds::Stream(s), _) => RxLink::Stream(stream::StreamRx::new(s)),
         };
         Ok((link, ctl))
     }
@@ -490,6 +570,7 @@ pub(crate) fn adopt(kind: RightKind, index: usize, next: &mut dyn FnMut() -> Own
             let (data, bell) = pipe::check(kind == RightKind::PipeReceive, data, next()).map_err(bad)?;
             LinkFds::Pipe { data, bell }
         }
+        RightKind::StreamSend | RightKind::StreamReceive => LinkFds::Stream(stream::check(next()).map_err(bad)?),
         RightKind::Segment => return Err(bad("a segment is not a channel end")),
     };
     let ctl = Ctl::adopt(next(), index)?;

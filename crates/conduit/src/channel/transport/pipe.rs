@@ -30,7 +30,6 @@
 //!   arrives (never kept) and reported as [`WireError::TooLarge`]; the
 //!   stream goes on.
 
-use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
@@ -39,15 +38,13 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use rustix::event::{PollFd, PollFlags};
 
+use super::framing::{self, Stream};
 use super::{Caps, WriteFail};
-use crate::error::{Error, WireError};
+use crate::error::Error;
 use crate::sys::Deadline;
 use crate::sys::pipe::{self as sys, End, PIPE_BUF};
 use crate::sys::socket::{self, Ready, Received};
-use crate::wire::{self, Kind};
-
-/// Bytes read from the pipe at a time.
-const CHUNK: usize = 64 * 1024;
+use crate::wire;
 
 const CAPS: Caps = Caps { rights: false, credentials: false, inline_max: wire::MAX_PAYLOAD, frame_max: None };
 
@@ -208,99 +205,6 @@ impl PipeTx {
     }
 }
 
-/// What a receiver has read of the stream and not yet handed out.
-#[derive(Debug, Default)]
-struct Stream {
-    bytes: Vec<u8>,
-    /// Where the unread part of `bytes` begins.
-    start: usize,
-    /// Bytes of a refused frame still to throw away as they come.
-    skip: usize,
-    /// Every writer is gone.
-    eof: bool,
-    /// The framing was lost.
-    broken: bool,
-    /// Fragmented messages being put back together, by writer: the
-    /// message number and what came of it (`None`: refused, skipping).
-    pieces: HashMap<u64, (u32, Option<Vec<u8>>)>,
-}
-
-/// Writers whose fragmented messages a receiver holds at once at most.
-const WRITERS_MOST: usize = 64;
-
-impl Stream {
-    /// Take a fragment: `Some(frame)` when it completes its message.
-    fn fragment(&mut self, frame: &[u8], limit: usize) -> Result<Option<Vec<u8>>, WireError> {
-        let (f, piece) = wire::parse_fragment(frame)?;
-        let most = limit.saturating_add(wire::HEADER_LEN + wire::MAX_RIGHTS);
-        if f.offset == 0 {
-            if self.pieces.len() >= WRITERS_MOST && !self.pieces.contains_key(&f.writer) {
-                // A writer gone halfway: its message was never sent.
-                let old = *self.pieces.keys().next().expect("full");
-                self.pieces.remove(&old);
-            }
-            if f.total as usize > most {
-                self.pieces.insert(f.writer, (f.message, None));
-                return Err(WireError::TooLarge { size: (f.total as usize).saturating_sub(wire::HEADER_LEN), limit });
-            }
-            self.pieces.insert(f.writer, (f.message, Some(Vec::with_capacity(piece.len()))));
-        }
-        let Some((message, Some(bytes))) = self.pieces.get_mut(&f.writer) else { return Ok(None) };
-        if *message != f.message || bytes.len() != f.offset as usize {
-            // Not the piece that follows (its writer gave the message up).
-            self.pieces.remove(&f.writer);
-            return Ok(None);
-        }
-        bytes.extend_from_slice(piece);
-        if bytes.len() < f.total as usize {
-            return Ok(None);
-        }
-        Ok(self.pieces.remove(&f.writer).and_then(|(_, b)| b))
-    }
-}
-
-impl Stream {
-    fn unread(&self) -> &[u8] {
-        &self.bytes[self.start..]
-    }
-
-    fn consume(&mut self, n: usize) {
-        self.start += n;
-        if self.start == self.bytes.len() {
-            self.bytes.clear();
-            self.start = 0;
-        }
-    }
-
-    /// A whole frame at the front, if there is one; refuses (and starts
-    /// skipping) a frame over `limit`, and breaks on a bad header.
-    fn next_frame(&mut self, limit: usize) -> Result<Option<usize>, WireError> {
-        if self.skip > 0 {
-            let n = self.skip.min(self.unread().len());
-            self.skip -= n;
-            self.consume(n);
-            if self.skip > 0 {
-                return Ok(None);
-            }
-        }
-        match wire::stream_frame_len(self.unread()) {
-            Ok(None) => Ok(None),
-            Ok(Some((_, len))) if len > limit => {
-                let (total, _) = wire::stream_frame_len(self.unread())?.expect("seen");
-                self.skip = total;
-                Err(WireError::TooLarge { size: len, limit })
-            }
-            Ok(Some((total, _))) => Ok((self.unread().len() >= total).then_some(total)),
-            Err(e) => {
-                self.broken = true;
-                self.bytes = Vec::new();
-                self.start = 0;
-                Err(e)
-            }
-        }
-    }
-}
-
 /// The receiver's end: the pipe's read end (a FIFO's, opened for reading
 /// and writing), and the bell's write end.
 #[derive(Debug)]
@@ -328,71 +232,20 @@ impl PipeRx {
     }
 
     pub fn can_move(&self) -> bool {
-        let s = self.stream();
-        s.unread().is_empty() && s.skip == 0
+        self.stream().is_idle()
     }
 
     /// A whole frame waits in this process (already read from the pipe).
     pub fn has_buffered(&self) -> bool {
-        let s = self.stream();
-        wire::stream_frame_len(s.unread()).is_ok_and(|l| l.is_some_and(|(total, _)| s.unread().len() >= total))
+        self.stream().has_frame()
     }
 
     pub fn peer_gone(&self) -> bool {
-        let s = self.stream();
-        s.broken || (s.eof && s.unread().is_empty())
+        self.stream().gone()
     }
 
     pub fn recv(&self, out: &mut Vec<u8>, block: bool, limit: usize) -> Result<Option<Received>, Error> {
-        let mut s = self.stream();
-        loop {
-            if s.broken {
-                return Ok(Some(Received::default()));
-            }
-            if let Some(total) = s.next_frame(limit)? {
-                out.clear();
-                out.extend_from_slice(&s.unread()[..total]);
-                s.consume(total);
-                if out.get(3) == Some(&(Kind::Fragment as u8)) {
-                    match s.fragment(out, limit)? {
-                        Some(whole) => *out = whole,
-                        None => continue,
-                    }
-                }
-                return Ok(Some(Received { len: out.len(), ..Received::default() }));
-            }
-            if s.eof {
-                let partial = s.unread().len();
-                if partial == 0 && s.skip == 0 {
-                    return Ok(Some(Received::default()));
-                }
-                // The last writer died inside a frame.
-                s.bytes.clear();
-                s.start = 0;
-                s.skip = 0;
-                return Err(WireError::Truncated(partial).into());
-            }
-            if s.start > 0 {
-                let start = s.start;
-                s.bytes.drain(..start);
-                s.start = 0;
-            }
-            let have = s.bytes.len();
-            s.bytes.resize(have + CHUNK, 0);
-            let got = sys::read_some(self.data.as_fd(), &mut s.bytes[have..]);
-            s.bytes.truncate(have + *got.as_ref().unwrap_or(&0));
-            match got {
-                Ok(0) => s.eof = true,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if !block {
-                        return Ok(None);
-                    }
-                    socket::poll(&[self.data.as_fd()], Deadline::Forever)?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        framing::recv(self.data.as_fd(), &mut self.stream(), out, block, limit, true)
     }
 
     pub fn ready_fd(&self) -> BorrowedFd<'_> {

@@ -1,0 +1,386 @@
+//! Sockets between real processes: typed channels over TCP (IPv4, IPv6)
+//! and Unix stream sockets with exact capacity, peer death, the three
+//! kinds of server under 50 concurrent clients, hostile clients, typed
+//! UDP datagrams and multicast.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{Kid, finish, outcome, report, spawn_with_args};
+use conduit::net::{self, Addr, Conn, Listener, Peer, udp};
+use conduit::{Error, RecvError, RecvTimeoutError, SendError, WireError};
+use conduit_tests::{FromChild, ToChild};
+use serde::{Deserialize, Serialize};
+
+fn tcp_listener(capacity: Option<usize>) -> Listener {
+    let mut l = Listener::bind("tcp:127.0.0.1:0").expect("listen");
+    l.set_capacity(capacity);
+    l
+}
+
+fn bounded_script_over(l: &Listener) {
+    let kid = spawn_with_args("net-bounded-sender", &[&l.local_addr().to_string()]);
+    let conn: Conn<(), u64> = l.accept().expect("accept");
+    assert_eq!(report(&kid), FromChild::Sent(3));
+    assert_eq!(report(&kid), outcome("Full"), "try_send of the 4th");
+    assert_eq!(report(&kid), outcome("Timeout"), "send_timeout of the 4th");
+    assert_eq!(report(&kid), FromChild::Blocking);
+    // The child is now inside send(3): it must not get through while the
+    // channel holds three unreceived messages.
+    assert!(matches!(kid.rx.recv_timeout(Duration::from_millis(300)), Err(RecvTimeoutError::Timeout)));
+    assert_eq!(conn.rx.recv().unwrap(), 0);
+    assert_eq!(report(&kid), FromChild::Sent(4), "taking one message unblocks the sender");
+    let rest: Vec<u64> = conn.rx.iter().collect();
+    assert_eq!(rest, vec![1, 2, 3]);
+    finish(kid);
+}
+
+#[test]
+fn bounded_3_over_tcp_blocks_the_fourth_send_until_one_is_received() {
+    bounded_script_over(&tcp_listener(Some(3)));
+}
+
+#[test]
+fn bounded_3_over_tcp_on_ipv6() {
+    let mut l = match Listener::bind("tcp:[::1]:0") {
+        Ok(l) => l,
+        Err(e) => panic!("IPv6 loopback is required for this test: {e}"),
+    };
+    l.set_capacity(Some(3));
+    assert!(matches!(l.local_addr(), Addr::Tcp(a) if a.is_ipv6()));
+    bounded_script_over(&l);
+}
+
+#[test]
+fn bounded_3_over_a_unix_stream_socket_and_recv_from_names_the_process() {
+    let path = std::env::temp_dir().join(format!("conduit-net-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut l = Listener::bind(format!("unix:{}", path.display())).expect("listen");
+    l.set_capacity(Some(3));
+    let kid = spawn_with_args("net-bounded-sender", &[&l.local_addr().to_string()]);
+    let conn: Conn<(), u64> = l.accept().expect("accept");
+    let Peer::Process(creds) = conn.peer else { panic!("a Unix peer is a process") };
+    assert_eq!(creds.pid, kid.child.id(), "SO_PEERCRED names the child");
+    assert_eq!(report(&kid), FromChild::Sent(3));
+    assert_eq!(report(&kid), outcome("Full"));
+    assert_eq!(report(&kid), outcome("Timeout"));
+    assert_eq!(report(&kid), FromChild::Blocking);
+    assert_eq!(conn.rx.recv_from().unwrap(), (0, creds), "recv_from names the peer process");
+    assert_eq!(report(&kid), FromChild::Sent(4));
+    assert_eq!(conn.rx.iter().collect::<Vec<_>>(), vec![1, 2, 3]);
+    finish(kid);
+    drop(l);
+    assert!(!path.exists(), "the listener removes its socket file");
+}
+
+#[test]
+fn rendezvous_over_tcp_returns_only_once_the_receiver_takes_it() {
+    let l = tcp_listener(Some(0));
+    let kid = spawn_with_args("net-rendezvous-sender", &[&l.local_addr().to_string()]);
+    let conn: Conn<(), u64> = l.accept().expect("accept");
+    assert_eq!(conn.rx.capacity(), Some(0));
+    assert_eq!(report(&kid), outcome("Full"), "try_send with no receiver waiting");
+    assert_eq!(report(&kid), outcome("Timeout"), "send_timeout with no receiver waiting");
+    assert_eq!(report(&kid), FromChild::Blocking);
+    assert!(matches!(kid.rx.recv_timeout(Duration::from_millis(300)), Err(RecvTimeoutError::Timeout)));
+    assert_eq!(conn.rx.recv().unwrap(), 42);
+    assert_eq!(report(&kid), FromChild::Sent(1));
+    assert!(matches!(conn.rx.recv(), Err(RecvError::Disconnected)));
+    finish(kid);
+}
+
+fn kill_and_reap(mut kid: Kid) -> Instant {
+    kid.child.kill().unwrap();
+    let exit = kid.child.wait().unwrap();
+    assert_eq!(exit.signal, Some(9));
+    Instant::now()
+}
+
+#[test]
+fn kill_9_of_the_client_is_disconnected_at_once_on_the_server() {
+    let l = tcp_listener(None);
+    let kid = spawn_with_args("net-client-hold", &[&l.local_addr().to_string()]);
+    let conn: Conn<u64, u64> = l.accept().expect("accept");
+    assert_eq!(report(&kid), FromChild::Ready);
+    assert_eq!(conn.rx.recv().unwrap(), 1, "what was sent before the death is delivered");
+    let dead = kill_and_reap(kid);
+    assert!(matches!(conn.rx.recv(), Err(RecvError::Disconnected)));
+    assert!(matches!(conn.tx.send(2), Err(SendError::Disconnected(2))), "the message comes back");
+    let took = dead.elapsed();
+    assert!(took < Duration::from_millis(100), "Disconnected {took:?} after the client was reaped");
+}
+
+#[test]
+fn kill_9_of_the_server_is_disconnected_at_once_on_the_client() {
+    let kid = common::spawn("net-server-hold");
+    let FromChild::Outcome(addr) = report(&kid) else { panic!("want the address") };
+    let conn = net::connect::<u64, u64>(addr.as_str()).expect("connect");
+    assert_eq!(conn.rx.recv().unwrap(), 7);
+    assert_eq!(report(&kid), FromChild::Ready);
+    let dead = kill_and_reap(kid);
+    assert!(matches!(conn.rx.recv(), Err(RecvError::Disconnected)));
+    assert!(matches!(conn.tx.send(8), Err(SendError::Disconnected(8))), "the message comes back");
+    let took = dead.elapsed();
+    assert!(took < Duration::from_millis(100), "Disconnected {took:?} after the server was reaped");
+}
+
+#[test]
+fn a_blocked_bounded_sender_sees_the_receivers_death() {
+    // The server's receiver holds one message and never receives; its
+    // process dies while our second send waits for a credit.
+    let kid = common::spawn("net-server-hold");
+    let FromChild::Outcome(addr) = report(&kid) else { panic!("want the address") };
+    let conn = net::connect::<u64, u64>(addr.as_str()).expect("connect");
+    assert_eq!(conn.tx.capacity(), Some(1), "the server's capacity came with its welcome");
+    assert_eq!(conn.rx.recv().unwrap(), 7);
+    assert_eq!(report(&kid), FromChild::Ready);
+    conn.tx.send(0).unwrap();
+    let waiter = std::thread::spawn(move || conn.tx.send(1));
+    kill_and_reap(kid);
+    assert!(matches!(waiter.join().unwrap(), Err(SendError::Disconnected(1))));
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Msg {
+    Num(u64),
+    Right(conduit::Sender<u64>),
+}
+
+#[test]
+fn a_right_cannot_cross_tcp_and_comes_back_with_the_error() {
+    let l = tcp_listener(None);
+    let addr = l.local_addr().clone();
+    let server = std::thread::spawn(move || {
+        let conn: Conn<(), Msg> = l.accept().unwrap();
+        conn.rx.iter().map(|m| matches!(m, Msg::Num(7))).collect::<Vec<_>>()
+    });
+    let conn = net::connect::<Msg, ()>(&addr).unwrap();
+    let (local_tx, local_rx) = conduit::unbounded::<u64>().unwrap();
+    match conn.tx.send(Msg::Right(local_tx)) {
+        Err(SendError::Failed(Msg::Right(back), Error::Encode(_) | Error::Unsupported(_))) => {
+            // Nothing lost: the right is ours again and still works.
+            back.send(5).unwrap();
+            assert_eq!(local_rx.recv().unwrap(), 5);
+        }
+        other => panic!("sending a right over TCP: {other:?}"),
+    }
+    conn.tx.send(Msg::Num(7)).unwrap();
+    drop(conn);
+    assert_eq!(server.join().unwrap(), vec![true], "the connection goes on after the refused send");
+}
+
+// ---------------------------------------------------------------- servers
+
+const CLIENTS: usize = 50;
+const ROUNDS: &str = "20";
+
+fn echo(conn: Conn<String, String>) {
+    for line in conn.rx.iter() {
+        if conn.tx.send(line.to_uppercase()).is_err() {
+            return;
+        }
+    }
+}
+
+/// 50 client processes at once, each checking its 20 echoes.
+fn fifty_clients(addr: &Addr) {
+    let a = addr.to_string();
+    let kids: Vec<Kid> =
+        (0..CLIENTS).map(|i| spawn_with_args("net-echo-client", &[&a, ROUNDS, &i.to_string()])).collect();
+    for kid in kids {
+        let r = kid.rx.recv_timeout(Duration::from_secs(60)).expect("client report");
+        assert_eq!(r, outcome("ok"));
+        finish(kid);
+    }
+}
+
+#[test]
+fn an_iterative_server_serves_50_concurrent_clients() {
+    let l = tcp_listener(Some(4));
+    let (addr, stop) = (l.local_addr().clone(), l.stopper());
+    let server = std::thread::spawn(move || net::serve_iterative(&l, echo));
+    fifty_clients(&addr);
+    stop.stop();
+    server.join().unwrap().expect("the server stops cleanly");
+}
+
+#[test]
+fn a_thread_per_connection_server_serves_50_concurrent_clients() {
+    let l = tcp_listener(Some(4));
+    let (addr, stop) = (l.local_addr().clone(), l.stopper());
+    let server = std::thread::spawn(move || net::serve_threads(&l, echo));
+    fifty_clients(&addr);
+    stop.stop();
+    server.join().unwrap().expect("the server stops cleanly");
+}
+
+/// Zombie children of this process (state `Z` in `/proc/*/stat`).
+fn zombies() -> Vec<u32> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { continue };
+        let Some(tail) = stat.rsplit_once(") ").map(|t| t.1) else { continue };
+        let f: Vec<&str> = tail.split(' ').collect();
+        if f.first() == Some(&"Z") && f.get(1) == Some(&me.as_str()) {
+            out.push(e.file_name().to_string_lossy().parse().unwrap_or(0));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_process_per_connection_server_serves_50_concurrent_clients_and_leaves_no_zombie() {
+    let l = tcp_listener(Some(4));
+    let (addr, stop) = (l.local_addr().clone(), l.stopper());
+    let server = std::thread::spawn(move || {
+        net::serve_processes::<String, String>(&l, || {
+            let mut c = conduit::process::Command::new(env!("CARGO_BIN_EXE_conduit-test-child"));
+            c.arg("net-echo-process").kill_on_parent_death(true);
+            c
+        })
+    });
+    fifty_clients(&addr);
+    stop.stop();
+    server.join().unwrap().expect("the server stops cleanly, every child reaped");
+    assert_eq!(zombies(), Vec::<u32>::new(), "no zombie is left");
+}
+
+// ---------------------------------------------------------------- hostile
+
+/// A greeting as the wire document describes it (`docs/WIRE.md`).
+fn greeting(role: u8, capacity: u64, cookie: [u8; 16]) -> Vec<u8> {
+    let mut g = b"CONDUIT\0".to_vec();
+    g.push(1);
+    g.push(role);
+    g.extend_from_slice(&[0; 6]);
+    g.extend_from_slice(&capacity.to_le_bytes());
+    g.extend_from_slice(&cookie);
+    g
+}
+
+#[test]
+fn hostile_clients_do_not_disturb_the_others() {
+    let l = tcp_listener(Some(8));
+    let (addr, stop) = (l.local_addr().clone(), l.stopper());
+    let Addr::Tcp(sa) = addr else { unreachable!() };
+    let (seen_tx, seen_rx) = conduit::unbounded::<String>().unwrap();
+    let server = std::thread::spawn(move || {
+        net::serve_threads(&l, move |conn: Conn<String, String>| {
+            loop {
+                match conn.rx.recv() {
+                    Ok(line) => {
+                        if conn.tx.send(line.to_uppercase()).is_err() {
+                            return;
+                        }
+                    }
+                    Err(RecvError::Disconnected) => return,
+                    Err(RecvError::Failed(e)) => {
+                        // A typed error for this client alone.
+                        let _ = seen_tx.send(format!("{e}"));
+                        if matches!(e, Error::Wire(WireError::TooLarge { .. })) {
+                            continue;
+                        }
+                    }
+                }
+            }
+        })
+    });
+    // 1. Random bytes instead of a greeting.
+    let mut junk = TcpStream::connect(sa).unwrap();
+    let mut rng = conduit_tests::Rng(0x5eed);
+    let bytes: Vec<u8> = (0..4096).map(|_| rng.next() as u8).collect();
+    junk.write_all(&bytes).unwrap();
+    // 2. Half-open: connects, sends half a greeting, says nothing more.
+    let mut half = TcpStream::connect(sa).unwrap();
+    half.write_all(&greeting(0, 0, [9; 16])[..20]).unwrap();
+    // 3. A well-greeted client that declares a 4 GiB frame, then garbage.
+    let mut up = TcpStream::connect(sa).unwrap();
+    up.write_all(&greeting(0, u64::MAX, [7; 16])).unwrap();
+    let mut down = TcpStream::connect(sa).unwrap();
+    down.write_all(&greeting(1, u64::MAX, [7; 16])).unwrap();
+    let mut welcome = [0u8; 40];
+    up.read_exact(&mut welcome).unwrap();
+    assert_eq!(&welcome[..8], b"CONDUIT\0");
+    let mut bomb = vec![0xD1, 0xC0, 1, 1, 0, 0, 0, 0];
+    bomb.extend_from_slice(&u32::MAX.to_le_bytes());
+    bomb.extend_from_slice(&[0; 4]);
+    up.write_all(&bomb).unwrap();
+    // The good clients, meanwhile.
+    fifty_clients(&addr);
+    let e = seen_rx.recv_timeout(Duration::from_secs(10)).expect("the bomb is a typed error");
+    assert!(e.contains("exceeds") || e.contains("limit"), "{e}");
+    // The bomb's client breaks the framing with garbage, then goes.
+    up.write_all(&bytes).unwrap();
+    drop((up, down, junk, half));
+    stop.stop();
+    server.join().unwrap().expect("the server survives and stops cleanly");
+}
+
+// ---------------------------------------------------------------- UDP
+
+#[test]
+fn udp_corrupt_and_truncated_datagrams_are_dropped_and_counted() {
+    let sock = udp::Socket::bind("127.0.0.1:0").unwrap();
+    let to = sock.local_addr().unwrap();
+    let raw = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let good = udp::encode(&"hello".to_string()).unwrap();
+    raw.send_to(b"not a frame at all", to).unwrap();
+    raw.send_to(&good[..good.len() - 2], to).unwrap();
+    let mut flipped = good.clone();
+    *flipped.last_mut().unwrap() ^= 0x20;
+    raw.send_to(&flipped, to).unwrap();
+    raw.send_to(&[], to).unwrap();
+    raw.send_to(&good, to).unwrap();
+    let (msg, from) = sock.recv_from_timeout::<String>(Duration::from_secs(10)).unwrap();
+    assert_eq!(msg, "hello");
+    assert_eq!(from, raw.local_addr().unwrap());
+    assert_eq!(sock.dropped(), 4, "junk, truncated, corrupt and empty datagrams are counted");
+    // Too large for one datagram: refused at the send, nothing sent.
+    let big = vec![0u8; udp::MAX_DATAGRAM];
+    assert!(matches!(sock.send_to(&big, to), Err(Error::TooLarge { .. })));
+}
+
+#[test]
+fn an_iterative_udp_server_answers_each_datagram_to_its_source() {
+    let server = udp::Socket::bind("127.0.0.1:0").unwrap();
+    let addr = server.local_addr().unwrap();
+    let t = std::thread::spawn(move || {
+        server.serve(|q: String, _from| if q == "stop" { udp::Answer::Stop } else { udp::Answer::Reply(q.len()) })
+    });
+    let client = udp::Socket::bind("127.0.0.1:0").unwrap();
+    for word in ["a", "bb", "ccc"] {
+        client.send_to(&word.to_string(), addr).unwrap();
+        let (n, from) = client.recv_from_timeout::<usize>(Duration::from_secs(10)).unwrap();
+        assert_eq!((n, from), (word.len(), addr));
+    }
+    client.send_to(&"stop".to_string(), addr).unwrap();
+    t.join().unwrap().unwrap();
+}
+
+#[test]
+fn multicast_reaches_three_receiver_processes() {
+    // Loopback multicast: the group is joined on 127.0.0.1 and sent out
+    // of it, so no network beyond this host is needed.
+    let group = Ipv4Addr::new(239, 255, 42, 99);
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let kids: Vec<Kid> =
+        (0..3).map(|_| spawn_with_args("udp-multicast-receiver", &[&group.to_string(), &port.to_string()])).collect();
+    for kid in &kids {
+        assert_eq!(report(kid), FromChild::Ready);
+    }
+    let sender = udp::Socket::bind("127.0.0.1:0").unwrap();
+    sender.set_multicast_interface(Ipv4Addr::LOCALHOST).unwrap();
+    sender.set_multicast_loop(true).unwrap();
+    sender.set_multicast_ttl(1).unwrap();
+    sender.send_to(&"to the group".to_string(), std::net::SocketAddr::from((group, port))).unwrap();
+    let from_port = u32::from(sender.local_addr().unwrap().port());
+    for kid in kids {
+        assert_eq!(report(&kid), FromChild::Received("to the group".into(), from_port));
+        finish(kid);
+    }
+    let _ = ToChild::Go;
+}
