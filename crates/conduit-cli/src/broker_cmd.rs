@@ -206,8 +206,13 @@ pub fn create(a: &CreateArgs) -> ExitCode {
 /// Options of `conduit send`.
 #[derive(Args, Debug)]
 pub struct SendArgs {
-    /// The mailbox.
+    /// The mailbox, or a socket: `tcp:HOST:PORT`, `udp:HOST:PORT`,
+    /// `unix:PATH` (one conduit message; `--raw`: plain bytes).
     name: String,
+    /// Socket targets: send the bytes as they are, no conduit frame (TCP
+    /// and Unix: then print what the server answers until it closes).
+    #[arg(long)]
+    raw: bool,
     /// The message's type (System V `mtype`, ≥ 0).
     #[arg(long = "type", default_value_t = 1)]
     mtype: i64,
@@ -236,6 +241,9 @@ pub fn send(a: &SendArgs) -> ExitCode {
         }
         Some(s) => s.as_bytes().to_vec(),
     };
+    if crate::net_cmd::is_socket(&a.name) {
+        return crate::net_cmd::send(&a.name, &data, a.raw, a.timeout);
+    }
     let full = match (a.nowait, a.timeout, a.leave) {
         (true, _, _) => OnFull::NoWait,
         (_, Some(ms), _) => OnFull::Timeout(ms),
@@ -258,8 +266,14 @@ pub fn send(a: &SendArgs) -> ExitCode {
 /// Options of `conduit recv`.
 #[derive(Args, Debug)]
 pub struct RecvArgs {
-    /// The mailbox.
+    /// The mailbox, or a socket: `tcp:HOST:PORT` or `unix:PATH` (connect,
+    /// print the first message), `udp:HOST:PORT` (bind, print the next
+    /// datagram).
     name: String,
+    /// Socket targets: plain bytes, no conduit frames (TCP and Unix: print
+    /// everything until the server closes).
+    #[arg(long)]
+    raw: bool,
     /// Which message: 0 = the first, N > 0 = the first of type N, N < 0 =
     /// the first of the lowest type ≤ |N|.
     #[arg(long = "type", default_value_t = 0, allow_hyphen_values = true)]
@@ -273,6 +287,9 @@ pub struct RecvArgs {
 }
 
 pub fn recv(a: &RecvArgs) -> ExitCode {
+    if crate::net_cmd::is_socket(&a.name) {
+        return crate::net_cmd::recv(&a.name, a.raw, a.timeout);
+    }
     let wait = match (a.nowait, a.timeout) {
         (true, _) => WaitFor::NoWait,
         (_, Some(ms)) => WaitFor::Millis(ms),

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod broker_cmd;
+mod net_cmd;
 mod tour;
 
 use std::process::ExitCode;
@@ -32,10 +33,12 @@ enum Command {
     /// Mailboxes owned by the broker.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
-    /// Send a message to a mailbox.
+    /// Send a message to a mailbox or a socket (tcp:, udp:, unix:).
     Send(broker_cmd::SendArgs),
-    /// Receive a message from a mailbox (printed to standard output).
+    /// Receive a message from a mailbox or a socket (printed to standard output).
     Recv(broker_cmd::RecvArgs),
+    /// Listen at a socket address and print what arrives (conduit frames, or lines with --raw).
+    Listen(net_cmd::ListenArgs),
     /// List every live IPC object: conduit's and the kernel's.
     Ls(broker_cmd::LsArgs),
     /// Remove an IPC object.
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Mailbox(MailboxCommand::Create(a)) => broker_cmd::create(&a),
         Command::Send(a) => broker_cmd::send(&a),
         Command::Recv(a) => broker_cmd::recv(&a),
+        Command::Listen(a) => net_cmd::listen(&a),
         Command::Ls(a) => broker_cmd::ls(&a),
         Command::Rm(a) => broker_cmd::rm(&a),
     }

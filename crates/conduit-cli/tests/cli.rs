@@ -413,3 +413,63 @@ fn out_of_descriptors_the_daemon_neither_spins_nor_floods_its_log() {
     let out = d.run(&["mailbox", "create", "after-emfile"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Start `conduit listen ARGS...`; returns it and the address it reports.
+fn listening(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = conduit()
+        .arg("listen")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on ").expect("the address on stderr").to_string();
+    (child, addr)
+}
+
+#[test]
+fn send_and_recv_speak_to_sockets_and_listen_prints_what_arrives() {
+    use std::io::{Read, Write};
+    // Conduit frames over TCP: two senders, one listener.
+    let (mut l, addr) = listening(&["tcp:127.0.0.1:0", "--count", "2"]);
+    assert!(conduit().args(["send", &addr, "first"]).status().unwrap().success());
+    assert!(conduit().args(["send", &addr, "second"]).status().unwrap().success());
+    let mut out = String::new();
+    l.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(l.wait().unwrap().success());
+    assert_eq!(out, "first\nsecond\n");
+    // Plain lines from a plain client (`--raw`).
+    let (mut l, addr) = listening(&["tcp:127.0.0.1:0", "--raw", "--count", "2"]);
+    let port = addr.rsplit(':').next().unwrap();
+    let mut plain = std::net::TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    plain.write_all(b"one\ntwo\n").unwrap();
+    let mut out = String::new();
+    l.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(l.wait().unwrap().success());
+    assert_eq!(out, "one\ntwo\n");
+    // A datagram.
+    let (mut l, addr) = listening(&["udp:127.0.0.1:0", "--count", "1"]);
+    assert!(conduit().args(["send", &addr, "dgram"]).status().unwrap().success());
+    let mut out = String::new();
+    l.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(l.wait().unwrap().success());
+    assert_eq!(out, "dgram\n");
+    // `recv --raw` from a plain line server (the Date server's way).
+    let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    let t = std::thread::spawn(move || {
+        let (mut s, _) = plain.accept().unwrap();
+        s.write_all(b"Sun Nov 29 12:00:00 UTC 2026\n").unwrap();
+    });
+    let got = conduit().args(["recv", &format!("tcp:127.0.0.1:{port}"), "--raw"]).output().unwrap();
+    t.join().unwrap();
+    assert!(got.status.success());
+    assert_eq!(got.stdout, b"Sun Nov 29 12:00:00 UTC 2026\n");
+    // Nobody listening: a clear error, exit 1.
+    let refused = conduit().args(["send", &format!("tcp:127.0.0.1:{port}"), "x"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"), "{refused:?}");
+}

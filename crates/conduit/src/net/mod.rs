@@ -312,6 +312,84 @@ pub fn connect<S: Serialize, R: DeserializeOwned>(addr: impl ToAddr) -> Result<C
     Connect::new(addr).open()
 }
 
+/// A plain byte stream — no greeting, no frames: what the notes'
+/// programs (and any `nc`, Python or C client) speak. `Read` and `Write`
+/// block.
+#[derive(Debug)]
+pub enum Stream {
+    /// A TCP connection.
+    Tcp(std::net::TcpStream),
+    /// A Unix stream connection.
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    fn from_fd(fd: OwnedFd) -> Result<Stream, Error> {
+        sys::set_blocking(fd.as_fd())?;
+        Ok(match sys::local_addr(fd.as_fd())? {
+            Some(_) => Stream::Tcp(fd.into()),
+            None => Stream::Unix(fd.into()),
+        })
+    }
+
+    /// The peer, as the kernel knows it.
+    pub fn peer(&self) -> Result<Peer, Error> {
+        let fd = match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        };
+        Ok(sys::peer(fd)?.into())
+    }
+
+    /// Say "no more from me" (the peer reads the end of the stream) and
+    /// keep reading.
+    pub fn shutdown_write(&self) -> Result<(), Error> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write)?,
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write)?,
+        }
+        Ok(())
+    }
+
+    /// Give up a blocking read after `timeout` (`None`: never).
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(timeout)?,
+            Stream::Unix(s) => s.set_read_timeout(timeout)?,
+        }
+        Ok(())
+    }
+}
+
+impl io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connect a plain byte stream to `addr`, within `timeout`.
+pub fn connect_stream(addr: impl ToAddr, timeout: Duration) -> Result<Stream, Error> {
+    let addr = addr.to_addr()?;
+    let fd = sys::connect(addr.place(), Deadline::Until(Instant::now() + timeout))?;
+    sys::set_nodelay(fd.as_fd())?;
+    Stream::from_fd(fd)
+}
+
 /// How long an accepted connection may take to greet before it is dropped
 /// (a half-open or silent client costs nothing longer).
 pub const GREETING_TIME: Duration = Duration::from_secs(5);
@@ -404,6 +482,28 @@ impl Listener {
     /// than [`GREETING_TIME`] (port scanners, half-open or hostile clients).
     pub fn refused(&self) -> u64 {
         self.pending.lock().unwrap_or_else(|p| p.into_inner()).refused
+    }
+
+    /// Wait for the next client and hand over its connection as a plain
+    /// byte stream, with no greeting (for plain TCP clients: `nc`, a C or
+    /// Python program). A listener serves plain streams or conduit
+    /// connections, not both.
+    pub fn accept_stream(&self) -> Result<(Stream, Peer), Error> {
+        loop {
+            let ready = socket::poll(&[self.sock.as_fd(), self.stop_r.as_fd()], Deadline::Forever)?;
+            if ready[1].readable {
+                return Err(Error::Shutdown);
+            }
+            if let Some(fd) = sys::accept(self.sock.as_fd())? {
+                let _ = sys::set_nodelay(fd.as_fd());
+                let peer = match sys::peer(fd.as_fd()) {
+                    Ok(p) => p.into(),
+                    // Gone already.
+                    Err(_) => continue,
+                };
+                return Ok((Stream::from_fd(fd)?, peer));
+            }
+        }
     }
 
     /// Wait for the next client. Many clients may be connecting at once;

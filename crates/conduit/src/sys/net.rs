@@ -172,6 +172,11 @@ pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::io::ioctl_fionbio(fd, true)?)
 }
 
+/// Make a socket blocking (for plain `Read`/`Write` streams).
+pub fn set_blocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::io::ioctl_fionbio(fd, false)?)
+}
+
 /// Shut both directions of a connection (the peer sees the end at once,
 /// whoever else holds the socket).
 pub fn shutdown(fd: impl AsFd) {

@@ -1,0 +1,80 @@
+//! The notes' socket programs, run as the examples they are: the Date
+//! server answers any plain TCP client, the Date client reads any plain
+//! server, and the echo server answers in its three styles.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+/// An example's binary (cargo builds examples before it runs this test).
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
+}
+
+/// A running example, killed when dropped (a failed test leaves none).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start a server example; returns it and the address it printed.
+fn serve(name: &str, args: &[&str]) -> (Running, String) {
+    let mut child = Command::new(example(name)).args(args).stdout(Stdio::piped()).spawn().expect("start the example");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    (Running(child), line.trim().to_string())
+}
+
+#[test]
+fn the_date_server_answers_a_plain_tcp_client_with_one_line_then_closes() {
+    let (_server, addr) = serve("date_server", &["tcp:127.0.0.1:0"]);
+    let port = addr.rsplit(':').next().unwrap();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+        let mut all = String::new();
+        s.read_to_string(&mut all).unwrap();
+        let lines: Vec<&str> = all.lines().collect();
+        assert_eq!(lines.len(), 1, "{all:?}");
+        assert!(lines[0].contains(" UTC 2"), "a date line: {all:?}");
+        assert!(all.ends_with('\n'));
+    }
+}
+
+#[test]
+fn the_date_client_prints_the_line_of_a_plain_server() {
+    let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = plain.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = plain.accept().unwrap();
+        s.write_all(b"Thu Jan  1 00:00:00 UTC 1970\n").unwrap();
+    });
+    let out = Command::new(example("date_client")).arg(format!("tcp:127.0.0.1:{port}")).output().unwrap();
+    server.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "Thu Jan  1 00:00:00 UTC 1970\n");
+}
+
+#[test]
+fn the_echo_server_answers_in_all_three_styles() {
+    for style in ["iterative", "threads", "processes"] {
+        let (_server, addr) = serve("echo_server", &[style, "tcp:127.0.0.1:0"]);
+        let clients: Vec<_> = (0..3)
+            .map(|i| {
+                Command::new(example("echo_client"))
+                    .args([addr.as_str(), &format!("hello{i}"), "world"])
+                    .output()
+                    .unwrap()
+            })
+            .collect();
+        for (i, out) in clients.into_iter().enumerate() {
+            assert!(out.status.success(), "{style}: {out:?}");
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("HELLO{i}\nWORLD\n"), "{style}");
+        }
+    }
+}
