@@ -173,3 +173,123 @@ pub fn peer(p: &Peer) -> io::Result<()> {
         _ => Err(io::Error::other("expected byte channels")),
     }
 }
+
+// ------------------------------------------------------------ sockets
+
+/// `conduit/tcp` and `conduit/unix-stream`: typed bounded channels over a
+/// [`conduit::net`] connection (two sockets, credits in band), the peer a
+/// client that connects.
+fn stream_case(name: &str, listen: &str, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let mut listener = conduit::net::Listener::bind(listen).map_err(err)?;
+    listener.set_capacity(Some(CAPACITY));
+    let peer = spawn_peer(name, &[listener.local_addr().to_string()])?;
+    let m = listener.accept_timeout::<Bytes, Bytes>(Duration::from_secs(30)).map_err(err).and_then(|c| {
+        let c = c.ok_or_else(|| err("the peer did not connect"))?;
+        let mut link = Channels { tx: c.tx, rx: c.rx, zero_copy: false, max: usize::MAX };
+        driver::measure(name, &mut link, plan, tick)
+    });
+    peer.finish(m)
+}
+
+/// `conduit/tcp`: TCP over loopback, `TCP_NODELAY`.
+pub fn tcp_case(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    stream_case("conduit/tcp", "tcp:127.0.0.1:0", plan, tick)
+}
+
+/// `conduit/unix-stream`: Unix stream sockets.
+pub fn unix_stream_case(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let path = std::env::temp_dir().join(format!("conduit-bench-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    stream_case("conduit/unix-stream", &format!("unix:{}", path.display()), plan, tick)
+}
+
+/// The peer of `conduit/tcp` and `conduit/unix-stream`: connects.
+pub fn stream_peer(p: &Peer) -> io::Result<()> {
+    let c = conduit::net::Connect::new(p.arg(0)?).capacity(CAPACITY).open::<Bytes, Bytes>().map_err(err)?;
+    driver::serve(&mut Channels { tx: c.tx, rx: c.rx, zero_copy: false, max: usize::MAX })
+}
+
+/// One datagram each way, typed (conduit) or raw (the floor).
+pub(crate) trait Datagrams {
+    fn send_to(&self, data: &[u8], to: std::net::SocketAddr) -> io::Result<()>;
+    fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<std::net::SocketAddr>;
+}
+
+/// Bytes serialized as one byte string (what [`Bytes`] decodes), borrowed.
+struct Slice<'a>(&'a [u8]);
+
+impl serde::Serialize for Slice<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl Datagrams for conduit::net::udp::Socket {
+    fn send_to(&self, data: &[u8], to: std::net::SocketAddr) -> io::Result<()> {
+        conduit::net::udp::Socket::send_to(self, &Slice(data), to).map_err(err)
+    }
+    fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<std::net::SocketAddr> {
+        let (m, from) = conduit::net::udp::Socket::recv_from::<Bytes>(self).map_err(err)?;
+        *buf = m.0;
+        Ok(from)
+    }
+}
+
+/// Round trips only: datagrams carry no flow control, so a stream would
+/// measure losses, not the transport (`msgs_per_s_64b` and
+/// `gb_per_s_1mib` are `null`).
+pub(crate) fn datagram_case(
+    name: &str,
+    sock: &dyn Datagrams,
+    plan: Plan,
+    tick: &mut dyn FnMut(),
+) -> io::Result<Measurement> {
+    let mut buf = Vec::new();
+    // The peer says hello: that is its address.
+    let to = sock.recv_from(&mut buf)?;
+    let ping = 0x0123_4567_89ab_cdefu64.to_le_bytes();
+    let rtts = driver::round_trips(plan, || {
+        sock.send_to(&ping, to)?;
+        sock.recv_from(&mut buf)?;
+        if buf == ping { Ok(()) } else { Err(io::Error::other("echo differs")) }
+    })?;
+    tick();
+    sock.send_to(b"quit", to)?;
+    Ok(Measurement {
+        name: name.to_string(),
+        rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
+        rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
+        msgs_per_s_64b: None,
+        gb_per_s_1mib: None,
+    })
+}
+
+/// The peer of a datagram case: hello, then echo until "quit".
+pub(crate) fn datagram_peer(sock: &dyn Datagrams, to: std::net::SocketAddr) -> io::Result<()> {
+    sock.send_to(b"hello", to)?;
+    let mut buf = Vec::new();
+    loop {
+        let from = sock.recv_from(&mut buf)?;
+        if buf == b"quit" {
+            return Ok(());
+        }
+        sock.send_to(&buf, from)?;
+    }
+}
+
+/// `conduit/udp`: typed datagrams over loopback UDP.
+pub fn udp_case(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let sock = conduit::net::udp::Socket::bind("127.0.0.1:0").map_err(err)?;
+    sock.as_std().set_read_timeout(Some(Duration::from_secs(10)))?;
+    let peer = spawn_peer("conduit/udp", &[sock.local_addr().map_err(err)?.to_string()])?;
+    let m = datagram_case("conduit/udp", &sock, plan, tick);
+    peer.finish(m)
+}
+
+/// The peer of `conduit/udp`.
+pub fn udp_peer(p: &Peer) -> io::Result<()> {
+    let sock = conduit::net::udp::Socket::bind("127.0.0.1:0").map_err(err)?;
+    sock.as_std().set_read_timeout(Some(Duration::from_secs(30)))?;
+    let to = p.arg(0)?.parse().map_err(err)?;
+    datagram_peer(&sock, to)
+}

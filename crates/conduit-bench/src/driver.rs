@@ -132,7 +132,8 @@ pub fn serve(link: &mut dyn Link) -> io::Result<()> {
     }
 }
 
-pub(crate) fn percentile(sorted: &[u64], p: f64) -> f64 {
+/// The `p` quantile (0..=1) of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize] as f64
 }
 
@@ -149,7 +150,7 @@ fn end_batch(link: &mut dyn Link, buf: &mut Vec<u8>, expect: u64) -> io::Result<
 
 /// Time round trips (`one`), after an untimed warm-up (a tenth of them,
 /// or of the budget): each in ns, sorted.
-pub(crate) fn round_trips(plan: Plan, mut one: impl FnMut() -> io::Result<()>) -> io::Result<Vec<u64>> {
+pub fn round_trips(plan: Plan, mut one: impl FnMut() -> io::Result<()>) -> io::Result<Vec<u64>> {
     let warm = Instant::now();
     for i in 0..plan.round_trips / 10 {
         if i >= 10 && warm.elapsed() > plan.budget / 10 {

@@ -152,6 +152,39 @@ pub fn tcp_peer(p: &Peer) -> io::Result<()> {
     driver::serve(&mut Framed { r: s.try_clone()?, w: s })
 }
 
+// ---------------------------------------------------------------- udp
+
+/// A raw UDP socket: one datagram per message.
+impl crate::conduit_cases::Datagrams for std::net::UdpSocket {
+    fn send_to(&self, data: &[u8], to: std::net::SocketAddr) -> io::Result<()> {
+        std::net::UdpSocket::send_to(self, data, to)?;
+        Ok(())
+    }
+    fn recv_from(&self, buf: &mut Vec<u8>) -> io::Result<std::net::SocketAddr> {
+        buf.resize(64 * 1024, 0);
+        let (n, from) = std::net::UdpSocket::recv_from(self, buf)?;
+        buf.truncate(n);
+        Ok(from)
+    }
+}
+
+/// `floor/udp`: raw datagrams over loopback UDP (round trips only).
+pub fn udp(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+    let peer = spawn_peer("floor/udp", &[sock.local_addr()?.to_string()])?;
+    let m = crate::conduit_cases::datagram_case("floor/udp", &sock, plan, tick);
+    peer.finish(m)
+}
+
+/// The peer of `floor/udp`.
+pub fn udp_peer(p: &Peer) -> io::Result<()> {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let to = p.arg(0)?.parse().map_err(io::Error::other)?;
+    crate::conduit_cases::datagram_peer(&sock, to)
+}
+
 // -------------------------------------------------------- posix mq
 
 /// A pair of POSIX message queues. Their descriptors are closed on drop

@@ -70,6 +70,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("floor/pipe", floors::pipe, floors::pipe_peer),
     ("floor/uds", floors::uds, floors::uds_peer),
     ("floor/tcp", floors::tcp, floors::tcp_peer),
+    ("floor/udp", floors::udp, floors::udp_peer),
     ("floor/posix-mq", floors::posix_mq, floors::posix_mq_peer),
     ("floor/memcpy", floors::memcpy, floors::no_peer),
     ("conduit/shm-spin", conduit_cases::shm_spin, conduit_cases::peer),
@@ -78,6 +79,9 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/uds", conduit_cases::uds, conduit_cases::peer),
     ("conduit/pipe", conduit_cases::pipe_case, conduit_cases::peer),
     ("conduit/fifo", conduit_cases::fifo_case, conduit_cases::fifo_peer),
+    ("conduit/tcp", conduit_cases::tcp_case, conduit_cases::stream_peer),
+    ("conduit/unix-stream", conduit_cases::unix_stream_case, conduit_cases::stream_peer),
+    ("conduit/udp", conduit_cases::udp_case, conduit_cases::udp_peer),
     ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
@@ -104,6 +108,10 @@ const RUN_ORDER: &[&str] = &[
     "conduit/pipe",
     "conduit/fifo",
     "floor/tcp",
+    "conduit/tcp",
+    "conduit/unix-stream",
+    "floor/udp",
+    "conduit/udp",
     "peer/ipc-channel",
 ];
 
@@ -244,7 +252,9 @@ fn print_table(results: &[Measurement]) {
     let mq_64 = get(results, "floor/posix-mq").and_then(|m| m.msgs_per_s_64b);
     let pipe_64 = get(results, "conduit/pipe").and_then(|m| m.msgs_per_s_64b);
     let floor_pipe_64 = get(results, "floor/pipe").and_then(|m| m.msgs_per_s_64b);
-    let targets: [(&str, Option<f64>, bool, f64); 12] = [
+    let tcp_64 = get(results, "conduit/tcp").and_then(|m| m.msgs_per_s_64b);
+    let floor_tcp_64 = get(results, "floor/tcp").and_then(|m| m.msgs_per_s_64b);
+    let targets: [(&str, Option<f64>, bool, f64); 15] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
         ("conduit/uds 1 MiB GB/s ÷ floor/uds", ratio("conduit/uds", gbs, "floor/uds", gbs), false, 0.7),
         ("conduit/pipe rtt p50 ÷ floor/pipe", ratio("conduit/pipe", rtt, "floor/pipe", rtt), true, 1.2),
@@ -257,6 +267,9 @@ fn print_table(results: &[Measurement]) {
         ("conduit/shm-loan 1 MiB GB/s ÷ conduit/shm", ratio("conduit/shm-loan", gbs, "conduit/shm", gbs), false, 1.0),
         ("conduit/mailbox 64 B msgs/s ÷ floor/posix-mq", mbox_64.zip(mq_64).map(|(a, b)| a / b), false, 1.0),
         ("conduit/mailbox round trips/s ÷ peer/dbus", ratio("peer/dbus", rtt, "conduit/mailbox", rtt), false, 10.0),
+        ("conduit/tcp rtt p50 ÷ floor/tcp", ratio("conduit/tcp", rtt, "floor/tcp", rtt), true, 1.2),
+        ("conduit/tcp 64 B msgs/s ÷ floor/tcp", tcp_64.zip(floor_tcp_64).map(|(a, b)| a / b), false, 0.8),
+        ("conduit/udp rtt p50 ÷ floor/udp", ratio("conduit/udp", rtt, "floor/udp", rtt), true, 1.2),
     ];
     let measured: Vec<_> = targets.iter().filter_map(|(n, r, le, t)| r.map(|r| (n, r, le, t))).collect();
     if !measured.is_empty() {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::{Kid, finish, outcome, report, spawn_with_args};
 use conduit::net::{self, Addr, Conn, Listener, Peer, udp};
 use conduit::{Error, RecvError, RecvTimeoutError, SendError, WireError};
-use conduit_tests::{FromChild, ToChild};
+use conduit_tests::FromChild;
 use serde::{Deserialize, Serialize};
 
 fn tcp_listener(capacity: Option<usize>) -> Listener {
@@ -90,6 +90,75 @@ fn rendezvous_over_tcp_returns_only_once_the_receiver_takes_it() {
     assert_eq!(report(&kid), FromChild::Sent(1));
     assert!(matches!(conn.rx.recv(), Err(RecvError::Disconnected)));
     finish(kid);
+}
+
+#[test]
+fn an_unbounded_tcp_sender_never_blocks_while_the_receiver_sleeps() {
+    // 20 000 messages of 1 KiB: far more than the kernel buffers, so
+    // frames go in part and wait in the sender's outbox.
+    const N: u64 = 20_000;
+    let l = tcp_listener(None);
+    let kid = spawn_with_args("net-flood", &[&l.local_addr().to_string(), &N.to_string()]);
+    let conn: Conn<(), Vec<u8>> = l.accept().expect("accept");
+    assert_eq!(report(&kid), FromChild::Sent(N), "nothing received yet");
+    for i in 0..N {
+        assert_eq!(conn.rx.recv().unwrap(), i.to_le_bytes().repeat(128), "message {i} whole and in order");
+    }
+    assert!(matches!(conn.rx.recv(), Err(RecvError::Disconnected)));
+    finish(kid);
+}
+
+#[test]
+fn timeouts_large_messages_and_a_receivers_limit_over_tcp() {
+    let mut l = tcp_listener(Some(2));
+    l.set_capacity(Some(2));
+    let addr = l.local_addr().clone();
+    let server = std::thread::spawn(move || l.accept::<Vec<u8>, Vec<u8>>().unwrap());
+    let client = net::Connect::new(&addr).capacity(2).open::<Vec<u8>, Vec<u8>>().unwrap();
+    let server = server.join().unwrap();
+    assert!(matches!(client.rx.try_recv(), Err(conduit::TryRecvError::Empty)));
+    assert!(matches!(client.rx.recv_timeout(Duration::from_millis(20)), Err(RecvTimeoutError::Timeout)));
+    // 4 MiB each way: written in part, finished by the link.
+    let big: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    client.tx.send(big.clone()).unwrap();
+    assert_eq!(server.rx.recv().unwrap(), big);
+    server.tx.send(big.clone()).unwrap();
+    assert_eq!(client.rx.recv().unwrap(), big);
+    // A receiver's own limit: refused by its declared size, the stream
+    // goes on.
+    server.rx.set_max_message(1024);
+    client.tx.send(vec![1; 4096]).unwrap();
+    client.tx.send(vec![2; 10]).unwrap();
+    assert!(matches!(server.rx.recv(), Err(RecvError::Failed(Error::Wire(WireError::TooLarge { .. })))));
+    assert_eq!(server.rx.recv().unwrap(), vec![2; 10]);
+}
+
+#[test]
+fn a_large_bounded_tcp_channel_is_never_over_full_and_a_waiting_sender_gets_its_credit() {
+    // n = 32: credits go back with the next receive, or at once when the
+    // sender asks (it does as it starts to wait).
+    let l = tcp_listener(Some(32));
+    let addr = l.local_addr().clone();
+    let server = std::thread::spawn(move || l.accept::<(), u64>().unwrap());
+    let client = net::connect::<u64, ()>(&addr).unwrap();
+    let server = server.join().unwrap();
+    for i in 0..32 {
+        client.tx.try_send(i).unwrap();
+    }
+    assert!(matches!(client.tx.try_send(32), Err(conduit::TrySendError::Full(32))), "33 would be over full");
+    let (done_tx, done_rx) = conduit::unbounded::<u64>().unwrap();
+    let sender = std::thread::spawn(move || {
+        client.tx.send(32).unwrap();
+        done_tx.send(32).unwrap();
+        client
+    });
+    assert!(matches!(done_rx.recv_timeout(Duration::from_millis(200)), Err(RecvTimeoutError::Timeout)));
+    assert_eq!(server.rx.recv().unwrap(), 0);
+    assert_eq!(done_rx.recv_timeout(Duration::from_secs(10)).unwrap(), 32, "one taken: the waiting send goes");
+    let _client = sender.join().unwrap();
+    for i in 1..=32 {
+        assert_eq!(server.rx.recv().unwrap(), i);
+    }
 }
 
 fn kill_and_reap(mut kid: Kid) -> Instant {
@@ -366,7 +435,10 @@ fn multicast_reaches_three_receiver_processes() {
     // Loopback multicast: the group is joined on 127.0.0.1 and sent out
     // of it, so no network beyond this host is needed.
     let group = Ipv4Addr::new(239, 255, 42, 99);
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // This process's own member holds the port (no other socket of the
+    // machine can take it meanwhile) and hears the group too.
+    let own = udp::Socket::multicast(group, 0, Ipv4Addr::LOCALHOST).unwrap();
+    let port = own.local_addr().unwrap().port();
     let kids: Vec<Kid> =
         (0..3).map(|_| spawn_with_args("udp-multicast-receiver", &[&group.to_string(), &port.to_string()])).collect();
     for kid in &kids {
@@ -382,5 +454,7 @@ fn multicast_reaches_three_receiver_processes() {
         assert_eq!(report(&kid), FromChild::Received("to the group".into(), from_port));
         finish(kid);
     }
-    let _ = ToChild::Go;
+    let (m, _) = own.recv_from_timeout::<String>(Duration::from_secs(10)).unwrap();
+    assert_eq!(m, "to the group");
+    own.leave(group, Ipv4Addr::LOCALHOST).unwrap();
 }

@@ -93,6 +93,17 @@ fn main() {
             let conn = conduit::net::connect::<u64, ()>(addr_arg()).expect("connect");
             rendezvous_script(&up, &conn.tx);
         }
+        "net-flood" => {
+            // argv: address, count. An unbounded sender never blocks,
+            // whatever the kernel buffers.
+            let n: u64 = std::env::args().nth(3).unwrap().parse().unwrap();
+            let conn = conduit::net::connect::<Vec<u8>, ()>(addr_arg()).expect("connect");
+            for i in 0..n {
+                conn.tx.try_send(i.to_le_bytes().repeat(128)).expect("unbounded send never blocks");
+            }
+            report(&up, FromChild::Sent(n));
+            conn.tx.flush();
+        }
         "net-echo-client" => {
             // argv: address, messages, client number. Each reply must be
             // the upper-cased message, in order.

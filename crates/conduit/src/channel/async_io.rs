@@ -77,6 +77,7 @@ impl<T: Serialize> Sender<T> {
                 drop(guard);
                 return self.core.write::<T>(Frame::Encoded(frame), Deadline::Never).map_err(|f| f.send(msg));
             }
+            self.core.link.ask_for_credit();
             if let Err(e) = readable(self.core.link.bell_fd()).await {
                 return Err(SendError::Failed(msg, e.into()));
             }

@@ -137,7 +137,7 @@ impl<T> Receiver<T> {
     pub(crate) fn begin(&self) {
         if self.ctl.capacity() == Capacity::Zero && !self.token.swap(true, SeqCst) {
             if self.link.credits_in_band() {
-                self.link.grant(1);
+                self.link.grant(1, true);
                 return;
             }
             // (Shared memory: senders sleep on the ring, not counted in
@@ -176,7 +176,12 @@ impl<T> Receiver<T> {
         match self.ctl.capacity() {
             // Shared memory: the ring's release returns the credit.
             Capacity::Bounded(_) if self.link.credits_in_ring() => {}
-            Capacity::Bounded(_) if self.link.credits_in_band() => self.link.grant(1),
+            // Small capacities return each credit at once; larger ones hold
+            // back at most the last one until the next receive (see
+            // `transport::stream`).
+            Capacity::Bounded(n) if self.link.credits_in_band() => {
+                self.link.grant(1, n < super::transport::stream::DEFER_CREDITS_FROM)
+            }
             Capacity::Bounded(_) => {
                 if self.ctl.release() {
                     self.link.ring_senders();

@@ -28,6 +28,8 @@ pub(crate) struct Stream {
     bytes: Vec<u8>,
     start: usize,
     end: usize,
+    /// Whole frames before this index were looked at by `saw_ahead`.
+    scanned: usize,
     /// Bytes of a refused frame still to throw away as they come.
     skip: usize,
     /// Every writer is gone.
@@ -46,16 +48,36 @@ impl Stream {
 
     fn consume(&mut self, n: usize) {
         self.start += n;
+        self.scanned = self.scanned.max(self.start);
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            self.scanned = 0;
         }
     }
 
     fn clear(&mut self) {
         self.start = 0;
         self.end = 0;
+        self.scanned = 0;
         self.skip = 0;
+    }
+
+    /// True if a whole frame of `kind` waits behind the first, among the
+    /// frames not looked at before (each header is read once).
+    pub fn saw_ahead(&mut self, kind: Kind) -> bool {
+        let mut seen = false;
+        if self.skip > 0 {
+            return false;
+        }
+        while let Ok(Some((total, _))) = wire::stream_frame_len(&self.bytes[self.scanned..self.end]) {
+            if self.end - self.scanned < total {
+                break;
+            }
+            seen |= self.bytes[self.scanned + 3] == kind as u8;
+            self.scanned += total;
+        }
+        seen
     }
 
     /// Nothing is held: the end may move to another process.
@@ -138,6 +160,7 @@ impl Stream {
         if self.start > 0 && self.bytes.len() - self.end < CHUNK {
             self.bytes.copy_within(self.start..self.end, 0);
             self.end -= self.start;
+            self.scanned -= self.start;
             self.start = 0;
         }
         if self.bytes.len() - self.end < CHUNK {

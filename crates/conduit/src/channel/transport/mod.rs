@@ -164,6 +164,14 @@ impl TxLink {
         }
     }
 
+    /// About to wait for a credit: a stream link tells its receiver (which
+    /// then returns credits at once rather than with its next receive).
+    pub fn ask_for_credit(&self) {
+        if let TxLink::Stream(l) = self {
+            l.ask();
+        }
+    }
+
     /// Block until a frame of `len` bytes may fit (or the receiver is
     /// gone): the outbox's flusher.
     pub fn wait_room(&self, len: usize) -> io::Result<()> {
@@ -422,9 +430,11 @@ impl RxLink {
     }
 
     /// Grant the senders `n` more (credits or tokens): stream links.
-    pub fn grant(&self, n: u32) {
+    /// `now`: send at once (a rendezvous token); else with the next
+    /// receive, or at once if the sender asked.
+    pub fn grant(&self, n: u32, now: bool) {
         if let RxLink::Stream(l) = self {
-            l.grant(n);
+            l.grant(n, now);
         }
     }
 
