@@ -250,6 +250,43 @@ fn fifo() -> Step {
         .into())
 }
 
+fn tcp() -> Step {
+    let mut listener = conduit::net::Listener::bind("tcp:127.0.0.1:0").map_err(e)?;
+    listener.set_capacity(Some(3));
+    let addr = listener.local_addr().to_string();
+    let kid = spawn_with("tcp-client", &[&addr])?;
+    let conn = listener
+        .accept_timeout::<String, String>(Duration::from_secs(10))
+        .map_err(e)?
+        .ok_or("the client did not connect")?;
+    let hello = conn.rx.recv_timeout(Duration::from_secs(10)).map_err(e)?;
+    conn.tx.send(hello.to_uppercase()).map_err(e)?;
+    let pid = kid.child.id();
+    expect(&kid, Tell::Heard("HELLO OVER TCP".into(), pid))?;
+    finish(kid)?;
+    Ok(format!(
+        "a client process (pid {pid}) connected to {addr} from {}; typed messages both ways, bounded(3) by credits in band",
+        conn.peer
+    ))
+}
+
+fn udp() -> Step {
+    let kid = spawn("udp-echo")?;
+    let Tell::Heard(addr, _) = kid.rx.recv_timeout(Duration::from_secs(10)).map_err(e)? else {
+        return Err("want the child's address".into());
+    };
+    let sock = conduit::net::udp::Socket::bind("127.0.0.1:0").map_err(e)?;
+    // A corrupt datagram first: dropped and counted by the child.
+    sock.as_std().send_to(b"not a frame", &addr).map_err(e)?;
+    sock.send_to(&"ping".to_string(), addr.as_str()).map_err(e)?;
+    let (answer, _) = sock.recv_from_timeout::<(String, u64)>(Duration::from_secs(10)).map_err(e)?;
+    finish(kid)?;
+    if answer != ("PING".to_string(), 1) {
+        return Err(format!("unexpected answer {answer:?}"));
+    }
+    Ok(format!("a typed datagram to {addr} and its answer back; the corrupt one before it was dropped and counted"))
+}
+
 fn rights() -> Step {
     let b = spawn("relay-b")?;
     let c = spawn("relay-c")?;
@@ -472,7 +509,7 @@ fn async_tokio() -> Step {
 
 /// Run the tour.
 pub fn run() -> ExitCode {
-    let steps: [(&str, StepFn); 18] = [
+    let steps: [(&str, StepFn); 20] = [
         ("spawn", spawn_with_link),
         ("round-trip", round_trip),
         ("bounded", bounded),
@@ -487,6 +524,8 @@ pub fn run() -> ExitCode {
         ("zero-copy", zero_copy),
         ("pipe", pipes),
         ("fifo", fifo),
+        ("tcp", tcp),
+        ("udp", udp),
         ("segment", segment),
         ("idle", idle),
         ("mailbox", mailbox),
@@ -551,6 +590,18 @@ fn child_role(role: &str) -> Result<(), String> {
         }
         tx.flush();
         return say(Tell::Done(1000));
+    }
+    if role == "tcp-client" {
+        let conn = conduit::net::connect::<String, String>(arg.as_str()).map_err(e)?;
+        conn.tx.send("hello over TCP".into()).map_err(e)?;
+        let back = conn.rx.recv_timeout(Duration::from_secs(10)).map_err(e)?;
+        return say(Tell::Heard(back, std::process::id()));
+    }
+    if role == "udp-echo" {
+        let sock = conduit::net::udp::Socket::bind("127.0.0.1:0").map_err(e)?;
+        say(Tell::Heard(sock.local_addr().map_err(e)?.to_string(), std::process::id()))?;
+        let (q, from) = sock.recv_from_timeout::<String>(Duration::from_secs(10)).map_err(e)?;
+        return sock.send_to(&(q.to_uppercase(), sock.dropped()), from).map_err(e);
     }
     if role == "pipe-hello" {
         return say(Tell::Heard("hello through a pipe".into(), std::process::id()));

@@ -36,6 +36,8 @@ fn tour_runs_every_step_and_exits_0() {
         "call",
         "dead-peer",
         "async",
+        "tcp",
+        "udp",
     ] {
         assert!(text.lines().any(|l| l.trim_start().starts_with("ok") && l.contains(step)), "step {step}:\n{text}");
     }
@@ -43,13 +45,14 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 22] = [
     "floor/line",
     "floor/spin",
     "floor/futex",
     "floor/pipe",
     "floor/uds",
     "floor/tcp",
+    "floor/udp",
     "floor/posix-mq",
     "floor/memcpy",
     "conduit/shm-spin",
@@ -58,6 +61,9 @@ const NAMES: [&str; 18] = [
     "conduit/uds",
     "conduit/pipe",
     "conduit/fifo",
+    "conduit/tcp",
+    "conduit/unix-stream",
+    "conduit/udp",
     "conduit/mailbox",
     "peer/iceoryx2",
     "peer/ipc-channel",
