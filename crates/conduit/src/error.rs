@@ -34,7 +34,7 @@ pub enum Error {
     },
     /// Per-message credentials are not available on this channel.
     #[error(
-        "no sender credentials on this channel: only socket channels carry them (on shared memory and pipes the kernel names no sender)"
+        "no sender credentials on this channel: only Unix socket channels carry them (on shared memory and pipes the kernel names no sender; a TCP peer is an address: Receiver::peer)"
     )]
     NoCredentials,
     /// The transport cannot do this (e.g. carry a right through a pipe).

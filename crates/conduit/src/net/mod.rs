@@ -206,11 +206,24 @@ fn capacity(c: Option<usize>) -> Capacity {
     }
 }
 
+/// The largest message a receiver of a network connection takes unless
+/// told otherwise (`Listener::set_max_message`, `Connect::max_message`,
+/// `Receiver::set_max_message`): a peer on the network may be anyone, and
+/// a frame is kept whole until it is decoded.
+pub const DEFAULT_MAX_MESSAGE: usize = 64 << 20;
+
 /// Make the pair from two greeted connections.
-fn pair<S, R>(send: OwnedFd, send_cap: Capacity, recv: OwnedFd, recv_cap: Capacity) -> Result<Conn<S, R>, Error> {
+fn pair<S, R>(
+    send: OwnedFd,
+    send_cap: Capacity,
+    recv: OwnedFd,
+    recv_cap: Capacity,
+    max_message: usize,
+) -> Result<Conn<S, R>, Error> {
     let peer = sys::peer(recv.as_fd())?.into();
     let tx = Sender::from_link(TxLink::Stream(StreamTx::new(send)), Ctl::create(send_cap)?);
     let rx = Receiver::from_link(RxLink::Stream(StreamRx::new(recv)), Ctl::create(recv_cap)?);
+    rx.set_max_message(max_message);
     Ok(Conn { tx, rx, peer })
 }
 
@@ -239,19 +252,33 @@ pub struct Connect {
     addr: Result<Addr, String>,
     capacity: Option<usize>,
     timeout: Duration,
+    max_message: usize,
 }
 
 impl Connect {
     /// Connect to `addr`; this side receives on an unbounded channel and
     /// gives up after 10 s, unless told otherwise.
     pub fn new(addr: impl ToAddr) -> Connect {
-        Connect { addr: addr.to_addr().map_err(|e| e.to_string()), capacity: None, timeout: Duration::from_secs(10) }
+        Connect {
+            addr: addr.to_addr().map_err(|e| e.to_string()),
+            capacity: None,
+            timeout: Duration::from_secs(10),
+            max_message: DEFAULT_MAX_MESSAGE,
+        }
     }
 
     /// This side's receiver holds at most `n` messages (`0`: rendezvous);
     /// the peer's sends wait for room.
     pub fn capacity(mut self, n: usize) -> Connect {
         self.capacity = Some(n);
+        self
+    }
+
+    /// This side's receiver refuses messages over `bytes` (default
+    /// [`DEFAULT_MAX_MESSAGE`]), by their declared size, before reading
+    /// them.
+    pub fn max_message(mut self, bytes: usize) -> Connect {
+        self.max_message = bytes;
         self
     }
 
@@ -302,7 +329,7 @@ impl Connect {
         if welcome.role != Role::Welcome || welcome.cookie != cookie {
             return Err(Error::Handshake("the server's welcome does not answer this connection"));
         }
-        pair(up, welcome.capacity, down, mine)
+        pair(up, welcome.capacity, down, mine, self.max_message)
     }
 }
 
@@ -403,6 +430,7 @@ pub struct Listener {
     sock: OwnedFd,
     addr: Addr,
     capacity: Option<usize>,
+    max_message: usize,
     pending: Mutex<Pending>,
     stop_r: OwnedFd,
     stop_w: std::sync::Arc<OwnedFd>,
@@ -454,6 +482,7 @@ impl Listener {
             sock,
             addr,
             capacity: None,
+            max_message: DEFAULT_MAX_MESSAGE,
             pending: Mutex::default(),
             stop_r,
             stop_w: std::sync::Arc::new(stop_w),
@@ -471,6 +500,13 @@ impl Listener {
     /// (the default) unbounded, `Some(0)` rendezvous, `Some(n)` bounded.
     pub fn set_capacity(&mut self, capacity: Option<usize>) {
         self.capacity = capacity;
+    }
+
+    /// The receiver of each accepted connection refuses messages over
+    /// `bytes` (default [`DEFAULT_MAX_MESSAGE`]), by their declared size,
+    /// before reading them.
+    pub fn set_max_message(&mut self, bytes: usize) {
+        self.max_message = bytes;
     }
 
     /// A handle that stops this listener from another thread.
@@ -633,7 +669,7 @@ impl Listener {
             p.refused += 1;
             return Ok(None);
         }
-        match pair(down_fd, down_hello.capacity, up_fd, mine) {
+        match pair(down_fd, down_hello.capacity, up_fd, mine, self.max_message) {
             Ok(c) => Ok(Some(c)),
             // The client went away meanwhile.
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotConnected => Ok(None),

@@ -181,16 +181,24 @@ impl Socket {
     }
 
     fn next<T: DeserializeOwned>(&self) -> Result<(T, SocketAddr), Error> {
-        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
-        loop {
-            let (n, from) = self.sock.recv_from(&mut buf)?;
-            match decode(&buf[..n]) {
-                Ok(msg) => return Ok((msg, from)),
-                Err(_) => {
-                    self.dropped.fetch_add(1, Relaxed);
+        thread_local! {
+            static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        BUF.with(|b| {
+            let mut buf = b.borrow_mut();
+            if buf.len() < MAX_DATAGRAM + 1 {
+                buf.resize(MAX_DATAGRAM + 1, 0);
+            }
+            loop {
+                let (n, from) = self.sock.recv_from(&mut buf)?;
+                match decode(&buf[..n]) {
+                    Ok(msg) => return Ok((msg, from)),
+                    Err(_) => {
+                        self.dropped.fetch_add(1, Relaxed);
+                    }
                 }
             }
-        }
+        })
     }
 
     /// The notes' iterative connectionless server: take each datagram in
