@@ -221,6 +221,12 @@ fn tcp_receivers_work_in_a_port_set_and_in_async() {
 fn a_network_receiver_refuses_by_default_what_is_over_64_mib_and_goes_on() {
     let (c, s) = loopback::<Vec<u8>, Vec<u8>>(None);
     assert_eq!(s.rx.max_message(), net::DEFAULT_MAX_MESSAGE);
+    // Who sent it, as the kernel knows it: a TCP peer is its address.
+    c.tx.send(vec![1]).unwrap();
+    let (m, peer) = s.rx.recv_with_peer().unwrap();
+    assert_eq!((m, peer), (vec![1], s.peer));
+    assert!(matches!(peer, Peer::Addr(a) if a.ip().is_loopback()));
+    assert!(matches!(s.rx.recv_from(), Err(RecvError::Failed(Error::NoCredentials))));
     c.tx.send(vec![0; net::DEFAULT_MAX_MESSAGE + 1]).unwrap();
     c.tx.send(vec![7; 3]).unwrap();
     assert!(matches!(s.rx.recv(), Err(RecvError::Failed(Error::Wire(WireError::TooLarge { .. })))));

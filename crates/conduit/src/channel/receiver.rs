@@ -333,6 +333,18 @@ impl<T: DeserializeOwned> Receiver<T> {
         Ok((msg, creds.ok_or_else(no_creds)?))
     }
 
+    /// Like [`recv`](Self::recv), and say who sent the message as the
+    /// kernel knows it, on every channel where it does: a socket
+    /// channel's sender process (`SCM_CREDENTIALS`, per message), a Unix
+    /// stream peer's process (`SO_PEERCRED`), a TCP peer's address.
+    /// Shared memory and pipes: [`Error::NoCredentials`].
+    pub fn recv_with_peer(&self) -> Result<(T, crate::net::Peer), RecvError> {
+        if let Some(peer) = self.peer() {
+            return self.recv().map(|m| (m, peer));
+        }
+        self.recv_from().map(|(m, c)| (m, crate::net::Peer::Process(c)))
+    }
+
     /// A blocking iterator; it ends when the channel is disconnected.
     /// Frames that fail to decode are skipped.
     pub fn iter(&self) -> impl Iterator<Item = T> + '_ {

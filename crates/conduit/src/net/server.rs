@@ -43,8 +43,9 @@ fn next<S: Serialize, R: DeserializeOwned>(listener: &Listener) -> Result<Option
             Ok(c) => return Ok(Some(c)),
             Err(Error::Shutdown) => return Ok(None),
             Err(e) if passing(&e) => {
-                // Out of descriptors: give the others a moment to close.
-                std::thread::yield_now();
+                // Out of descriptors (or one client's failure): give the
+                // others a moment to close theirs rather than spin.
+                std::thread::sleep(std::time::Duration::from_millis(10));
                 continue;
             }
             Err(e) => return Err(e),
@@ -53,7 +54,10 @@ fn next<S: Serialize, R: DeserializeOwned>(listener: &Listener) -> Result<Option
 }
 
 /// Serve one client at a time: accept, run `handler` to the end, accept
-/// the next. Clients that connect meanwhile wait in the backlog.
+/// the next. Clients that connect meanwhile wait (their `connect` returns
+/// when their turn comes, or times out). A client that stops reading holds
+/// an iterative server as long as the handler waits for it: handlers of
+/// untrusted clients send with `send_timeout`.
 pub fn serve_iterative<S, R>(listener: &Listener, mut handler: impl FnMut(Conn<S, R>)) -> Result<(), Error>
 where
     S: Serialize,

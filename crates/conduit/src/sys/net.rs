@@ -83,7 +83,9 @@ pub fn connect(place: Place<'_>, wait: Deadline) -> io::Result<OwnedFd> {
             if wait.expired() || wait == Deadline::Never {
                 return Err(io::ErrorKind::TimedOut.into());
             }
-            std::thread::yield_now();
+            // The listener's backlog is full: nothing to poll for, so look
+            // again shortly.
+            std::thread::sleep(std::time::Duration::from_millis(1));
             match rustix::net::connect(&fd, &SocketAddrUnix::new(path)?) {
                 Ok(()) | Err(rustix::io::Errno::ISCONN) => return Ok(fd),
                 Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
