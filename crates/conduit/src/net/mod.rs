@@ -5,7 +5,7 @@
 //! An endpoint is an address ([`Addr`]: `tcp:HOST:PORT`, `unix:PATH`). A
 //! server binds a [`Listener`] (with a backlog) and accepts; a client
 //! [`connect`]s within a timeout. Each accepted client is a [`Conn`]: a
-//! typed [`Sender`] and [`Receiver`] with the same capacity, timeout and
+//! typed [`Sender`](crate::Sender) and [`Receiver`](crate::Receiver) with the same capacity, timeout and
 //! disconnection rules as every conduit channel — `bounded(n)` exact over
 //! TCP too, by credits carried in band (see `docs/WIRE.md`), rendezvous,
 //! `Disconnected` when the peer dies. [`serve_iterative`],

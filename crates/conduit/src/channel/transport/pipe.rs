@@ -25,9 +25,9 @@
 //!   `POLLERR` for writers (`Disconnected`), never `SIGPIPE`.
 //! * **Framing lost.** A header that breaks the format means nothing after
 //!   it can be trusted: the receiver reports it once as a typed
-//!   [`WireError`] and then `Disconnected`. A frame (or a fragmented
+//!   [`WireError`](crate::WireError) and then `Disconnected`. A frame (or a fragmented
 //!   message) declaring more than the receiver's limit is skipped as it
-//!   arrives (never kept) and reported as [`WireError::TooLarge`]; the
+//!   arrives (never kept) and reported as [`WireError::TooLarge`](crate::WireError::TooLarge); the
 //!   stream goes on.
 
 use std::io;
