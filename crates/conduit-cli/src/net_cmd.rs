@@ -51,6 +51,27 @@ fn out(bytes: &[u8], newline: bool) -> std::io::Result<()> {
     o.flush()
 }
 
+/// A plain stream, like `nc`: connect, write `data` (then say no more),
+/// print what the server sends until it closes.
+fn plain(target: &str, connect: Duration, read: Option<Duration>, data: Option<&[u8]>) -> ExitCode {
+    let run = || -> Result<(), conduit::Error> {
+        let mut s = net::connect_stream(target, connect)?;
+        if let Some(data) = data {
+            s.write_all(data)?;
+            s.shutdown_write()?;
+        }
+        s.set_read_timeout(read)?;
+        let mut all = Vec::new();
+        s.read_to_end(&mut all)?;
+        out(&all, false)?;
+        Ok(())
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => timeout_code(&e),
+    }
+}
+
 /// `conduit send TARGET DATA` to a socket.
 pub fn send(target: &str, data: &[u8], raw: bool, timeout: Option<u64>) -> ExitCode {
     let wait = Duration::from_millis(timeout.unwrap_or(10_000));
@@ -73,20 +94,7 @@ pub fn send(target: &str, data: &[u8], raw: bool, timeout: Option<u64>) -> ExitC
     if raw {
         // Like nc: the bytes, the end of our side, then whatever the
         // server answers until it closes.
-        let run = || -> Result<(), conduit::Error> {
-            let mut s = net::connect_stream(target, wait)?;
-            s.write_all(data)?;
-            s.shutdown_write()?;
-            s.set_read_timeout(Some(wait))?;
-            let mut answer = Vec::new();
-            s.read_to_end(&mut answer)?;
-            out(&answer, false)?;
-            Ok(())
-        };
-        return match run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => timeout_code(&e),
-        };
+        return plain(target, wait, Some(wait), Some(data));
     }
     let conn = match net::Connect::new(target).timeout(wait).open::<Bytes, Bytes>() {
         Ok(c) => c,
@@ -129,18 +137,7 @@ pub fn recv(target: &str, raw: bool, timeout: Option<u64>) -> ExitCode {
     }
     let connect_wait = wait.unwrap_or(Duration::from_secs(10));
     if raw {
-        let run = || -> Result<(), conduit::Error> {
-            let mut s = net::connect_stream(target, connect_wait)?;
-            s.set_read_timeout(wait)?;
-            let mut all = Vec::new();
-            s.read_to_end(&mut all)?;
-            out(&all, false)?;
-            Ok(())
-        };
-        return match run() {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => timeout_code(&e),
-        };
+        return plain(target, connect_wait, wait, None);
     }
     let conn = match net::Connect::new(target).timeout(connect_wait).open::<Bytes, Bytes>() {
         Ok(c) => c,

@@ -520,6 +520,7 @@ mod tests {
             let _ = parse_fragment(&f);
             let _ = parse_credit(&f);
             let _ = crate::channel::transport::stream::parse_hello(&f);
+            let _ = crate::net::udp::decode::<(u64, String)>(&f);
             if let Some(head) = f.first_chunk::<16>() {
                 let _ = crate::channel::ctl::parse_header(head);
                 let _ = crate::memory::ring::parse_header(head, (next() % 70_000) as usize);

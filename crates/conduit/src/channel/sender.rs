@@ -163,7 +163,9 @@ impl<T> Sender<T> {
         let out =
             codec::encode(msg, self.encoding(), caps.rights.then_some(&self.core.bulk)).map_err(SendFail::Failed)?;
         if !caps.rights && !out.fds.is_empty() {
-            return Err(SendFail::Failed(Error::Unsupported("rights cannot travel through this transport (a pipe)")));
+            return Err(SendFail::Failed(Error::Unsupported(
+                "rights cannot travel through this transport (pipes and stream sockets carry bytes only)",
+            )));
         }
         if let Some(max) = caps.frame_max
             && out.bytes.len() > max
