@@ -33,10 +33,25 @@
 //!
 //! What crosses a network and what does not: messages do; rights
 //! (channel ends, segments) and out-of-line payloads do not — sending one
-//! is [`Error::Unsupported`](crate::Error::Unsupported) at the send, nothing lost. A message whose
-//! `send` returned is in the kernel's hands: on loopback already in the
-//! receiver's socket buffer unless that is full. The receiver taking a
-//! message is what returns its credit.
+//! is [`Error::Unsupported`](crate::Error::Unsupported) at the send, nothing lost.
+//!
+//! What holds when a peer dies:
+//!
+//! * **Before a send**: the send fails with `Disconnected` and hands the
+//!   message back (the link asks the kernel whether the peer closed before
+//!   it writes).
+//! * **After a send returned**: the message is the kernel's. On loopback it
+//!   is already in the receiver's socket buffer (unless that was full: then
+//!   in the sender's, or in its outbox). A sender that exits or drops its
+//!   end normally lets its kernel deliver all of it; a sender killed while
+//!   the network still holds some of its bytes and the receiver's credits
+//!   wait unread on its socket is reset by its kernel, and those bytes are
+//!   lost — the kernel's rule, not conduit's (on loopback nothing is in the
+//!   network). A frame cut short by that is `WireError::Truncated`, never
+//!   a message.
+//! * **The receiver dies**: the messages it had not taken die with it, as
+//!   on every transport; its senders see `Disconnected` at once, also when
+//!   blocked waiting for a credit.
 
 mod addr;
 mod connect;

@@ -184,6 +184,8 @@ pub(crate) struct StreamTx {
     tail: Mutex<Vec<u8>>,
     credit: Mutex<CreditIn>,
     credited: Condvar,
+    /// The socket was duplicated for another process (a right).
+    handed: AtomicBool,
 }
 
 /// Credits read so far: part of a frame, and who is reading.
@@ -199,7 +201,13 @@ struct CreditIn {
 impl StreamTx {
     pub fn new(sock: OwnedFd) -> StreamTx {
         crate::sys::pipe::ignore_sigpipe();
-        StreamTx { sock, tail: Mutex::default(), credit: Mutex::default(), credited: Condvar::new() }
+        StreamTx {
+            sock,
+            tail: Mutex::default(),
+            credit: Mutex::default(),
+            credited: Condvar::new(),
+            handed: AtomicBool::new(false),
+        }
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
@@ -211,6 +219,7 @@ impl StreamTx {
     }
 
     pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.handed.store(true, SeqCst);
         Ok(vec![socket::dup(&self.sock)?])
     }
 
@@ -383,6 +392,25 @@ impl StreamTx {
                     return Ok(());
                 }
                 return Err(SendFail::Disconnected);
+            }
+        }
+    }
+}
+
+impl Drop for StreamTx {
+    /// Read the credits that came and were not needed: a TCP socket closed
+    /// with unread bytes is reset, and a reset throws away what the kernel
+    /// has not yet sent (on a network, messages whose send returned). Not
+    /// when the socket went to another process, which reads them itself.
+    fn drop(&mut self) {
+        if self.handed.load(SeqCst) {
+            return;
+        }
+        let mut sink = [0u8; 64 * CREDIT_LEN];
+        for _ in 0..64 {
+            match read_some(self.fd(), &mut sink) {
+                Ok(n) if n > 0 => continue,
+                _ => break,
             }
         }
     }
