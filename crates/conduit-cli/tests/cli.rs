@@ -474,6 +474,16 @@ fn send_and_recv_speak_to_sockets_and_listen_prints_what_arrives() {
     t.join().unwrap();
     assert!(got.status.success());
     assert_eq!(got.stdout, b"Sun Nov 29 12:00:00 UTC 2026\n");
+    // `recv` from a conduit server: the first message it sends.
+    let server = conduit::net::Listener::bind("tcp:127.0.0.1:0").unwrap();
+    let target = server.local_addr().to_string();
+    let recv =
+        conduit().args(["recv", &target, "--timeout", "10000"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let conn = server.accept::<conduit::Bytes, conduit::Bytes>().unwrap();
+    conn.tx.send(conduit::Bytes(b"framed".to_vec())).unwrap();
+    let got = recv.wait_with_output().unwrap();
+    assert!(got.status.success());
+    assert_eq!(got.stdout, b"framed");
     // Nobody listening: a clear error, exit 1.
     let refused = conduit().args(["send", &format!("tcp:127.0.0.1:{port}"), "x"]).output().unwrap();
     assert_eq!(refused.status.code(), Some(1));
