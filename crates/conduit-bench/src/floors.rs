@@ -85,14 +85,32 @@ pub fn uds_peer(p: &Peer) -> io::Result<()> {
 
 /// A byte stream with a 4-byte length before each message.
 pub struct Framed<R, W> {
-    r: R,
+    r: std::io::BufReader<R>,
     w: W,
+}
+
+impl<R: Read, W: Write> Framed<R, W> {
+    /// The byte-stream floor at its best: one `writev` per message (length
+    /// prefix and payload together), reads buffered (many small messages
+    /// per `read`, large ones straight into the caller's buffer).
+    pub fn new(r: R, w: W) -> Self {
+        Framed { r: std::io::BufReader::with_capacity(64 * 1024, r), w }
+    }
 }
 
 impl<R: Read, W: Write> Link for Framed<R, W> {
     fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        self.w.write_all(&(data.len() as u32).to_le_bytes())?;
-        self.w.write_all(data)
+        let len = (data.len() as u32).to_le_bytes();
+        let mut iov = [std::io::IoSlice::new(&len), std::io::IoSlice::new(data)];
+        let mut left = &mut iov[..];
+        while !left.is_empty() {
+            let n = self.w.write_vectored(left)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            std::io::IoSlice::advance_slices(&mut left, n);
+        }
+        Ok(())
     }
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
         let mut len = [0u8; 4];
@@ -113,7 +131,7 @@ pub fn pipe(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     // Wait until the peer holds its ends, then close ours.
     peer.wait_ready()?;
     drop((down_r, up_w));
-    let mut link = Framed { r: File::from(up_r), w: File::from(down_w) };
+    let mut link = Framed::new(File::from(up_r), File::from(down_w));
     let m = driver::measure("floor/pipe", &mut link, plan, tick);
     peer.finish(m)
 }
@@ -125,7 +143,7 @@ pub fn pipe_peer(p: &Peer) -> io::Result<()> {
     let r = open(p.arg(0)?, false)?;
     let w = open(p.arg(1)?, true)?;
     p.ready()?;
-    driver::serve(&mut Framed { r, w })
+    driver::serve(&mut Framed::new(r, w))
 }
 
 /// `floor/tcp`: TCP over loopback, `TCP_NODELAY`.
@@ -138,7 +156,7 @@ pub fn tcp(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
         |_| {
             let (s, _) = listener.accept()?;
             s.set_nodelay(true)?;
-            Ok(Box::new(Framed { r: s.try_clone()?, w: s }))
+            Ok(Box::new(Framed::new(s.try_clone()?, s)))
         },
         plan,
         tick,
@@ -149,7 +167,7 @@ pub fn tcp(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
 pub fn tcp_peer(p: &Peer) -> io::Result<()> {
     let s = TcpStream::connect(("127.0.0.1", p.arg(0)?.parse::<u16>().map_err(io::Error::other)?))?;
     s.set_nodelay(true)?;
-    driver::serve(&mut Framed { r: s.try_clone()?, w: s })
+    driver::serve(&mut Framed::new(s.try_clone()?, s))
 }
 
 // ---------------------------------------------------------------- udp

@@ -137,7 +137,7 @@ impl<T> Receiver<T> {
     pub(crate) fn begin(&self) {
         if self.ctl.capacity() == Capacity::Zero && !self.token.swap(true, SeqCst) {
             if self.link.credits_in_band() {
-                self.link.grant(1, true);
+                self.link.grant(1, 1);
                 return;
             }
             // (Shared memory: senders sleep on the ring, not counted in
@@ -176,11 +176,11 @@ impl<T> Receiver<T> {
         match self.ctl.capacity() {
             // Shared memory: the ring's release returns the credit.
             Capacity::Bounded(_) if self.link.credits_in_ring() => {}
-            // Small capacities return each credit at once; larger ones hold
-            // back at most the last one until the next receive (see
-            // `transport::stream`).
+            // Small capacities return each credit at once; larger ones in
+            // batches of up to half the window (see `transport::stream`).
             Capacity::Bounded(n) if self.link.credits_in_band() => {
-                self.link.grant(1, n < super::transport::stream::DEFER_CREDITS_FROM)
+                let batch = if n < super::transport::stream::DEFER_CREDITS_FROM { 1 } else { n / 2 };
+                self.link.grant(1, batch.min(u64::from(u32::MAX)) as u32)
             }
             Capacity::Bounded(_) => {
                 if self.ctl.release() {

@@ -429,12 +429,12 @@ impl RxLink {
         matches!(self, RxLink::Stream(_))
     }
 
-    /// Grant the senders `n` more (credits or tokens): stream links.
-    /// `now`: send at once (a rendezvous token); else with the next
-    /// receive, or at once if the sender asked.
-    pub fn grant(&self, n: u32, now: bool) {
+    /// Grant the senders `n` more (credits or tokens): stream links. They
+    /// go at once if `batch` is 1, else when `batch` are owed or the
+    /// receiver catches up (see `stream`).
+    pub fn grant(&self, n: u32, batch: u32) {
         if let RxLink::Stream(l) = self {
-            l.grant(n, now);
+            l.grant(n, batch);
         }
     }
 

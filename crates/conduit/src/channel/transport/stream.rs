@@ -17,14 +17,14 @@
 //!   `n` messages are ever unreceived. With `n` below
 //!   [`DEFER_CREDITS_FROM`] (16) each credit goes back as its message is
 //!   taken: the `n + 1`-th send waits exactly until one is received. With
-//!   larger `n` (the throughput case) the credit of the message taken last
-//!   goes back with the receiver's next receive — off the path of a
-//!   request and its reply, where a credit frame costs a loopback
-//!   segment, about 6 µs here — or at once if the sender is waiting for
-//!   it: a sender out of credit says so with a credit frame of count 0
-//!   (an *ask*) in its data stream, noticed as soon as the receiver has
-//!   read it, even behind other frames. So at least `n − 1` of the `n`
-//!   are usable at any time.
+//!   larger `n` (the throughput case) credits go back in batches — when
+//!   `n / 2` are owed, when a receive finds no frame already read (the
+//!   receiver has caught up), or at once when the sender is waiting: a
+//!   sender out of credit says so with a credit frame of count 0 (an
+//!   *ask*) in its data stream, noticed as soon as the receiver has read
+//!   it, even behind other frames. A credit frame costs a loopback segment
+//!   (about 6 µs here): batching keeps it off the path of a request and
+//!   its reply and out of most of a stream's messages.
 //! * **One connection, one direction.** The data of a link runs one way
 //!   and its credits the other, so each socket is read by one side only:
 //!   the sender's side reads credits, the receiver's side reads frames. A
@@ -465,9 +465,13 @@ impl StreamRx {
     }
 
     pub fn recv(&self, out: &mut Vec<u8>, block: bool, limit: usize) -> Result<Option<Received>, Error> {
-        // The credits of the messages taken before this receive go now.
-        self.flush_owed();
         let mut stream = lock(&self.stream);
+        // The credits of the messages taken before go back now unless a
+        // whole frame is already here (the sender is ahead of us: they go
+        // back together, in a batch, when we catch up).
+        if !stream.has_frame() {
+            self.flush_owed();
+        }
         loop {
             let got = framing::recv(self.fd(), &mut stream, out, block, limit, false)?;
             if stream.saw_ahead(Kind::Credit) {
@@ -506,11 +510,13 @@ impl StreamRx {
         self.fd()
     }
 
-    /// Grant the sender `n` more messages: now (a rendezvous token, or a
-    /// sender that asked), or with the next receive.
-    pub fn grant(&self, n: u32, now: bool) {
-        self.owed.fetch_add(n, SeqCst);
-        if now || self.hungry.swap(false, SeqCst) {
+    /// Grant the sender `n` more messages: at once if `batch` is 1 (a
+    /// rendezvous token, a small channel) or the sender asked; else when
+    /// `batch` are owed, or with the next receive that finds no frame
+    /// already read.
+    pub fn grant(&self, n: u32, batch: u32) {
+        let owed = self.owed.fetch_add(n, SeqCst) + n;
+        if owed >= batch || self.hungry.swap(false, SeqCst) {
             self.flush_owed();
         }
     }
