@@ -44,6 +44,8 @@ pub const MAX_DATAGRAM: usize = 65_507;
 pub struct Socket {
     sock: UdpSocket,
     dropped: AtomicU64,
+    /// A receive timeout is set on the socket (by `recv_from_timeout`).
+    timed: std::sync::atomic::AtomicBool,
 }
 
 /// What an iterative datagram server's handler answers.
@@ -93,7 +95,7 @@ impl Socket {
 
     /// Wrap a bound `std` UDP socket.
     pub fn from_std(sock: UdpSocket) -> Socket {
-        Socket { sock, dropped: AtomicU64::new(0) }
+        Socket { sock, dropped: AtomicU64::new(0), timed: std::sync::atomic::AtomicBool::new(false) }
     }
 
     /// A receiver of multicast group `group` on `port`: binds the port on
@@ -159,7 +161,9 @@ impl Socket {
     /// Wait for the next good datagram; corrupt ones are dropped and
     /// counted.
     pub fn recv_from<T: DeserializeOwned>(&self) -> Result<(T, SocketAddr), Error> {
-        self.sock.set_read_timeout(None)?;
+        if self.timed.swap(false, Relaxed) {
+            self.sock.set_read_timeout(None)?;
+        }
         self.next()
     }
 
@@ -172,6 +176,7 @@ impl Socket {
             if left.is_zero() {
                 return Err(Error::Io(io::ErrorKind::TimedOut.into()));
             }
+            self.timed.store(true, Relaxed);
             self.sock.set_read_timeout(Some(left))?;
             match self.next() {
                 Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
