@@ -16,7 +16,9 @@
 //! * [`net`]: the same channels over TCP and Unix stream sockets between
 //!   a client and a server (listen, accept, connect; iterative, threaded
 //!   and process-per-client servers), typed UDP datagrams and multicast.
-//! * [`kernel`]: removing the kernel's System V and POSIX IPC objects.
+//! * [`kernel`]: the kernel's own IPC objects — System V message queues
+//!   ([`kernel::MessageQueue`], byte-exact with C's `msgsnd`/`msgrcv`),
+//!   and listing and removing System V and POSIX objects.
 //! * [`process`]: spawn a child with a link already connected; children
 //!   are reaped and their exit arrives as a message.
 //! * [`wire`]: the frame format (also in `docs/WIRE.md`).
@@ -61,10 +63,4 @@ pub use channel::{
 pub use error::{Error, WireError};
 pub use sys::socket::Credentials;
 
-/// The kernel's own IPC objects (System V, POSIX queues and shared
-/// memory): listing help and removal.
-pub mod kernel {
-    pub use crate::sys::sysv::{
-        MqAttr, MqEntry, SysvKind, list_mqueues, mqueue_attr, remove_mqueue, remove_posix_shm, remove_sysv,
-    };
-}
+pub mod kernel;

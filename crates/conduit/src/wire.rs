@@ -243,6 +243,23 @@ pub fn wake_frame() -> &'static [u8] {
     WAKE.get_or_init(|| simple_frame(Kind::Wake, &[]))
 }
 
+/// A whole data frame (header, postcard payload, checksum) holding `msg`:
+/// what a datagram or a kernel queue's message carries.
+pub fn encode_frame<T: serde::Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, crate::Error> {
+    let payload = postcard::to_allocvec(msg).map_err(crate::Error::Encode)?;
+    Ok(simple_frame(Kind::Data, &payload))
+}
+
+/// The message in a whole data frame without rights: pure, for any bytes
+/// (checked by [`parse_frame`], then decoded).
+pub fn decode_frame<T: serde::de::DeserializeOwned>(frame: &[u8], limit: usize) -> Result<T, crate::Error> {
+    let view = parse_frame(frame, false, limit)?;
+    if !view.rights.is_empty() || view.header.out_of_line() {
+        return Err(crate::Error::Unsupported("this frame may not carry rights or out-of-line payloads"));
+    }
+    postcard::from_bytes(view.inline.unwrap_or(&[])).map_err(crate::Error::Decode)
+}
+
 /// Bytes in a credit frame: the header and a u32 count.
 pub const CREDIT_LEN: usize = HEADER_LEN + 4;
 
@@ -520,7 +537,7 @@ mod tests {
             let _ = parse_fragment(&f);
             let _ = parse_credit(&f);
             let _ = crate::channel::transport::stream::parse_hello(&f);
-            let _ = crate::net::udp::decode::<(u64, String)>(&f);
+            let _ = decode_frame::<(u64, String)>(&f, 1 << 20);
             if let Some(head) = f.first_chunk::<16>() {
                 let _ = crate::channel::ctl::parse_header(head);
                 let _ = crate::memory::ring::parse_header(head, (next() % 70_000) as usize);

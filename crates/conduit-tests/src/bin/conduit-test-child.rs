@@ -466,6 +466,21 @@ fn main() {
             seg.write_at(6, b"+reply").unwrap();
             report(&up, FromChild::Outcome(format!("read {} bytes", seg.len())));
         }
+        "sysv-typed-sender" => {
+            // argv: queue id. Two typed messages of types 4 and 9.
+            let q = conduit::kernel::MessageQueue::from_id(addr_arg().parse().unwrap()).expect("the queue");
+            q.send_msg(9, &vec![9u64; 3]).unwrap();
+            q.send_msg(4, &vec![4u64, 5, 6]).unwrap();
+            report(&up, FromChild::Sent(2));
+        }
+        "sysv-intruder" => {
+            // argv: queue id, as user nobody.
+            let id: i32 = addr_arg().parse().unwrap();
+            conduit_tests::become_nobody();
+            let q = conduit::kernel::MessageQueue::from_id(id);
+            let r = q.and_then(|q| q.try_send(1, b"intrusion"));
+            outcome(&up, &format!("{r:?}"));
+        }
         "intruder" => {
             // argv[2]: a path to open as user nobody.
             let path = std::env::args().nth(2).expect("path");

@@ -34,7 +34,7 @@ use serde::de::DeserializeOwned;
 
 use super::ToAddr;
 use crate::error::Error;
-use crate::wire::{self, HEADER_LEN, Kind};
+use crate::wire::{self, HEADER_LEN};
 
 /// Largest datagram (and so largest frame) a UDP socket sends over IPv4.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -70,21 +70,16 @@ fn socket_addr(addr: impl ToAddr) -> Result<SocketAddr, Error> {
 
 /// Encode `msg` as one datagram (header, payload; checksummed).
 pub fn encode<T: Serialize + ?Sized>(msg: &T) -> Result<Vec<u8>, Error> {
-    let payload = postcard::to_allocvec(msg).map_err(Error::Encode)?;
-    if HEADER_LEN + payload.len() > MAX_DATAGRAM {
-        return Err(Error::TooLarge { size: payload.len(), limit: MAX_DATAGRAM - HEADER_LEN });
+    let frame = wire::encode_frame(msg)?;
+    if frame.len() > MAX_DATAGRAM {
+        return Err(Error::TooLarge { size: frame.len() - HEADER_LEN, limit: MAX_DATAGRAM - HEADER_LEN });
     }
-    Ok(wire::simple_frame(Kind::Data, &payload))
+    Ok(frame)
 }
 
 /// Decode one datagram: pure, for any bytes.
 pub fn decode<T: DeserializeOwned>(datagram: &[u8]) -> Result<T, Error> {
-    let view = wire::parse_frame(datagram, false, MAX_DATAGRAM)?;
-    if !view.rights.is_empty() || view.header.out_of_line() {
-        return Err(Error::Unsupported("a datagram cannot carry rights or out-of-line payloads"));
-    }
-    let payload = view.inline.unwrap_or(&[]);
-    postcard::from_bytes(payload).map_err(Error::Decode)
+    wire::decode_frame(datagram, MAX_DATAGRAM)
 }
 
 impl Socket {

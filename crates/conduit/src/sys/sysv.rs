@@ -175,3 +175,149 @@ fn private_mqueue_listing() -> Result<Vec<MqEntry>, String> {
     mount("mqueue", &dir, "mqueue", MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, None).map_err(why)?;
     read_mqueue_dir(&dir).map_err(|e| format!("cannot list POSIX queues: {e}"))
 }
+
+// ---------------------------------------------------------------- message queues
+
+/// `IPC_PRIVATE`: a key that makes a new queue nobody else can find.
+pub const IPC_PRIVATE: i32 = libc::IPC_PRIVATE;
+
+fn cpath(path: &std::path::Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+}
+
+/// `ftok(path, proj)`: the key the classic programs derive from a file
+/// and a project number.
+pub fn ftok(path: &std::path::Path, proj: u8) -> io::Result<i32> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the call.
+    let key = unsafe { libc::ftok(c.as_ptr(), libc::c_int::from(proj)) };
+    if key == -1 { Err(io::Error::last_os_error()) } else { Ok(key) }
+}
+
+/// `msgget(key, flags)`.
+pub fn msgget(key: i32, flags: i32) -> io::Result<i32> {
+    // SAFETY: integer arguments only.
+    let id = unsafe { libc::msgget(key, flags) };
+    if id == -1 { Err(io::Error::last_os_error()) } else { Ok(id) }
+}
+
+/// `msgsnd`: a message of type `mtype` (> 0) with `text`; `nowait` is
+/// `IPC_NOWAIT` (`WouldBlock` when the queue is full).
+pub fn msgsnd(id: i32, mtype: i64, text: &[u8], nowait: bool) -> io::Result<()> {
+    // `struct msgbuf { long mtype; char mtext[]; }`, built in one buffer.
+    let mut buf = Vec::with_capacity(8 + text.len());
+    buf.extend_from_slice(&(mtype as libc::c_long).to_ne_bytes());
+    buf.extend_from_slice(text);
+    let flags = if nowait { libc::IPC_NOWAIT } else { 0 };
+    loop {
+        // SAFETY: `buf` holds the type and `text.len()` bytes after it, as
+        // msgsnd reads them; it is not kept after the call.
+        let r = unsafe { libc::msgsnd(id, buf.as_ptr().cast(), text.len(), flags) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// `msgrcv` of at most `max` bytes by the `selector` rules (0: the first;
+/// positive: the first of that type; negative: the first of the lowest
+/// type up to its absolute value). Returns the type and the text. `nowait`: `IPC_NOWAIT`
+/// (`ENOMSG` when none). A longer message is `E2BIG` and stays queued.
+pub fn msgrcv(id: i32, max: usize, selector: i64, nowait: bool) -> io::Result<(i64, Vec<u8>)> {
+    let mut buf = vec![0u8; 8 + max];
+    let flags = if nowait { libc::IPC_NOWAIT } else { 0 };
+    loop {
+        // SAFETY: `buf` has room for the type and `max` bytes, all msgrcv
+        // writes; it stays ours.
+        let n = unsafe { libc::msgrcv(id, buf.as_mut_ptr().cast(), max, selector as libc::c_long, flags) };
+        if n >= 0 {
+            let mtype = libc::c_long::from_ne_bytes(buf[..8].try_into().expect("8 bytes")) as i64;
+            buf.truncate(8 + n as usize);
+            buf.drain(..8);
+            return Ok((mtype, buf));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A message queue's `msqid_ds` (`IPC_STAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MsgStat {
+    /// The key it was made with.
+    pub key: i32,
+    /// Owner uid and gid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Creator uid.
+    pub cuid: u32,
+    /// Creator gid.
+    pub cgid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Messages queued.
+    pub messages: u64,
+    /// Bytes queued.
+    pub bytes: u64,
+    /// Most bytes it holds (`msg_qbytes`).
+    pub max_bytes: u64,
+    /// Pid of the last `msgsnd`.
+    pub last_send_pid: i32,
+    /// Pid of the last `msgrcv`.
+    pub last_recv_pid: i32,
+    /// Time of the last `msgsnd` (seconds since the epoch; 0: never).
+    pub last_send: i64,
+    /// Time of the last `msgrcv`.
+    pub last_recv: i64,
+    /// Time of the last change.
+    pub changed: i64,
+}
+
+fn msqid_ds(id: i32) -> io::Result<libc::msqid_ds> {
+    // SAFETY: an all-zero msqid_ds is a valid value to be overwritten.
+    let mut ds: libc::msqid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid out-pointer for IPC_STAT.
+    let r = unsafe { libc::msgctl(id, libc::IPC_STAT, &mut ds) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(ds) }
+}
+
+/// `msgctl(IPC_STAT)`.
+pub fn msg_stat(id: i32) -> io::Result<MsgStat> {
+    let ds = msqid_ds(id)?;
+    Ok(MsgStat {
+        key: ds.msg_perm.__key,
+        uid: ds.msg_perm.uid,
+        gid: ds.msg_perm.gid,
+        cuid: ds.msg_perm.cuid,
+        cgid: ds.msg_perm.cgid,
+        mode: u32::from(ds.msg_perm.mode) & 0o777,
+        messages: ds.msg_qnum as u64,
+        bytes: ds.__msg_cbytes as u64,
+        max_bytes: ds.msg_qbytes as u64,
+        last_send_pid: ds.msg_lspid,
+        last_recv_pid: ds.msg_lrpid,
+        last_send: ds.msg_stime,
+        last_recv: ds.msg_rtime,
+        changed: ds.msg_ctime,
+    })
+}
+
+/// `msgctl(IPC_SET)`: owner, mode bits and the byte limit.
+pub fn msg_set(id: i32, uid: u32, gid: u32, mode: u32, max_bytes: u64) -> io::Result<()> {
+    let mut ds = msqid_ds(id)?;
+    ds.msg_perm.uid = uid;
+    ds.msg_perm.gid = gid;
+    ds.msg_perm.mode = (mode & 0o777) as _;
+    ds.msg_qbytes = max_bytes as _;
+    // SAFETY: `ds` is a valid msqid_ds read by IPC_SET.
+    let r = unsafe { libc::msgctl(id, libc::IPC_SET, &mut ds) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}

@@ -1,0 +1,145 @@
+//! The kernel's own IPC objects, shared with real C programs: System V
+//! message queues (`msgget`/`msgsnd`/`msgrcv`), byte for byte, both ways.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{finish, outcome, report, spawn_with_args};
+use conduit::kernel::{IpcError, MessageQueue, Select, ftok};
+use conduit_tests::FromChild;
+
+/// A fresh directory, removed with its contents.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("conduit-kernel-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A queue removed when the test ends, whatever happens.
+struct Queue(MessageQueue);
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let _ = self.0.remove();
+    }
+}
+
+/// Build the C program `c/NAME.c` with `cc` into `dir`.
+fn build_c(name: &str, dir: &TempDir) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c").join(format!("{name}.c"));
+    let exe = dir.0.join(name);
+    let out =
+        Command::new("cc").arg("-O2").arg("-o").arg(&exe).arg(&src).output().expect("cc (a C compiler) is needed");
+    assert!(out.status.success(), "cc {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+/// A key from `ftok` on a file of its own, and the queue made under it.
+fn keyed_queue(dir: &TempDir, proj: u8) -> (PathBuf, Queue) {
+    let keyfile = dir.0.join("key");
+    std::fs::write(&keyfile, b"").unwrap();
+    let key = ftok(&keyfile, proj).unwrap();
+    (keyfile, Queue(MessageQueue::create(key, 0o600).unwrap()))
+}
+
+#[test]
+fn a_c_programs_msgsnd_is_received_by_the_three_type_rules() {
+    let dir = TempDir::new("c-to-conduit");
+    let c = build_c("sysv_msg", &dir);
+    let (keyfile, q) = keyed_queue(&dir, b'A');
+    let st = Command::new(&c).args(["send", keyfile.to_str().unwrap(), "A"]).status().unwrap();
+    assert!(st.success());
+    let stat = q.0.stat().unwrap();
+    assert_eq!(stat.messages, 3);
+    assert_ne!(stat.last_send_pid, std::process::id() as i32, "the C program sent them");
+    // `msgtyp` 2: the first of type 2; −3: the lowest type ≤ 3; 0: the first.
+    assert_eq!(q.0.recv(Select::Type(2)).unwrap(), (2, b"two".to_vec()));
+    assert_eq!(q.0.recv(Select::from_msgtyp(-3)).unwrap(), (1, b"one".to_vec()));
+    assert_eq!(q.0.recv(Select::First).unwrap(), (3, b"three".to_vec()));
+    assert!(matches!(q.0.try_recv(Select::First), Err(IpcError::Empty)));
+    assert_eq!(q.0.stat().unwrap().last_recv_pid, std::process::id() as i32);
+}
+
+#[test]
+fn conduit_sends_are_received_by_a_c_programs_msgrcv() {
+    let dir = TempDir::new("conduit-to-c");
+    let c = build_c("sysv_msg", &dir);
+    let (keyfile, q) = keyed_queue(&dir, b'B');
+    q.0.send(5, b"hello").unwrap();
+    q.0.try_send(7, b"from conduit").unwrap();
+    let out = Command::new(&c).args(["recv", keyfile.to_str().unwrap(), "B", "2"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "5 hello\n7 from conduit\n");
+}
+
+#[test]
+fn typed_messages_travel_on_a_queue_between_processes_selected_by_type() {
+    let q = Queue(MessageQueue::private(0o600).unwrap());
+    let kid = spawn_with_args("sysv-typed-sender", &[&q.0.id().to_string()]);
+    assert_eq!(report(&kid), FromChild::Sent(2));
+    finish(kid);
+    assert_eq!(q.0.recv_msg::<Vec<u64>>(Select::Type(4)).unwrap(), (4, vec![4, 5, 6]));
+    assert_eq!(q.0.recv_msg::<Vec<u64>>(Select::First).unwrap(), (9, vec![9, 9, 9]));
+    // Bytes that are not a conduit frame: a typed error, taken off.
+    q.0.send(1, b"plain bytes").unwrap();
+    assert!(matches!(q.0.recv_msg::<Vec<u64>>(Select::First), Err(IpcError::Message(_))));
+    assert!(matches!(q.0.try_recv(Select::First), Err(IpcError::Empty)));
+}
+
+#[test]
+fn kernel_errors_are_typed() {
+    let q = Queue(MessageQueue::private(0o600).unwrap());
+    assert!(matches!(q.0.send(0, b"x"), Err(IpcError::BadType(0))));
+    let limit = conduit::kernel::msgmax();
+    assert!(matches!(q.0.send(1, &vec![0; limit + 1]), Err(IpcError::TooLarge { .. })));
+    // A full queue (its byte limit lowered): without waiting, Full.
+    let st = q.0.stat().unwrap();
+    q.0.set(st.uid, st.gid, 0o600, 16).unwrap();
+    assert_eq!(q.0.stat().unwrap().max_bytes, 16);
+    q.0.try_send(1, &[1; 16]).unwrap();
+    assert!(matches!(q.0.try_send(1, &[2; 1]), Err(IpcError::Full)));
+    // Exclusive creation under a key in use; an unknown key.
+    let dir = TempDir::new("errors");
+    let (keyfile, kq) = keyed_queue(&dir, b'C');
+    assert!(matches!(MessageQueue::create(ftok(&keyfile, b'C').unwrap(), 0o600), Err(IpcError::Exists)));
+    assert!(matches!(MessageQueue::open(ftok(&keyfile, b'D').unwrap()), Err(IpcError::NotFound)));
+    assert!(matches!(ftok(dir.0.join("absent"), b'C'), Err(IpcError::NotFound)));
+    // Another user, and a queue of mode 0600: denied.
+    let kid = spawn_with_args("sysv-intruder", &[&kq.0.id().to_string()]);
+    assert_eq!(report(&kid), outcome("Err(Denied)"));
+    finish(kid);
+    // Removed while a receiver waits: it is told.
+    let id = q.0.id();
+    let handle = q.0;
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        tid_tx.send(rustix::thread::gettid().as_raw_nonzero().get()).unwrap();
+        handle.recv(Select::Type(99))
+    });
+    // The kernel says when the thread sleeps in msgrcv.
+    let wchan = format!("/proc/self/task/{}/wchan", tid_rx.recv().unwrap());
+    let t0 = std::time::Instant::now();
+    while !std::fs::read_to_string(&wchan).unwrap_or_default().contains("msg") {
+        assert!(t0.elapsed() < Duration::from_secs(10), "the receiver never waited");
+        std::thread::yield_now();
+    }
+    let Queue(inner) = q;
+    let inner = std::mem::ManuallyDrop::new(inner);
+    inner.remove().unwrap();
+    assert!(matches!(waiter.join().unwrap(), Err(IpcError::Removed)));
+    assert!(matches!(MessageQueue::from_id(id), Err(IpcError::NotFound)));
+}
