@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{finish, outcome, report, spawn_with_args};
-use conduit::kernel::{IpcError, MessageQueue, Select, ftok};
+use conduit::kernel::{IpcError, MessageQueue, Select, Semaphores, Wait, ftok};
 use conduit_tests::FromChild;
 
 /// A fresh directory, removed with its contents.
@@ -142,4 +142,33 @@ fn kernel_errors_are_typed() {
     inner.remove().unwrap();
     assert!(matches!(waiter.join().unwrap(), Err(IpcError::Removed)));
     assert!(matches!(MessageQueue::from_id(id), Err(IpcError::NotFound)));
+}
+
+#[test]
+fn sem_undo_gives_back_what_a_killed_holder_took_and_semtimedop_times_out() {
+    let set = Semaphores::private(1, 0o600).unwrap();
+    struct Remove(Semaphores);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = self.0.remove();
+        }
+    }
+    let set = Remove(set);
+    set.0.set(0, 1).unwrap();
+    let mut kid = spawn_with_args("sem-holder", &[&set.0.id().to_string()]);
+    assert_eq!(report(&kid), FromChild::Ready);
+    assert_eq!(set.0.get(0).unwrap(), 0, "the child holds it");
+    assert!(matches!(set.0.acquire(0, Wait::No), Err(IpcError::WouldWait)));
+    assert!(matches!(set.0.acquire(0, Wait::For(Duration::from_millis(20))), Err(IpcError::WouldWait)));
+    kid.child.kill().unwrap();
+    assert_eq!(kid.child.wait().unwrap().signal, Some(9));
+    // The kernel undid the dead holder's take.
+    set.0.acquire(0, Wait::For(Duration::from_secs(10))).unwrap();
+    assert_eq!(set.0.get(0).unwrap(), 0);
+    set.0.release(0).unwrap();
+    assert_eq!(set.0.get(0).unwrap(), 1);
+    // Both at once or neither: the second would wait, so the first is not
+    // applied either.
+    assert!(matches!(set.0.apply(&[(0, -1), (0, -1)], false, Wait::No), Err(IpcError::WouldWait)));
+    assert_eq!(set.0.get(0).unwrap(), 1);
 }

@@ -473,6 +473,14 @@ fn main() {
             q.send_msg(4, &vec![4u64, 5, 6]).unwrap();
             report(&up, FromChild::Sent(2));
         }
+        "sem-holder" => {
+            // argv: set id. Take semaphore 0 with SEM_UNDO, say so, hold it
+            // until killed.
+            let set = conduit::kernel::Semaphores::from_id(addr_arg().parse().unwrap(), 1).expect("the set");
+            set.acquire(0, conduit::kernel::Wait::Forever).unwrap();
+            report(&up, FromChild::Ready);
+            let _ = down.recv();
+        }
         "sysv-intruder" => {
             // argv: queue id, as user nobody.
             let id: i32 = addr_arg().parse().unwrap();

@@ -57,6 +57,10 @@ pub enum IpcError {
         /// The limit.
         limit: usize,
     },
+    /// `EAGAIN` on a semaphore operation: it would have to wait, and was
+    /// told not to (or not longer than its timeout).
+    #[error("the operation would wait (no waiting, or the time ran out)")]
+    WouldWait,
     /// A type ≤ 0 was given to send (System V types are positive).
     #[error("message type {0} is not positive")]
     BadType(i64),

@@ -1,11 +1,13 @@
 //! The kernel's own IPC objects, for programs that share them with C
 //! programs using the classic calls: System V message queues
-//! ([`MessageQueue`]), and listing and removing System V and POSIX
+//! ([`MessageQueue`]) and semaphore sets ([`Semaphores`]), and listing and removing System V and POSIX
 //! objects (what `conduit ls` and `conduit rm` use).
 
 mod message_queue;
+mod semaphores;
 
 pub use crate::sys::sysv::{
     MqAttr, MqEntry, MsgStat, SysvKind, list_mqueues, mqueue_attr, remove_mqueue, remove_posix_shm, remove_sysv,
 };
 pub use message_queue::{IpcError, MessageQueue, Select, ftok, msgmax};
+pub use semaphores::{Semaphores, Wait};

@@ -321,3 +321,73 @@ pub fn msg_set(id: i32, uid: u32, gid: u32, mode: u32, max_bytes: u64) -> io::Re
     let r = unsafe { libc::msgctl(id, libc::IPC_SET, &mut ds) };
     if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
+
+// ---------------------------------------------------------------- semaphores
+
+/// `semget(key, nsems, flags)`.
+pub fn semget(key: i32, count: i32, flags: i32) -> io::Result<i32> {
+    // SAFETY: integer arguments only.
+    let id = unsafe { libc::semget(key, count, flags) };
+    if id == -1 { Err(io::Error::last_os_error()) } else { Ok(id) }
+}
+
+/// `semctl(id, index, SETVAL, value)`.
+pub fn sem_setval(id: i32, index: i32, value: i32) -> io::Result<()> {
+    // SAFETY: SETVAL takes the `int val` member of `union semun`, passed
+    // as an int in the variadic position.
+    let r = unsafe { libc::semctl(id, index, libc::SETVAL, value) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// `semctl(id, index, GETVAL)`.
+pub fn sem_getval(id: i32, index: i32) -> io::Result<i32> {
+    // SAFETY: GETVAL takes no fourth argument.
+    let r = unsafe { libc::semctl(id, index, libc::GETVAL) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(r) }
+}
+
+/// `semtimedop` (or `semop` when `timeout` is `None`): apply every
+/// `(index, delta, undo, nowait)` at once, or none. A timeout is
+/// `EAGAIN`, like `IPC_NOWAIT`.
+pub fn semtimedop(id: i32, ops: &[(u16, i16, bool, bool)], timeout: Option<std::time::Duration>) -> io::Result<()> {
+    let mut sops: Vec<libc::sembuf> = ops
+        .iter()
+        .map(|&(num, op, undo, nowait)| {
+            let mut flg = 0;
+            if undo {
+                flg |= libc::SEM_UNDO;
+            }
+            if nowait {
+                flg |= libc::IPC_NOWAIT;
+            }
+            libc::sembuf { sem_num: num, sem_op: op, sem_flg: flg as libc::c_short }
+        })
+        .collect();
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    loop {
+        let r = match deadline {
+            None => {
+                // SAFETY: `sops` holds `sops.len()` valid sembuf entries.
+                unsafe { libc::semop(id, sops.as_mut_ptr(), sops.len()) }
+            }
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                let ts = libc::timespec { tv_sec: left.as_secs() as _, tv_nsec: left.subsec_nanos() as _ };
+                // SAFETY: the raw semtimedop(2): `sops` holds `sops.len()`
+                // valid entries and `ts` a valid timespec, both alive for
+                // the call.
+                unsafe {
+                    libc::syscall(libc::SYS_semtimedop, id, sops.as_mut_ptr(), sops.len(), &ts as *const libc::timespec)
+                        as i32
+                }
+            }
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
