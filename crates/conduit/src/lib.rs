@@ -19,6 +19,8 @@
 //! * [`kernel`]: the kernel's own IPC objects — System V message queues
 //!   ([`kernel::MessageQueue`], byte-exact with C's `msgsnd`/`msgrcv`),
 //!   and listing and removing System V and POSIX objects.
+//! * [`signal`]: send signals, and receive them as messages
+//!   ([`signal::subscribe`]), in a port set or async, never in a handler.
 //! * [`process`]: spawn a child with a link already connected; children
 //!   are reaped and their exit arrives as a message.
 //! * [`wire`]: the frame format (also in `docs/WIRE.md`).
@@ -49,6 +51,7 @@ pub mod memory;
 pub mod net;
 pub mod process;
 mod rights;
+pub mod signal;
 /// The former name of [`memory`].
 #[doc(hidden)]
 pub use memory as shm;

@@ -228,6 +228,12 @@ impl Child {
         Ok(sysproc::pidfd_kill(self.pidfd.as_fd())?)
     }
 
+    /// Send the child `signal` (through a pidfd: never another process
+    /// that reused the pid).
+    pub fn signal(&self, signal: i32) -> Result<(), Error> {
+        Ok(crate::sys::signal::pidfd_send(self.pidfd.as_fd(), signal)?)
+    }
+
     /// The port on which the child's [`Exit`] arrives (once), for use in a
     /// [`PortSet`](crate::PortSet).
     pub fn exits(&self) -> &Receiver<Exit> {

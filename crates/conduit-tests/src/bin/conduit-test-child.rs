@@ -63,6 +63,11 @@ fn addr_arg() -> String {
 
 fn main() {
     let role = std::env::args().nth(1).expect("role");
+    if role == "pending-check" {
+        // Before any thread exists: every thread started later inherits
+        // the mask, so a signal to the process stays pending.
+        conduit::signal::block(&[conduit::signal::SIGWINCH]).unwrap();
+    }
     if role == "net-echo-process" {
         // A child of `net::serve_processes`: its link is the client's
         // connection. Echo upper-cased lines until the client goes.
@@ -472,6 +477,22 @@ fn main() {
             q.send_msg(9, &vec![9u64; 3]).unwrap();
             q.send_msg(4, &vec![4u64, 5, 6]).unwrap();
             report(&up, FromChild::Sent(2));
+        }
+        "signal-sender" => {
+            // Signal the parent: SIGUSR1 by kill, SIGUSR2 by sigqueue with 77.
+            let parent = rustix::process::getppid().unwrap().as_raw_nonzero().get() as u32;
+            conduit::signal::send(parent, conduit::signal::SIGUSR1).unwrap();
+            conduit::signal::queue(parent, conduit::signal::SIGUSR2, 77).unwrap();
+            report(&up, FromChild::Sent(2));
+        }
+        "pending-check" => {
+            report(&up, FromChild::Ready);
+            let _ = next();
+            let pending = conduit::signal::pending().unwrap().contains(&conduit::signal::SIGWINCH);
+            outcome(&up, if pending { "pending" } else { "not pending" });
+            conduit::signal::unblock(&[conduit::signal::SIGWINCH]).unwrap();
+            let pending = conduit::signal::pending().unwrap().contains(&conduit::signal::SIGWINCH);
+            outcome(&up, if pending { "still pending" } else { "delivered" });
         }
         "sem-holder" => {
             // argv: set id. Take semaphore 0 with SEM_UNDO, say so, hold it

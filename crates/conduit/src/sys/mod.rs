@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod net;
 pub mod pipe;
 pub mod process;
+pub mod signal;
 pub mod socket;
 pub mod sysv;
 
