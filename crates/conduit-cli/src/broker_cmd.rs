@@ -207,7 +207,8 @@ pub fn create(a: &CreateArgs) -> ExitCode {
 #[derive(Args, Debug)]
 pub struct SendArgs {
     /// The mailbox, or a socket: `tcp:HOST:PORT`, `udp:HOST:PORT`,
-    /// `unix:PATH` (one conduit message; `--raw`: plain bytes).
+    /// `unix:PATH` (one conduit message; `--raw`: plain bytes), or a System V
+    /// queue: `sysv:ID`, `sysv-key:PATH:PROJ` (`--type` is the `mtype`).
     name: String,
     /// Socket targets: send the bytes as they are, no conduit frame (TCP
     /// and Unix: then print what the server answers until it closes).
@@ -244,6 +245,9 @@ pub fn send(a: &SendArgs) -> ExitCode {
     if crate::net_cmd::is_socket(&a.name) {
         return crate::net_cmd::send(&a.name, &data, a.raw, a.timeout);
     }
+    if crate::kernel_cmd::is_kernel(&a.name) {
+        return crate::kernel_cmd::send(&a.name, a.mtype, &data, a.nowait, a.timeout);
+    }
     let full = match (a.nowait, a.timeout, a.leave) {
         (true, _, _) => OnFull::NoWait,
         (_, Some(ms), _) => OnFull::Timeout(ms),
@@ -268,7 +272,8 @@ pub fn send(a: &SendArgs) -> ExitCode {
 pub struct RecvArgs {
     /// The mailbox, or a socket: `tcp:HOST:PORT` or `unix:PATH` (connect,
     /// print the first message), `udp:HOST:PORT` (bind, print the next
-    /// datagram).
+    /// datagram), or a System V queue: `sysv:ID`, `sysv-key:PATH:PROJ`
+    /// (`--type` selects as `msgrcv` does; the type goes to stderr).
     name: String,
     /// Socket targets: plain bytes, no conduit frames (TCP and Unix: print
     /// everything until the server closes).
@@ -289,6 +294,9 @@ pub struct RecvArgs {
 pub fn recv(a: &RecvArgs) -> ExitCode {
     if crate::net_cmd::is_socket(&a.name) {
         return crate::net_cmd::recv(&a.name, a.raw, a.timeout);
+    }
+    if crate::kernel_cmd::is_kernel(&a.name) {
+        return crate::kernel_cmd::recv(&a.name, a.select, a.nowait, a.timeout);
     }
     let wait = match (a.nowait, a.timeout) {
         (true, _) => WaitFor::NoWait,

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod broker_cmd;
+mod kernel_cmd;
 mod net_cmd;
 mod tour;
 
@@ -39,6 +40,8 @@ enum Command {
     Recv(broker_cmd::RecvArgs),
     /// Listen at a socket address and print what arrives (conduit frames, or lines with --raw).
     Listen(net_cmd::ListenArgs),
+    /// Send a process a signal (by name or number; --value: sigqueue).
+    Signal(kernel_cmd::SignalArgs),
     /// List every live IPC object: conduit's and the kernel's.
     Ls(broker_cmd::LsArgs),
     /// Remove an IPC object.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
         Command::Send(a) => broker_cmd::send(&a),
         Command::Recv(a) => broker_cmd::recv(&a),
         Command::Listen(a) => net_cmd::listen(&a),
+        Command::Signal(a) => kernel_cmd::signal(&a),
         Command::Ls(a) => broker_cmd::ls(&a),
         Command::Rm(a) => broker_cmd::rm(&a),
     }

@@ -489,3 +489,32 @@ fn send_and_recv_speak_to_sockets_and_listen_prints_what_arrives() {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("refused"), "{refused:?}");
 }
+
+#[test]
+fn send_and_recv_speak_to_system_v_queues_and_signal_sends_signals() {
+    let q = conduit::kernel::MessageQueue::private(0o600).unwrap();
+    let target = format!("sysv:{}", q.id());
+    assert!(conduit().args(["send", &target, "--type", "3", "three"]).status().unwrap().success());
+    assert!(conduit().args(["send", &target, "--type", "1", "one"]).status().unwrap().success());
+    // The lowest type up to 5, then type 3 — msgrcv's rules.
+    let got = conduit().args(["recv", &target, "--type", "-5"]).output().unwrap();
+    assert!(got.status.success());
+    assert_eq!((got.stdout.as_slice(), String::from_utf8_lossy(&got.stderr).trim()), (&b"one"[..], "type 1"));
+    let got = conduit().args(["recv", &target, "--type", "3"]).output().unwrap();
+    assert_eq!(got.stdout, b"three");
+    assert_eq!(conduit().args(["recv", &target, "--nowait"]).status().unwrap().code(), Some(3), "empty");
+    assert_eq!(conduit().args(["recv", &target, "--timeout", "20"]).status().unwrap().code(), Some(5), "timeout");
+    // A C program's view: what conduit sent is a plain (mtype, bytes).
+    assert!(conduit().args(["send", &target, "--type", "7", "for C"]).status().unwrap().success());
+    assert_eq!(q.recv(conduit::kernel::Select::First).unwrap(), (7, b"for C".to_vec()));
+    q.remove().unwrap();
+    assert_eq!(conduit().args(["recv", &target, "--nowait"]).status().unwrap().code(), Some(7), "not found");
+    // `conduit signal`.
+    let mut sleeper = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    assert!(conduit().args(["signal", &pid, "TERM"]).status().unwrap().success());
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(sleeper.wait().unwrap().signal(), Some(libc::SIGTERM));
+    assert_eq!(conduit().args(["signal", &pid, "NOSUCH"]).status().unwrap().code(), Some(2));
+    assert_eq!(conduit().args(["signal", "999999999", "USR1"]).status().unwrap().code(), Some(7));
+}
