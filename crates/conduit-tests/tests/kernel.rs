@@ -172,3 +172,38 @@ fn sem_undo_gives_back_what_a_killed_holder_took_and_semtimedop_times_out() {
     assert!(matches!(set.0.apply(&[(0, -1), (0, -1)], false, Wait::No), Err(IpcError::WouldWait)));
     assert_eq!(set.0.get(0).unwrap(), 1);
 }
+
+#[test]
+fn a_system_v_segment_is_shared_with_a_c_program_both_ways_through_a_bounds_checked_view() {
+    let dir = TempDir::new("shm");
+    let c = build_c("sysv_shm", &dir);
+    let keyfile = dir.0.join("key");
+    std::fs::write(&keyfile, b"").unwrap();
+    let seg = conduit::kernel::SharedSegment::create(ftok(&keyfile, b'S').unwrap(), 4096, 0o600).unwrap();
+    struct Remove(conduit::kernel::SharedSegment);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = self.0.remove();
+        }
+    }
+    let seg = Remove(seg);
+    let view = seg.0.attach(false).unwrap();
+    assert_eq!(view.len(), 4096);
+    let k = keyfile.to_str().unwrap();
+    assert!(Command::new(&c).args(["write", k, "S", "hello from C"]).status().unwrap().success());
+    let mut got = [0u8; 12];
+    assert!(view.read_at(0, &mut got));
+    assert_eq!(&got, b"hello from C");
+    assert!(view.write_at(100, b"and from conduit"));
+    let out = Command::new(&c).args(["read", k, "S", "116"]).output().unwrap();
+    assert_eq!(&out.stdout[100..], b"and from conduit");
+    // Bounds and read-only are refused, not a crash.
+    assert!(!view.read_at(4090, &mut got));
+    assert!(!view.write_at(usize::MAX, b"x"));
+    let ro = seg.0.attach(true).unwrap();
+    assert!(!ro.write_at(0, b"x"));
+    let st = seg.0.stat().unwrap();
+    assert_eq!((st.size, st.attached, st.creator_pid), (4096, 2, std::process::id() as i32));
+    drop(ro);
+    assert_eq!(seg.0.stat().unwrap().attached, 1);
+}

@@ -391,3 +391,129 @@ pub fn semtimedop(id: i32, ops: &[(u16, i16, bool, bool)], timeout: Option<std::
         }
     }
 }
+
+// ---------------------------------------------------------------- shared memory
+
+/// `shmget(key, size, flags)`.
+pub fn shmget(key: i32, size: usize, flags: i32) -> io::Result<i32> {
+    // SAFETY: integer arguments only.
+    let id = unsafe { libc::shmget(key, size, flags) };
+    if id == -1 { Err(io::Error::last_os_error()) } else { Ok(id) }
+}
+
+/// A System V segment's `shmid_ds` (`IPC_STAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShmStat {
+    /// The key it was made with.
+    pub key: i32,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Creator uid.
+    pub cuid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Size in bytes.
+    pub size: usize,
+    /// Processes attached now.
+    pub attached: u64,
+    /// Pid of the creator.
+    pub creator_pid: i32,
+    /// Pid of the last attach or detach.
+    pub last_pid: i32,
+}
+
+/// `shmctl(IPC_STAT)`.
+pub fn shm_stat(id: i32) -> io::Result<ShmStat> {
+    // SAFETY: an all-zero shmid_ds is a valid value to be overwritten.
+    let mut ds: libc::shmid_ds = unsafe { std::mem::zeroed() };
+    // SAFETY: `ds` is a valid out-pointer for IPC_STAT.
+    if unsafe { libc::shmctl(id, libc::IPC_STAT, &mut ds) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(ShmStat {
+        key: ds.shm_perm.__key,
+        uid: ds.shm_perm.uid,
+        gid: ds.shm_perm.gid,
+        cuid: ds.shm_perm.cuid,
+        mode: u32::from(ds.shm_perm.mode) & 0o777,
+        size: ds.shm_segsz,
+        attached: ds.shm_nattch as u64,
+        creator_pid: ds.shm_cpid,
+        last_pid: ds.shm_lpid,
+    })
+}
+
+/// A System V segment attached to this process (`shmat`); detached on
+/// drop (`shmdt`). Every access is a bounds-checked copy: other processes
+/// may write the memory at any time, which can only make bytes stale.
+#[derive(Debug)]
+pub struct Attached {
+    ptr: std::ptr::NonNull<libc::c_void>,
+    len: usize,
+    readonly: bool,
+}
+
+// SAFETY: the memory is shared with other processes anyway; this type
+// only copies in and out of it, never hands out references.
+unsafe impl Send for Attached {}
+// SAFETY: as above.
+unsafe impl Sync for Attached {}
+
+impl Attached {
+    /// `shmat(id)`, read-only or read-write.
+    pub fn attach(id: i32, readonly: bool) -> io::Result<Attached> {
+        let len = shm_stat(id)?.size;
+        let flags = if readonly { libc::SHM_RDONLY } else { 0 };
+        // SAFETY: the kernel chooses the address (null); nothing else is
+        // mapped there, and the mapping is released only by `Drop`.
+        let p = unsafe { libc::shmat(id, std::ptr::null(), flags) };
+        if p as isize == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p).ok_or_else(|| io::Error::other("shmat returned null"))?;
+        Ok(Attached { ptr, len, readonly })
+    }
+
+    /// Its size in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for a read-only attachment.
+    pub fn readonly(&self) -> bool {
+        self.readonly
+    }
+
+    /// Copy `out.len()` bytes at `offset` out; `false` if out of bounds.
+    pub fn read_at(&self, offset: usize, out: &mut [u8]) -> bool {
+        if offset.checked_add(out.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: in bounds (checked); any bytes are valid u8, and a
+        // concurrent writer can only make them stale.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().cast::<u8>().add(offset), out.as_mut_ptr(), out.len())
+        };
+        true
+    }
+
+    /// Copy `data` in at `offset`; `false` if out of bounds or read-only.
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> bool {
+        if self.readonly || offset.checked_add(data.len()).is_none_or(|end| end > self.len) {
+            return false;
+        }
+        // SAFETY: in bounds (checked), attached writable; no Rust reference
+        // to this memory exists.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().cast::<u8>().add(offset), data.len()) };
+        true
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` is the address shmat returned, detached once.
+        unsafe { libc::shmdt(self.ptr.as_ptr()) };
+    }
+}
