@@ -481,6 +481,11 @@ impl Attached {
         self.len
     }
 
+    /// True for a segment of no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// True for a read-only attachment.
     pub fn readonly(&self) -> bool {
         self.readonly
