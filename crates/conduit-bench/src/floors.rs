@@ -511,3 +511,92 @@ pub fn futex_peer(p: &Peer) -> io::Result<()> {
 pub fn no_peer(_: &Peer) -> io::Result<()> {
     Ok(())
 }
+
+// ------------------------------------------------------------ sysv msg
+
+/// One System V message queue, both directions by `mtype` (1: to the
+/// peer, 2: back), raw bytes (`floor/sysv-msg`) or conduit frames
+/// (`conduit/sysv`).
+pub struct SysvQueue {
+    q: conduit::kernel::MessageQueue,
+    send_type: i64,
+    recv_type: i64,
+    typed: bool,
+}
+
+/// Bytes serialized as one byte string (what [`conduit::Bytes`] decodes).
+struct Slice<'a>(&'a [u8]);
+
+impl serde::Serialize for Slice<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl Link for SysvQueue {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        let sent =
+            if self.typed { self.q.send_msg(self.send_type, &Slice(data)) } else { self.q.send(self.send_type, data) };
+        sent.map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        let select = conduit::kernel::Select::Type(self.recv_type);
+        *buf = if self.typed {
+            self.q.recv_msg::<conduit::Bytes>(select).map_err(io::Error::other)?.1.0
+        } else {
+            self.q.recv(select).map_err(io::Error::other)?.1
+        };
+        Ok(())
+    }
+    fn max_message(&self) -> usize {
+        // A conduit frame's header and the payload's length prefix.
+        conduit::kernel::msgmax() - if self.typed { 32 } else { 0 }
+    }
+}
+
+/// The queue, removed on every path.
+struct QueueGuard(conduit::kernel::MessageQueue);
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        let _ = self.0.remove();
+    }
+}
+
+fn sysv_case(name: &str, typed: bool, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let q = QueueGuard(conduit::kernel::MessageQueue::private(0o600).map_err(io::Error::other)?);
+    run(
+        name,
+        &[q.0.id().to_string()],
+        |_| Ok(Box::new(SysvQueue { q: q.0, send_type: 1, recv_type: 2, typed })),
+        plan,
+        tick,
+    )
+}
+
+fn sysv_peer(p: &Peer, typed: bool) -> io::Result<()> {
+    let id = p.arg(0)?.parse().map_err(io::Error::other)?;
+    let q = conduit::kernel::MessageQueue::from_id(id).map_err(io::Error::other)?;
+    driver::serve(&mut SysvQueue { q, send_type: 2, recv_type: 1, typed })
+}
+
+/// `floor/sysv-msg`: raw `msgsnd`/`msgrcv` on one System V queue.
+pub fn sysv_msg(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    sysv_case("floor/sysv-msg", false, plan, tick)
+}
+
+/// The peer of `floor/sysv-msg`.
+pub fn sysv_msg_peer(p: &Peer) -> io::Result<()> {
+    sysv_peer(p, false)
+}
+
+/// `conduit/sysv`: typed messages (checksummed conduit frames) on a
+/// System V queue through `kernel::MessageQueue`.
+pub fn conduit_sysv(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    sysv_case("conduit/sysv", true, plan, tick)
+}
+
+/// The peer of `conduit/sysv`.
+pub fn conduit_sysv_peer(p: &Peer) -> io::Result<()> {
+    sysv_peer(p, true)
+}

@@ -72,6 +72,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("floor/tcp", floors::tcp, floors::tcp_peer),
     ("floor/udp", floors::udp, floors::udp_peer),
     ("floor/posix-mq", floors::posix_mq, floors::posix_mq_peer),
+    ("floor/sysv-msg", floors::sysv_msg, floors::sysv_msg_peer),
     ("floor/memcpy", floors::memcpy, floors::no_peer),
     ("conduit/shm-spin", conduit_cases::shm_spin, conduit_cases::peer),
     ("conduit/shm", conduit_cases::shm_adaptive, conduit_cases::peer),
@@ -82,6 +83,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/tcp", conduit_cases::tcp_case, conduit_cases::stream_peer),
     ("conduit/unix-stream", conduit_cases::unix_stream_case, conduit_cases::stream_peer),
     ("conduit/udp", conduit_cases::udp_case, conduit_cases::udp_peer),
+    ("conduit/sysv", floors::conduit_sysv, floors::conduit_sysv_peer),
     ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
@@ -101,6 +103,8 @@ const RUN_ORDER: &[&str] = &[
     "floor/uds",
     "conduit/uds",
     "floor/posix-mq",
+    "floor/sysv-msg",
+    "conduit/sysv",
     "conduit/mailbox",
     "peer/dbus",
     "floor/futex",
@@ -254,7 +258,7 @@ fn print_table(results: &[Measurement]) {
     let floor_pipe_64 = get(results, "floor/pipe").and_then(|m| m.msgs_per_s_64b);
     let tcp_64 = get(results, "conduit/tcp").and_then(|m| m.msgs_per_s_64b);
     let floor_tcp_64 = get(results, "floor/tcp").and_then(|m| m.msgs_per_s_64b);
-    let targets: [(&str, Option<f64>, bool, f64); 15] = [
+    let targets: [(&str, Option<f64>, bool, f64); 16] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
         ("conduit/uds 1 MiB GB/s ÷ floor/uds", ratio("conduit/uds", gbs, "floor/uds", gbs), false, 0.7),
         ("conduit/pipe rtt p50 ÷ floor/pipe", ratio("conduit/pipe", rtt, "floor/pipe", rtt), true, 1.2),
@@ -270,6 +274,7 @@ fn print_table(results: &[Measurement]) {
         ("conduit/tcp rtt p50 ÷ floor/tcp", ratio("conduit/tcp", rtt, "floor/tcp", rtt), true, 1.2),
         ("conduit/tcp 64 B msgs/s ÷ floor/tcp", tcp_64.zip(floor_tcp_64).map(|(a, b)| a / b), false, 0.8),
         ("conduit/udp rtt p50 ÷ floor/udp", ratio("conduit/udp", rtt, "floor/udp", rtt), true, 1.2),
+        ("conduit/sysv rtt p50 ÷ floor/sysv-msg", ratio("conduit/sysv", rtt, "floor/sysv-msg", rtt), true, 1.2),
     ];
     let measured: Vec<_> = targets.iter().filter_map(|(n, r, le, t)| r.map(|r| (n, r, le, t))).collect();
     if !measured.is_empty() {

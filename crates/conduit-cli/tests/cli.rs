@@ -45,7 +45,7 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 22] = [
+const NAMES: [&str; 24] = [
     "floor/line",
     "floor/spin",
     "floor/futex",
@@ -54,6 +54,7 @@ const NAMES: [&str; 22] = [
     "floor/tcp",
     "floor/udp",
     "floor/posix-mq",
+    "floor/sysv-msg",
     "floor/memcpy",
     "conduit/shm-spin",
     "conduit/shm",
@@ -64,6 +65,7 @@ const NAMES: [&str; 22] = [
     "conduit/tcp",
     "conduit/unix-stream",
     "conduit/udp",
+    "conduit/sysv",
     "conduit/mailbox",
     "peer/iceoryx2",
     "peer/ipc-channel",
