@@ -326,7 +326,7 @@ pub fn recv(a: &RecvArgs) -> ExitCode {
 }
 
 /// One object of `conduit ls`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Object {
     /// `conduit` or `kernel`.
     pub source: &'static str,
@@ -351,6 +351,29 @@ pub struct Object {
     pub capacity: Option<u64>,
     /// Processes involved.
     pub pids: Vec<u32>,
+    /// System V objects: the creator's uid and gid (`ipcs -c`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub creator: Option<Creator>,
+    /// System V objects: the pids of the last operations, by role, as
+    /// `ipcs -p` shows them (`last_send`/`last_recv` for queues,
+    /// `creator`/`last` for segments; 0: none yet).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub last_pids: std::collections::BTreeMap<&'static str, u32>,
+    /// System V objects: the times of the last operations, seconds since
+    /// the epoch (0: never), as `ipcs -t` shows them (`send`, `recv`,
+    /// `change` for queues; `op`, `change` for semaphores; `attach`,
+    /// `detach`, `change` for segments).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub times: std::collections::BTreeMap<&'static str, i64>,
+}
+
+/// The creator of a System V object.
+#[derive(Serialize, Debug, Clone, Copy)]
+pub struct Creator {
+    /// Creator uid.
+    pub uid: u32,
+    /// Creator gid.
+    pub gid: u32,
 }
 
 /// The kernel's objects, and why some could not be listed.
@@ -387,15 +410,43 @@ fn kernel_objects() -> (Vec<Object>, Vec<String>) {
         depth: Option<usize>,
         uid: usize,
         gid: usize,
-        pids: &'static [usize],
+        pids: &'static [(&'static str, usize)],
+        times: &'static [(&'static str, usize)],
     }
     const TABLES: [Cols; 3] = [
-        // key msqid perms cbytes qnum lspid lrpid uid gid ...
-        Cols { file: "msg", kind: "sysv-msg", size: 3, depth: Some(4), uid: 7, gid: 8, pids: &[5, 6] },
-        // key semid perms nsems uid gid ...
-        Cols { file: "sem", kind: "sysv-sem", size: 3, depth: None, uid: 4, gid: 5, pids: &[] },
-        // key shmid perms size cpid lpid nattch uid gid ...
-        Cols { file: "shm", kind: "sysv-shm", size: 3, depth: Some(6), uid: 7, gid: 8, pids: &[4, 5] },
+        // key msqid perms cbytes qnum lspid lrpid uid gid cuid cgid stime rtime ctime
+        Cols {
+            file: "msg",
+            kind: "sysv-msg",
+            size: 3,
+            depth: Some(4),
+            uid: 7,
+            gid: 8,
+            pids: &[("last_send", 5), ("last_recv", 6)],
+            times: &[("send", 11), ("recv", 12), ("change", 13)],
+        },
+        // key semid perms nsems uid gid cuid cgid otime ctime
+        Cols {
+            file: "sem",
+            kind: "sysv-sem",
+            size: 3,
+            depth: None,
+            uid: 4,
+            gid: 5,
+            pids: &[],
+            times: &[("op", 8), ("change", 9)],
+        },
+        // key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime
+        Cols {
+            file: "shm",
+            kind: "sysv-shm",
+            size: 3,
+            depth: Some(6),
+            uid: 7,
+            gid: 8,
+            pids: &[("creator", 4), ("last", 5)],
+            times: &[("attach", 11), ("detach", 12), ("change", 13)],
+        },
     ];
     for c in &TABLES {
         for r in table(c.file).iter().filter(|r| r.len() > c.gid) {
@@ -410,7 +461,10 @@ fn kernel_objects() -> (Vec<Object>, Vec<String>) {
                 size: r[c.size],
                 depth: c.depth.map_or(0, |i| r[i]),
                 capacity: None,
-                pids: c.pids.iter().map(|&i| r[i] as u32).filter(|p| *p != 0).collect(),
+                pids: c.pids.iter().map(|&(_, i)| r[i] as u32).filter(|p| *p != 0).collect(),
+                creator: r.get(c.gid + 2).map(|&cgid| Creator { uid: r[c.gid + 1] as u32, gid: cgid as u32 }),
+                last_pids: c.pids.iter().filter_map(|&(n, i)| Some((n, *r.get(i)? as u32))).collect(),
+                times: c.times.iter().filter_map(|&(n, i)| Some((n, *r.get(i)? as i64))).collect(),
             });
         }
     }
@@ -431,6 +485,7 @@ fn kernel_objects() -> (Vec<Object>, Vec<String>) {
                     depth: attr.map_or(0, |a| a.depth),
                     capacity: attr.map(|a| a.capacity),
                     pids: vec![],
+                    ..Object::default()
                 });
             }
         }
@@ -457,6 +512,7 @@ fn kernel_objects() -> (Vec<Object>, Vec<String>) {
                     depth: 0,
                     capacity: None,
                     pids: vec![],
+                    ..Object::default()
                 });
             }
         }
@@ -491,6 +547,7 @@ pub fn ls(a: &LsArgs) -> ExitCode {
                     depth: o.depth,
                     capacity: o.capacity,
                     pids: o.pids,
+                    ..Object::default()
                 })
                 .collect(),
             Err(e) => return fail(e),

@@ -195,6 +195,43 @@ fn ls_json_shows_a_conduit_mailbox_and_a_system_v_queue() {
 }
 
 #[test]
+fn ls_json_agrees_with_ipcs_on_creator_pids_and_times() {
+    let q = conduit::kernel::MessageQueue::private(0o640).unwrap();
+    // A send from another process (conduit send), a receive from this one.
+    let target = format!("sysv:{}", q.id());
+    let sender = conduit().args(["send", &target, "--type", "2", "x"]).spawn().unwrap();
+    let sender_pid = sender.id();
+    assert!(sender.wait_with_output().unwrap().status.success());
+    assert_eq!(q.recv(conduit::kernel::Select::First).unwrap().0, 2);
+    let out = conduit().args(["ls", "--json"]).output().unwrap();
+    let ipcs_p = Command::new("ipcs").args(["-q", "-p"]).output();
+    let _ = q.remove();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let o = doc["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "sysv-msg" && o["id"] == q.id().to_string().as_str())
+        .expect("the queue")
+        .clone();
+    assert_eq!(o["last_pids"]["last_send"].as_u64(), Some(u64::from(sender_pid)));
+    assert_eq!(o["last_pids"]["last_recv"].as_u64(), Some(u64::from(std::process::id())));
+    assert_eq!(o["creator"]["uid"].as_u64(), Some(u64::from(rustix::process::getuid().as_raw())));
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for t in ["send", "recv", "change"] {
+        let v = o["times"][t].as_i64().unwrap();
+        assert!((now - 60..=now + 1).contains(&v), "{t}: {v}");
+    }
+    // `ipcs -q -p` (util-linux) prints: msqid owner lspid lrpid.
+    if let Ok(p) = ipcs_p {
+        let text = String::from_utf8_lossy(&p.stdout);
+        let row = text.lines().find(|l| l.split_whitespace().next() == Some(q.id().to_string().as_str()));
+        let row: Vec<&str> = row.expect("ipcs lists the queue").split_whitespace().collect();
+        assert_eq!((row[2], row[3]), (sender_pid.to_string().as_str(), std::process::id().to_string().as_str()));
+    }
+}
+
+#[test]
 fn send_and_recv_exit_codes_tell_empty_full_timeout_denied_and_not_found() {
     let d = Daemon::start("codes");
     assert!(d.run(&["mailbox", "create", "one", "--capacity", "1"]).status.success());
