@@ -600,3 +600,48 @@ pub fn conduit_sysv(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measuremen
 pub fn conduit_sysv_peer(p: &Peer) -> io::Result<()> {
     sysv_peer(p, true)
 }
+
+// ------------------------------------------------- posix mq (typed)
+
+/// Two POSIX queues through `kernel::PosixQueue`, typed messages
+/// (checksummed conduit frames).
+pub struct TypedMq {
+    tx: conduit::kernel::PosixQueue,
+    rx: conduit::kernel::PosixQueue,
+}
+
+impl Link for TypedMq {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        self.tx.send_msg(0, &Slice(data)).map_err(io::Error::other)
+    }
+    fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<()> {
+        *buf = self.rx.recv_msg::<conduit::Bytes>().map_err(io::Error::other)?.1.0;
+        Ok(())
+    }
+    fn max_message(&self) -> usize {
+        MQ_MSG - 32
+    }
+}
+
+/// `conduit/posix-mq-typed`: typed messages on two POSIX queues.
+pub fn posix_mq_typed(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    static ROUND: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let round = ROUND.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let down = MqName(format!("/{}-{round}-down", unique("mqt")));
+    let up = MqName(format!("/{}-{round}-up", unique("mqt")));
+    let open = |n: &str| conduit::kernel::PosixQueue::create(n, 10, MQ_MSG, 0o600).map_err(io::Error::other);
+    let mut link = TypedMq { tx: open(&down.0)?, rx: open(&up.0)? };
+    let peer = spawn_peer("conduit/posix-mq-typed", &[down.0.clone(), up.0.clone()])?;
+    peer.wait_ready()?;
+    drop((down, up));
+    let m = driver::measure("conduit/posix-mq-typed", &mut link, plan, tick);
+    peer.finish(m)
+}
+
+/// The peer of `conduit/posix-mq-typed`.
+pub fn posix_mq_typed_peer(p: &Peer) -> io::Result<()> {
+    let open = |n: &str| conduit::kernel::PosixQueue::open(n).map_err(io::Error::other);
+    let mut link = TypedMq { rx: open(p.arg(0)?)?, tx: open(p.arg(1)?)? };
+    p.ready()?;
+    driver::serve(&mut link)
+}

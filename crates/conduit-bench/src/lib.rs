@@ -84,6 +84,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/unix-stream", conduit_cases::unix_stream_case, conduit_cases::stream_peer),
     ("conduit/udp", conduit_cases::udp_case, conduit_cases::udp_peer),
     ("conduit/sysv", floors::conduit_sysv, floors::conduit_sysv_peer),
+    ("conduit/posix-mq-typed", floors::posix_mq_typed, floors::posix_mq_typed_peer),
     ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
@@ -103,6 +104,7 @@ const RUN_ORDER: &[&str] = &[
     "floor/uds",
     "conduit/uds",
     "floor/posix-mq",
+    "conduit/posix-mq-typed",
     "floor/sysv-msg",
     "conduit/sysv",
     "conduit/mailbox",
@@ -229,10 +231,10 @@ fn get<'a>(results: &'a [Measurement], name: &str) -> Option<&'a Measurement> {
 
 fn print_table(results: &[Measurement]) {
     let spin = get(results, "floor/spin").and_then(|m| m.rtt_p50_ns);
-    println!("{:<18} {:>12} {:>12} {:>8} {:>12} {:>11}", "case", "rtt p50", "rtt p99", "÷ spin", "64 B msgs", "1 MiB");
+    println!("{:<22} {:>12} {:>12} {:>8} {:>12} {:>11}", "case", "rtt p50", "rtt p99", "÷ spin", "64 B msgs", "1 MiB");
     for m in results {
         println!(
-            "{:<18} {:>12} {:>12} {:>8} {:>12} {:>11}",
+            "{:<22} {:>12} {:>12} {:>8} {:>12} {:>11}",
             m.name,
             fmt_opt(m.rtt_p50_ns, |v| format!("{:.2} µs", v / 1e3)),
             fmt_opt(m.rtt_p99_ns, |v| format!("{:.2} µs", v / 1e3)),
@@ -258,7 +260,7 @@ fn print_table(results: &[Measurement]) {
     let floor_pipe_64 = get(results, "floor/pipe").and_then(|m| m.msgs_per_s_64b);
     let tcp_64 = get(results, "conduit/tcp").and_then(|m| m.msgs_per_s_64b);
     let floor_tcp_64 = get(results, "floor/tcp").and_then(|m| m.msgs_per_s_64b);
-    let targets: [(&str, Option<f64>, bool, f64); 16] = [
+    let targets: [(&str, Option<f64>, bool, f64); 17] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
         ("conduit/uds 1 MiB GB/s ÷ floor/uds", ratio("conduit/uds", gbs, "floor/uds", gbs), false, 0.7),
         ("conduit/pipe rtt p50 ÷ floor/pipe", ratio("conduit/pipe", rtt, "floor/pipe", rtt), true, 1.2),
@@ -275,6 +277,12 @@ fn print_table(results: &[Measurement]) {
         ("conduit/tcp 64 B msgs/s ÷ floor/tcp", tcp_64.zip(floor_tcp_64).map(|(a, b)| a / b), false, 0.8),
         ("conduit/udp rtt p50 ÷ floor/udp", ratio("conduit/udp", rtt, "floor/udp", rtt), true, 1.2),
         ("conduit/sysv rtt p50 ÷ floor/sysv-msg", ratio("conduit/sysv", rtt, "floor/sysv-msg", rtt), true, 1.2),
+        (
+            "conduit/posix-mq-typed rtt p50 ÷ floor/posix-mq",
+            ratio("conduit/posix-mq-typed", rtt, "floor/posix-mq", rtt),
+            true,
+            1.2,
+        ),
     ];
     let measured: Vec<_> = targets.iter().filter_map(|(n, r, le, t)| r.map(|r| (n, r, le, t))).collect();
     if !measured.is_empty() {
@@ -282,7 +290,7 @@ fn print_table(results: &[Measurement]) {
         for (name, r, le, t) in measured {
             let met = if *le { r <= *t } else { r >= *t };
             let op = if *le { "≤" } else { "≥" };
-            println!("  {name:<42} {r:>6.2}  (target {op} {t})  {}", if met { "met" } else { "MISSED" });
+            println!("  {name:<48} {r:>6.2}  (target {op} {t})  {}", if met { "met" } else { "MISSED" });
         }
     }
     // How far above the physical limit of a cross-core round trip.

@@ -45,7 +45,7 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 24] = [
+const NAMES: [&str; 25] = [
     "floor/line",
     "floor/spin",
     "floor/futex",
@@ -66,6 +66,7 @@ const NAMES: [&str; 24] = [
     "conduit/unix-stream",
     "conduit/udp",
     "conduit/sysv",
+    "conduit/posix-mq-typed",
     "conduit/mailbox",
     "peer/iceoryx2",
     "peer/ipc-channel",

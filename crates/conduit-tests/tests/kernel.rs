@@ -207,3 +207,41 @@ fn a_system_v_segment_is_shared_with_a_c_program_both_ways_through_a_bounds_chec
     drop(ro);
     assert_eq!(seg.0.stat().unwrap().attached, 1);
 }
+
+#[test]
+fn a_posix_queue_is_shared_with_a_c_program_by_priority_both_ways() {
+    use conduit::kernel::PosixQueue;
+    let dir = TempDir::new("mq");
+    let c = build_c("posix_mq", &dir);
+    let name = format!("/conduit-test-{}", std::process::id());
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = PosixQueue::unlink(&self.0);
+        }
+    }
+    let q = PosixQueue::create(&name, 8, 256, 0o600).unwrap();
+    let _unlink = Unlink(name.clone());
+    assert!(matches!(PosixQueue::create(&name, 8, 256, 0o600), Err(IpcError::Exists)));
+    assert!(Command::new(&c).args(["send", &name]).status().unwrap().success());
+    assert_eq!(q.len(), 3);
+    // The highest priority first.
+    assert_eq!(q.recv().unwrap(), (9, b"high".to_vec()));
+    assert_eq!(q.recv().unwrap(), (5, b"mid".to_vec()));
+    assert_eq!(q.recv().unwrap(), (1, b"low".to_vec()));
+    assert!(matches!(q.recv_timeout(Duration::from_millis(20)), Err(IpcError::Empty)));
+    q.send(3, b"three").unwrap();
+    q.send(7, b"seven").unwrap();
+    let out = Command::new(&c).args(["recv", &name, "2"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "7 seven\n3 three\n");
+    // Typed, full, too large.
+    q.send_msg(2, &(1u32, "typed".to_string())).unwrap();
+    assert_eq!(q.recv_msg::<(u32, String)>().unwrap(), (2, (1, "typed".to_string())));
+    for i in 0..8 {
+        q.try_send(0, &[i]).unwrap();
+    }
+    assert!(matches!(q.try_send(0, b"x"), Err(IpcError::Full)));
+    assert!(matches!(q.send_timeout(0, b"x", Duration::from_millis(20)), Err(IpcError::Full)));
+    assert!(matches!(q.try_send(0, &[0; 257]), Err(IpcError::TooLarge { .. })));
+}
