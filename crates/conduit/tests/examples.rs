@@ -78,3 +78,51 @@ fn the_echo_server_answers_in_all_three_styles() {
         }
     }
 }
+
+/// Run an example to its end; its standard output.
+fn run(name: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{name} {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_bounded_buffer_uses_all_ten_slots_between_two_processes() {
+    assert_eq!(run("bounded_buffer", &[], None), "buffer held at most 10 items; consumer summed 499500\n");
+}
+
+#[test]
+fn the_system_v_program_receives_the_lowest_type_first() {
+    assert_eq!(run("sysv_queue", &[], None), "type 1: first\ntype 2: second\ntype 3: third\n");
+}
+
+#[test]
+fn a_signal_handler_becomes_a_message() {
+    let out = run("signal_message", &[], None);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("SIGUSR1 from pid ") && lines[0].ends_with("value None"), "{out}");
+    assert!(lines[1].starts_with("SIGUSR2 from pid ") && lines[1].ends_with("value Some(42)"), "{out}");
+}
+
+#[test]
+fn the_fork_examples_print_pids_make_four_processes_and_run_a_shell_loop() {
+    assert!(run("fork", &["pid"], None).starts_with("my pid is "));
+    let pc = run("fork", &["parent-child"], None);
+    let w: Vec<&str> = pc.split_whitespace().collect();
+    assert_eq!((w[0], w[2], w[3]), ("parent", "has", "child"));
+    assert_ne!(w[1], w[4], "two processes");
+    assert!(run("fork", &["four"], None).starts_with("4 processes: "));
+    let shell = run("fork", &["shell"], Some("true; false\necho hi\n"));
+    assert_eq!(shell, "[true] exited with 0\n[false] exited with 1\nhi\n[echo hi] exited with 0\n");
+}
