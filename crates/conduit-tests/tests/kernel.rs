@@ -7,27 +7,9 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{finish, outcome, report, spawn_with_args};
+use common::{TempDir, finish, outcome, report, spawn_with_args};
 use conduit::kernel::{IpcError, MessageQueue, Select, Semaphores, Wait, ftok};
 use conduit_tests::FromChild;
-
-/// A fresh directory, removed with its contents.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("conduit-kernel-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A queue removed when the test ends, whatever happens.
 struct Queue(MessageQueue);

@@ -8,31 +8,12 @@ mod common;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{finish, outcome, report, spawn, spawn_with_args};
+use common::{TempDir, finish, outcome, report, spawn, spawn_with_args};
 use conduit::channel::pipe;
 use conduit::{Error, RecvError, RecvTimeoutError, WireError, fifo};
 use conduit_tests::{FromChild, ToChild};
-
-/// A fresh directory for this test's FIFOs, removed with its contents.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("conduit-pipes-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Raw bytes straight into a pipe channel's write end, as a hostile peer
 /// holding it would write them.

@@ -43,6 +43,24 @@ pub fn finish(mut kid: Kid) {
     assert!(exit.success(), "child failed: {exit:?}");
 }
 
+/// A fresh directory for one test's files, removed with its contents.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("conduit-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// The transport a test runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flavor {

@@ -73,7 +73,7 @@ pub enum IpcError {
     Io(io::Error),
 }
 
-fn ipc_error(e: io::Error) -> IpcError {
+pub(super) fn ipc_error(e: io::Error) -> IpcError {
     match e.raw_os_error() {
         Some(libc::EIDRM) => IpcError::Removed,
         Some(libc::EACCES | libc::EPERM) => IpcError::Denied,

@@ -8,19 +8,15 @@
 use std::io;
 use std::time::Duration;
 
-use super::message_queue::IpcError;
+use super::message_queue::{IpcError, ipc_error};
 use crate::sys::sysv as sys;
 
 fn sem_error(e: io::Error) -> IpcError {
     match e.raw_os_error() {
-        Some(libc::EIDRM) => IpcError::Removed,
-        Some(libc::EACCES | libc::EPERM) => IpcError::Denied,
-        Some(libc::ENOENT) => IpcError::NotFound,
-        Some(libc::EEXIST) => IpcError::Exists,
         // Without waiting, or when the time ran out.
         Some(libc::EAGAIN) => IpcError::WouldWait,
         Some(libc::EINVAL) => IpcError::NotFound,
-        _ => IpcError::Io(e),
+        _ => ipc_error(e),
     }
 }
 

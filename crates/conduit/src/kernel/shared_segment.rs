@@ -9,17 +9,14 @@
 
 use std::io;
 
-use super::message_queue::IpcError;
+use super::message_queue::{IpcError, ipc_error};
 use crate::sys::sysv as sys;
 pub use crate::sys::sysv::{Attached, ShmStat};
 
 fn shm_error(e: io::Error) -> IpcError {
     match e.raw_os_error() {
-        Some(libc::EIDRM) => IpcError::Removed,
-        Some(libc::EACCES | libc::EPERM) => IpcError::Denied,
-        Some(libc::ENOENT | libc::EINVAL) => IpcError::NotFound,
-        Some(libc::EEXIST) => IpcError::Exists,
-        _ => IpcError::Io(e),
+        Some(libc::EINVAL) => IpcError::NotFound,
+        _ => ipc_error(e),
     }
 }
 

@@ -30,6 +30,17 @@ pub(crate) fn is_disconnect(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected)
 }
 
+/// Why a write to a socket did not go: no room, the peer gone, or else.
+pub(crate) fn write_fail(e: io::Error) -> WriteFail {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        WriteFail::NoRoom
+    } else if is_disconnect(&e) {
+        WriteFail::Disconnected
+    } else {
+        WriteFail::Failed(e.into())
+    }
+}
+
 /// Accept `fd` as a conduit socket, or say why not.
 pub(crate) fn check(fd: OwnedFd) -> Result<OwnedFd, &'static str> {
     if socket::is_unix_seqpacket(fd.as_fd()) { Ok(fd) } else { Err("not a conduit socket") }
@@ -60,15 +71,7 @@ impl Seqpacket {
 
     #[inline]
     pub fn try_send(&self, frame: &[u8], fds: &[BorrowedFd<'_>]) -> Result<(), WriteFail> {
-        socket::send_frame(self.fd(), frame, fds).map_err(|e| {
-            if e.kind() == io::ErrorKind::WouldBlock {
-                WriteFail::NoRoom
-            } else if is_disconnect(&e) {
-                WriteFail::Disconnected
-            } else {
-                WriteFail::Failed(e.into())
-            }
-        })
+        socket::send_frame(self.fd(), frame, fds).map_err(write_fail)
     }
 
     pub fn wait_writable(&self) -> io::Result<()> {

@@ -48,6 +48,7 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::framing::{self, Stream};
+use super::seqpacket::{is_disconnect, write_fail};
 use super::{Caps, WriteFail};
 use crate::channel::ctl::{Capacity, Ctl};
 use crate::channel::error::SendFail;
@@ -70,20 +71,6 @@ const CREDIT_NAP: Duration = Duration::from_millis(20);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn is_disconnect(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::NotConnected)
-}
-
-fn write_fail(e: io::Error) -> WriteFail {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        WriteFail::NoRoom
-    } else if is_disconnect(&e) {
-        WriteFail::Disconnected
-    } else {
-        WriteFail::Failed(e.into())
-    }
 }
 
 /// Check a received stream socket.
