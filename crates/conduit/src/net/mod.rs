@@ -39,7 +39,9 @@
 //!
 //! * **Before a send**: the send fails with `Disconnected` and hands the
 //!   message back (the link asks the kernel whether the peer closed before
-//!   it writes).
+//!   it writes — in a burst of sends, at most every 100 µs: a receiver
+//!   that dies within that window loses what was sent meanwhile, as it
+//!   loses what it had not read).
 //! * **After a send returned**: the message is the kernel's. On loopback it
 //!   is already in the receiver's socket buffer (unless that was full: then
 //!   in the sender's, or in its outbox). A sender that exits or drops its

@@ -43,7 +43,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -173,6 +173,18 @@ pub(crate) struct StreamTx {
     credited: Condvar,
     /// The socket was duplicated for another process (a right).
     handed: AtomicBool,
+    /// When the peer was last asked about (`since_start`, ns).
+    checked: AtomicU64,
+}
+
+/// A burst of sends asks the kernel whether the receiver closed at most
+/// this often.
+const PEER_CHECK: Duration = Duration::from_micros(100);
+
+/// Nanoseconds since the first call (a clock for `PEER_CHECK`).
+fn since_start() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 /// Credits read so far: part of a frame, and who is reading.
@@ -194,6 +206,7 @@ impl StreamTx {
             credit: Mutex::default(),
             credited: Condvar::new(),
             handed: AtomicBool::new(false),
+            checked: AtomicU64::new(0),
         }
     }
 
@@ -217,6 +230,17 @@ impl StreamTx {
 
     pub fn peer_gone(&self) -> bool {
         lock(&self.credit).gone || sys::closed_by_peer(self.fd())
+    }
+
+    /// True if the peer is due to be asked about (see `PEER_CHECK`).
+    fn peer_check_due(&self) -> bool {
+        let now = since_start();
+        let last = self.checked.load(SeqCst);
+        if last != 0 && now.saturating_sub(last) < PEER_CHECK.as_nanos() as u64 {
+            return false;
+        }
+        self.checked.store(now.max(1), SeqCst);
+        true
     }
 
     /// Part of a frame waits to be written.
@@ -246,8 +270,10 @@ impl StreamTx {
         }
         // TCP takes bytes for a peer that has closed (it answers them with
         // a reset): ask first, so that a send to a dead receiver fails
-        // with its message instead of losing it.
-        if sys::closed_by_peer(self.fd()) {
+        // with its message instead of losing it. Asked at most once per
+        // `PEER_CHECK` in a burst of sends: a receiver that dies within it
+        // loses what was sent meanwhile, as it loses what it had not read.
+        if self.peer_check_due() && sys::closed_by_peer(self.fd()) {
             return Err(WriteFail::Disconnected);
         }
         let mut tail = lock(&self.tail);
