@@ -131,9 +131,14 @@ impl Select {
     }
 }
 
-/// The kernel's limit on one message's text (`/proc/sys/kernel/msgmax`).
+/// The kernel's limit on one message's text (`/proc/sys/kernel/msgmax`),
+/// read once per process: sends and receives check against it without a
+/// file read each.
 pub fn msgmax() -> usize {
-    std::fs::read_to_string("/proc/sys/kernel/msgmax").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(8192)
+    static MSGMAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MSGMAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/msgmax").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(8192)
+    })
 }
 
 /// A System V message queue (a handle: dropping it leaves the queue).
