@@ -1,7 +1,7 @@
 //! The client side: a connection to the broker, started on first use if
 //! none is running.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -179,10 +179,22 @@ pub struct Client {
     /// Opened mailboxes, to send (`[0]`) and to receive (`[1]`), by name:
     /// their queue, or `None` for "through the broker".
     queues: Mutex<[HashMap<String, Opened>; 2]>,
+    /// Names this client gave up itself (not a loss to report).
+    released: Arc<Mutex<HashSet<String>>>,
+    /// One per name watched for a loss: dropped with the client, which
+    /// ends those watches.
+    stops: Mutex<Vec<Sender<()>>>,
 }
 
 /// An opened mailbox: its queue, or `None` for "through the broker".
 type Opened = Option<Arc<Queue>>;
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Before the connection closes: the watches of our names end first.
+        self.stops.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,7 +225,14 @@ impl Client {
         rustix::net::connect(&sock, &addr).map_err(|e| no(e.into()))?;
         let watch = rustix::io::fcntl_dupfd_cloexec(&sock, 0).map_err(|e| no(e.into()))?;
         let (tx, rx) = conduit::channel::connection::<Request, Reply>(sock).map_err(broken)?;
-        let mut client = Client { link: Mutex::new((tx, rx)), broker_pid: 0, watch, queues: Mutex::default() };
+        let mut client = Client {
+            link: Mutex::new((tx, rx)),
+            broker_pid: 0,
+            watch,
+            queues: Mutex::default(),
+            released: Arc::default(),
+            stops: Mutex::default(),
+        };
         match client.call(Request::Hello { protocol: PROTOCOL })? {
             Reply::Hello { pid, .. } => client.broker_pid = pid,
             other => return Err(ClientError::Protocol(format!("{other:?}"))),
@@ -428,12 +447,100 @@ impl Client {
         postcard::from_bytes(&m.data).map_err(|e| ClientError::Protocol(e.to_string()))
     }
 
-    /// Register `port` under `name` (the matchmaker).
-    pub fn register<T>(&self, name: &str, port: Sender<T>, flags: NameFlags) -> Result<NameReply, ClientError> {
-        match self.call(Request::Register { name: name.into(), port: port.cast(), flags })? {
-            Reply::Name(r) => Ok(r),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
+    /// Open this process's **inbox** for direct addressing (M1.2): others
+    /// then reach it by pid with [`send_to_pid`](Self::send_to_pid), and it
+    /// receives with [`recv_from_pid`](Self::recv_from_pid) (symmetric:
+    /// from that process only) or [`recv_from_any`](Self::recv_from_any)
+    /// (asymmetric: [`Message::sender`] names who sent it). The inbox is
+    /// the broker's mailbox `pid:PID`: unbounded, kept by the broker, open
+    /// to every sender, readable by this process alone; the sender's pid
+    /// on each message is the kernel's (`SO_PEERCRED` of the sender's
+    /// connection), never a field the sender wrote. It is removed with
+    /// this connection — messages still in it go with the process, as
+    /// those in its sockets would — so a reused pid never inherits it.
+    pub fn open_inbox(&self) -> Result<(), ClientError> {
+        self.done(Request::OpenInbox)
+    }
+
+    /// `send(P, message)`: to the inbox of process `pid` (`NotFound` if it
+    /// has none).
+    pub fn send_to_pid(&self, pid: u32, data: &[u8]) -> Result<Sent, ClientError> {
+        self.send(&inbox(pid), 0, data, OnFull::Block)
+    }
+
+    /// `receive(Q, message)`: the oldest message in this process's inbox
+    /// that process `pid` sent (messages of others stay, in order).
+    pub fn recv_from_pid(&self, pid: u32, wait: WaitFor) -> Result<Message, ClientError> {
+        if pid == 0 {
+            return Err(ClientError::Broker(BrokerError::Invalid("no process has pid 0".into())));
         }
+        self.recv(&inbox(std::process::id()), i64::from(pid), wait)
+    }
+
+    /// `receive(id, message)`: the oldest message in this process's inbox,
+    /// from anyone; [`Message::sender`] is its sender's pid.
+    pub fn recv_from_any(&self, wait: WaitFor) -> Result<Message, ClientError> {
+        self.recv(&inbox(std::process::id()), 0, wait)
+    }
+
+    /// Register `port` under `name` (the matchmaker).
+    ///
+    /// While this process owns the name, a takeover (another process
+    /// registering with `replace_existing`, or an administrator's
+    /// `conduit rm name`) is posted on its notify port
+    /// ([`conduit::notify()`]) as `Event::NameLost` — unless this client
+    /// gave the name up itself ([`release`](Self::release)).
+    pub fn register<T>(&self, name: &str, port: Sender<T>, flags: NameFlags) -> Result<NameReply, ClientError> {
+        let reply = match self.call(Request::Register { name: name.into(), port: port.cast(), flags })? {
+            Reply::Name(r) => r,
+            other => return Err(ClientError::Protocol(format!("{other:?}"))),
+        };
+        if reply != NameReply::Exists {
+            self.report_loss(name)?;
+        }
+        Ok(reply)
+    }
+
+    /// Watch `name` and post `NameLost` on the notify port when an owner
+    /// change takes it from this process (and not by its own release).
+    fn report_loss(&self, name: &str) -> Result<(), ClientError> {
+        let events = self.watch(name)?;
+        // Dropping the client ends the watch (its own end of the name is
+        // no loss to report).
+        let (stop_tx, stop) = conduit::unbounded::<()>().map_err(broken)?;
+        self.stops.lock().unwrap_or_else(|p| p.into_inner()).push(stop_tx);
+        let released = Arc::clone(&self.released);
+        released.lock().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let name = name.to_string();
+        let me = std::process::id();
+        std::thread::Builder::new()
+            .name("conduit-name-watch".into())
+            .spawn(move || {
+                let mut owned = false;
+                loop {
+                    let mut set = conduit::PortSet::new();
+                    let ev = set.add(&events);
+                    set.add(&stop);
+                    if set.ready() != ev {
+                        return;
+                    }
+                    let Ok(ev) = events.try_recv() else { return };
+                    if ev.owner == Some(me) {
+                        owned = true;
+                    } else if owned {
+                        // Our own end (the client dropped) is no loss.
+                        if matches!(stop.try_recv(), Err(conduit::TryRecvError::Disconnected)) {
+                            return;
+                        }
+                        if !released.lock().unwrap_or_else(|p| p.into_inner()).remove(&name) {
+                            conduit::notify::post(conduit::notify::Event::NameLost { name, by: ev.owner });
+                        }
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| ClientError::Protocol(format!("cannot start a thread: {e}")))?;
+        Ok(())
     }
 
     /// The port registered under `name`; `T` is the caller's promise of its
@@ -449,6 +556,7 @@ impl Client {
     /// of the owner's user, may take a name from its owner this way
     /// (`conduit rm name NAME`).
     pub fn release(&self, name: &str) -> Result<(), ClientError> {
+        self.released.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
         self.done(Request::Release { name: name.into() })
     }
 
@@ -517,4 +625,9 @@ fn in_slices<T>(
             r => return Some(r),
         }
     }
+}
+
+/// The inbox mailbox of process `pid`.
+fn inbox(pid: u32) -> String {
+    format!("{}{pid}", crate::protocol::INBOX_PREFIX)
 }

@@ -34,7 +34,8 @@ mod store;
 
 pub use client::{Client, ClientError, Connect, Delivery, Message, Sent};
 pub use protocol::{
-    BrokerError, Capacity, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy, WaitFor,
+    BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy,
+    WaitFor,
 };
 pub use server::{Config, Server, Stopper, WORKER_THREADS, raise_fd_limit};
 pub use state::Limits;

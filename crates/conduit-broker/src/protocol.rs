@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// Version of this protocol.
 /// 2: deliveries are acknowledged (`Reply::Message::delivery`,
 /// `Request::Settle`).
-pub const PROTOCOL: u32 = 2;
+pub const PROTOCOL: u32 = 3;
 
 /// A send right whose message type the broker does not know.
 pub type AnyPort = Sender<Opaque>;
@@ -97,6 +97,10 @@ pub struct NameFlags {
     /// If the name is taken (and cannot be replaced), wait in line for it.
     pub queue: bool,
 }
+
+/// Mailbox names that start with this are processes' inboxes
+/// (`pid:1234`): only the broker makes them ([`Request::OpenInbox`]).
+pub const INBOX_PREFIX: &str = "pid:";
 
 /// Outcome of a registration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,6 +249,12 @@ pub enum Request {
     },
     /// Every object the broker holds.
     List,
+    /// Open this process's **inbox** for direct addressing: the mailbox
+    /// `pid:PID` (see [`INBOX_PREFIX`]), unbounded, kept by the broker;
+    /// anyone may send to it, only this process receive from it; the
+    /// broker stamps each message's type with its sender's pid (as the
+    /// kernel names it), and removes the inbox when this connection ends.
+    OpenInbox,
     /// Settle a delivery. A delivery not settled when the connection ends
     /// is given back.
     Settle {

@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use crate::protocol::{
-    AnyPort, BrokerError, Capacity, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy,
-    WaitFor, hung_up,
+    AnyPort, BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull,
+    Policy, WaitFor, hung_up,
 };
 use crate::store::Store;
 
@@ -107,6 +107,8 @@ pub(crate) struct Mailbox {
     /// directly; the broker uses it for everyone else. `queue` above
     /// stays empty then.
     pub shared: Option<Arc<Queue>>,
+    /// A process's inbox: its pid and the connection that opened it.
+    pub inbox: Option<(u32, u64)>,
 }
 
 impl Mailbox {
@@ -124,6 +126,7 @@ impl Mailbox {
             holder: None,
             waiters: VecDeque::new(),
             shared: None,
+            inbox: None,
         }
     }
 
@@ -291,6 +294,14 @@ enum Access {
 }
 
 fn allowed(mb: &Mailbox, peer: &Peer, access: Access) -> bool {
+    // An inbox: anyone sends; only its process receives (root included:
+    // direct addressing names a process, not a user).
+    if let Some((pid, _)) = mb.inbox {
+        return match access {
+            Access::Read => peer.pid == pid,
+            Access::Write => true,
+        };
+    }
     if peer.is_root() {
         return true;
     }
@@ -386,13 +397,39 @@ impl Rules {
         for name in names {
             Self::drop_name_owner(&mut st, &name, peer.id);
         }
+        // Its inbox goes with it (the pid may be reused).
+        st.mailboxes.retain(|_, mb| mb.inbox.is_none_or(|(_, conn)| conn != peer.id));
         self.changed.notify_waiters();
+    }
+
+    /// Open the inbox of the process on this connection (`pid:PID`).
+    pub fn open_inbox(&self, peer: &Peer) -> Result<(), BrokerError> {
+        let name = format!("{INBOX_PREFIX}{}", peer.pid);
+        let mut st = lock(&self.state);
+        if let Some(mb) = st.mailboxes.get(&name) {
+            return match mb.inbox {
+                Some((_, conn)) if conn == peer.id => Ok(()),
+                _ => Err(BrokerError::Exists(format!("the inbox of pid {} (opened on another connection)", peer.pid))),
+            };
+        }
+        if !peer.is_root() && Self::objects_of(&st, peer.uid) >= self.limits.max_objects {
+            return Err(BrokerError::Quota(format!("uid {} owns {} objects", peer.uid, self.limits.max_objects)));
+        }
+        let mut mb = Mailbox::new(peer.uid, peer.gid, 0o622, Capacity::Unbounded, Policy::Exclusive, false);
+        mb.inbox = Some((peer.pid, peer.id));
+        st.mailboxes.insert(name, mb);
+        Ok(())
     }
 
     pub fn create(&self, peer: &Peer, name: String, opts: MailboxOptions) -> Result<(), BrokerError> {
         let MailboxOptions { capacity, policy, mode, durable, max_message } = opts;
         if name.is_empty() || name.len() > 255 || mode > 0o777 {
             return Err(BrokerError::Invalid("a mailbox needs a name of 1..=255 bytes and a mode ≤ 0777".into()));
+        }
+        if name.starts_with(INBOX_PREFIX) {
+            return Err(BrokerError::Invalid(format!(
+                "names {INBOX_PREFIX}… are processes' inboxes, opened by Client::open_inbox"
+            )));
         }
         let mut st = lock(&self.state);
         if st.mailboxes.contains_key(&name) {
@@ -551,6 +588,9 @@ impl Rules {
         if mtype < 0 {
             return Err(BrokerError::Invalid("message types are ≥ 0".into()));
         }
+        // In an inbox the type is the sender's pid, stamped here from the
+        // kernel's word (SO_PEERCRED): what `recv_from_pid` selects on.
+        let mtype = if name.starts_with(INBOX_PREFIX) { i64::from(peer.pid) } else { mtype };
         let until = deadline(full.wait());
         let mut msg = Some(Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid, key: None });
         loop {

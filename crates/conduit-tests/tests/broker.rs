@@ -686,3 +686,58 @@ fn a_watcher_that_does_not_read_is_dropped_not_queued_for() {
     assert!(got > 1 && got < 6001, "{got} events, then Disconnected");
     cleanup(b.stop());
 }
+
+#[test]
+fn direct_addressing_sends_to_a_pid_and_receives_by_sender_between_three_processes() {
+    let b = Broker::start("direct", &[]);
+    let s = b.socket.to_str().unwrap();
+    let me = std::process::id().to_string();
+    let c = b.client();
+    // Nobody makes an inbox by hand; a process without one is not found.
+    assert!(matches!(refused(c.create_mailbox("pid:1", MailboxOptions::default())), BrokerError::Invalid(_)));
+    assert!(matches!(refused(c.send_to_pid(1, b"x")), BrokerError::NotFound(_)));
+    c.open_inbox().unwrap();
+    // A sends first, then B.
+    let a = spawn_with_args("pid-sender", &[s, &me, "A"]);
+    assert_eq!(report(&a), FromChild::Sent(3));
+    let b_kid = spawn_with_args("pid-sender", &[s, &me, "B"]);
+    assert_eq!(report(&b_kid), FromChild::Sent(3));
+    // Neither may read this process's inbox, root as they are.
+    for kid in [&a, &b_kid] {
+        let FromChild::Outcome(theft) = report(kid) else { panic!("want the theft's outcome") };
+        assert!(theft.contains("Denied"), "{theft}");
+    }
+    let (pa, pb) = (a.child.id(), b_kid.child.id());
+    // receive(B, m) takes only B's messages, in order, though A's are older.
+    for i in 0..3 {
+        let m = c.recv_from_pid(pb, WaitFor::NoWait).unwrap();
+        assert_eq!((m.data, m.sender), (format!("B {i}").into_bytes(), pb));
+    }
+    assert!(matches!(refused(c.recv_from_pid(pb, WaitFor::NoWait)), BrokerError::Empty));
+    // receive(id, m): A's, with A's pid (the kernel's word, not A's).
+    for i in 0..3 {
+        let m = c.recv_from_any(WaitFor::NoWait).unwrap();
+        assert_eq!((m.data, m.sender), (format!("A {i}").into_bytes(), pa));
+    }
+    finish(a);
+    finish(b_kid);
+    // The inbox goes with its connection.
+    drop(c);
+    let c = b.client();
+    assert!(matches!(refused(c.send_to_pid(std::process::id(), b"late")), BrokerError::NotFound(_)));
+    cleanup(b.stop());
+}
+
+#[test]
+fn a_name_taken_over_is_reported_on_the_former_owners_notify_port() {
+    let b = Broker::start("namelost", &[]);
+    let holder = spawn_with_args("name-holder", &[b.socket.to_str().unwrap()]);
+    assert_eq!(report(&holder), FromChild::Ready);
+    let c = b.client();
+    let (port, _rx) = conduit::unbounded::<u8>().unwrap();
+    let take = NameFlags { replace_existing: true, ..NameFlags::default() };
+    assert_eq!(c.register("held", port, take).unwrap(), NameReply::PrimaryOwner);
+    assert_eq!(report(&holder), outcome(&format!("held lost to Some({})", std::process::id())));
+    finish(holder);
+    cleanup(b.stop());
+}

@@ -227,3 +227,54 @@ fn a_posix_queue_is_shared_with_a_c_program_by_priority_both_ways() {
     assert!(matches!(q.send_timeout(0, b"x", Duration::from_millis(20)), Err(IpcError::Full)));
     assert!(matches!(q.try_send(0, &[0; 257]), Err(IpcError::TooLarge { .. })));
 }
+
+#[test]
+fn mq_notify_arrives_as_a_message_in_a_port_set_with_a_channel_and_is_renewed() {
+    use conduit::kernel::PosixQueue;
+    let dir = TempDir::new("mqnotice");
+    let c = build_c("posix_mq", &dir);
+    let name = format!("/conduit-notice-{}", std::process::id());
+    struct Unlink(String);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            let _ = PosixQueue::unlink(&self.0);
+        }
+    }
+    let q = PosixQueue::create(&name, 8, 256, 0o600).unwrap();
+    let _unlink = Unlink(name.clone());
+    let notices = q.notices().unwrap();
+    assert!(matches!(q.notices(), Err(IpcError::Exists)), "one registration per queue");
+    let (tx, rx) = conduit::unbounded::<u64>().unwrap();
+    // A C program sends three messages; a channel has work too.
+    let mut sender = Command::new(&c).args(["send", &name]).spawn().unwrap();
+    let sender_pid = sender.id();
+    tx.send(5).unwrap();
+    let mut set = conduit::PortSet::new();
+    let n = set.add(&notices);
+    let w = set.add(&rx);
+    let (mut notice, mut work) = (None, false);
+    while notice.is_none() || !work {
+        match set.ready_timeout(Duration::from_secs(10)) {
+            Some(i) if i == n => notice = Some(notices.try_recv().unwrap()),
+            Some(i) if i == w => work = rx.try_recv().unwrap() == 5,
+            other => panic!("nothing ready: {other:?}"),
+        }
+    }
+    assert!(sender.wait().unwrap().success());
+    let notice = notice.unwrap();
+    assert_eq!((notice.queue.as_str(), notice.pid), (name.as_str(), Some(sender_pid)));
+    let mut taken = 0;
+    while q.try_recv().is_ok() {
+        taken += 1;
+    }
+    assert_eq!(taken, 3);
+    // Renewed: the next message on the empty queue raises another (a
+    // notice may also say only "look", with no sender).
+    q.send(1, b"again").unwrap();
+    loop {
+        let again = notices.recv_timeout(Duration::from_secs(10)).expect("a renewed notice");
+        if again.pid == Some(std::process::id()) {
+            break;
+        }
+    }
+}

@@ -49,6 +49,7 @@ pub mod channel;
 pub mod error;
 pub mod memory;
 pub mod net;
+pub mod notify;
 pub mod process;
 mod rights;
 pub mod signal;
@@ -64,6 +65,7 @@ pub use channel::{
     TryRecvError, TrySendError, bounded, unbounded,
 };
 pub use error::{Error, WireError};
+pub use notify::notify;
 pub use sys::socket::Credentials;
 
 pub mod kernel;

@@ -494,6 +494,59 @@ fn main() {
             let pending = conduit::signal::pending().unwrap().contains(&conduit::signal::SIGWINCH);
             outcome(&up, if pending { "still pending" } else { "delivered" });
         }
+        "cascader" => {
+            // Start two shells, each with two background sleeps: one with
+            // cascading termination, one without. Report every pid:
+            // "CASCADE_SH A B PLAIN_SH C D", then wait to be killed.
+            let mut pids = Vec::new();
+            let mut kids = Vec::new();
+            for cascade in [true, false] {
+                let (child, lines) = shell_with_pids(cascade);
+                pids.push(child.id().to_string());
+                pids.extend(lines);
+                kids.push(child);
+            }
+            outcome(&up, &pids.join(" "));
+            let _ = down.recv();
+            drop(kids);
+        }
+        "adopter" => {
+            // Adopt orphans; start a shell that leaves a background sleep
+            // behind and exits; the sleep becomes our child. Kill it, and
+            // report what the notify port said and whether it was reaped.
+            let events = conduit::notify().unwrap();
+            conduit::process::adopt_orphans().unwrap();
+            let (mut sh, lines) = shell_with_pids_script("sleep 1000 & echo $!");
+            let orphan: u32 = lines[0].parse().unwrap();
+            let sh_exit = sh.wait().unwrap();
+            let mut seen = Vec::new();
+            // The shell's end arrives on the notify port.
+            loop {
+                match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+                    conduit::notify::Event::ChildExited(e) if e.pid == sh_exit.pid => {
+                        seen.push("child-exited".to_string());
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{orphan}/stat")).unwrap();
+            let ppid: u32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+            seen.push(if ppid == std::process::id() { "adopted".into() } else { format!("ppid {ppid}") });
+            conduit::signal::send(orphan, libc::SIGKILL).unwrap();
+            loop {
+                match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+                    conduit::notify::Event::OrphanExited(e) if e.pid == orphan => {
+                        seen.push(format!("orphan-exited signal {:?}", e.signal));
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let zombie = std::path::Path::new(&format!("/proc/{orphan}")).exists();
+            seen.push(if zombie { "zombie".into() } else { "reaped".into() });
+            outcome(&up, &seen.join(", "));
+        }
         "sem-holder" => {
             // argv: set id. Take semaphore 0 with SEM_UNDO, say so, hold it
             // until killed.
@@ -786,6 +839,35 @@ fn main() {
                 conn.replies.send(req.to_uppercase()).unwrap();
             }
         }
+        "pid-sender" => {
+            // argv: socket, pid, tag. Send "TAG 0".."TAG 2" to that
+            // process's inbox; then try to read its inbox (refused).
+            let path = std::env::args().nth(2).unwrap();
+            let to: u32 = std::env::args().nth(3).unwrap().parse().unwrap();
+            let tag = std::env::args().nth(4).unwrap();
+            let c = conduit_broker::Client::connect_to(path.as_ref()).unwrap();
+            for i in 0..3 {
+                c.send_to_pid(to, format!("{tag} {i}").as_bytes()).unwrap();
+            }
+            report(&up, FromChild::Sent(3));
+            let theft = c.recv(&format!("pid:{to}"), 0, conduit_broker::WaitFor::NoWait);
+            outcome(&up, &format!("{:?}", theft.map(|m| m.data)));
+        }
+        "name-holder" => {
+            // argv: socket. Own "held" (replaceable); report what the
+            // notify port says when it is taken over.
+            let events = conduit::notify().unwrap();
+            let path = std::env::args().nth(2).unwrap();
+            let c = conduit_broker::Client::connect_to(path.as_ref()).unwrap();
+            let (port, _rx) = conduit::unbounded::<u8>().unwrap();
+            let flags = conduit_broker::NameFlags { allow_replacement: true, ..Default::default() };
+            assert_eq!(c.register("held", port, flags).unwrap(), conduit_broker::NameReply::PrimaryOwner);
+            report(&up, FromChild::Ready);
+            match events.recv_timeout(Duration::from_secs(10)).unwrap() {
+                conduit::notify::Event::NameLost { name, by } => outcome(&up, &format!("{name} lost to {by:?}")),
+                other => outcome(&up, &format!("{other:?}")),
+            }
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -816,4 +898,35 @@ fn map_own_memfds(prefix: &str) -> Vec<(usize, usize)> {
         }
     }
     maps
+}
+
+/// `sh -c SCRIPT` started with conduit's `Command`, and the pids it
+/// printed (one line per `echo $!` in the script).
+fn shell_with_pids_script(script: &str) -> (conduit::process::Child, Vec<String>) {
+    shell(script, false)
+}
+
+/// A shell with two background sleeps, their pids printed.
+fn shell_with_pids(cascade: bool) -> (conduit::process::Child, Vec<String>) {
+    shell("sleep 1000 & echo $!; sleep 1000 & echo $!; wait", cascade)
+}
+
+fn shell(script: &str, cascade: bool) -> (conduit::process::Child, Vec<String>) {
+    use std::io::BufRead;
+    let (out_r, out_w) = std::io::pipe().unwrap();
+    let mut cmd = conduit::process::Command::new("sh");
+    cmd.args(["-c", script]).cascade(cascade).stdout(out_w);
+    let linked = cmd.spawn::<(), ()>().unwrap();
+    drop(cmd);
+    let want = script.matches("echo $!").count();
+    let mut lines = Vec::new();
+    let mut reader = std::io::BufReader::new(out_r);
+    while lines.len() < want {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        lines.push(line.trim().to_string());
+    }
+    (linked.child, lines)
 }

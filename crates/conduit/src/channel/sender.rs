@@ -109,6 +109,12 @@ impl<T> Sender<T> {
         self.core.link.peer_gone()
     }
 
+    /// A duplicate of the descriptor on which the receiver's going shows
+    /// (hang-up or error): for the dead-name watch of `notify`.
+    pub(crate) fn gone_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.core.link.write_fd().try_clone_to_owned()
+    }
+
     /// Wait for the right to write one message (a credit or a rendezvous
     /// token), the transport's way (see `TxLink::acquire`).
     fn acquire(&self, wait: Deadline) -> Result<(), SendFail> {

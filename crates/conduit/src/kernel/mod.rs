@@ -14,6 +14,6 @@ pub use crate::sys::sysv::{
     MqAttr, MqEntry, MsgStat, SysvKind, list_mqueues, mqueue_attr, remove_mqueue, remove_posix_shm, remove_sysv,
 };
 pub use message_queue::{IpcError, MessageQueue, Select, ftok, msgmax};
-pub use posix_queue::PosixQueue;
+pub use posix_queue::{PosixQueue, QueueNotice, notice_signal};
 pub use semaphores::{Semaphores, Wait};
 pub use shared_segment::{Attached, SharedSegment, ShmStat};

@@ -9,20 +9,29 @@
 //! [`PosixQueue::recv_msg`]): the message is then one whole conduit frame,
 //! and the priority keeps its meaning.
 //!
+//! **Notices** ([`PosixQueue::notices`]): `mq_notify` turned into a
+//! message — a [`QueueNotice`] on a conduit receiver, which sits in a
+//! [`PortSet`](crate::PortSet) with channels, each time a message arrives
+//! on the empty queue.
+//!
 //! What the kernel does: a queue lives until unlinked (`unlink`,
 //! `conduit rm mqueue NAME`) and closed by everyone; anyone its mode
 //! admits may open it by name.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mqueue::{MQ_OFlag, MqAttr as NixAttr, MqdT};
 use nix::sys::stat::Mode;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use super::message_queue::IpcError;
+use crate::channel::{Receiver, Sender};
 use crate::sys::Deadline;
 use crate::sys::socket;
 
@@ -175,6 +184,43 @@ impl PosixQueue {
         self.recv_until(Deadline::Until(std::time::Instant::now() + timeout))
     }
 
+    /// Notices, as messages: a [`QueueNotice`] each time a message arrives
+    /// on this queue while it is empty (`mq_notify` with a signal conduit
+    /// catches, [`notice_signal`]; the registration is renewed after each
+    /// notice). A notice means *look*: take with [`try_recv`](Self::try_recv)
+    /// until [`IpcError::Empty`]. The receiver can sit in a
+    /// [`PortSet`](crate::PortSet) with channels.
+    ///
+    /// The kernel's rules: one process per queue may take notices
+    /// (`IpcError::Exists` — EBUSY — for a second); none is raised while a
+    /// receiver is blocked in `mq_receive` on the queue; and **closing any
+    /// descriptor of the queue in this process ends the registration** —
+    /// keep this handle (and no other of the same queue) open while
+    /// notices are wanted. Dropping the receiver ends them at the next
+    /// notice.
+    pub fn notices(&self) -> Result<Receiver<QueueNotice>, IpcError> {
+        start_notices()?;
+        static NEXT: AtomicI32 = AtomicI32::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) =
+            crate::channel::unbounded::<QueueNotice>().map_err(|e| IpcError::Io(std::io::Error::other(e)))?;
+        let mut all = registered();
+        if all.values().any(|r| r.queue == self.name) {
+            // Ours already (and a duplicate closed now would end it).
+            return Err(IpcError::Exists);
+        }
+        let mq = self.mq().as_fd().try_clone_to_owned().map_err(IpcError::Io)?;
+        match crate::sys::signal::mq_notify(mq.as_fd(), Some((notice_signal(), id))) {
+            Ok(()) => {}
+            // Another process takes this queue's notices (closing our
+            // duplicate ends nothing: we have no registration).
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => return Err(IpcError::Exists),
+            Err(e) => return Err(IpcError::Io(e)),
+        }
+        all.insert(id, Registered { mq, queue: self.name.clone(), tx });
+        Ok(rx)
+    }
+
     /// Send a typed message: one whole conduit frame.
     pub fn send_msg<T: Serialize + ?Sized>(&self, priority: u32, msg: &T) -> Result<(), IpcError> {
         let frame = crate::wire::encode_frame(msg).map_err(IpcError::Message)?;
@@ -185,6 +231,84 @@ impl PosixQueue {
     pub fn recv_msg<T: DeserializeOwned>(&self) -> Result<(u32, T), IpcError> {
         let (priority, bytes) = self.recv()?;
         Ok((priority, crate::wire::decode_frame(&bytes, bytes.len()).map_err(IpcError::Message)?))
+    }
+}
+
+/// A message arrived on an empty POSIX queue (`mq_notify`, delivered as a
+/// message by [`PosixQueue::notices`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueNotice {
+    /// The queue's name (`/NAME`).
+    pub queue: String,
+    /// The process that sent the message, as the kernel says.
+    pub pid: Option<u32>,
+    /// Its real uid.
+    pub uid: Option<u32>,
+}
+
+/// The signal conduit asks `mq_notify` for: `SIGRTMAX - 1`, caught by
+/// conduit's signal thread (`signal-hook`) while any notices are taken. A
+/// program that uses this signal for its own ends should not take notices.
+pub fn notice_signal() -> i32 {
+    libc::SIGRTMAX() - 1
+}
+
+/// The queues whose notices are taken, by the value their registration
+/// carries.
+struct Registered {
+    mq: OwnedFd,
+    queue: String,
+    tx: Sender<QueueNotice>,
+}
+
+fn registered() -> MutexGuard<'static, HashMap<i32, Registered>> {
+    static REGISTERED: OnceLock<Mutex<HashMap<i32, Registered>>> = OnceLock::new();
+    REGISTERED.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Start the thread that turns notice signals into messages (once).
+fn start_notices() -> Result<(), IpcError> {
+    static STARTED: OnceLock<Result<(), String>> = OnceLock::new();
+    STARTED
+        .get_or_init(|| {
+            let signals = crate::signal::subscribe(&[notice_signal()]).map_err(|e| e.to_string())?;
+            std::thread::Builder::new()
+                .name("conduit-mq-notices".into())
+                .spawn(move || {
+                    while let Ok(info) = signals.recv() {
+                        if let Some(id) = info.value {
+                            deliver(id, info.pid, info.uid);
+                        }
+                    }
+                })
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| IpcError::Io(std::io::Error::other(e)))
+}
+
+/// A notice for registration `id`: send it, and register again (the
+/// kernel's registration is used up by each notice). A message that came
+/// between the notice and the new registration would raise none (the
+/// queue was not empty): a second notice is sent then — a notice means
+/// "look", and a receiver takes until `Empty`.
+fn deliver(id: i32, pid: Option<u32>, uid: Option<u32>) {
+    let mut all = registered();
+    let Some(reg) = all.get(&id) else { return };
+    if reg.tx.send(QueueNotice { queue: reg.queue.clone(), pid, uid }).is_err() {
+        // Nobody takes them any more.
+        all.remove(&id);
+        return;
+    }
+    if crate::sys::signal::mq_notify(reg.mq.as_fd(), Some((notice_signal(), id))).is_err() {
+        all.remove(&id);
+        return;
+    }
+    // (Never a duplicate closed here: closing any descriptor of the queue
+    // ends this process's registration — a Linux rule.)
+    if crate::sys::signal::mq_waiting(reg.mq.as_fd()).unwrap_or(0) > 0 {
+        let _ = reg.tx.send(QueueNotice { queue: reg.queue.clone(), pid: None, uid: None });
     }
 }
 

@@ -22,19 +22,55 @@ pub struct Info {
 /// Read `info` (filled in by the kernel for a delivered signal).
 pub fn info(info: &libc::siginfo_t) -> Info {
     let code = info.si_code;
-    let from_process = matches!(code, libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL);
+    // SI_MESGQ: a POSIX queue's notice (mq_notify), naming the process
+    // that sent the message, with the value given at registration.
+    let from_process = matches!(code, libc::SI_USER | libc::SI_QUEUE | libc::SI_TKILL | libc::SI_MESGQ);
     // SAFETY: the kernel filled `info` for a delivered signal; the pid and
     // uid members are valid for the codes of a sending process, the value
     // for SI_QUEUE, which are the only cases read.
     let (pid, uid, value) = unsafe {
         if from_process {
-            let value = (code == libc::SI_QUEUE).then(|| info.si_value().sival_ptr as usize as i32);
+            let value =
+                matches!(code, libc::SI_QUEUE | libc::SI_MESGQ).then(|| info.si_value().sival_ptr as usize as i32);
             (Some(info.si_pid() as u32), Some(info.si_uid()), value)
         } else {
             (None, None, None)
         }
     };
     Info { signal: info.si_signo, pid, uid, value }
+}
+
+/// `mq_notify`: signal `signal` with `value` when a message arrives on the
+/// empty queue `mq` (`None`: cancel this process's registration).
+pub fn mq_notify(mq: BorrowedFd<'_>, notice: Option<(i32, i32)>) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sigevent is plain data; zeroed is a valid value, then the
+    // three fields SIGEV_SIGNAL uses are set.
+    let mut sev: libc::sigevent = unsafe { std::mem::zeroed() };
+    let r = match notice {
+        Some((signal, value)) => {
+            sev.sigev_notify = libc::SIGEV_SIGNAL;
+            sev.sigev_signo = signal;
+            sev.sigev_value = libc::sigval { sival_ptr: value as isize as *mut libc::c_void };
+            // SAFETY: `mq` is an open queue descriptor (mqd_t is an fd on
+            // Linux); `sev` lives across the call.
+            unsafe { libc::mq_notify(mq.as_raw_fd(), &sev) }
+        }
+        // SAFETY: as above; a null sigevent cancels.
+        None => unsafe { libc::mq_notify(mq.as_raw_fd(), std::ptr::null()) },
+    };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Messages waiting on the POSIX queue `mq` (`mq_getattr`; never closes
+/// a descriptor, which would end this process's `mq_notify`).
+pub fn mq_waiting(mq: BorrowedFd<'_>) -> io::Result<i64> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: mq_attr is plain data; the kernel fills it.
+    let mut attr: libc::mq_attr = unsafe { std::mem::zeroed() };
+    // SAFETY: `mq` is an open queue descriptor; `attr` lives across the call.
+    let r = unsafe { libc::mq_getattr(mq.as_raw_fd(), &mut attr) };
+    if r == -1 { Err(io::Error::last_os_error()) } else { Ok(attr.mq_curmsgs) }
 }
 
 /// `kill(pid, signal)`.
