@@ -207,16 +207,19 @@ pub fn create(a: &CreateArgs) -> ExitCode {
 #[derive(Args, Debug)]
 pub struct SendArgs {
     /// The mailbox, or a socket: `tcp:HOST:PORT`, `udp:HOST:PORT`,
-    /// `unix:PATH` (one conduit message; `--raw`: plain bytes), or a System V
-    /// queue: `sysv:ID`, `sysv-key:PATH:PROJ` (`--type` is the `mtype`).
+    /// `unix:PATH` (one conduit message; `--raw`: plain bytes), or a kernel
+    /// object: a System V queue `sysv:ID`, `sysv-key:PATH:PROJ` (`--type`
+    /// is the `mtype`), a POSIX queue `mq:/NAME` (`--type` is the
+    /// priority, default 0), a named pipe `fifo:PATH` (plain bytes).
     name: String,
     /// Socket targets: send the bytes as they are, no conduit frame (TCP
     /// and Unix: then print what the server answers until it closes).
     #[arg(long)]
     raw: bool,
-    /// The message's type (System V `mtype`, ≥ 0).
-    #[arg(long = "type", default_value_t = 1)]
-    mtype: i64,
+    /// The message's type (System V `mtype`, ≥ 0; default 1), or a POSIX
+    /// queue's priority (default 0).
+    #[arg(long = "type")]
+    mtype: Option<i64>,
     /// If the mailbox is full, fail at once (exit 4).
     #[arg(long, conflicts_with_all = ["timeout", "leave"])]
     nowait: bool,
@@ -248,13 +251,14 @@ pub fn send(a: &SendArgs) -> ExitCode {
     if crate::kernel_cmd::is_kernel(&a.name) {
         return crate::kernel_cmd::send(&a.name, a.mtype, &data, a.nowait, a.timeout);
     }
+    let mtype = a.mtype.unwrap_or(1);
     let full = match (a.nowait, a.timeout, a.leave) {
         (true, _, _) => OnFull::NoWait,
         (_, Some(ms), _) => OnFull::Timeout(ms),
         (_, _, true) => OnFull::Leave,
         _ => OnFull::Block,
     };
-    match client().and_then(|c| c.send(&a.name, a.mtype, &data, full)) {
+    match client().and_then(|c| c.send(&a.name, mtype, &data, full)) {
         Ok(sent) => {
             if let Some(pid) = sent.receiver {
                 eprintln!("delivered to pid {pid}");
@@ -272,8 +276,11 @@ pub fn send(a: &SendArgs) -> ExitCode {
 pub struct RecvArgs {
     /// The mailbox, or a socket: `tcp:HOST:PORT` or `unix:PATH` (connect,
     /// print the first message), `udp:HOST:PORT` (bind, print the next
-    /// datagram), or a System V queue: `sysv:ID`, `sysv-key:PATH:PROJ`
-    /// (`--type` selects as `msgrcv` does; the type goes to stderr).
+    /// datagram), or a kernel object: a System V queue `sysv:ID`,
+    /// `sysv-key:PATH:PROJ` (`--type` selects as `msgrcv` does; the type
+    /// goes to stderr), a POSIX queue `mq:/NAME` (the highest priority
+    /// first; the priority goes to stderr), a named pipe `fifo:PATH` (what
+    /// the writers write, until the last closes).
     name: String,
     /// Socket targets: plain bytes, no conduit frames (TCP and Unix: print
     /// everything until the server closes).

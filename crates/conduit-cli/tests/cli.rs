@@ -558,3 +558,133 @@ fn send_and_recv_speak_to_system_v_queues_and_signal_sends_signals() {
     assert_eq!(conduit().args(["signal", &pid, "NOSUCH"]).status().unwrap().code(), Some(2));
     assert_eq!(conduit().args(["signal", "999999999", "USR1"]).status().unwrap().code(), Some(7));
 }
+
+#[test]
+fn send_and_recv_speak_to_posix_queues_and_fifos() {
+    use conduit::kernel::PosixQueue;
+    let name = format!("/conduit-cli-{}", std::process::id());
+    let q = PosixQueue::create(&name, 4, 128, 0o600).unwrap();
+    let target = format!("mq:{name}");
+    // --type is the priority: the highest comes first.
+    assert!(conduit().args(["send", &target, "--type", "2", "two"]).status().unwrap().success());
+    assert!(conduit().args(["send", &target, "--type", "9", "nine"]).status().unwrap().success());
+    assert!(conduit().args(["send", &target, "zero"]).status().unwrap().success());
+    assert_eq!(q.recv().unwrap(), (9, b"nine".to_vec()));
+    let got = conduit().args(["recv", &target]).output().unwrap();
+    assert_eq!((got.stdout.as_slice(), String::from_utf8_lossy(&got.stderr).trim()), (&b"two"[..], "priority 2"));
+    let got = conduit().args(["recv", &target]).output().unwrap();
+    assert_eq!((got.stdout.as_slice(), String::from_utf8_lossy(&got.stderr).trim()), (&b"zero"[..], "priority 0"));
+    let code = |args: &[&str]| conduit().args(args).output().unwrap().status.code();
+    assert_eq!(code(&["recv", &target, "--nowait"]), Some(3), "empty");
+    assert_eq!(code(&["recv", &target, "--timeout", "20"]), Some(5), "timeout");
+    assert_eq!(code(&["recv", &target, "--type", "3"]), Some(2), "no selection on a POSIX queue");
+    for i in 0..4 {
+        q.send(0, &[i]).unwrap();
+    }
+    assert_eq!(code(&["send", &target, "--nowait", "x"]), Some(4), "full");
+    assert_eq!(code(&["send", &target, "--timeout", "20", "x"]), Some(5), "timeout");
+    assert_eq!(code(&["send", &target, &"x".repeat(129)]), Some(11), "too large");
+    drop(q);
+    PosixQueue::unlink(&name).unwrap();
+    assert_eq!(code(&["recv", &target, "--nowait"]), Some(7), "not found");
+
+    // A FIFO: plain bytes, as `echo > fifo` and `cat fifo`.
+    let dir = std::env::temp_dir().join(format!("conduit-cli-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("f");
+    conduit::fifo::create(&fifo, 0o600).unwrap();
+    let target = format!("fifo:{}", fifo.display());
+    assert_eq!(code(&["recv", &target, "--nowait"]), Some(3), "nothing written");
+    assert_eq!(code(&["send", &target, "--nowait", "x"]), Some(7), "no reader");
+    let reader = conduit().args(["recv", &target]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    assert!(conduit().args(["send", &target, "through the fifo"]).status().unwrap().success());
+    let got = reader.wait_with_output().unwrap();
+    assert!(got.status.success());
+    assert_eq!(got.stdout, b"through the fifo");
+    assert_eq!(code(&["send", dir.to_str().map(|d| format!("fifo:{d}")).as_deref().unwrap(), "x"]), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The row of `ipcs ARGS` whose second column (the id) is `id`.
+fn ipcs_row(args: &[&str], id: &str) -> Option<Vec<String>> {
+    let out = Command::new("ipcs").args(args).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|r| r.get(1).map(String::as_str) == Some(id))
+}
+
+/// A uid as `ipcs` prints it: the user's name (from /etc/passwd), else the
+/// number.
+fn user_name(uid: &serde_json::Value) -> String {
+    let uid = uid.to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == uid)
+        .map_or(uid.clone(), |f| f[0].to_string())
+}
+
+/// The row of `ipcs ARGS -c` (id perms cuid cgid uid gid) for `id`.
+fn ipcs_creator_row(args: &[&str], id: &str) -> Option<Vec<String>> {
+    let out = Command::new("ipcs").args(args).arg("-c").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+        .find(|r| r.first().map(String::as_str) == Some(id))
+}
+
+#[test]
+fn ls_json_agrees_with_ipcs_on_every_system_v_kind_and_rm_removes_each() {
+    use conduit::kernel::{MessageQueue, Semaphores, SharedSegment};
+    if Command::new("ipcs").arg("-V").output().is_err() {
+        eprintln!("no ipcs (util-linux) here: nothing to compare with");
+        return;
+    }
+    let q = MessageQueue::private(0o640).unwrap();
+    q.send(1, b"hello").unwrap();
+    q.send(2, b"world!").unwrap();
+    let sems = Semaphores::private(3, 0o600).unwrap();
+    let seg = SharedSegment::private(8192, 0o644).unwrap();
+    let view = seg.attach(false).unwrap();
+    let ids =
+        [("sysv-msg", "-q", "msg", q.id()), ("sysv-sem", "-s", "sem", sems.id()), ("sysv-shm", "-m", "shm", seg.id())];
+    let out = conduit().args(["ls", "--json"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows: Vec<_> = ids.iter().map(|&(_, flag, _, id)| ipcs_row(&[flag], &id.to_string())).collect();
+    let creators: Vec<_> = ids.iter().map(|&(_, flag, _, id)| ipcs_creator_row(&[flag], &id.to_string())).collect();
+    drop(view);
+    for (((kind, _, rm, id), row), creator) in ids.iter().zip(&rows).zip(&creators) {
+        let o = doc["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["kind"] == *kind && o["id"] == id.to_string().as_str())
+            .unwrap_or_else(|| panic!("{kind} {id} listed: {doc}"))
+            .clone();
+        let row = row.as_ref().unwrap_or_else(|| panic!("ipcs lists {kind} {id}"));
+        let creator = creator.as_ref().unwrap_or_else(|| panic!("ipcs -c lists {kind} {id}"));
+        // key, id, perms as ipcs prints them; the owner's uid from -c.
+        assert_eq!(o["key"].as_str(), Some(row[0].as_str()), "{kind} key");
+        assert_eq!(o["mode"].as_str(), Some(row[3].as_str()), "{kind} perms");
+        assert_eq!(user_name(&o["owner"]), creator[4], "{kind} owner");
+        assert_eq!(user_name(&o["creator"]["uid"]), creator[2], "{kind} creator");
+        match *kind {
+            // used-bytes, messages
+            "sysv-msg" => assert_eq!((o["size"].to_string(), o["depth"].to_string()), (row[4].clone(), row[5].clone())),
+            // nsems
+            "sysv-sem" => assert_eq!(o["size"].to_string(), row[4]),
+            // bytes, nattch (one attachment: ours, when ls ran)
+            _ => assert_eq!((o["size"].to_string(), o["depth"].to_string()), (row[4].clone(), row[5].clone())),
+        }
+        assert_eq!(conduit().args(["rm", rm, &id.to_string()]).status().unwrap().code(), Some(0), "rm {rm} {id}");
+        assert!(
+            ipcs_row(&[ids.iter().find(|i| i.0 == *kind).unwrap().1], &id.to_string()).is_none(),
+            "{kind} {id} removed"
+        );
+    }
+    assert_eq!(rows[0].as_ref().unwrap()[5], "2");
+    assert_eq!(rows[0].as_ref().unwrap()[4], "11");
+    assert_eq!(rows[2].as_ref().unwrap()[5], "1");
+}
