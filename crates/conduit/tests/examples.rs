@@ -126,3 +126,69 @@ fn the_fork_examples_print_pids_make_four_processes_and_run_a_shell_loop() {
     let shell = run("fork", &["shell"], Some("true; false\necho hi\n"));
     assert_eq!(shell, "[true] exited with 0\n[false] exited with 1\nhi\n[echo hi] exited with 0\n");
 }
+
+/// Build the notes' C program `examples/c/NAME.c` with `cc`.
+fn build_c(name: &str) -> PathBuf {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join("c").join(format!("{name}.c"));
+    let dir = std::env::temp_dir().join(format!("conduit-examples-c-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join(name);
+    let out = Command::new("cc").arg("-O2").arg("-o").arg(&exe).arg(&src).arg("-lrt").output().expect("cc");
+    assert!(out.status.success(), "cc {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
+    exe
+}
+
+fn output_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_posix_shared_memory_producer_and_consumer_work_with_the_notes_c_programs_both_ways() {
+    let (c_producer, c_consumer) = (build_c("posix_shm_producer"), build_c("posix_shm_consumer"));
+    let name = format!("/conduit-example-shm-{}", std::process::id());
+    // conduit with itself, in two processes.
+    assert_eq!(run("posix_shm", &[], None), "HelloWorld!\n");
+    // The C producer, conduit's consumer (which removes the object).
+    output_of(Command::new(&c_producer).arg(&name));
+    assert_eq!(run("posix_shm", &["consumer", &name], None), "HelloWorld!\n");
+    // conduit's producer, the C consumer.
+    assert_eq!(run("posix_shm", &["producer", &name], None), "");
+    assert_eq!(output_of(&mut Command::new(&c_consumer).arg(&name)), "HelloWorld!\n");
+    assert!(!std::path::Path::new(&format!("/dev/shm{name}")).exists(), "the consumer unlinked it");
+}
+
+#[test]
+fn the_ordinary_pipe_says_what_the_notes_c_program_says() {
+    let c = build_c("pipe");
+    assert_eq!(output_of(&mut Command::new(c)), "read Greetings\n");
+    assert_eq!(run("pipe", &[], None), "read Greetings\n");
+}
+
+#[test]
+fn the_named_pipe_joins_unrelated_processes() {
+    let out = run("named_pipe", &[], None);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines.iter().all(|l| l.starts_with("from pid ") && l.ends_with(": hello through the named pipe")), "{out}");
+    assert_ne!(lines[0], lines[1], "two writers");
+}
+
+#[test]
+fn the_notes_c_fork_exec_wait_runs_the_conduit_fork_example_as_its_child() {
+    let c = build_c("fork_exec");
+    let out = output_of(Command::new(c).arg(example("fork")).arg("pid"));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let child_pid = lines[0].strip_prefix("my pid is ").expect("the child's line");
+    assert_eq!(lines[1], format!("child {child_pid} complete, status 0"));
+}
+
+#[test]
+fn mach_msg_send_receive_and_rpc_with_exactly_one_reply() {
+    assert_eq!(
+        run("msg_rpc", &[], None),
+        "server logged: hello\nmsg_rpc: length 15\nmsg_rpc: the server dropped the reply right: NoReply\n"
+    );
+}
