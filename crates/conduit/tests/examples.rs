@@ -155,7 +155,7 @@ fn the_posix_shared_memory_producer_and_consumer_work_with_the_notes_c_programs_
     assert_eq!(run("posix_shm", &["consumer", &name], None), "HelloWorld!\n");
     // conduit's producer, the C consumer.
     assert_eq!(run("posix_shm", &["producer", &name], None), "");
-    assert_eq!(output_of(&mut Command::new(&c_consumer).arg(&name)), "HelloWorld!\n");
+    assert_eq!(output_of(Command::new(&c_consumer).arg(&name)), "HelloWorld!\n");
     assert!(!std::path::Path::new(&format!("/dev/shm{name}")).exists(), "the consumer unlinked it");
 }
 
