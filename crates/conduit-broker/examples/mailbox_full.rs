@@ -8,7 +8,7 @@
 //!    keeps it (one per sender) and queues it when there is room.
 //!
 //! The broker runs inside this process (`Client::connect_or_start_at`); a
-//! second process receives for choice 1.
+//! second process receives, which ends the wait of choice 1.
 //!
 //! ```text
 //! cargo run -p conduit-broker --example mailbox_full
@@ -50,28 +50,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         other => println!("wait at most 50 ms: {other:?}"),
     }
-    // 4. Temporarily cache the message with the broker.
-    let sent = c.send("jobs", 1, b"cached", OnFull::Leave)?;
-    println!("cache it: left with the broker: {}", sent.deferred);
-    // 1. Wait indefinitely: another process receives "first"; the cached
-    // message moves into the mailbox; our blocked send waits for the next
-    // room, which our own receive makes below — so start it on a thread.
+    // 1. Wait indefinitely: another process takes "first"; our send
+    // returns once there is room.
     let mut receiver = std::process::Command::new(std::env::current_exe()?)
         .args(["receiver", socket.to_str().ok_or("path")?])
         .spawn()?;
+    c.send("jobs", 1, b"patient", OnFull::Block)?;
     receiver.wait()?;
-    let blocked = std::thread::spawn({
-        let socket = socket.clone();
-        move || -> Result<(), ClientError> {
-            let c = Client::connect_to(&socket)?;
-            c.send("jobs", 1, b"patient", OnFull::Block).map(drop)
-        }
-    });
-    let m = c.recv("jobs", 0, WaitFor::Forever)?;
-    println!("next in the mailbox: {:?}", String::from_utf8_lossy(&m.data));
-    blocked.join().map_err(|_| "the blocked sender panicked")??;
-    let m = c.recv("jobs", 0, WaitFor::Forever)?;
-    println!("wait indefinitely: delivered once there was room: {:?}", String::from_utf8_lossy(&m.data));
+    println!("wait indefinitely: sent once there was room");
+    // 4. Temporarily cache the message with the broker: the send returns
+    // at once; the broker queues it when there is room.
+    let sent = c.send("jobs", 1, b"cached", OnFull::Leave)?;
+    println!("cache it: left with the broker: {}", sent.deferred);
+    for _ in 0..2 {
+        let m = c.recv("jobs", 0, WaitFor::Forever)?;
+        println!("received {:?}", String::from_utf8_lossy(&m.data));
+    }
     c.remove_mailbox("jobs")?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -22,10 +22,11 @@ fn a_full_mailbox_offers_machs_four_choices() {
         "the mailbox holds 1 of 1\n\
          return immediately: Full\n\
          wait at most 50 ms: Timeout (after at least 50 ms: true)\n\
-         cache it: left with the broker: true\n\
          receiver took \"first\"\n\
-         next in the mailbox: \"cached\"\n\
-         wait indefinitely: delivered once there was room: \"patient\"\n"
+         wait indefinitely: sent once there was room\n\
+         cache it: left with the broker: true\n\
+         received \"patient\"\n\
+         received \"cached\"\n"
     );
 }
 

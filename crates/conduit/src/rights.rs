@@ -39,6 +39,12 @@ pub enum RightKind {
     /// The receive right of a stream-socket channel: the socket, control
     /// block (as [`StreamSend`](Self::StreamSend)).
     StreamReceive = 9,
+    /// A send right of a message-queue channel: the socket (bell and death
+    /// notice), the POSIX queue, control block.
+    MqSend = 10,
+    /// The receive right of a message-queue channel (as
+    /// [`MqSend`](Self::MqSend)).
+    MqReceive = 11,
 }
 
 impl RightKind {
@@ -53,6 +59,8 @@ impl RightKind {
             7 => RightKind::PipeReceive,
             8 => RightKind::StreamSend,
             9 => RightKind::StreamReceive,
+            10 => RightKind::MqSend,
+            11 => RightKind::MqReceive,
             _ => return None,
         })
     }
@@ -61,13 +69,25 @@ impl RightKind {
     pub(crate) fn fds(self) -> usize {
         match self {
             RightKind::Send | RightKind::Receive | RightKind::StreamSend | RightKind::StreamReceive => 2,
-            RightKind::ShmSend | RightKind::ShmReceive | RightKind::PipeSend | RightKind::PipeReceive => 3,
+            RightKind::ShmSend
+            | RightKind::ShmReceive
+            | RightKind::PipeSend
+            | RightKind::PipeReceive
+            | RightKind::MqSend
+            | RightKind::MqReceive => 3,
             RightKind::Segment => 1,
         }
     }
 
     pub(crate) fn is_receive(self) -> bool {
-        matches!(self, RightKind::Receive | RightKind::ShmReceive | RightKind::PipeReceive | RightKind::StreamReceive)
+        matches!(
+            self,
+            RightKind::Receive
+                | RightKind::ShmReceive
+                | RightKind::PipeReceive
+                | RightKind::StreamReceive
+                | RightKind::MqReceive
+        )
     }
 }
 

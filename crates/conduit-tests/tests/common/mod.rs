@@ -67,6 +67,8 @@ pub enum Flavor {
     Socket,
     Shm,
     Pipe,
+    /// An anonymous POSIX message queue.
+    Mqueue,
 }
 
 impl Flavor {
@@ -75,6 +77,7 @@ impl Flavor {
             Flavor::Socket => conduit::bounded(n),
             Flavor::Shm => conduit::channel::shm::bounded(n),
             Flavor::Pipe => conduit::channel::pipe::bounded(n),
+            Flavor::Mqueue => conduit::channel::mqueue::bounded(n),
         }
         .expect("channel")
     }
@@ -84,6 +87,7 @@ impl Flavor {
             Flavor::Socket => conduit::unbounded(),
             Flavor::Shm => conduit::channel::shm::unbounded(),
             Flavor::Pipe => conduit::channel::pipe::unbounded(),
+            Flavor::Mqueue => conduit::channel::mqueue::unbounded(),
         }
         .expect("channel")
     }
@@ -95,7 +99,13 @@ impl Flavor {
 
     /// Rights (descriptors) travel inside messages.
     pub fn carries_rights(self) -> bool {
-        self != Flavor::Pipe
+        !matches!(self, Flavor::Pipe | Flavor::Mqueue)
+    }
+
+    /// The largest frame one message may be (a message queue's message
+    /// size), if the transport has one.
+    pub fn max_frame(self) -> Option<usize> {
+        (self == Flavor::Mqueue).then_some(conduit::channel::mqueue::DEFAULT_MESSAGE_SIZE)
     }
 }
 
@@ -118,6 +128,10 @@ macro_rules! conformance {
                 #[test]
                 fn pipe() {
                     super::$name($crate::common::Flavor::Pipe)
+                }
+                #[test]
+                fn mqueue() {
+                    super::$name($crate::common::Flavor::Mqueue)
                 }
             }
         )*

@@ -44,7 +44,7 @@ mod select;
 mod sender;
 pub(crate) mod transport;
 
-pub use transport::{pipe, shm};
+pub use transport::{mqueue, pipe, shm};
 
 use serde::{Deserialize, Serialize};
 

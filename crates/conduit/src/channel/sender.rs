@@ -112,7 +112,7 @@ impl<T> Sender<T> {
     /// A duplicate of the descriptor on which the receiver's going shows
     /// (hang-up or error): for the dead-name watch of `notify`.
     pub(crate) fn gone_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        self.core.link.write_fd().try_clone_to_owned()
+        self.core.link.death_fd().try_clone_to_owned()
     }
 
     /// Wait for the right to write one message (a credit or a rendezvous

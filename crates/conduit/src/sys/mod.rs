@@ -8,6 +8,7 @@ pub mod barrier;
 pub mod futex;
 pub mod memfd;
 pub mod monitor;
+pub mod mqueue;
 pub mod net;
 pub mod pipe;
 pub mod process;

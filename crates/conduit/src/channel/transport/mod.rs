@@ -29,6 +29,7 @@
 //! `rights.rs`.
 
 mod framing;
+pub mod mqueue;
 pub mod pipe;
 pub(crate) mod seqpacket;
 pub mod shm;
@@ -86,6 +87,7 @@ pub(crate) enum TxLink {
     Pipe(pipe::PipeTx),
     Shm(shm::ShmTx),
     Stream(stream::StreamTx),
+    Mq(mqueue::MqTx),
 }
 
 /// The receiver's end of a channel's transport.
@@ -95,6 +97,7 @@ pub(crate) enum RxLink {
     Pipe(pipe::PipeRx),
     Shm(shm::ShmRx),
     Stream(stream::StreamRx),
+    Mq(mqueue::MqRx),
 }
 
 impl TxLink {
@@ -109,6 +112,7 @@ impl TxLink {
             TxLink::Pipe(l) => l.try_send(&encoded().bytes, &fds()),
             TxLink::Shm(s) => s.try_write(ctl, frame),
             TxLink::Stream(l) => l.try_send(&encoded().bytes, &fds()),
+            TxLink::Mq(l) => l.try_send(&encoded().bytes, &fds()),
         }
     }
 
@@ -156,6 +160,7 @@ impl TxLink {
             TxLink::Pipe(l) => l.consume_wake(),
             TxLink::Shm(s) => s.sock().consume_wake(),
             TxLink::Stream(l) => l.take_credits(ctl),
+            TxLink::Mq(l) => l.sock().consume_wake(),
         };
         match got {
             Ok(true) => Ok(()),
@@ -183,6 +188,7 @@ impl TxLink {
                 Ok(())
             }
             TxLink::Stream(l) => l.wait_writable(),
+            TxLink::Mq(l) => l.wait_writable(),
         }
     }
 
@@ -193,6 +199,7 @@ impl TxLink {
             TxLink::Pipe(l) => l.wait_bell(wait),
             TxLink::Shm(s) => s.sock().wait_bell(wait),
             TxLink::Stream(l) => l.wait_bell(wait),
+            TxLink::Mq(l) => l.sock().wait_bell(wait),
         }
     }
 
@@ -203,6 +210,7 @@ impl TxLink {
             TxLink::Pipe(l) => l.peer_gone(),
             TxLink::Shm(s) => s.peer_gone(),
             TxLink::Stream(l) => l.peer_gone(),
+            TxLink::Mq(l) => l.sock().peer_gone(),
         }
     }
 
@@ -219,6 +227,16 @@ impl TxLink {
             TxLink::Pipe(l) => l.write_fd(),
             TxLink::Shm(s) => s.sock().fd(),
             TxLink::Stream(l) => l.fd(),
+            TxLink::Mq(l) => l.write_fd(),
+        }
+    }
+
+    /// The descriptor that shows the receiver's going (hang-up or error):
+    /// the dead-name watch of `notify`.
+    pub fn death_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            TxLink::Mq(l) => l.sock().fd(),
+            _ => self.write_fd(),
         }
     }
 
@@ -229,6 +247,7 @@ impl TxLink {
             TxLink::Pipe(l) => l.bell_fd(),
             TxLink::Shm(s) => s.sock().fd(),
             TxLink::Stream(l) => l.fd(),
+            TxLink::Mq(l) => l.sock().fd(),
         }
     }
 
@@ -239,6 +258,7 @@ impl TxLink {
             TxLink::Pipe(l) => l.caps(),
             TxLink::Shm(s) => s.caps(),
             TxLink::Stream(l) => l.caps(),
+            TxLink::Mq(l) => l.caps(),
         }
     }
 
@@ -337,6 +357,7 @@ impl TxLink {
                 }
                 right(RightKind::StreamSend, l.dup_fds()?, ctl, None)
             }
+            TxLink::Mq(l) => right(RightKind::MqSend, l.dup_fds()?, ctl, None),
         }
     }
 }
@@ -352,6 +373,7 @@ impl RxLink {
             RxLink::Seqpacket(l) => l.recv(buf, block, limit),
             RxLink::Pipe(l) => l.recv(buf, block, limit),
             RxLink::Stream(l) => l.recv(buf, block, limit),
+            RxLink::Mq(l) => l.recv(buf, block, limit),
             RxLink::Shm(_) => unreachable!("a ring is read by its own flavor"),
         }
     }
@@ -381,6 +403,7 @@ impl RxLink {
             RxLink::Pipe(l) => l.ready_fd(),
             RxLink::Shm(s) => s.sock().fd(),
             RxLink::Stream(l) => l.ready_fd(),
+            RxLink::Mq(l) => l.ready_fd(),
         }
     }
 
@@ -393,6 +416,7 @@ impl RxLink {
             RxLink::Pipe(p) => p.has_buffered(),
             RxLink::Shm(s) => s.ready_now(),
             RxLink::Stream(l) => l.has_buffered(),
+            RxLink::Mq(_) => false,
         }
     }
 
@@ -416,6 +440,7 @@ impl RxLink {
             RxLink::Seqpacket(l) => l.ring_senders(),
             RxLink::Pipe(l) => l.ring_senders(),
             RxLink::Shm(s) => s.ring_senders(),
+            RxLink::Mq(l) => l.sock().ring_senders(),
             // Stream senders are woken by the credits themselves.
             RxLink::Stream(_) => {}
         }
@@ -458,6 +483,7 @@ impl RxLink {
             RxLink::Pipe(l) => l.peer_gone(),
             RxLink::Shm(s) => s.peer_gone(),
             RxLink::Stream(l) => l.peer_gone(),
+            RxLink::Mq(l) => l.sock().peer_gone(),
         }
     }
 
@@ -468,6 +494,7 @@ impl RxLink {
             RxLink::Pipe(l) => l.caps(),
             RxLink::Shm(s) => s.caps(),
             RxLink::Stream(l) => l.caps(),
+            RxLink::Mq(l) => l.caps(),
         }
     }
 
@@ -504,6 +531,7 @@ impl RxLink {
                 }
                 right(RightKind::StreamReceive, l.dup_fds()?, ctl, None)
             }
+            RxLink::Mq(l) => right(RightKind::MqReceive, l.dup_fds()?, ctl, None),
         }
     }
 }
@@ -529,6 +557,7 @@ pub(crate) enum LinkFds {
     Seqpacket(OwnedFd),
     Pipe { data: OwnedFd, bell: OwnedFd },
     Stream(OwnedFd),
+    Mq { sock: OwnedFd, mq: OwnedFd },
 }
 
 /// A channel end put together from received or inherited descriptors.
@@ -549,6 +578,7 @@ impl Parts {
             (LinkFds::Seqpacket(s), Some(ring)) => TxLink::Shm(shm::ShmTx::new(seqpacket::Seqpacket::new(s), ring)?),
             (LinkFds::Pipe { data, bell }, _) => TxLink::Pipe(pipe::PipeTx::new(data, Some(bell))),
             (LinkFds::Stream(s), _) => TxLink::Stream(stream::StreamTx::new(s)),
+            (LinkFds::Mq { sock, mq }, _) => TxLink::Mq(mqueue::MqTx::new(sock, mq)?),
         };
         Ok((link, ctl))
     }
@@ -561,6 +591,7 @@ impl Parts {
             (LinkFds::Seqpacket(s), Some(ring)) => RxLink::Shm(shm::ShmRx::new(seqpacket::Seqpacket::new(s), ring)?),
             (LinkFds::Pipe { data, bell }, _) => RxLink::Pipe(pipe::PipeRx::new(data, Some(bell))),
             (LinkFds::Stream(s), _) => RxLink::Stream(stream::StreamRx::new(s)),
+            (LinkFds::Mq { sock, mq }, _) => RxLink::Mq(mqueue::MqRx::new(sock, mq)?),
         };
         Ok((link, ctl))
     }
@@ -581,6 +612,10 @@ pub(crate) fn adopt(kind: RightKind, index: usize, next: &mut dyn FnMut() -> Own
             LinkFds::Pipe { data, bell }
         }
         RightKind::StreamSend | RightKind::StreamReceive => LinkFds::Stream(stream::check(next()).map_err(bad)?),
+        RightKind::MqSend | RightKind::MqReceive => {
+            let sock = seqpacket::check(next()).map_err(bad)?;
+            LinkFds::Mq { sock, mq: mqueue::check(next()).map_err(bad)? }
+        }
         RightKind::Segment => return Err(bad("a segment is not a channel end")),
     };
     let ctl = Ctl::adopt(next(), index)?;
