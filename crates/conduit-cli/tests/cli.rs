@@ -643,10 +643,21 @@ fn ls_json_agrees_with_ipcs_on_every_system_v_kind_and_rm_removes_each() {
         return;
     }
     let q = MessageQueue::private(0o640).unwrap();
-    q.send(1, b"hello").unwrap();
-    q.send(2, b"world!").unwrap();
     let sems = Semaphores::private(3, 0o600).unwrap();
     let seg = SharedSegment::private(8192, 0o644).unwrap();
+    // Removed whatever happens (a failed assertion included).
+    struct Cleanup(MessageQueue, i32, i32);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = self.0.remove();
+            for (kind, id) in [("sem", self.1), ("shm", self.2)] {
+                let _ = conduit().args(["rm", kind, &id.to_string()]).output();
+            }
+        }
+    }
+    let _cleanup = Cleanup(q, sems.id(), seg.id());
+    q.send(1, b"hello").unwrap();
+    q.send(2, b"world!").unwrap();
     let view = seg.attach(false).unwrap();
     let ids =
         [("sysv-msg", "-q", "msg", q.id()), ("sysv-sem", "-s", "sem", sems.id()), ("sysv-shm", "-m", "shm", seg.id())];

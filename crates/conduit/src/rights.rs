@@ -45,6 +45,13 @@ pub enum RightKind {
     /// The receive right of a message-queue channel (as
     /// [`MqSend`](Self::MqSend)).
     MqReceive = 11,
+    /// A send right of a System V channel: the socket (bell and death
+    /// notice), the message counter (an eventfd), control block (which
+    /// names the queue and its cookie).
+    SysvSend = 12,
+    /// The receive right of a System V channel (as
+    /// [`SysvSend`](Self::SysvSend)).
+    SysvReceive = 13,
 }
 
 impl RightKind {
@@ -61,6 +68,8 @@ impl RightKind {
             9 => RightKind::StreamReceive,
             10 => RightKind::MqSend,
             11 => RightKind::MqReceive,
+            12 => RightKind::SysvSend,
+            13 => RightKind::SysvReceive,
             _ => return None,
         })
     }
@@ -74,7 +83,9 @@ impl RightKind {
             | RightKind::PipeSend
             | RightKind::PipeReceive
             | RightKind::MqSend
-            | RightKind::MqReceive => 3,
+            | RightKind::MqReceive
+            | RightKind::SysvSend
+            | RightKind::SysvReceive => 3,
             RightKind::Segment => 1,
         }
     }
@@ -87,6 +98,7 @@ impl RightKind {
                 | RightKind::PipeReceive
                 | RightKind::StreamReceive
                 | RightKind::MqReceive
+                | RightKind::SysvReceive
         )
     }
 }

@@ -299,26 +299,41 @@ fn main() {
             // channel's descriptor (one datagram each on a socket; one
             // after another on a pipe's stream), then a good message.
             let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
-            let raw = |bytes: &[u8]| match rustix::io::write(tx.as_fd(), bytes) {
-                Ok(n) => assert_eq!(n, bytes.len()),
-                // A message queue takes messages, not writes.
-                Err(rustix::io::Errno::INVAL) => {
-                    use std::os::fd::AsRawFd;
-                    loop {
-                        // SAFETY: the queue's descriptor and a valid buffer.
-                        let r = unsafe { libc::mq_send(tx.as_fd().as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
-                        let e = std::io::Error::last_os_error();
-                        if r == 0 {
-                            break;
-                        }
-                        assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "mq_send: {e}");
-                        // Full (the queue holds a few): wait for room.
-                        let mut fds = [rustix::event::PollFd::new(&tx, rustix::event::PollFlags::OUT)];
-                        rustix::event::poll(&mut fds, None).unwrap();
-                    }
+            let sysv = conduit::channel::sysv::queue_id(&tx);
+            let raw = |bytes: &[u8]| match sysv {
+                // A System V channel's frames go on its queue, as type 1.
+                Some(id) => {
+                    let mut msg = (1 as libc::c_long).to_ne_bytes().to_vec();
+                    msg.extend_from_slice(bytes);
+                    // SAFETY: a valid msgbuf (type, then the bytes).
+                    let r = unsafe { libc::msgsnd(id, msg.as_ptr().cast(), bytes.len(), 0) };
+                    assert_eq!(r, 0, "msgsnd: {}", std::io::Error::last_os_error());
                 }
-                Err(e) => panic!("write: {e}"),
+                None => raw_write(&tx, bytes),
             };
+            fn raw_write(tx: &conduit::Sender<u64>, bytes: &[u8]) {
+                match rustix::io::write(tx.as_fd(), bytes) {
+                    Ok(n) => assert_eq!(n, bytes.len()),
+                    // A message queue takes messages, not writes.
+                    Err(rustix::io::Errno::INVAL) => {
+                        use std::os::fd::AsRawFd;
+                        loop {
+                            // SAFETY: the queue's descriptor and a valid buffer.
+                            let r =
+                                unsafe { libc::mq_send(tx.as_fd().as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), 0) };
+                            let e = std::io::Error::last_os_error();
+                            if r == 0 {
+                                break;
+                            }
+                            assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "mq_send: {e}");
+                            // Full (the queue holds a few): wait for room.
+                            let mut fds = [rustix::event::PollFd::new(tx, rustix::event::PollFlags::OUT)];
+                            rustix::event::poll(&mut fds, None).unwrap();
+                        }
+                    }
+                    Err(e) => panic!("write: {e}"),
+                }
+            }
             let good = wire::simple_frame(Kind::Data, &[7]);
             let mut corrupt = good.clone();
             corrupt[16] ^= 0xff;

@@ -69,6 +69,8 @@ pub enum Flavor {
     Pipe,
     /// An anonymous POSIX message queue.
     Mqueue,
+    /// A private System V message queue.
+    Sysv,
 }
 
 impl Flavor {
@@ -78,6 +80,7 @@ impl Flavor {
             Flavor::Shm => conduit::channel::shm::bounded(n),
             Flavor::Pipe => conduit::channel::pipe::bounded(n),
             Flavor::Mqueue => conduit::channel::mqueue::bounded(n),
+            Flavor::Sysv => conduit::channel::sysv::bounded(n),
         }
         .expect("channel")
     }
@@ -88,6 +91,7 @@ impl Flavor {
             Flavor::Shm => conduit::channel::shm::unbounded(),
             Flavor::Pipe => conduit::channel::pipe::unbounded(),
             Flavor::Mqueue => conduit::channel::mqueue::unbounded(),
+            Flavor::Sysv => conduit::channel::sysv::unbounded(),
         }
         .expect("channel")
     }
@@ -99,13 +103,17 @@ impl Flavor {
 
     /// Rights (descriptors) travel inside messages.
     pub fn carries_rights(self) -> bool {
-        !matches!(self, Flavor::Pipe | Flavor::Mqueue)
+        !matches!(self, Flavor::Pipe | Flavor::Mqueue | Flavor::Sysv)
     }
 
     /// The largest frame one message may be (a message queue's message
     /// size), if the transport has one.
     pub fn max_frame(self) -> Option<usize> {
-        (self == Flavor::Mqueue).then_some(conduit::channel::mqueue::DEFAULT_MESSAGE_SIZE)
+        match self {
+            Flavor::Mqueue => Some(conduit::channel::mqueue::DEFAULT_MESSAGE_SIZE),
+            Flavor::Sysv => Some(conduit::kernel::msgmax()),
+            _ => None,
+        }
     }
 }
 
@@ -132,6 +140,10 @@ macro_rules! conformance {
                 #[test]
                 fn mqueue() {
                     super::$name($crate::common::Flavor::Mqueue)
+                }
+                #[test]
+                fn sysv() {
+                    super::$name($crate::common::Flavor::Sysv)
                 }
             }
         )*

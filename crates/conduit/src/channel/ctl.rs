@@ -38,6 +38,9 @@ const OFF_CAPACITY: usize = 8;
 // Hot counters on cache lines of their own.
 const OFF_COUNT: usize = 64;
 const OFF_WAITERS: usize = 128;
+/// 24 bytes a link may keep here (a System V channel: its queue's id and
+/// the cookie that proves it).
+const OFF_LINK: usize = 256;
 const UNBOUNDED: u64 = u64::MAX;
 
 /// How many messages a channel buffers.
@@ -105,6 +108,22 @@ impl Ctl {
         map.read_at(OFF_MAGIC, &mut head);
         let capacity = parse_header(&head).map_err(bad)?;
         Ok(Ctl { fd, map, capacity })
+    }
+
+    /// The link's 24 bytes (written once by the channel's creator; a peer
+    /// may have written anything: the link checks what it reads).
+    pub fn link_data(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        self.map.read_at(OFF_LINK, &mut out);
+        out
+    }
+
+    /// Set the link's 24 bytes (at creation, before the channel is shared).
+    pub fn set_link_data(&self, data: &[u8; 24]) {
+        for (i, chunk) in data.chunks(8).enumerate() {
+            let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+            self.map.atomic_u64(OFF_LINK + 8 * i).store(word, SeqCst);
+        }
     }
 
     /// The descriptor, to pass along with a right.

@@ -44,7 +44,7 @@ mod select;
 mod sender;
 pub(crate) mod transport;
 
-pub use transport::{mqueue, pipe, shm};
+pub use transport::{mqueue, pipe, shm, sysv};
 
 use serde::{Deserialize, Serialize};
 

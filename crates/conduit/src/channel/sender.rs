@@ -109,6 +109,11 @@ impl<T> Sender<T> {
         self.core.link.peer_gone()
     }
 
+    /// The link (for transport-specific accessors).
+    pub(crate) fn tx_link(&self) -> &super::transport::TxLink {
+        &self.core.link
+    }
+
     /// A duplicate of the descriptor on which the receiver's going shows
     /// (hang-up or error): for the dead-name watch of `notify`.
     pub(crate) fn gone_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {

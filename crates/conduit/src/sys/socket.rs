@@ -246,3 +246,10 @@ pub fn drain_wakes(fd: BorrowedFd<'_>) {
         }
     }
 }
+
+/// True if `fd` is an eventfd (its `/proc/self/fd` link says so).
+pub fn is_eventfd(fd: BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .is_ok_and(|l| l.as_os_str() == "anon_inode:[eventfd]")
+}

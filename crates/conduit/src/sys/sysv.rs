@@ -248,6 +248,47 @@ pub fn msgrcv(id: i32, max: usize, selector: i64, nowait: bool) -> io::Result<(i
     }
 }
 
+/// `MSG_COPY` (Linux): copy the message at a position, leave it queued.
+const MSG_COPY: libc::c_int = 0o40000;
+
+/// `msgrcv` into `buf` (resized to `max`): the message's text starts at
+/// `buf[0]`; returns its type and length. `nowait`: `IPC_NOWAIT`.
+pub fn msgrcv_into(id: i32, buf: &mut Vec<u8>, max: usize, selector: i64, nowait: bool) -> io::Result<(i64, usize)> {
+    buf.resize(8 + max, 0);
+    let flags = if nowait { libc::IPC_NOWAIT } else { 0 };
+    loop {
+        // SAFETY: `buf` has room for the type and `max` bytes, all msgrcv
+        // writes.
+        let n = unsafe { libc::msgrcv(id, buf.as_mut_ptr().cast(), max, selector as libc::c_long, flags) };
+        if n >= 0 {
+            let n = n as usize;
+            let mtype: i64 = libc::c_long::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
+            buf.copy_within(8..8 + n, 0);
+            return Ok((mtype, n));
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// A copy of the message at `index` (0: the oldest) without taking it
+/// (`MSG_COPY`): its type and text.
+pub fn msg_copy(id: i32, index: usize, max: usize) -> io::Result<(i64, Vec<u8>)> {
+    let mut buf = vec![0u8; 8 + max];
+    // SAFETY: as in `msgrcv_into`; MSG_COPY writes the same layout.
+    let n =
+        unsafe { libc::msgrcv(id, buf.as_mut_ptr().cast(), max, index as libc::c_long, libc::IPC_NOWAIT | MSG_COPY) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mtype: i64 = libc::c_long::from_ne_bytes(buf[..8].try_into().expect("8 bytes"));
+    buf.truncate(8 + n as usize);
+    buf.drain(..8);
+    Ok((mtype, buf))
+}
+
 /// A message queue's `msqid_ds` (`IPC_STAT`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MsgStat {

@@ -34,6 +34,7 @@ pub mod pipe;
 pub(crate) mod seqpacket;
 pub mod shm;
 pub(crate) mod stream;
+pub mod sysv;
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -88,6 +89,7 @@ pub(crate) enum TxLink {
     Shm(shm::ShmTx),
     Stream(stream::StreamTx),
     Mq(mqueue::MqTx),
+    Sysv(sysv::SysvTx),
 }
 
 /// The receiver's end of a channel's transport.
@@ -98,6 +100,7 @@ pub(crate) enum RxLink {
     Shm(shm::ShmRx),
     Stream(stream::StreamRx),
     Mq(mqueue::MqRx),
+    Sysv(sysv::SysvRx),
 }
 
 impl TxLink {
@@ -113,6 +116,7 @@ impl TxLink {
             TxLink::Shm(s) => s.try_write(ctl, frame),
             TxLink::Stream(l) => l.try_send(&encoded().bytes, &fds()),
             TxLink::Mq(l) => l.try_send(&encoded().bytes, &fds()),
+            TxLink::Sysv(l) => l.try_send(&encoded().bytes, &fds()),
         }
     }
 
@@ -161,6 +165,7 @@ impl TxLink {
             TxLink::Shm(s) => s.sock().consume_wake(),
             TxLink::Stream(l) => l.take_credits(ctl),
             TxLink::Mq(l) => l.sock().consume_wake(),
+            TxLink::Sysv(l) => l.sock().consume_wake(),
         };
         match got {
             Ok(true) => Ok(()),
@@ -189,6 +194,7 @@ impl TxLink {
             }
             TxLink::Stream(l) => l.wait_writable(),
             TxLink::Mq(l) => l.wait_writable(),
+            TxLink::Sysv(l) => l.wait_writable(),
         }
     }
 
@@ -200,6 +206,7 @@ impl TxLink {
             TxLink::Shm(s) => s.sock().wait_bell(wait),
             TxLink::Stream(l) => l.wait_bell(wait),
             TxLink::Mq(l) => l.sock().wait_bell(wait),
+            TxLink::Sysv(l) => l.sock().wait_bell(wait),
         }
     }
 
@@ -211,6 +218,7 @@ impl TxLink {
             TxLink::Shm(s) => s.peer_gone(),
             TxLink::Stream(l) => l.peer_gone(),
             TxLink::Mq(l) => l.sock().peer_gone(),
+            TxLink::Sysv(l) => l.sock().peer_gone(),
         }
     }
 
@@ -228,6 +236,7 @@ impl TxLink {
             TxLink::Shm(s) => s.sock().fd(),
             TxLink::Stream(l) => l.fd(),
             TxLink::Mq(l) => l.write_fd(),
+            TxLink::Sysv(l) => l.write_fd(),
         }
     }
 
@@ -236,6 +245,7 @@ impl TxLink {
     pub fn death_fd(&self) -> BorrowedFd<'_> {
         match self {
             TxLink::Mq(l) => l.sock().fd(),
+            TxLink::Sysv(l) => l.sock().fd(),
             _ => self.write_fd(),
         }
     }
@@ -248,6 +258,7 @@ impl TxLink {
             TxLink::Shm(s) => s.sock().fd(),
             TxLink::Stream(l) => l.fd(),
             TxLink::Mq(l) => l.sock().fd(),
+            TxLink::Sysv(l) => l.sock().fd(),
         }
     }
 
@@ -259,6 +270,7 @@ impl TxLink {
             TxLink::Shm(s) => s.caps(),
             TxLink::Stream(l) => l.caps(),
             TxLink::Mq(l) => l.caps(),
+            TxLink::Sysv(l) => l.caps(),
         }
     }
 
@@ -358,6 +370,7 @@ impl TxLink {
                 right(RightKind::StreamSend, l.dup_fds()?, ctl, None)
             }
             TxLink::Mq(l) => right(RightKind::MqSend, l.dup_fds()?, ctl, None),
+            TxLink::Sysv(l) => right(RightKind::SysvSend, l.dup_fds()?, ctl, None),
         }
     }
 }
@@ -374,6 +387,7 @@ impl RxLink {
             RxLink::Pipe(l) => l.recv(buf, block, limit),
             RxLink::Stream(l) => l.recv(buf, block, limit),
             RxLink::Mq(l) => l.recv(buf, block, limit),
+            RxLink::Sysv(l) => l.recv(buf, block, limit),
             RxLink::Shm(_) => unreachable!("a ring is read by its own flavor"),
         }
     }
@@ -404,6 +418,7 @@ impl RxLink {
             RxLink::Shm(s) => s.sock().fd(),
             RxLink::Stream(l) => l.ready_fd(),
             RxLink::Mq(l) => l.ready_fd(),
+            RxLink::Sysv(l) => l.ready_fd(),
         }
     }
 
@@ -416,7 +431,7 @@ impl RxLink {
             RxLink::Pipe(p) => p.has_buffered(),
             RxLink::Shm(s) => s.ready_now(),
             RxLink::Stream(l) => l.has_buffered(),
-            RxLink::Mq(_) => false,
+            RxLink::Mq(_) | RxLink::Sysv(_) => false,
         }
     }
 
@@ -441,6 +456,7 @@ impl RxLink {
             RxLink::Pipe(l) => l.ring_senders(),
             RxLink::Shm(s) => s.ring_senders(),
             RxLink::Mq(l) => l.sock().ring_senders(),
+            RxLink::Sysv(l) => l.sock().ring_senders(),
             // Stream senders are woken by the credits themselves.
             RxLink::Stream(_) => {}
         }
@@ -484,6 +500,7 @@ impl RxLink {
             RxLink::Shm(s) => s.peer_gone(),
             RxLink::Stream(l) => l.peer_gone(),
             RxLink::Mq(l) => l.sock().peer_gone(),
+            RxLink::Sysv(l) => l.sock().peer_gone(),
         }
     }
 
@@ -495,6 +512,7 @@ impl RxLink {
             RxLink::Shm(s) => s.caps(),
             RxLink::Stream(l) => l.caps(),
             RxLink::Mq(l) => l.caps(),
+            RxLink::Sysv(l) => l.caps(),
         }
     }
 
@@ -532,6 +550,7 @@ impl RxLink {
                 right(RightKind::StreamReceive, l.dup_fds()?, ctl, None)
             }
             RxLink::Mq(l) => right(RightKind::MqReceive, l.dup_fds()?, ctl, None),
+            RxLink::Sysv(l) => right(RightKind::SysvReceive, l.dup_fds()?, ctl, None),
         }
     }
 }
@@ -558,6 +577,7 @@ pub(crate) enum LinkFds {
     Pipe { data: OwnedFd, bell: OwnedFd },
     Stream(OwnedFd),
     Mq { sock: OwnedFd, mq: OwnedFd },
+    Sysv { sock: OwnedFd, count: OwnedFd, id: i32 },
 }
 
 /// A channel end put together from received or inherited descriptors.
@@ -579,6 +599,7 @@ impl Parts {
             (LinkFds::Pipe { data, bell }, _) => TxLink::Pipe(pipe::PipeTx::new(data, Some(bell))),
             (LinkFds::Stream(s), _) => TxLink::Stream(stream::StreamTx::new(s)),
             (LinkFds::Mq { sock, mq }, _) => TxLink::Mq(mqueue::MqTx::new(sock, mq)?),
+            (LinkFds::Sysv { sock, count, id }, _) => TxLink::Sysv(sysv::SysvTx::new(sock, count, id)),
         };
         Ok((link, ctl))
     }
@@ -592,6 +613,7 @@ impl Parts {
             (LinkFds::Pipe { data, bell }, _) => RxLink::Pipe(pipe::PipeRx::new(data, Some(bell))),
             (LinkFds::Stream(s), _) => RxLink::Stream(stream::StreamRx::new(s)),
             (LinkFds::Mq { sock, mq }, _) => RxLink::Mq(mqueue::MqRx::new(sock, mq)?),
+            (LinkFds::Sysv { sock, count, id }, _) => RxLink::Sysv(sysv::SysvRx::new(sock, count, id)?),
         };
         Ok((link, ctl))
     }
@@ -616,9 +638,18 @@ pub(crate) fn adopt(kind: RightKind, index: usize, next: &mut dyn FnMut() -> Own
             let sock = seqpacket::check(next()).map_err(bad)?;
             LinkFds::Mq { sock, mq: mqueue::check(next()).map_err(bad)? }
         }
+        RightKind::SysvSend | RightKind::SysvReceive => {
+            let sock = seqpacket::check(next()).map_err(bad)?;
+            // The queue's id comes with the control block, below.
+            LinkFds::Sysv { sock, count: sysv::check_counter(next()).map_err(bad)?, id: -1 }
+        }
         RightKind::Segment => return Err(bad("a segment is not a channel end")),
     };
     let ctl = Ctl::adopt(next(), index)?;
+    let mut link = link;
+    if let LinkFds::Sysv { id, .. } = &mut link {
+        *id = sysv::verify(&ctl).map_err(bad)?;
+    }
     let ring = match kind {
         RightKind::ShmSend | RightKind::ShmReceive => {
             Some(Ring::adopt(Segment::adopt_with(next(), index, true)?, index)?)
