@@ -28,6 +28,8 @@ pub enum ToChild {
     SendStream(Sender<Vec<u64>>),
     /// The same, the stream tagged with a producer number.
     SendTaggedStream(Sender<Vec<u64>>, u64),
+    /// The server's side of an RPC connection.
+    Rpc(conduit::rpc::Connection),
     /// Go on.
     Go,
 }
@@ -94,4 +96,65 @@ pub fn become_nobody() {
     rustix::thread::set_thread_groups(&[]).expect("setgroups");
     rustix::thread::set_thread_res_gid(gid, gid, gid).expect("setresgid");
     rustix::thread::set_thread_res_uid(uid, uid, uid).expect("setresuid");
+}
+
+/// The calculator the RPC tests serve (`conduit-test-child rpc-server`).
+#[conduit::service]
+pub trait Calculator {
+    /// a + b.
+    fn add(&self, a: i64, b: i64) -> i64;
+    /// Count one more call; the count after it.
+    fn bump(&self) -> u64;
+    /// The count.
+    fn count(&self) -> u64;
+    /// Wait until the test says `Go`; then the count.
+    fn hold(&self) -> u64;
+    /// Milliseconds left to this call's deadline, if it has one.
+    fn budget_left_ms(&self) -> Option<u64>;
+    /// Panic.
+    fn boom(&self) -> u64;
+}
+
+/// A newer calculator: one method more.
+#[conduit::service]
+pub trait CalculatorV2 {
+    /// a + b.
+    fn add(&self, a: i64, b: i64) -> i64;
+    /// a × b.
+    fn mul(&self, a: i64, b: i64) -> i64;
+}
+
+/// The calculator served by the test child.
+pub struct Calc {
+    count: std::sync::atomic::AtomicU64,
+    go: std::sync::Mutex<Receiver<ToChild>>,
+}
+
+impl Calc {
+    /// A calculator whose `hold` waits for `Go` on `go`.
+    pub fn new(go: Receiver<ToChild>) -> Calc {
+        Calc { count: Default::default(), go: std::sync::Mutex::new(go) }
+    }
+}
+
+impl Calculator for Calc {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+    fn bump(&self) -> u64 {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+    }
+    fn count(&self) -> u64 {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn hold(&self) -> u64 {
+        let _ = self.go.lock().unwrap().recv();
+        self.count()
+    }
+    fn budget_left_ms(&self) -> Option<u64> {
+        conduit::rpc::deadline().map(|d| d.saturating_duration_since(std::time::Instant::now()).as_millis() as u64)
+    }
+    fn boom(&self) -> u64 {
+        panic!("boom")
+    }
 }

@@ -741,3 +741,29 @@ fn a_name_taken_over_is_reported_on_the_former_owners_notify_port() {
     finish(holder);
     cleanup(b.stop());
 }
+
+#[test]
+fn the_matchmaker_connects_an_rpc_client_to_a_named_server_and_a_queued_one_takes_over() {
+    let b = Broker::start("rpc", &[]);
+    let s = b.socket.to_str().unwrap();
+    let mut first = spawn_with_args("rpc-named-server", &[s, "calc"]);
+    assert_eq!(report(&first), FromChild::Ready);
+    let second = spawn_with_args("rpc-named-server", &[s, "calc"]);
+    assert_eq!(report(&second), FromChild::Ready);
+    let c = b.client();
+    let calc = conduit_tests::CalculatorClient::new(c.connect_rpc("calc").unwrap());
+    assert_eq!(calc.add(2, 3).unwrap(), 5);
+    assert_eq!(calc.bump().unwrap(), 1);
+    assert_eq!(calc.bump().unwrap(), 2);
+    // The owner dies: its client is told, and the server in line serves
+    // the next connection (a fresh count: another process).
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    assert!(matches!(calc.bump(), Err(conduit::rpc::RpcError::ServerDied)));
+    let events = c.watch("calc").unwrap();
+    while events.recv_timeout(Duration::from_secs(10)).unwrap().owner != Some(second.child.id()) {}
+    let calc = conduit_tests::CalculatorClient::new(c.connect_rpc("calc").unwrap());
+    assert_eq!(calc.bump().unwrap(), 1);
+    drop(second);
+    cleanup(b.stop());
+}

@@ -52,6 +52,7 @@ pub mod net;
 pub mod notify;
 pub mod process;
 mod rights;
+pub mod rpc;
 pub mod signal;
 /// The former name of [`memory`].
 #[doc(hidden)]
@@ -66,6 +67,9 @@ pub use channel::{
 };
 pub use error::{Error, WireError};
 pub use notify::notify;
+
+/// Generate an RPC client and server stub from a trait: see [`rpc`].
+pub use conduit_macros::service;
 pub use sys::socket::Credentials;
 
 pub mod kernel;

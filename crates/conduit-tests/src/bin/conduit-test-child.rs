@@ -68,6 +68,40 @@ fn main() {
         // the mask, so a signal to the process stays pending.
         conduit::signal::block(&[conduit::signal::SIGWINCH]).unwrap();
     }
+    if role.starts_with("rpc-") {
+        // Serve the test calculator: on a connection the test hands over
+        // (rpc-server), on TCP (rpc-tcp-server: the address is reported),
+        // or under a broker name (rpc-named-server SOCKET NAME).
+        use conduit_tests::{Calc, CalculatorServer};
+        let (up, down) = conduit::process::parent::<FromChild, ToChild>().expect("link to the test");
+        match role.as_str() {
+            "rpc-server" => {
+                let ToChild::Rpc(conn) = down.recv().unwrap() else { panic!("want Rpc") };
+                report(&up, FromChild::Ready);
+                conduit::rpc::serve(&CalculatorServer(Calc::new(down)), conn).unwrap();
+            }
+            "rpc-tcp-server" => {
+                let listener = conduit::net::Listener::bind("tcp:127.0.0.1:0").unwrap();
+                outcome(&up, &listener.local_addr().to_string());
+                let conn = listener.accept::<conduit::rpc::Answer, conduit::rpc::Call>().unwrap();
+                let conn = conduit::rpc::Connection { calls: conn.rx, answers: conn.tx };
+                conduit::rpc::serve(&CalculatorServer(Calc::new(down)), conn).unwrap();
+            }
+            "rpc-named-server" => {
+                let path = std::env::args().nth(2).unwrap();
+                let name = std::env::args().nth(3).unwrap();
+                let c = conduit_broker::Client::connect_to(path.as_ref()).unwrap();
+                let (_go_tx, go_rx) = conduit::unbounded::<ToChild>().unwrap();
+                let service = std::sync::Arc::new(CalculatorServer(Calc::new(go_rx)));
+                let flags = conduit_broker::NameFlags { queue: true, ..Default::default() };
+                let _accepting = c.serve_rpc(&name, flags, service).unwrap();
+                report(&up, FromChild::Ready);
+                let _ = down.recv();
+            }
+            other => panic!("unknown role {other}"),
+        }
+        return;
+    }
     if role == "net-echo-process" {
         // A child of `net::serve_processes`: its link is the client's
         // connection. Echo upper-cased lines until the client goes.
