@@ -73,7 +73,9 @@ fn a_duplicate_call_is_answered_from_the_reply_cache_never_run_twice() {
     kid.tx.send(ToChild::Rpc(rpc::Connection { calls: call_rx, answers: ans_tx })).unwrap();
     assert_eq!(report(&kid), FromChild::Ready);
     let call = |id: u64, method: &str| {
-        call_tx.send(Call { id, method: method.into(), budget_us: None, args: vec![] }).unwrap();
+        call_tx
+            .send(Call { client: 0, id, done_below: 0, method: method.into(), budget_us: None, args: vec![] })
+            .unwrap();
         let a = ans_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(a.id, id);
         a.outcome
@@ -141,4 +143,126 @@ fn a_server_killed_mid_call_is_server_died_never_a_hang() {
             other => panic!("{f:?}: want ServerDied, got {other:?}"),
         }
     }
+}
+
+/// A calculator served by a child behind a fault injector in each
+/// direction: the client's calls and the server's answers both go
+/// through a relay in this process.
+fn served_through_faults(
+    semantics: rpc::Semantics,
+    faults: rpc::faults::Faults,
+) -> (Kid, rpc::Client, [std::sync::Arc<rpc::faults::Injected>; 2]) {
+    use rpc::faults::relay;
+    let kid = spawn("rpc-server");
+    let (c_tx, c_rx) = conduit::unbounded::<Call>().unwrap();
+    let (s_tx, s_rx) = conduit::unbounded::<Call>().unwrap();
+    let (a_tx, a_rx) = conduit::unbounded::<Answer>().unwrap();
+    let (b_tx, b_rx) = conduit::unbounded::<Answer>().unwrap();
+    kid.tx.send(ToChild::Rpc(rpc::Connection { calls: s_rx, answers: a_tx })).unwrap();
+    assert_eq!(report(&kid), FromChild::Ready);
+    let calls = relay(c_rx, s_tx, faults);
+    let answers = relay(a_rx, b_tx, rpc::faults::Faults { seed: faults.seed ^ 0x9e37_79b9, ..faults });
+    (kid, rpc::Client::with_semantics(c_tx, b_rx, semantics), [calls, answers])
+}
+
+fn many_faults(seed: u64) -> rpc::faults::Faults {
+    rpc::faults::Faults {
+        seed,
+        drop: 0.1,
+        duplicate: 0.15,
+        reorder: 0.1,
+        corrupt: 0.05,
+        delay: 0.02,
+        max_delay: Duration::from_millis(2),
+    }
+}
+
+#[test]
+fn exactly_once_under_a_thousand_injected_faults_runs_each_call_once() {
+    let (kid, client, injected) = served_through_faults(rpc::Semantics::ExactlyOnce, many_faults(42));
+    client.set_retry(Some(Duration::from_millis(5)));
+    let calc = CalculatorClient::new(client);
+    let mut succeeded = 0u64;
+    while injected.iter().map(|i| i.total()).sum::<u64>() < 1000 {
+        // Each bump runs once: the count it returns is the next number.
+        assert_eq!(calc.bump().unwrap(), succeeded + 1, "exactly once");
+        succeeded += 1;
+    }
+    assert_eq!(calc.count().unwrap(), succeeded);
+    let (c, a) = (&injected[0], &injected[1]);
+    use std::sync::atomic::Ordering::Relaxed;
+    for (what, n) in [
+        ("dropped", c.dropped.load(Relaxed) + a.dropped.load(Relaxed)),
+        ("duplicated", c.duplicated.load(Relaxed) + a.duplicated.load(Relaxed)),
+        ("reordered", c.reordered.load(Relaxed) + a.reordered.load(Relaxed)),
+        ("corrupted", c.corrupted.load(Relaxed) + a.corrupted.load(Relaxed)),
+    ] {
+        assert!(n > 10, "{what}: {n} — every kind of fault happened");
+    }
+    assert!(calc.rpc().resent() > 0 && calc.rpc().corrupted() > 0);
+    drop(calc);
+    finish(kid);
+}
+
+#[test]
+fn at_most_once_under_faults_never_runs_a_call_twice() {
+    let (kid, client, _injected) = served_through_faults(rpc::Semantics::AtMostOnce, many_faults(7));
+    // No resends: a lost call or answer is a timeout for the caller.
+    client.set_timeout(Some(Duration::from_millis(20)));
+    let calc = CalculatorClient::new(client);
+    let (mut attempts, mut succeeded, mut last) = (0u64, 0u64, 0u64);
+    while attempts < 400 {
+        attempts += 1;
+        match calc.bump() {
+            Ok(n) => {
+                assert!(n > last, "a count never repeats: no call ran twice");
+                last = n;
+                succeeded += 1;
+            }
+            Err(RpcError::DeadlineExceeded) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    calc.rpc().set_retry(Some(Duration::from_millis(5)));
+    calc.rpc().set_timeout(None);
+    let ran = calc.count().unwrap();
+    assert!(ran >= succeeded && ran <= attempts, "ran {ran}, succeeded {succeeded}, attempted {attempts}");
+    drop(calc);
+    finish(kid);
+}
+
+#[test]
+fn a_durable_reply_cache_answers_after_kill_9_and_restart_without_running_again() {
+    let dir = common::TempDir::new("rpc-durable");
+    let path = dir.0.join("replies.redb");
+    let p = path.to_str().unwrap();
+    let start = || {
+        let kid = common::spawn_with_args("rpc-durable-server", &[p]);
+        let (call_tx, call_rx) = conduit::unbounded::<Call>().unwrap();
+        let (ans_tx, ans_rx) = conduit::unbounded::<Answer>().unwrap();
+        kid.tx.send(ToChild::Rpc(rpc::Connection { calls: call_rx, answers: ans_tx })).unwrap();
+        assert_eq!(report(&kid), FromChild::Ready);
+        (kid, call_tx, ans_rx)
+    };
+    let ask = |tx: &conduit::Sender<Call>, rx: &conduit::Receiver<Answer>, id: u64, method: &str| {
+        tx.send(Call { client: 77, id, done_below: id, method: method.into(), budget_us: None, args: vec![] }).unwrap();
+        let a = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(a.id, id);
+        a.outcome
+    };
+    let (mut first, tx, rx) = start();
+    for id in 1..=3 {
+        assert_eq!(ask(&tx, &rx, id, "bump"), Outcome::Returned(vec![id as u8]));
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    // A new server process on the same cache: the client resends call 3
+    // (its answer lost with the crash, say) — answered, not run; and an
+    // older duplicate is refused.
+    let (second, tx, rx) = start();
+    assert_eq!(ask(&tx, &rx, 3, "bump"), Outcome::Returned(vec![3]));
+    assert_eq!(ask(&tx, &rx, 2, "bump"), Outcome::Duplicate);
+    assert_eq!(ask(&tx, &rx, 4, "count"), Outcome::Returned(vec![0]), "nothing ran again in the new process");
+    drop((tx, rx));
+    finish(second);
 }

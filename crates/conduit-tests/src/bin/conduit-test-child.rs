@@ -80,6 +80,15 @@ fn main() {
                 report(&up, FromChild::Ready);
                 conduit::rpc::serve(&CalculatorServer(Calc::new(down)), conn).unwrap();
             }
+            "rpc-durable-server" => {
+                // argv: the reply cache's file. Exactly-once answers kept on disk.
+                let path = std::env::args().nth(2).unwrap();
+                let cache = conduit::rpc::ReplyCache::durable(&path).unwrap();
+                let ToChild::Rpc(conn) = down.recv().unwrap() else { panic!("want Rpc") };
+                report(&up, FromChild::Ready);
+                let stats = conduit::rpc::ServeStats::default();
+                conduit::rpc::serve_with(&CalculatorServer(Calc::new(down)), conn, &cache, &stats).unwrap();
+            }
             "rpc-tcp-server" => {
                 let listener = conduit::net::Listener::bind("tcp:127.0.0.1:0").unwrap();
                 outcome(&up, &listener.local_addr().to_string());

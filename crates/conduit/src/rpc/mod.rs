@@ -1,0 +1,455 @@
+//! Remote procedure calls over any conduit channel (M7): the runtime under
+//! the stubs that [`#[conduit::service]`](crate::service) generates from a
+//! trait.
+//!
+//! ```
+//! #[conduit::service]
+//! pub trait Calculator {
+//!     fn add(&self, a: i64, b: i64) -> i64;
+//! }
+//!
+//! struct Adder;
+//! impl Calculator for Adder {
+//!     fn add(&self, a: i64, b: i64) -> i64 { a + b }
+//! }
+//!
+//! // A connection: any pair of conduit channels (shared memory, sockets,
+//! // pipes, TCP); the server side usually lives in another process.
+//! let (client, server) = conduit::rpc::pair()?;
+//! std::thread::spawn(move || conduit::rpc::serve(&CalculatorServer(Adder), server));
+//! let calc = CalculatorClient::new(client);
+//! assert_eq!(calc.add(2, 3)?, 5);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! **The wire.** A call is a [`Call`] — its client's id (0: none), a
+//! sequence number, the method's name, the time left to its deadline, the
+//! client's "every call below this one is done", and the arguments as one
+//! postcard tuple — and its answer an [`Answer`] with the same number.
+//! Methods go by name, so a newer server serves older clients and a client
+//! calling a method the server does not have gets
+//! [`RpcError::UnknownMethod`] while the server goes on (`docs/RPC.md`
+//! gives the bytes).
+//!
+//! **Semantics** ([`Semantics`], chosen per client):
+//!
+//! * **at most once** (the default): the server answers a duplicate of a
+//!   call it executed from its reply cache (the last [`REPLY_CACHE`]
+//!   answers of the connection) and refuses one older than that
+//!   ([`RpcError::Duplicate`]) — a call never runs twice. If the server
+//!   dies, a waiting call ends with [`RpcError::ServerDied`] (whether it
+//!   ran is unknown).
+//! * **exactly once**: the client has an id of its own (random, 64 bits)
+//!   that outlives connections ([`Client::reconnect`]); the server keeps
+//!   answers by (client, sequence) in a [`ReplyCache`] shared by all its
+//!   connections — durably on disk when asked
+//!   ([`ReplyCache::durable`], `redb`, feature `durable`), so a call
+//!   answered before a crash is answered again, not run again, after the
+//!   restart. The client resends a call that got no answer in time
+//!   ([`Client::set_retry`]) until it is answered or its deadline passes.
+//!   Retention and the window where a duplicate could run again:
+//!   [`ReplyCache`].
+//!
+//! **Deadlines travel**: a call made inside a handler gets at most the time
+//! left to the call being handled ([`deadline`]), so deadlines shrink
+//! across nested calls. **Corruption**: a frame that fails its checksum is
+//! counted ([`Client::corrupted`], [`ServeStats`]) and dropped; the resend
+//! recovers the call. **Faults on purpose**: [`faults`] relays calls and
+//! answers through a seeded injector of drops, duplicates, reorderings,
+//! corruptions and delays.
+
+pub mod faults;
+mod server;
+#[cfg(feature = "durable")]
+mod store;
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::channel::{Receiver, RecvTimeoutError, Sender, unbounded};
+use crate::error::Error;
+
+pub use server::{CLIENT_LEASE, Dispatch, ReplyCache, ServeStats, decode_args, returned, serve, serve_with};
+
+/// Answers a server keeps per client (or per connection, for clients
+/// without an id) to answer duplicates.
+pub const REPLY_CACHE: usize = 1024;
+
+/// A call on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Call {
+    /// The client's id (exactly once), or 0 (at most once, per connection).
+    pub client: u64,
+    /// The call's sequence number: unique for its client (or connection),
+    /// increasing.
+    pub id: u64,
+    /// Every call of this client numbered below this is answered and will
+    /// not be resent: the server may forget their answers.
+    pub done_below: u64,
+    /// The method's name.
+    pub method: String,
+    /// Microseconds left to the deadline when sent (`None`: no deadline).
+    pub budget_us: Option<u64>,
+    /// The arguments: one postcard tuple.
+    pub args: Vec<u8>,
+}
+
+/// An answer on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The call's sequence number.
+    pub id: u64,
+    /// What came of it.
+    pub outcome: Outcome,
+}
+
+/// What came of a call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// It ran: the return value, postcard.
+    Returned(Vec<u8>),
+    /// The server has no such method.
+    UnknownMethod(String),
+    /// The arguments did not decode as the method's.
+    BadArguments(String),
+    /// Its deadline passed before the server took it: not executed.
+    DeadlineExceeded,
+    /// A duplicate older than the reply cache: refused, not executed.
+    Duplicate,
+    /// The handler panicked (the server goes on).
+    Panicked(String),
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// The server died or closed the connection; the call may or may not
+    /// have run (at most once).
+    #[error("the server died or closed the connection")]
+    ServerDied,
+    /// The deadline passed (on the client, or before the server took it).
+    #[error("the deadline passed")]
+    DeadlineExceeded,
+    /// The server has no such method (an older server).
+    #[error("the server has no method {0}")]
+    UnknownMethod(String),
+    /// The server could not decode the arguments (a different signature).
+    #[error("the server could not decode the arguments: {0}")]
+    BadArguments(String),
+    /// The reply did not decode as the method's return type.
+    #[error("the reply did not decode: {0}")]
+    CorruptReply(String),
+    /// The server refused a duplicate it no longer remembers.
+    #[error("a duplicate call the server no longer remembers was refused")]
+    Duplicate,
+    /// The handler panicked.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+    /// The channel failed otherwise.
+    #[error("transport: {0}")]
+    Transport(#[from] Error),
+}
+
+/// A client's call semantics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Semantics {
+    /// Per connection: duplicates answered from the cache, never run twice.
+    #[default]
+    AtMostOnce,
+    /// Per client, across connections and (with a durable cache) server
+    /// restarts: resent until answered, run once.
+    ExactlyOnce,
+}
+
+thread_local! {
+    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// While a handler runs: the deadline of the call it handles (calls it
+/// makes get no more time than that).
+pub fn deadline() -> Option<Instant> {
+    DEADLINE.with(Cell::get)
+}
+
+pub(crate) fn set_deadline(d: Option<Instant>) -> Option<Instant> {
+    DEADLINE.with(|c| c.replace(d))
+}
+
+/// The client's side of a connection: sends [`Call`]s, receives
+/// [`Answer`]s. One call at a time per client; open more connections for
+/// calls in parallel.
+#[derive(Debug)]
+pub struct Client {
+    link: Mutex<Link>,
+    settings: Mutex<Settings>,
+    client: u64,
+    corrupted: AtomicU64,
+    resent: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    timeout: Option<Duration>,
+    retry: Option<Duration>,
+}
+
+#[derive(Debug)]
+struct Link {
+    tx: Sender<Call>,
+    rx: Receiver<Answer>,
+    next: u64,
+}
+
+/// The server's side of a connection (it can travel inside a message, to
+/// a server process).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Connection {
+    /// Calls from the client.
+    pub calls: Receiver<Call>,
+    /// Answers to it.
+    pub answers: Sender<Answer>,
+}
+
+/// A connection over a fresh pair of socket channels (in one process, or
+/// to hand the server's side to another process inside a message).
+pub fn pair() -> Result<(Client, Connection), Error> {
+    let (call_tx, call_rx) = unbounded::<Call>()?;
+    let (ans_tx, ans_rx) = unbounded::<Answer>()?;
+    Ok(connect(call_tx, call_rx, ans_tx, ans_rx))
+}
+
+/// A connection over two channels of any transport made by the caller
+/// (shared memory, pipes, message queues…): the client keeps `call_tx`
+/// and `answer_rx`, the server gets the other two.
+pub fn connect(
+    call_tx: Sender<Call>,
+    call_rx: Receiver<Call>,
+    answer_tx: Sender<Answer>,
+    answer_rx: Receiver<Answer>,
+) -> (Client, Connection) {
+    (Client::new(call_tx, answer_rx), Connection { calls: call_rx, answers: answer_tx })
+}
+
+fn random_id() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty());
+    u64::from_ne_bytes(b).max(1)
+}
+
+impl Client {
+    /// An at-most-once client over any pair of channels to a server.
+    pub fn new(tx: Sender<Call>, rx: Receiver<Answer>) -> Client {
+        Client::with_semantics(tx, rx, Semantics::AtMostOnce)
+    }
+
+    /// A client with the given semantics. Exactly once: an id of its own,
+    /// and calls resent every 100 ms until answered
+    /// ([`set_retry`](Self::set_retry)).
+    pub fn with_semantics(tx: Sender<Call>, rx: Receiver<Answer>, semantics: Semantics) -> Client {
+        let (client, retry) = match semantics {
+            Semantics::AtMostOnce => (0, None),
+            Semantics::ExactlyOnce => (random_id(), Some(Duration::from_millis(100))),
+        };
+        Client {
+            link: Mutex::new(Link { tx, rx, next: 1 }),
+            settings: Mutex::new(Settings { timeout: None, retry }),
+            client,
+            corrupted: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
+        }
+    }
+
+    /// The client's id (0: at most once, no id).
+    pub fn id(&self) -> u64 {
+        self.client
+    }
+
+    /// Give every call at most `timeout` (`None`: no limit but an
+    /// enclosing handler's deadline).
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).timeout = timeout;
+    }
+
+    /// Resend a call that got no answer within `every` (the server answers
+    /// a duplicate from its cache); `None`: never.
+    pub fn set_retry(&self, every: Option<Duration>) {
+        self.settings.lock().unwrap_or_else(|p| p.into_inner()).retry = every;
+    }
+
+    /// Continue on new channels to a server (after the old one died or
+    /// restarted): the id and the sequence go on, so an exactly-once call
+    /// resent here is answered, not run again, by a server that answered
+    /// it before (its reply cache durable).
+    pub fn reconnect(&self, tx: Sender<Call>, rx: Receiver<Answer>) {
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        link.tx = tx;
+        link.rx = rx;
+    }
+
+    /// Frames that failed their checksum (dropped; the call was resent).
+    pub fn corrupted(&self) -> u64 {
+        self.corrupted.load(Ordering::Relaxed)
+    }
+
+    /// Calls resent for want of an answer in time.
+    pub fn resent(&self) -> u64 {
+        self.resent.load(Ordering::Relaxed)
+    }
+
+    fn settings(&self) -> Settings {
+        *self.settings.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Call `method` with `args` (a tuple) and decode its return value.
+    pub fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, RpcError> {
+        let args = postcard::to_stdvec(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
+        let bytes = self.call_raw(method, args)?;
+        postcard::from_bytes(&bytes).map_err(|e| RpcError::CorruptReply(e.to_string()))
+    }
+
+    /// Call with arguments already encoded; the return value's bytes.
+    pub fn call_raw(&self, method: &str, args: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        let settings = self.settings();
+        let deadline = match (settings.timeout.map(|t| Instant::now() + t), deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        let id = link.next;
+        link.next += 1;
+        let budget = |now: Instant| match deadline {
+            Some(d) => match d.checked_duration_since(now) {
+                Some(left) if !left.is_zero() => Ok(Some(left.as_micros().min(u128::from(u64::MAX)) as u64)),
+                _ => Err(RpcError::DeadlineExceeded),
+            },
+            None => Ok(None),
+        };
+        let mut call =
+            Call { client: self.client, id, done_below: id, method: method.to_string(), budget_us: None, args };
+        loop {
+            call.budget_us = budget(Instant::now())?;
+            link.tx.send(call.clone()).map_err(|_| RpcError::ServerDied)?;
+            // Until an answer, the deadline, or time to resend.
+            let wait_until = match (deadline, settings.retry) {
+                (Some(d), Some(r)) => Some(d.min(Instant::now() + r)),
+                (d, r) => d.or(r.map(|r| Instant::now() + r)),
+            };
+            match self.await_answer(&link, id, wait_until)? {
+                Some(outcome) => {
+                    return match outcome {
+                        Outcome::Returned(bytes) => Ok(bytes),
+                        Outcome::UnknownMethod(m) => Err(RpcError::UnknownMethod(m)),
+                        Outcome::BadArguments(e) => Err(RpcError::BadArguments(e)),
+                        Outcome::DeadlineExceeded => Err(RpcError::DeadlineExceeded),
+                        Outcome::Duplicate => Err(RpcError::Duplicate),
+                        Outcome::Panicked(m) => Err(RpcError::Panicked(m)),
+                    };
+                }
+                None if deadline.is_some_and(|d| Instant::now() >= d) => return Err(RpcError::DeadlineExceeded),
+                None => {
+                    self.resent.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The answer to call `id`, or `None` at `until`.
+    fn await_answer(&self, link: &Link, id: u64, until: Option<Instant>) -> Result<Option<Outcome>, RpcError> {
+        loop {
+            let got = match until {
+                Some(t) => link.rx.recv_deadline(t),
+                None => link.rx.recv().map_err(|e| match e {
+                    crate::RecvError::Disconnected => RecvTimeoutError::Disconnected,
+                    crate::RecvError::Failed(e) => RecvTimeoutError::Failed(e),
+                }),
+            };
+            match got {
+                // Answers to earlier calls (a duplicate's second answer, a
+                // call that timed out here) are skipped.
+                Ok(a) if a.id == id => return Ok(Some(a.outcome)),
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => return Err(RpcError::ServerDied),
+                Err(RecvTimeoutError::Failed(Error::Wire(_))) => {
+                    // A frame that failed its checksum (or was malformed):
+                    // dropped; the resend recovers the call.
+                    self.corrupted.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(RecvTimeoutError::Failed(e)) => return Err(RpcError::Transport(e)),
+            }
+        }
+    }
+}
+
+/// Run a blocking call off the async runtime (the `async` twins of
+/// generated client methods): on tokio's blocking pool.
+#[cfg(feature = "tokio")]
+pub async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, RpcError> + Send + 'static,
+) -> Result<R, RpcError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(RpcError::Panicked(e.to_string())),
+    }
+}
+
+/// Run a blocking call off the async runtime (the `async` twins of
+/// generated client methods): on a thread of its own, waking the task
+/// when done (any executor).
+#[cfg(not(feature = "tokio"))]
+pub async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, RpcError> + Send + 'static,
+) -> Result<R, RpcError> {
+    use std::sync::Arc;
+    use std::task::{Poll, Waker};
+    type Slot<R> = Arc<Mutex<(Option<Result<R, RpcError>>, Option<Waker>)>>;
+    let slot: Slot<R> = Arc::default();
+    let theirs = Arc::clone(&slot);
+    std::thread::spawn(move || {
+        let r = f();
+        let mut s = theirs.lock().unwrap_or_else(|p| p.into_inner());
+        s.0 = Some(r);
+        if let Some(w) = s.1.take() {
+            w.wake();
+        }
+    });
+    std::future::poll_fn(move |cx| {
+        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
+        match s.0.take() {
+            Some(r) => Poll::Ready(r),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bytes of a call are pinned: postcard, fields in order, varints
+    /// (zigzag for signed integers), strings and byte strings with a
+    /// varint length, `Option` as 0 / 1 + value.
+    #[test]
+    fn a_call_and_an_answer_have_exactly_these_bytes() {
+        let args = postcard::to_stdvec(&(2i64, -3i64)).unwrap();
+        assert_eq!(args, [4, 5]);
+        let call = Call { client: 0, id: 300, done_below: 300, method: "add".into(), budget_us: Some(1000), args };
+        assert_eq!(
+            postcard::to_stdvec(&call).unwrap(),
+            [0, 0xac, 0x02, 0xac, 0x02, 3, b'a', b'd', b'd', 1, 0xe8, 0x07, 2, 4, 5]
+        );
+        let answer = Answer { id: 300, outcome: Outcome::Returned(vec![0x02]) };
+        assert_eq!(postcard::to_stdvec(&answer).unwrap(), [0xac, 0x02, 0, 1, 0x02]);
+        let unknown = Answer { id: 1, outcome: Outcome::UnknownMethod("mul".into()) };
+        assert_eq!(postcard::to_stdvec(&unknown).unwrap(), [1, 1, 3, b'm', b'u', b'l']);
+    }
+}
