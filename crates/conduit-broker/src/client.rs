@@ -21,6 +21,23 @@ use crate::protocol::{
 };
 use crate::server::{Config, Server};
 
+/// Ask the broker and take the one kind of reply the request has (its
+/// refusal is already an error, from `call`); anything else is a protocol
+/// error. One request, one reply, in order on the connection.
+macro_rules! ask {
+    ($client:expr, $req:expr, $pat:pat => $val:expr) => {
+        match $client.call($req)? {
+            $pat => $val,
+            other => return Err(unexpected(other)),
+        }
+    };
+}
+
+/// A reply of the wrong kind.
+fn unexpected(reply: Reply) -> ClientError {
+    ClientError::Protocol(format!("unexpected reply from the broker: {reply:?}"))
+}
+
 /// Why a client call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -111,10 +128,8 @@ impl Delivery<'_> {
                 self.client.tell(Request::Settle { delivery, ack, confirm: false })
             }
             Some(Hold::Broker { delivery, durable: true }) => {
-                match self.client.call(Request::Settle { delivery, ack, confirm: true })? {
-                    Reply::Done => Ok(()),
-                    other => Err(ClientError::Protocol(format!("{other:?}"))),
-                }
+                ask!(self.client, Request::Settle { delivery, ack, confirm: true }, Reply::Done => ());
+                Ok(())
             }
         }
     }
@@ -233,10 +248,7 @@ impl Client {
             released: Arc::default(),
             stops: Mutex::default(),
         };
-        match client.call(Request::Hello { protocol: PROTOCOL })? {
-            Reply::Hello { pid, .. } => client.broker_pid = pid,
-            other => return Err(ClientError::Protocol(format!("{other:?}"))),
-        }
+        client.broker_pid = ask!(client, Request::Hello { protocol: PROTOCOL }, Reply::Hello { pid, .. } => pid);
         Ok(client)
     }
 
@@ -297,10 +309,8 @@ impl Client {
     }
 
     fn done(&self, req: Request) -> Result<(), ClientError> {
-        match self.call(req)? {
-            Reply::Done => Ok(()),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
-        }
+        ask!(self, req, Reply::Done => ());
+        Ok(())
     }
 
     /// Create a mailbox owned by this process's user.
@@ -338,10 +348,8 @@ impl Client {
                 Err(e) => return Err(queue_error(name, e)),
             }
         }
-        match self.call(Request::Send { name: name.into(), mtype, data: data.to_vec(), full })? {
-            Reply::Sent { receiver, deferred } => Ok(Sent { receiver, deferred }),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
-        }
+        let req = Request::Send { name: name.into(), mtype, data: data.to_vec(), full };
+        Ok(ask!(self, req, Reply::Sent { receiver, deferred } => Sent { receiver, deferred }))
     }
 
     /// Receive from a mailbox by System V rules (`select`: 0 any, > 0 that
@@ -386,14 +394,12 @@ impl Client {
     }
 
     fn recv_brokered(&self, name: &str, select: i64, wait: WaitFor) -> Result<Delivery<'_>, ClientError> {
-        match self.call(Request::Recv { name: name.into(), select, wait })? {
-            Reply::Message { mtype, data, sender, delivery, durable } => Ok(Delivery {
-                client: self,
-                message: Message { mtype, data, sender },
-                hold: Some(Hold::Broker { delivery, durable }),
-            }),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
-        }
+        let req = Request::Recv { name: name.into(), select, wait };
+        Ok(ask!(self, req, Reply::Message { mtype, data, sender, delivery, durable } => Delivery {
+            client: self,
+            message: Message { mtype, data, sender },
+            hold: Some(Hold::Broker { delivery, durable }),
+        }))
     }
 
     /// Send a request that has no reply.
@@ -410,10 +416,7 @@ impl Client {
         {
             return Ok(q.clone());
         }
-        let q = match self.call(Request::Open { name: name.into(), receive })? {
-            Reply::Queue(q) => q.map(Arc::new),
-            other => return Err(ClientError::Protocol(format!("{other:?}"))),
-        };
+        let q = ask!(self, Request::Open { name: name.into(), receive }, Reply::Queue(q) => q.map(Arc::new));
         self.queues.lock().unwrap_or_else(|p| p.into_inner())[usize::from(receive)].insert(name.into(), q.clone());
         Ok(q)
     }
@@ -491,10 +494,7 @@ impl Client {
     /// ([`conduit::notify()`]) as `Event::NameLost` — unless this client
     /// gave the name up itself ([`release`](Self::release)).
     pub fn register<T>(&self, name: &str, port: Sender<T>, flags: NameFlags) -> Result<NameReply, ClientError> {
-        let reply = match self.call(Request::Register { name: name.into(), port: port.cast(), flags })? {
-            Reply::Name(r) => r,
-            other => return Err(ClientError::Protocol(format!("{other:?}"))),
-        };
+        let reply = ask!(self, Request::Register { name: name.into(), port: port.cast(), flags }, Reply::Name(r) => r);
         if reply != NameReply::Exists {
             self.report_loss(name)?;
         }
@@ -546,10 +546,7 @@ impl Client {
     /// The port registered under `name`; `T` is the caller's promise of its
     /// message type.
     pub fn lookup<T>(&self, name: &str) -> Result<Sender<T>, ClientError> {
-        match self.call(Request::Lookup { name: name.into() })? {
-            Reply::Port(p) => Ok(p.cast()),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
-        }
+        Ok(ask!(self, Request::Lookup { name: name.into() }, Reply::Port(p) => p.cast()))
     }
 
     /// Give up a name (or a place in its queue). Root, or another process
@@ -635,10 +632,7 @@ impl Client {
 
     /// Every object the broker holds.
     pub fn list(&self) -> Result<Vec<ObjectInfo>, ClientError> {
-        match self.call(Request::List)? {
-            Reply::Listing(l) => Ok(l),
-            other => Err(ClientError::Protocol(format!("{other:?}"))),
-        }
+        Ok(ask!(self, Request::List, Reply::Listing(l) => l))
     }
 }
 
