@@ -16,6 +16,7 @@ pub mod driver;
 pub mod floors;
 pub mod peer;
 pub mod peers;
+pub mod rpc_cases;
 pub mod svg;
 
 use std::io;
@@ -57,6 +58,8 @@ pub enum Give {
     Bytes(Receiver<Bytes>, Sender<Bytes>),
     /// Two shared segments (down, up).
     Segments(Segment, Segment),
+    /// The server's side of an RPC connection.
+    Rpc(conduit::rpc::Connection),
 }
 
 type CaseFn = fn(Plan, &mut dyn FnMut()) -> io::Result<Measurement>;
@@ -86,6 +89,9 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/sysv", floors::conduit_sysv, floors::conduit_sysv_peer),
     ("conduit/posix-mq-typed", floors::posix_mq_typed, floors::posix_mq_typed_peer),
     ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
+    ("conduit/rpc", rpc_cases::rpc_shm, rpc_cases::rpc_peer),
+    ("conduit/rpc-uds", rpc_cases::rpc_uds, rpc_cases::rpc_peer),
+    ("conduit/rpc-tcp", rpc_cases::rpc_tcp, rpc_cases::rpc_tcp_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
     ("peer/dbus", peers::dbus_case, peers::dbus_peer),
@@ -98,11 +104,13 @@ const RUN_ORDER: &[&str] = &[
     "floor/spin",
     "conduit/shm-spin",
     "conduit/shm",
+    "conduit/rpc",
     "peer/iceoryx2",
     "floor/memcpy",
     "conduit/shm-loan",
     "floor/uds",
     "conduit/uds",
+    "conduit/rpc-uds",
     "floor/posix-mq",
     "conduit/posix-mq-typed",
     "floor/sysv-msg",
@@ -115,6 +123,7 @@ const RUN_ORDER: &[&str] = &[
     "conduit/fifo",
     "floor/tcp",
     "conduit/tcp",
+    "conduit/rpc-tcp",
     "conduit/unix-stream",
     "floor/udp",
     "conduit/udp",
@@ -260,7 +269,7 @@ fn print_table(results: &[Measurement]) {
     let floor_pipe_64 = get(results, "floor/pipe").and_then(|m| m.msgs_per_s_64b);
     let tcp_64 = get(results, "conduit/tcp").and_then(|m| m.msgs_per_s_64b);
     let floor_tcp_64 = get(results, "floor/tcp").and_then(|m| m.msgs_per_s_64b);
-    let targets: [(&str, Option<f64>, bool, f64); 17] = [
+    let targets: [(&str, Option<f64>, bool, f64); 18] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
         ("conduit/uds 1 MiB GB/s ÷ floor/uds", ratio("conduit/uds", gbs, "floor/uds", gbs), false, 0.7),
         ("conduit/pipe rtt p50 ÷ floor/pipe", ratio("conduit/pipe", rtt, "floor/pipe", rtt), true, 1.2),
@@ -276,6 +285,7 @@ fn print_table(results: &[Measurement]) {
         ("conduit/tcp rtt p50 ÷ floor/tcp", ratio("conduit/tcp", rtt, "floor/tcp", rtt), true, 1.2),
         ("conduit/tcp 64 B msgs/s ÷ floor/tcp", tcp_64.zip(floor_tcp_64).map(|(a, b)| a / b), false, 0.8),
         ("conduit/udp rtt p50 ÷ floor/udp", ratio("conduit/udp", rtt, "floor/udp", rtt), true, 1.2),
+        ("conduit/rpc rtt p50 ÷ floor/spin", ratio("conduit/rpc", rtt, "floor/spin", rtt), true, 2.0),
         ("conduit/sysv rtt p50 ÷ floor/sysv-msg", ratio("conduit/sysv", rtt, "floor/sysv-msg", rtt), true, 1.2),
         (
             "conduit/posix-mq-typed rtt p50 ÷ floor/posix-mq",

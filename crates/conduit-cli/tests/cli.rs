@@ -45,7 +45,7 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 25] = [
+const NAMES: [&str; 28] = [
     "floor/line",
     "floor/spin",
     "floor/futex",
@@ -68,6 +68,9 @@ const NAMES: [&str; 25] = [
     "conduit/sysv",
     "conduit/posix-mq-typed",
     "conduit/mailbox",
+    "conduit/rpc",
+    "conduit/rpc-uds",
+    "conduit/rpc-tcp",
     "peer/iceoryx2",
     "peer/ipc-channel",
     "peer/dbus",

@@ -1,0 +1,102 @@
+//! RPC cases: `add(a, b)` calls through `#[conduit::service]` stubs, one
+//! at a time (round trips only: `rtt_p50_ns` is one call), the server in
+//! the peer process — `conduit/rpc` over shared-memory channels (the
+//! adaptive wait: spin, then sleep), `conduit/rpc-uds` over Unix sockets,
+//! `conduit/rpc-tcp` over loopback TCP.
+
+use std::io;
+use std::time::Duration;
+
+use conduit::rpc::{self, Answer, Call, Connection};
+
+use crate::Give;
+use crate::driver::{self, Measurement, Plan};
+use crate::peer::{Peer, spawn_peer};
+
+/// The benchmark's service.
+#[conduit::service]
+pub trait Adder {
+    /// a + b.
+    fn add(&self, a: i64, b: i64) -> i64;
+}
+
+struct Add;
+
+impl Adder for Add {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a.wrapping_add(b)
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+fn measure(name: &str, client: rpc::Client, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let calc = AdderClient::new(client);
+    let mut i = 0i64;
+    let rtts = driver::round_trips(plan, || {
+        i += 1;
+        let got = calc.add(i, 1).map_err(err)?;
+        if got == i + 1 { Ok(()) } else { Err(err("a wrong sum")) }
+    })?;
+    tick();
+    Ok(Measurement {
+        name: name.to_string(),
+        rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
+        rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
+        msgs_per_s_64b: None,
+        gb_per_s_1mib: None,
+    })
+}
+
+fn channel_case(name: &str, shm: bool, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let ((call_tx, call_rx), (ans_tx, ans_rx)) = if shm {
+        (
+            conduit::channel::shm::Builder::new().bounded(64).build::<Call>().map_err(err)?,
+            conduit::channel::shm::Builder::new().bounded(64).build::<Answer>().map_err(err)?,
+        )
+    } else {
+        (conduit::bounded::<Call>(64).map_err(err)?, conduit::bounded::<Answer>(64).map_err(err)?)
+    };
+    let (client, conn) = rpc::connect(call_tx, call_rx, ans_tx, ans_rx);
+    let peer = spawn_peer(name, &[])?;
+    peer.give(Give::Rpc(conn))?;
+    let m = measure(name, client, plan, tick);
+    peer.finish(m)
+}
+
+/// `conduit/rpc`: calls over shared-memory channels.
+pub fn rpc_shm(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    channel_case("conduit/rpc", true, plan, tick)
+}
+
+/// `conduit/rpc-uds`: calls over Unix-socket channels.
+pub fn rpc_uds(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    channel_case("conduit/rpc-uds", false, plan, tick)
+}
+
+/// The peer of `conduit/rpc` and `conduit/rpc-uds`: serve the connection.
+pub fn rpc_peer(p: &Peer) -> io::Result<()> {
+    match p.take()? {
+        Give::Rpc(conn) => rpc::serve(&AdderServer(Add), conn).map_err(err),
+        _ => Err(err("expected an RPC connection")),
+    }
+}
+
+/// `conduit/rpc-tcp`: calls over a TCP connection (`TCP_NODELAY`).
+pub fn rpc_tcp(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let listener = conduit::net::Listener::bind("tcp:127.0.0.1:0").map_err(err)?;
+    let peer = spawn_peer("conduit/rpc-tcp", &[listener.local_addr().to_string()])?;
+    let m = listener.accept_timeout::<Call, Answer>(Duration::from_secs(30)).map_err(err).and_then(|c| {
+        let c = c.ok_or_else(|| err("the peer did not connect"))?;
+        measure("conduit/rpc-tcp", rpc::Client::new(c.tx, c.rx), plan, tick)
+    });
+    peer.finish(m)
+}
+
+/// The peer of `conduit/rpc-tcp`: connects and serves.
+pub fn rpc_tcp_peer(p: &Peer) -> io::Result<()> {
+    let c = conduit::net::connect::<Answer, Call>(p.arg(0)?).map_err(err)?;
+    rpc::serve(&AdderServer(Add), Connection { calls: c.rx, answers: c.tx }).map_err(err)
+}
