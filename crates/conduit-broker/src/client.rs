@@ -623,11 +623,24 @@ impl Client {
     }
 
     /// Connect to the RPC service registered under `name`: a private
-    /// connection (the broker is not in the path); wrap it in the
-    /// service's client stub (`CalculatorClient::new(…)`).
+    /// connection over shared memory (the broker is not in the path);
+    /// wrap it in the service's client stub (`CalculatorClient::new(…)`).
     pub fn connect_rpc(&self, name: &str) -> Result<conduit::rpc::Client, ClientError> {
-        let (tx, rx) = self.connect_service::<conduit::rpc::Call, conduit::rpc::Answer>(name)?;
-        Ok(conduit::rpc::Client::new(tx, rx))
+        self.connect_rpc_over(name, conduit::rpc::Transport::SharedMemory)
+    }
+
+    /// [`connect_rpc`](Self::connect_rpc) over the channels of
+    /// `transport`, chosen here: the server takes whatever it is handed.
+    pub fn connect_rpc_over(
+        &self,
+        name: &str,
+        transport: conduit::rpc::Transport,
+    ) -> Result<conduit::rpc::Client, ClientError> {
+        use conduit::rpc::{Answer, Call};
+        let service: Sender<Connect<Call, Answer>> = self.lookup(name)?;
+        let (client, conn) = conduit::rpc::pair_over(transport).map_err(broken)?;
+        service.send(Connect { requests: conn.calls, replies: conn.answers }).map_err(broken)?;
+        Ok(client)
     }
 
     /// Every object the broker holds.

@@ -751,6 +751,11 @@ fn the_matchmaker_connects_an_rpc_client_to_a_named_server_and_a_queued_one_take
     let second = spawn_with_args("rpc-named-server", &[s, "calc"]);
     assert_eq!(report(&second), FromChild::Ready);
     let c = b.client();
+    // Each transport, chosen by the client; shared memory by default.
+    for t in [conduit::rpc::Transport::Socket, conduit::rpc::Transport::Pipe] {
+        let other = conduit_tests::CalculatorClient::new(c.connect_rpc_over("calc", t).unwrap());
+        assert_eq!(other.add(20, 22).unwrap(), 42, "{t:?}");
+    }
     let calc = conduit_tests::CalculatorClient::new(c.connect_rpc("calc").unwrap());
     assert_eq!(calc.add(2, 3).unwrap(), 5);
     assert_eq!(calc.bump().unwrap(), 1);

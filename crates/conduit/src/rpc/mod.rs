@@ -215,11 +215,33 @@ pub struct Connection {
     pub answers: Sender<Answer>,
 }
 
+/// The channels a connection made here runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Rings in shared memory (one host; the fastest: no system call per
+    /// call while both sides are busy).
+    #[default]
+    SharedMemory,
+    /// Unix seqpacket sockets.
+    Socket,
+    /// Ordinary pipes.
+    Pipe,
+}
+
 /// A connection over a fresh pair of socket channels (in one process, or
 /// to hand the server's side to another process inside a message).
 pub fn pair() -> Result<(Client, Connection), Error> {
-    let (call_tx, call_rx) = unbounded::<Call>()?;
-    let (ans_tx, ans_rx) = unbounded::<Answer>()?;
+    pair_over(Transport::Socket)
+}
+
+/// A connection over fresh channels of `transport` (unbounded: a caller
+/// never waits for room).
+pub fn pair_over(transport: Transport) -> Result<(Client, Connection), Error> {
+    let ((call_tx, call_rx), (ans_tx, ans_rx)) = match transport {
+        Transport::SharedMemory => (crate::channel::shm::unbounded()?, crate::channel::shm::unbounded()?),
+        Transport::Socket => (unbounded::<Call>()?, unbounded::<Answer>()?),
+        Transport::Pipe => (crate::channel::pipe::unbounded()?, crate::channel::pipe::unbounded()?),
+    };
     Ok(connect(call_tx, call_rx, ans_tx, ans_rx))
 }
 
