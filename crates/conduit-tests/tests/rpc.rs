@@ -266,3 +266,20 @@ fn a_durable_reply_cache_answers_after_kill_9_and_restart_without_running_again(
     drop((tx, rx));
     finish(second);
 }
+
+#[test]
+fn dropping_an_async_call_cancels_it_and_the_handler_learns_it() {
+    let (kid, client) = served(Flavor::Shm);
+    let calc = CalculatorClient::new(client);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    rt.block_on(async {
+        // The caller gives up after 50 ms: the future is dropped.
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), calc.until_cancelled_async()).await;
+        assert!(gave_up.is_err(), "the handler runs until cancelled");
+    });
+    // The handler saw the cancellation (it added 1000) before the next
+    // call was taken.
+    assert_eq!(calc.count().unwrap(), 1000);
+    drop(calc);
+    finish(kid);
+}

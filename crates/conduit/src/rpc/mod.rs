@@ -74,7 +74,12 @@ use serde::{Deserialize, Serialize};
 use crate::channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use crate::error::Error;
 
-pub use server::{CLIENT_LEASE, Dispatch, ReplyCache, ServeStats, decode_args, returned, serve, serve_with};
+pub use server::{CLIENT_LEASE, Dispatch, ReplyCache, ServeStats, cancelled, decode_args, returned, serve, serve_with};
+
+/// The method name of a cancellation: the call it names (`id`) need not
+/// be finished; its handler learns it from [`cancelled`]. (No Rust method
+/// has this name.)
+pub const CANCEL: &str = "!cancel";
 
 /// Answers a server keeps per client (or per connection, for clients
 /// without an id) to answer duplicates.
@@ -150,6 +155,10 @@ pub enum RpcError {
     /// The handler panicked.
     #[error("the handler panicked: {0}")]
     Panicked(String),
+    /// The caller cancelled the call (dropped its future); the server was
+    /// told.
+    #[error("the call was cancelled")]
+    Cancelled,
     /// The channel failed otherwise.
     #[error("transport: {0}")]
     Transport(#[from] Error),
@@ -336,6 +345,25 @@ impl Client {
 
     /// Call with arguments already encoded; the return value's bytes.
     pub fn call_raw(&self, method: &str, args: Vec<u8>) -> Result<Vec<u8>, RpcError> {
+        self.call_inner(method, args, None)
+    }
+
+    /// [`call`](Self::call) that ends with [`RpcError::Cancelled`] as soon
+    /// as `cancel` has a message or its senders are gone, telling the
+    /// server (whose handler sees [`cancelled`]). The `async` twins of
+    /// generated methods use this: dropping the future cancels the call.
+    pub fn call_cancellable<A: Serialize, R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &A,
+        cancel: &Receiver<()>,
+    ) -> Result<R, RpcError> {
+        let args = postcard::to_stdvec(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
+        let bytes = self.call_inner(method, args, Some(cancel))?;
+        postcard::from_bytes(&bytes).map_err(|e| RpcError::CorruptReply(e.to_string()))
+    }
+
+    fn call_inner(&self, method: &str, args: Vec<u8>, cancel: Option<&Receiver<()>>) -> Result<Vec<u8>, RpcError> {
         let settings = self.settings();
         let deadline = match (settings.timeout.map(|t| Instant::now() + t), deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -361,8 +389,24 @@ impl Client {
                 (Some(d), Some(r)) => Some(d.min(Instant::now() + r)),
                 (d, r) => d.or(r.map(|r| Instant::now() + r)),
             };
-            match self.await_answer(&link, id, wait_until)? {
-                Some(outcome) => {
+            let got = match cancel {
+                None => self.await_answer(&link, id, wait_until),
+                Some(c) => self.await_answer_or_cancel(&link, id, wait_until, c),
+            };
+            match got {
+                Err(RpcError::Cancelled) => {
+                    let _ = link.tx.send(Call {
+                        client: self.client,
+                        id,
+                        done_below: id,
+                        method: CANCEL.into(),
+                        budget_us: None,
+                        args: Vec::new(),
+                    });
+                    return Err(RpcError::Cancelled);
+                }
+                Err(e) => return Err(e),
+                Ok(Some(outcome)) => {
                     return match outcome {
                         Outcome::Returned(bytes) => Ok(bytes),
                         Outcome::UnknownMethod(m) => Err(RpcError::UnknownMethod(m)),
@@ -372,10 +416,39 @@ impl Client {
                         Outcome::Panicked(m) => Err(RpcError::Panicked(m)),
                     };
                 }
-                None if deadline.is_some_and(|d| Instant::now() >= d) => return Err(RpcError::DeadlineExceeded),
-                None => {
+                Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return Err(RpcError::DeadlineExceeded),
+                Ok(None) => {
                     self.resent.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+        }
+    }
+
+    /// As [`await_answer`](Self::await_answer), also waking for `cancel`.
+    fn await_answer_or_cancel(
+        &self,
+        link: &Link,
+        id: u64,
+        until: Option<Instant>,
+        cancel: &Receiver<()>,
+    ) -> Result<Option<Outcome>, RpcError> {
+        loop {
+            let mut set = crate::PortSet::new();
+            let answers = set.add(&link.rx);
+            let stop = set.add(cancel);
+            let ready = match until {
+                Some(t) => set.ready_deadline(t),
+                None => Some(set.ready()),
+            };
+            match ready {
+                None => return Ok(None),
+                Some(i) if i == stop => return Err(RpcError::Cancelled),
+                Some(i) if i == answers => {
+                    if let Some(o) = self.await_answer(link, id, Some(Instant::now()))? {
+                        return Ok(Some(o));
+                    }
+                }
+                Some(_) => {}
             }
         }
     }
@@ -406,6 +479,12 @@ impl Client {
             }
         }
     }
+}
+
+/// The cancel token of an `async` call: the call (given the receiver) is
+/// cancelled when the sender is dropped.
+pub fn cancel_pair() -> Result<(Sender<()>, Receiver<()>), RpcError> {
+    Ok(unbounded::<()>()?)
 }
 
 /// Run a blocking call off the async runtime (the `async` twins of
