@@ -487,6 +487,54 @@ fn names() -> Step {
     ))
 }
 
+/// The tour's RPC service.
+#[conduit::service]
+pub trait TourCalc {
+    /// a + b.
+    fn add(&self, a: i64, b: i64) -> i64;
+    /// The process serving.
+    fn pid(&self) -> u32;
+}
+
+struct TourAdder;
+
+impl TourCalc for TourAdder {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+fn rpc() -> Step {
+    let (client, socket) = tour_broker()?;
+    let kid = spawn_with("rpc-service", &[socket.to_str().unwrap_or_default()])?;
+    expect(&kid, Tell::Ready)?;
+    let calc = TourCalcClient::new(client.connect_rpc("tour.calc").map_err(e)?);
+    let sum = calc.add(40, 2).map_err(e)?;
+    let server = calc.pid().map_err(e)?;
+    let t = Instant::now();
+    let n = 1000;
+    for i in 0..n {
+        if calc.add(i, 1).map_err(e)? != i + 1 {
+            return Err("a wrong sum".into());
+        }
+    }
+    let per_call = t.elapsed() / n as u32;
+    drop(calc);
+    drop(kid.tx);
+    let mut child = kid.child;
+    child.wait().map_err(e)?;
+    if server != child.id() || sum != 42 {
+        return Err(format!("add(40, 2) = {sum} from pid {server}"));
+    }
+    Ok(format!(
+        "rpc: stubs from a trait; the matchmaker found \"tour.calc\" in pid {server} over shared memory; add(40, 2) = {sum}; {n} calls at {} each",
+        micros(per_call)
+    ))
+}
+
 fn async_tokio() -> Step {
     let kid = spawn("double")?;
     let (to_tx, to_rx) = conduit::bounded::<u64>(1).map_err(e)?;
@@ -509,7 +557,7 @@ fn async_tokio() -> Step {
 
 /// Run the tour.
 pub fn run() -> ExitCode {
-    let steps: [(&str, StepFn); 20] = [
+    let steps: [(&str, StepFn); 21] = [
         ("spawn", spawn_with_link),
         ("round-trip", round_trip),
         ("bounded", bounded),
@@ -530,6 +578,7 @@ pub fn run() -> ExitCode {
         ("idle", idle),
         ("mailbox", mailbox),
         ("names", names),
+        ("rpc", rpc),
     ];
     println!("conduit {} tour: every mechanism, between real processes", env!("CARGO_PKG_VERSION"));
     let mut failed = 0;
@@ -605,6 +654,15 @@ fn child_role(role: &str) -> Result<(), String> {
     }
     if role == "pipe-hello" {
         return say(Tell::Heard("hello through a pipe".into(), std::process::id()));
+    }
+    if role == "rpc-service" {
+        let c = conduit_broker::Client::connect_to(arg.as_ref()).map_err(e)?;
+        let service = std::sync::Arc::new(TourCalcServer(TourAdder));
+        let _serving = c.serve_rpc("tour.calc", conduit_broker::NameFlags::default(), service).map_err(e)?;
+        say(Tell::Ready)?;
+        // Serve until the tour lets go of us.
+        while next().is_ok() {}
+        return Ok(());
     }
     if role == "echo-service" {
         let c = conduit_broker::Client::connect_to(arg.as_ref()).map_err(e)?;

@@ -30,6 +30,10 @@ pub enum ToChild {
     SendTaggedStream(Sender<Vec<u64>>, u64),
     /// The server's side of an RPC connection.
     Rpc(conduit::rpc::Connection),
+    /// A reference to a remote object, to call, and where to pass a copy.
+    PassRemote(conduit::rpc::Remote, Sender<conduit::rpc::Remote>),
+    /// Where a reference to a remote object will come from.
+    TakeRemote(Receiver<conduit::rpc::Remote>),
     /// Go on.
     Go,
 }
@@ -170,5 +174,30 @@ impl Calculator for Calc {
             std::thread::yield_now();
         }
         false
+    }
+}
+
+/// A remote object's service in the tests.
+#[conduit::service]
+pub trait Greeter {
+    /// "hello, WHO from PID".
+    fn greet(&self, who: String) -> String;
+}
+
+/// A greeter that says when it is dropped.
+pub struct Greet {
+    /// Told when the greeter is dropped.
+    pub dropped: Sender<()>,
+}
+
+impl Greeter for Greet {
+    fn greet(&self, who: String) -> String {
+        format!("hello, {who}, from {}", std::process::id())
+    }
+}
+
+impl Drop for Greet {
+    fn drop(&mut self) {
+        let _ = self.dropped.send(());
     }
 }

@@ -283,3 +283,29 @@ fn dropping_an_async_call_cancels_it_and_the_handler_learns_it() {
     drop(calc);
     finish(kid);
 }
+
+#[test]
+fn a_remote_object_is_called_from_a_third_process_and_dropped_when_its_last_holder_is_killed() {
+    use conduit_tests::{Greet, GreeterServer};
+    let (dropped_tx, dropped) = conduit::unbounded::<()>().unwrap();
+    let remote = rpc::Remote::serve(GreeterServer(Greet { dropped: dropped_tx })).unwrap();
+    let me = std::process::id();
+    let b = spawn("remote-passer");
+    let mut c = spawn("remote-holder");
+    let (pass_tx, pass_rx) = conduit::unbounded::<rpc::Remote>().unwrap();
+    c.tx.send(ToChild::TakeRemote(pass_rx)).unwrap();
+    b.tx.send(ToChild::PassRemote(remote.clone(), pass_tx)).unwrap();
+    // Calls from B and from C (which got its reference from B) run here.
+    let greeting = |who: &str| format!("hello, {who}, from {me}");
+    assert_eq!(report(&b), FromChild::Received(greeting("B"), b.child.id()));
+    assert_eq!(report(&c), FromChild::Received(greeting("C"), c.child.id()));
+    finish(b);
+    drop(remote);
+    // C holds the last reference: the object lives.
+    assert!(matches!(dropped.try_recv(), Err(conduit::TryRecvError::Empty)));
+    c.child.kill().unwrap();
+    let killed = Instant::now();
+    dropped.recv_timeout(Duration::from_secs(1)).expect("the object is dropped within 1 s of its last holder's death");
+    assert!(killed.elapsed() < Duration::from_secs(1));
+    c.child.wait().unwrap();
+}

@@ -569,6 +569,22 @@ fn main() {
             let pending = conduit::signal::pending().unwrap().contains(&conduit::signal::SIGWINCH);
             outcome(&up, if pending { "still pending" } else { "delivered" });
         }
+        "remote-passer" => {
+            // Call the object, pass a copy of the reference on, let go.
+            let ToChild::PassRemote(remote, to) = next() else { panic!("want PassRemote") };
+            let greeter = conduit_tests::GreeterClient::new(remote.client());
+            report(&up, FromChild::Received(greeter.greet("B".into()).unwrap(), std::process::id()));
+            to.send(remote).unwrap();
+        }
+        "remote-holder" => {
+            // Take a reference, call the object, hold it until killed.
+            let ToChild::TakeRemote(from) = next() else { panic!("want TakeRemote") };
+            let remote = from.recv().unwrap();
+            let greeter = conduit_tests::GreeterClient::new(remote.client());
+            report(&up, FromChild::Received(greeter.greet("C".into()).unwrap(), std::process::id()));
+            let _ = down.recv();
+            drop(remote);
+        }
         "cascader" => {
             // Start two shells, each with two background sleeps: one with
             // cascading termination, one without. Report every pid:

@@ -59,6 +59,7 @@
 //! corruptions and delays.
 
 pub mod faults;
+mod remote;
 mod server;
 #[cfg(feature = "durable")]
 mod store;
@@ -74,6 +75,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use crate::error::Error;
 
+pub use remote::{ObjectCall, Remote};
 pub use server::{CLIENT_LEASE, Dispatch, ReplyCache, ServeStats, cancelled, decode_args, returned, serve, serve_with};
 
 /// The method name of a cancellation: the call it names (`id`) need not
@@ -209,9 +211,17 @@ struct Settings {
 
 #[derive(Debug)]
 struct Link {
-    tx: Sender<Call>,
-    rx: Receiver<Answer>,
+    route: Route,
     next: u64,
+}
+
+/// Where calls go.
+#[derive(Debug)]
+enum Route {
+    /// A connection: calls one way, answers the other.
+    Pair { tx: Sender<Call>, rx: Box<Receiver<Answer>> },
+    /// A remote object's port: each call carries its own reply right.
+    Port(Sender<ObjectCall>),
 }
 
 /// The server's side of a connection (it can travel inside a message, to
@@ -243,11 +253,19 @@ pub fn pair() -> Result<(Client, Connection), Error> {
     pair_over(Transport::Socket)
 }
 
-/// A connection over fresh channels of `transport` (unbounded: a caller
-/// never waits for room).
+/// Calls (and answers) a shared-memory connection holds: a client has one
+/// call out at a time, and a few resends.
+const RING_CALLS: usize = 64;
+
+/// A connection over fresh channels of `transport` (sockets and pipes
+/// unbounded; shared memory bounded to 64 messages, which a
+/// client with one call out at a time never fills: the bounded ring takes
+/// the short paths).
 pub fn pair_over(transport: Transport) -> Result<(Client, Connection), Error> {
     let ((call_tx, call_rx), (ans_tx, ans_rx)) = match transport {
-        Transport::SharedMemory => (crate::channel::shm::unbounded()?, crate::channel::shm::unbounded()?),
+        Transport::SharedMemory => {
+            (crate::channel::shm::bounded(RING_CALLS)?, crate::channel::shm::bounded(RING_CALLS)?)
+        }
         Transport::Socket => (unbounded::<Call>()?, unbounded::<Answer>()?),
         Transport::Pipe => (crate::channel::pipe::unbounded()?, crate::channel::pipe::unbounded()?),
     };
@@ -287,9 +305,20 @@ impl Client {
             Semantics::ExactlyOnce => (random_id(), Some(Duration::from_millis(100))),
         };
         Client {
-            link: Mutex::new(Link { tx, rx, next: 1 }),
+            link: Mutex::new(Link { route: Route::Pair { tx, rx: Box::new(rx) }, next: 1 }),
             settings: Mutex::new(Settings { timeout: None, retry }),
             client,
+            corrupted: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
+        }
+    }
+
+    /// A client of a remote object's port (see [`Remote`]).
+    pub(crate) fn over_port(port: Sender<ObjectCall>) -> Client {
+        Client {
+            link: Mutex::new(Link { route: Route::Port(port), next: 1 }),
+            settings: Mutex::new(Settings { timeout: None, retry: None }),
+            client: 0,
             corrupted: AtomicU64::new(0),
             resent: AtomicU64::new(0),
         }
@@ -318,8 +347,7 @@ impl Client {
     /// it before (its reply cache durable).
     pub fn reconnect(&self, tx: Sender<Call>, rx: Receiver<Answer>) {
         let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
-        link.tx = tx;
-        link.rx = rx;
+        link.route = Route::Pair { tx, rx: Box::new(rx) };
     }
 
     /// Frames that failed their checksum (dropped; the call was resent).
@@ -381,21 +409,38 @@ impl Client {
         };
         let mut call =
             Call { client: self.client, id, done_below: id, method: method.to_string(), budget_us: None, args };
+        let (tx, rx) = match &link.route {
+            Route::Pair { tx, rx } => (tx, rx),
+            Route::Port(port) => {
+                call.budget_us = budget(Instant::now())?;
+                let answer = match deadline {
+                    Some(d) => port
+                        .call_timeout(|reply| ObjectCall { call, reply }, d.saturating_duration_since(Instant::now())),
+                    None => port.call(|reply| ObjectCall { call, reply }),
+                };
+                return match answer {
+                    Ok(outcome) => outcome_result(outcome),
+                    Err(crate::CallError::Timeout) => Err(RpcError::DeadlineExceeded),
+                    Err(crate::CallError::Disconnected | crate::CallError::NoReply) => Err(RpcError::ServerDied),
+                    Err(crate::CallError::Failed(e)) => Err(RpcError::Transport(e)),
+                };
+            }
+        };
         loop {
             call.budget_us = budget(Instant::now())?;
-            link.tx.send(call.clone()).map_err(|_| RpcError::ServerDied)?;
+            tx.send(call.clone()).map_err(|_| RpcError::ServerDied)?;
             // Until an answer, the deadline, or time to resend.
             let wait_until = match (deadline, settings.retry) {
                 (Some(d), Some(r)) => Some(d.min(Instant::now() + r)),
                 (d, r) => d.or(r.map(|r| Instant::now() + r)),
             };
             let got = match cancel {
-                None => self.await_answer(&link, id, wait_until),
-                Some(c) => self.await_answer_or_cancel(&link, id, wait_until, c),
+                None => self.await_answer(rx, id, wait_until),
+                Some(c) => self.await_answer_or_cancel(rx, id, wait_until, c),
             };
             match got {
                 Err(RpcError::Cancelled) => {
-                    let _ = link.tx.send(Call {
+                    let _ = tx.send(Call {
                         client: self.client,
                         id,
                         done_below: id,
@@ -406,16 +451,7 @@ impl Client {
                     return Err(RpcError::Cancelled);
                 }
                 Err(e) => return Err(e),
-                Ok(Some(outcome)) => {
-                    return match outcome {
-                        Outcome::Returned(bytes) => Ok(bytes),
-                        Outcome::UnknownMethod(m) => Err(RpcError::UnknownMethod(m)),
-                        Outcome::BadArguments(e) => Err(RpcError::BadArguments(e)),
-                        Outcome::DeadlineExceeded => Err(RpcError::DeadlineExceeded),
-                        Outcome::Duplicate => Err(RpcError::Duplicate),
-                        Outcome::Panicked(m) => Err(RpcError::Panicked(m)),
-                    };
-                }
+                Ok(Some(outcome)) => return outcome_result(outcome),
                 Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return Err(RpcError::DeadlineExceeded),
                 Ok(None) => {
                     self.resent.fetch_add(1, Ordering::Relaxed);
@@ -427,14 +463,14 @@ impl Client {
     /// As [`await_answer`](Self::await_answer), also waking for `cancel`.
     fn await_answer_or_cancel(
         &self,
-        link: &Link,
+        answers_rx: &Receiver<Answer>,
         id: u64,
         until: Option<Instant>,
         cancel: &Receiver<()>,
     ) -> Result<Option<Outcome>, RpcError> {
         loop {
             let mut set = crate::PortSet::new();
-            let answers = set.add(&link.rx);
+            let answers = set.add(answers_rx);
             let stop = set.add(cancel);
             let ready = match until {
                 Some(t) => set.ready_deadline(t),
@@ -444,7 +480,7 @@ impl Client {
                 None => return Ok(None),
                 Some(i) if i == stop => return Err(RpcError::Cancelled),
                 Some(i) if i == answers => {
-                    if let Some(o) = self.await_answer(link, id, Some(Instant::now()))? {
+                    if let Some(o) = self.await_answer(answers_rx, id, Some(Instant::now()))? {
                         return Ok(Some(o));
                     }
                 }
@@ -454,11 +490,16 @@ impl Client {
     }
 
     /// The answer to call `id`, or `None` at `until`.
-    fn await_answer(&self, link: &Link, id: u64, until: Option<Instant>) -> Result<Option<Outcome>, RpcError> {
+    fn await_answer(
+        &self,
+        rx: &Receiver<Answer>,
+        id: u64,
+        until: Option<Instant>,
+    ) -> Result<Option<Outcome>, RpcError> {
         loop {
             let got = match until {
-                Some(t) => link.rx.recv_deadline(t),
-                None => link.rx.recv().map_err(|e| match e {
+                Some(t) => rx.recv_deadline(t),
+                None => rx.recv().map_err(|e| match e {
                     crate::RecvError::Disconnected => RecvTimeoutError::Disconnected,
                     crate::RecvError::Failed(e) => RecvTimeoutError::Failed(e),
                 }),
@@ -478,6 +519,18 @@ impl Client {
                 Err(RecvTimeoutError::Failed(e)) => return Err(RpcError::Transport(e)),
             }
         }
+    }
+}
+
+/// The caller's view of an outcome.
+fn outcome_result(outcome: Outcome) -> Result<Vec<u8>, RpcError> {
+    match outcome {
+        Outcome::Returned(bytes) => Ok(bytes),
+        Outcome::UnknownMethod(m) => Err(RpcError::UnknownMethod(m)),
+        Outcome::BadArguments(e) => Err(RpcError::BadArguments(e)),
+        Outcome::DeadlineExceeded => Err(RpcError::DeadlineExceeded),
+        Outcome::Duplicate => Err(RpcError::Duplicate),
+        Outcome::Panicked(m) => Err(RpcError::Panicked(m)),
     }
 }
 

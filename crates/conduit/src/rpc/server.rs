@@ -274,6 +274,15 @@ pub fn serve_with<D: Dispatch + ?Sized>(
     }
 }
 
+/// Run one call of a remote object (no reply cache: each call has its own
+/// reply right, so it is never duplicated).
+pub(crate) fn run_call<D: Dispatch + ?Sized>(service: &D, call: &Call) -> Outcome {
+    match call.budget_us {
+        Some(0) => Outcome::DeadlineExceeded,
+        budget => run(service, call, budget.map(|us| Instant::now() + Duration::from_micros(us))),
+    }
+}
+
 fn run<D: Dispatch + ?Sized>(service: &D, call: &Call, deadline: Option<Instant>) -> Outcome {
     let before = set_deadline(deadline);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.dispatch(&call.method, &call.args)))
