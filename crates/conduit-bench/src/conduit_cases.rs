@@ -261,6 +261,7 @@ pub(crate) fn datagram_case(
         rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
         msgs_per_s_64b: None,
         gb_per_s_1mib: None,
+        calls_per_s: None,
     })
 }
 

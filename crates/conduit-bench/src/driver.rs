@@ -71,6 +71,8 @@ pub struct Measurement {
     pub msgs_per_s_64b: Option<f64>,
     /// One-way GB/s (10⁹ bytes) with 1 MiB messages.
     pub gb_per_s_1mib: Option<f64>,
+    /// RPC cases: calls per second with 64 calls in flight from one client.
+    pub calls_per_s: Option<f64>,
 }
 
 fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
@@ -96,6 +98,7 @@ impl Measurement {
             rtt_p99_ns: median_of(rounds.iter().map(|m| m.rtt_p99_ns)),
             msgs_per_s_64b: median_of(rounds.iter().map(|m| m.msgs_per_s_64b)),
             gb_per_s_1mib: median_of(rounds.iter().map(|m| m.gb_per_s_1mib)),
+            calls_per_s: median_of(rounds.iter().map(|m| m.calls_per_s)),
         })
     }
 }
@@ -238,5 +241,6 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
         rtt_p99_ns: Some(percentile(&rtts, 0.99)),
         msgs_per_s_64b: Some(msgs_per_s_64b),
         gb_per_s_1mib: Some(gb_per_s_1mib),
+        calls_per_s: None,
     })
 }

@@ -306,6 +306,7 @@ pub fn memcpy(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
         rtt_p99_ns: None,
         msgs_per_s_64b: None,
         gb_per_s_1mib: Some((reps * MIB) as f64 / best / 1e9),
+        calls_per_s: None,
     })
 }
 
@@ -345,6 +346,7 @@ pub fn line(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
             rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
             msgs_per_s_64b: None,
             gb_per_s_1mib: None,
+            calls_per_s: None,
         })
     });
     peer.finish(m)

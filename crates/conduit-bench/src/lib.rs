@@ -252,6 +252,13 @@ fn print_table(results: &[Measurement]) {
             fmt_opt(m.gb_per_s_1mib, |v| format!("{v:.2} GB/s")),
         );
     }
+    let rpc: Vec<_> = results.iter().filter_map(|m| m.calls_per_s.map(|c| (&m.name, c))).collect();
+    if !rpc.is_empty() {
+        println!("\nRPC calls with 64 in flight from one client (calls_per_s):");
+        for (name, c) in rpc {
+            println!("  {name:<26} {}", human_rate(c));
+        }
+    }
     let ratio = |a: &str, fa: fn(&Measurement) -> Option<f64>, b: &str, fb: fn(&Measurement) -> Option<f64>| {
         get(results, a).and_then(fa).zip(get(results, b).and_then(fb)).map(|(x, y)| x / y)
     };

@@ -41,13 +41,50 @@ fn measure(name: &str, client: rpc::Client, plan: Plan, tick: &mut dyn FnMut()) 
         if got == i + 1 { Ok(()) } else { Err(err("a wrong sum")) }
     })?;
     tick();
+    let calls_per_s = in_flight(&calc, plan)?;
+    tick();
     Ok(Measurement {
         name: name.to_string(),
         rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
         rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
         msgs_per_s_64b: None,
         gb_per_s_1mib: None,
+        calls_per_s: Some(calls_per_s),
     })
+}
+
+/// Calls in flight together from one client.
+const IN_FLIGHT: usize = 64;
+
+/// Calls per second with [`IN_FLIGHT`] `async` calls in flight from one
+/// client (its pipeline: one reader thread hands out the answers), on a
+/// one-thread tokio runtime.
+fn in_flight(calc: &AdderClient, plan: Plan) -> io::Result<f64> {
+    let per_task = (plan.round_trips / IN_FLIGHT).max(50);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let t = std::time::Instant::now();
+    let done = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..IN_FLIGHT {
+            let c = calc.clone();
+            set.spawn(async move {
+                let mut n = 0usize;
+                for i in 0..per_task as i64 {
+                    if c.add_async(i, 1).await.map_err(err)? != i + 1 {
+                        return Err(err("a wrong sum"));
+                    }
+                    n += 1;
+                }
+                Ok::<usize, io::Error>(n)
+            });
+        }
+        let mut total = 0;
+        while let Some(r) = set.join_next().await {
+            total += r.map_err(err)??;
+        }
+        Ok::<usize, io::Error>(total)
+    })?;
+    Ok(done as f64 / t.elapsed().as_secs_f64())
 }
 
 fn channel_case(name: &str, shm: bool, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {

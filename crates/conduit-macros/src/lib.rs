@@ -5,9 +5,10 @@
 //!
 //! * `CalculatorClient` — `new(conduit::rpc::Client)`, and per method a
 //!   blocking `add(&self, a, b) -> Result<i64, conduit::rpc::RpcError>`
-//!   and an `async fn add_async` twin (the blocking call on tokio's
-//!   blocking pool; dropping its future cancels the call and tells the
-//!   server), plus `rpc()` for the client's settings;
+//!   and an `async fn add_async` twin (sent at once, answered through
+//!   the client's pipeline, any number in flight; dropping its future
+//!   cancels the call and tells the server), plus `rpc()` for the
+//!   client's settings;
 //! * `CalculatorServer<T>(pub T)` — for any `T: Calculator`, a
 //!   `conduit::rpc::Dispatch` that decodes the arguments by method name,
 //!   calls `T`, and encodes the result.
@@ -72,16 +73,7 @@ fn expand(tr: &ItemTrait) -> syn::Result<proc_macro2::TokenStream> {
 
             #[doc = #doc_async]
             pub async fn #async_method(&self, #(#names: #types),*) -> ::core::result::Result<#ret, ::conduit::rpc::RpcError> {
-                // Dropping this future drops `stop`: the call is cancelled
-                // and the server told.
-                let (stop, stopped) = ::conduit::rpc::cancel_pair()?;
-                let inner = ::std::sync::Arc::clone(&self.inner);
-                let r = ::conduit::rpc::blocking(move || {
-                    inner.call_cancellable(#method_name, &(#(#names,)*), &stopped)
-                })
-                .await;
-                drop(stop);
-                r
+                self.inner.call_async(#method_name, &(#(#names,)*)).await
             }
         });
         arms.push(quote! {

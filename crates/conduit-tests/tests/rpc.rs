@@ -309,3 +309,38 @@ fn a_remote_object_is_called_from_a_third_process_and_dropped_when_its_last_hold
     assert!(killed.elapsed() < Duration::from_secs(1));
     c.child.wait().unwrap();
 }
+
+#[test]
+fn sixty_four_async_calls_fly_together_on_one_client_and_blocking_threads_share_it() {
+    let (kid, client) = served(Flavor::Shm);
+    let calc = CalculatorClient::new(client);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..64i64 {
+            let c = calc.clone();
+            set.spawn(async move { (i, c.add_async(i, 1000).await) });
+        }
+        let mut seen = 0;
+        while let Some(r) = set.join_next().await {
+            let (i, sum) = r.unwrap();
+            assert_eq!(sum.unwrap(), i + 1000, "each call gets its own answer");
+            seen += 1;
+        }
+        assert_eq!(seen, 64);
+    });
+    // Blocking calls from four threads, on the same pipelined client.
+    std::thread::scope(|s| {
+        for t in 0..4i64 {
+            let c = &calc;
+            s.spawn(move || {
+                for i in 0..50 {
+                    assert_eq!(c.add(t, i).unwrap(), t + i);
+                }
+            });
+        }
+    });
+    assert_eq!(calc.bump().unwrap(), 1);
+    drop(calc);
+    finish(kid);
+}

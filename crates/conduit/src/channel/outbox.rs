@@ -184,7 +184,8 @@ impl SenderCore {
             // fragments) is finished here, waiting for the pipe to drain:
             // its credit says the receiver takes it, and a send that
             // returns has its message in the channel.
-            let finish = self.ctl.capacity() != Capacity::Unbounded && self.link.must_queue(frame.len());
+            let finish = self.ctl.capacity() != Capacity::Unbounded
+                && (self.link.must_queue(frame.len()) || self.link.bounded_send_waits());
             loop {
                 match self.try_write(&frame) {
                     Ok(()) => return self.finish_backlog(&mut ob).map_err(SendFail::Failed),

@@ -59,6 +59,7 @@
 //! corruptions and delays.
 
 pub mod faults;
+mod pipeline;
 mod remote;
 mod server;
 #[cfg(feature = "durable")]
@@ -192,14 +193,17 @@ pub(crate) fn set_deadline(d: Option<Instant>) -> Option<Instant> {
 }
 
 /// The client's side of a connection: sends [`Call`]s, receives
-/// [`Answer`]s. One call at a time per client; open more connections for
-/// calls in parallel.
+/// [`Answer`]s. Blocking calls go one at a time, each reading its own
+/// answer (no thread between); the first `async` call
+/// ([`call_async`](Self::call_async)) switches the client to pipelining:
+/// a reader thread hands each answer to its call, so any number of calls
+/// (async, or blocking from several threads) are in flight together.
 #[derive(Debug)]
 pub struct Client {
     link: Mutex<Link>,
     settings: Mutex<Settings>,
     client: u64,
-    corrupted: AtomicU64,
+    corrupted: std::sync::Arc<AtomicU64>,
     resent: AtomicU64,
 }
 
@@ -220,6 +224,10 @@ struct Link {
 enum Route {
     /// A connection: calls one way, answers the other.
     Pair { tx: Sender<Call>, rx: Box<Receiver<Answer>> },
+    /// The same, its answers read by a pipeline's thread.
+    Pipelined(std::sync::Arc<pipeline::Pipeline>),
+    /// Broken (a pipeline could not start).
+    Gone,
     /// A remote object's port: each call carries its own reply right.
     Port(Sender<ObjectCall>),
 }
@@ -308,7 +316,7 @@ impl Client {
             link: Mutex::new(Link { route: Route::Pair { tx, rx: Box::new(rx) }, next: 1 }),
             settings: Mutex::new(Settings { timeout: None, retry }),
             client,
-            corrupted: AtomicU64::new(0),
+            corrupted: Default::default(),
             resent: AtomicU64::new(0),
         }
     }
@@ -319,7 +327,7 @@ impl Client {
             link: Mutex::new(Link { route: Route::Port(port), next: 1 }),
             settings: Mutex::new(Settings { timeout: None, retry: None }),
             client: 0,
-            corrupted: AtomicU64::new(0),
+            corrupted: Default::default(),
             resent: AtomicU64::new(0),
         }
     }
@@ -411,6 +419,14 @@ impl Client {
             Call { client: self.client, id, done_below: id, method: method.to_string(), budget_us: None, args };
         let (tx, rx) = match &link.route {
             Route::Pair { tx, rx } => (tx, rx),
+            Route::Gone => return Err(RpcError::ServerDied),
+            Route::Pipelined(p) => {
+                let p = std::sync::Arc::clone(p);
+                drop(link);
+                let outcome =
+                    p.call_blocking(self.client, method, call.args, deadline, settings.retry, &self.resent)?;
+                return outcome_result(outcome);
+            }
             Route::Port(port) => {
                 call.budget_us = budget(Instant::now())?;
                 let answer = match deadline {
@@ -489,6 +505,44 @@ impl Client {
         }
     }
 
+    /// Call `method` without blocking: the call is sent at once and its
+    /// answer wakes the task (any executor). Calls are in flight together
+    /// (the first one switches the client to pipelining). Dropping the
+    /// future cancels the call and tells the server
+    /// ([`cancelled`]). The client's timeout travels as the call's budget;
+    /// to stop waiting, drop the future (e.g. `tokio::time::timeout`).
+    /// On a remote object's reference the call is made in place.
+    pub async fn call_async<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, RpcError> {
+        let bytes = postcard::to_stdvec(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
+        let pipe = match self.pipeline()? {
+            Some(p) => p,
+            None => return self.call(method, args),
+        };
+        let budget = self.settings().timeout.map(|t| t.as_micros().min(u128::from(u64::MAX)) as u64);
+        let outcome = pipe.call(self.client, method, budget, bytes).await?;
+        let bytes = outcome_result(outcome)?;
+        postcard::from_bytes(&bytes).map_err(|e| RpcError::CorruptReply(e.to_string()))
+    }
+
+    /// The pipeline, started on first use (`None`: a remote object's
+    /// reference, which needs none).
+    fn pipeline(&self) -> Result<Option<std::sync::Arc<pipeline::Pipeline>>, RpcError> {
+        let mut link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        match &link.route {
+            Route::Pipelined(p) => return Ok(Some(std::sync::Arc::clone(p))),
+            Route::Port(_) => return Ok(None),
+            Route::Gone => return Err(RpcError::ServerDied),
+            Route::Pair { .. } => {}
+        }
+        let Route::Pair { tx, rx } = std::mem::replace(&mut link.route, Route::Gone) else {
+            unreachable!("matched above")
+        };
+        let p = pipeline::Pipeline::start(tx, *rx, link.next, std::sync::Arc::clone(&self.corrupted))?;
+        let p = std::sync::Arc::new(p);
+        link.route = Route::Pipelined(std::sync::Arc::clone(&p));
+        Ok(Some(p))
+    }
+
     /// The answer to call `id`, or `None` at `until`.
     fn await_answer(
         &self,
@@ -532,57 +586,6 @@ fn outcome_result(outcome: Outcome) -> Result<Vec<u8>, RpcError> {
         Outcome::Duplicate => Err(RpcError::Duplicate),
         Outcome::Panicked(m) => Err(RpcError::Panicked(m)),
     }
-}
-
-/// The cancel token of an `async` call: the call (given the receiver) is
-/// cancelled when the sender is dropped.
-pub fn cancel_pair() -> Result<(Sender<()>, Receiver<()>), RpcError> {
-    Ok(unbounded::<()>()?)
-}
-
-/// Run a blocking call off the async runtime (the `async` twins of
-/// generated client methods): on tokio's blocking pool.
-#[cfg(feature = "tokio")]
-pub async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, RpcError> + Send + 'static,
-) -> Result<R, RpcError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r,
-        Err(e) => Err(RpcError::Panicked(e.to_string())),
-    }
-}
-
-/// Run a blocking call off the async runtime (the `async` twins of
-/// generated client methods): on a thread of its own, waking the task
-/// when done (any executor).
-#[cfg(not(feature = "tokio"))]
-pub async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, RpcError> + Send + 'static,
-) -> Result<R, RpcError> {
-    use std::sync::Arc;
-    use std::task::{Poll, Waker};
-    type Slot<R> = Arc<Mutex<(Option<Result<R, RpcError>>, Option<Waker>)>>;
-    let slot: Slot<R> = Arc::default();
-    let theirs = Arc::clone(&slot);
-    std::thread::spawn(move || {
-        let r = f();
-        let mut s = theirs.lock().unwrap_or_else(|p| p.into_inner());
-        s.0 = Some(r);
-        if let Some(w) = s.1.take() {
-            w.wake();
-        }
-    });
-    std::future::poll_fn(move |cx| {
-        let mut s = slot.lock().unwrap_or_else(|p| p.into_inner());
-        match s.0.take() {
-            Some(r) => Poll::Ready(r),
-            None => {
-                s.1 = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        }
-    })
-    .await
 }
 
 #[cfg(test)]

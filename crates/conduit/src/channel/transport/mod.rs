@@ -343,6 +343,14 @@ impl TxLink {
         }
     }
 
+    /// A bounded channel's send waits here for the transport to take the
+    /// frame rather than leave it in the outbox: the kernel queues, whose
+    /// own depth is smaller than the channel's capacity — so a send that
+    /// returned has its message in the kernel, not in this process.
+    pub fn bounded_send_waits(&self) -> bool {
+        matches!(self, TxLink::Mq(_) | TxLink::Sysv(_))
+    }
+
     /// A frame this long may take several calls (a pipe's fragments):
     /// only the outbox, which retries the same frame, writes it.
     pub fn must_queue(&self, len: usize) -> bool {

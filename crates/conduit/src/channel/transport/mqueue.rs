@@ -13,8 +13,10 @@
 //! channel (a message some other program sends at a higher priority is
 //! read first, and must be a conduit frame, else the receive is a typed
 //! `WireError`). Capacity is conduit's control block, exact across
-//! processes; the kernel queue holds at most a few messages (the rest of
-//! an unbounded channel's wait in the sender's outbox), because each
+//! processes; the kernel queue holds at most a few messages (a bounded
+//! channel's send waits for room there, so a send that returned has its
+//! message in the kernel; an unbounded channel's wait in the sender's
+//! outbox — `Sender::flush` before exiting), because each
 //! queue's memory counts against the user's `RLIMIT_MSGQUEUE` (800 KiB by
 //! default: `ulimit -q`).
 //!

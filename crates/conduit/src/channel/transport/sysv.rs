@@ -34,10 +34,12 @@
 //! Limits: frames up to the kernel's `msgmax` (8 KiB by default; larger:
 //! `Error::TooLarge` at the send, the message handed back); no rights inside
 //! messages (`Error::Unsupported`); the queue holds `msgmnb` bytes (16 KiB
-//! by default; conduit asks for more where it may): what it cannot take
-//! yet waits in the sender's outbox, whose flusher looks again every
-//! millisecond while the queue is full (the kernel offers no wait for room
-//! that does not also send).
+//! by default; conduit asks for more where it may): a bounded channel's
+//! send waits for room there (so a send that returned has its message in
+//! the kernel); an unbounded channel's frames wait in the sender's outbox
+//! (`Sender::flush` before exiting). Either looks again every millisecond
+//! while the queue is full (the kernel offers no wait for room that does
+//! not also send).
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
