@@ -107,6 +107,17 @@ pub struct Call {
     pub args: Vec<u8>,
 }
 
+/// A [`Call`] borrowed for sending: the same fields, the same bytes.
+#[derive(Serialize)]
+struct CallRef<'a> {
+    client: u64,
+    id: u64,
+    done_below: u64,
+    method: &'a str,
+    budget_us: Option<u64>,
+    args: &'a [u8],
+}
+
 /// An answer on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
@@ -415,8 +426,7 @@ impl Client {
             },
             None => Ok(None),
         };
-        let mut call =
-            Call { client: self.client, id, done_below: id, method: method.to_string(), budget_us: None, args };
+        let mut call = Call { client: self.client, id, done_below: id, method: String::new(), budget_us: None, args };
         let (tx, rx) = match &link.route {
             Route::Pair { tx, rx } => (tx, rx),
             Route::Gone => return Err(RpcError::ServerDied),
@@ -428,6 +438,7 @@ impl Client {
                 return outcome_result(outcome);
             }
             Route::Port(port) => {
+                call.method = method.to_string();
                 call.budget_us = budget(Instant::now())?;
                 let answer = match deadline {
                     Some(d) => port
@@ -443,8 +454,18 @@ impl Client {
             }
         };
         loop {
-            call.budget_us = budget(Instant::now())?;
-            tx.send(call.clone()).map_err(|_| RpcError::ServerDied)?;
+            call.budget_us = if deadline.is_some() { budget(Instant::now())? } else { None };
+            // Sent borrowed (the same bytes as a `Call`): a resend sends
+            // the same call again.
+            let out = CallRef {
+                client: call.client,
+                id: call.id,
+                done_below: call.done_below,
+                method,
+                budget_us: call.budget_us,
+                args: &call.args,
+            };
+            tx.send_ref(&out, crate::sys::Deadline::Forever).map_err(|_| RpcError::ServerDied)?;
             // Until an answer, the deadline, or time to resend.
             let wait_until = match (deadline, settings.retry) {
                 (Some(d), Some(r)) => Some(d.min(Instant::now() + r)),
@@ -604,6 +625,10 @@ mod tests {
             postcard::to_stdvec(&call).unwrap(),
             [0, 0xac, 0x02, 0xac, 0x02, 3, b'a', b'd', b'd', 1, 0xe8, 0x07, 2, 4, 5]
         );
+        // The borrowed form a client sends is the same bytes.
+        let borrowed =
+            CallRef { client: 0, id: 300, done_below: 300, method: "add", budget_us: Some(1000), args: &call.args };
+        assert_eq!(postcard::to_stdvec(&borrowed).unwrap(), postcard::to_stdvec(&call).unwrap());
         let answer = Answer { id: 300, outcome: Outcome::Returned(vec![0x02]) };
         assert_eq!(postcard::to_stdvec(&answer).unwrap(), [0xac, 0x02, 0, 1, 0x02]);
         let unknown = Answer { id: 1, outcome: Outcome::UnknownMethod("mul".into()) };

@@ -95,7 +95,7 @@ impl Pipeline {
     }
 
     fn send(&self, call: &Call) -> Result<(), RpcError> {
-        self.tx.send(call.clone()).map_err(|_| RpcError::ServerDied)
+        self.tx.send_ref(call, crate::sys::Deadline::Forever).map_err(|_| RpcError::ServerDied)
     }
 
     fn new_call(&self, client: u64, method: &str, budget_us: Option<u64>, args: Vec<u8>) -> Call {

@@ -2,7 +2,7 @@
 //! them run at most (or exactly) once.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,11 +35,12 @@ pub fn returned<R: Serialize>(value: &R) -> Outcome {
     }
 }
 
-/// The answers of one client (or one connection).
+/// The answers of one client (or one connection), oldest first: usually
+/// one or two (each call says the earlier ones are done), at most
+/// [`REPLY_CACHE`].
 #[derive(Default, Debug)]
 pub(crate) struct Replies {
-    answers: BTreeMap<u64, Outcome>,
-    order: VecDeque<u64>,
+    answers: VecDeque<(u64, Outcome)>,
     /// Calls numbered below this are forgotten: a duplicate of one is
     /// refused, never run.
     pub(crate) forgotten_below: u64,
@@ -47,12 +48,10 @@ pub(crate) struct Replies {
 }
 
 impl Replies {
-    pub(crate) fn remember(&mut self, id: u64, outcome: &Outcome) {
-        self.answers.insert(id, outcome.clone());
-        self.order.push_back(id);
-        while self.order.len() > REPLY_CACHE {
-            if let Some(old) = self.order.pop_front() {
-                self.answers.remove(&old);
+    pub(crate) fn remember(&mut self, id: u64, outcome: Outcome) {
+        self.answers.push_back((id, outcome));
+        while self.answers.len() > REPLY_CACHE {
+            if let Some((old, _)) = self.answers.pop_front() {
                 self.forgotten_below = self.forgotten_below.max(old + 1);
             }
         }
@@ -62,14 +61,14 @@ impl Replies {
     pub(crate) fn done_below(&mut self, below: u64) {
         if below > self.forgotten_below {
             self.forgotten_below = below;
-            self.answers = self.answers.split_off(&below);
-            self.order.retain(|id| *id >= below);
+            self.answers.retain(|(id, _)| *id >= below);
         }
     }
 
     /// `Some`: the answer to give a call already seen.
     pub(crate) fn seen(&self, id: u64) -> Option<Outcome> {
-        if let Some(o) = self.answers.get(&id) {
+        // The newest first: a resend is of a recent call.
+        if let Some((_, o)) = self.answers.iter().rev().find(|(i, _)| *i == id) {
             return Some(o.clone());
         }
         (id < self.forgotten_below).then_some(Outcome::Duplicate)
@@ -136,12 +135,12 @@ impl ReplyCache {
     }
 
     /// After running it: keep the answer (on disk first, if durable).
-    fn store(&self, call: &Call, outcome: &Outcome) -> Result<(), Error> {
+    fn store(&self, call: &Call, outcome: Outcome) -> Result<(), Error> {
         let mut clients = self.lock();
         let r = clients.entry(call.client).or_default();
         #[cfg(feature = "durable")]
         if let Some(store) = &self.store {
-            store.put(call.client, call.id, r.forgotten_below, unix_now(), outcome)?;
+            store.put(call.client, call.id, r.forgotten_below, unix_now(), &outcome)?;
         }
         r.remember(call.id, outcome);
         Ok(())
@@ -229,7 +228,7 @@ pub fn serve_with<D: Dispatch + ?Sized>(
             // For a call already answered (or never seen): nothing to do.
             continue;
         }
-        let taken = Instant::now();
+        let taken = call.budget_us.map(|_| Instant::now());
         let seen = if call.client == 0 {
             local.done_below(call.done_below.min(call.id));
             local.seen(call.id)
@@ -254,18 +253,27 @@ pub fn serve_with<D: Dispatch + ?Sized>(
                                 cancelled: Cell::new(false),
                             })
                         });
-                        let o = run(service, &call, budget.map(|us| taken + Duration::from_micros(us)));
+                        let deadline = budget.zip(taken).map(|(us, t)| t + Duration::from_micros(us));
+                        let o = run(service, &call, deadline);
                         RUNNING.with(|r| r.borrow_mut().take());
                         o
                     }
                 };
                 stats.ran.fetch_add(1, Ordering::Relaxed);
-                if call.client == 0 {
-                    local.remember(call.id, &outcome);
-                } else {
-                    cache.store(&call, &outcome)?;
+                // The answer is stored (on disk, if durable) before it is
+                // sent, and moved into the cache after: no copy.
+                let answer = Answer { id: call.id, outcome };
+                if call.client != 0 {
+                    cache.store(&call, answer.outcome.clone())?;
                 }
-                outcome
+                let sent = conn.answers.send_ref(&answer, crate::sys::Deadline::Forever);
+                if call.client == 0 {
+                    local.remember(call.id, answer.outcome);
+                }
+                if sent.is_err() {
+                    return Ok(());
+                }
+                continue;
             }
         };
         if conn.answers.send(Answer { id: call.id, outcome }).is_err() {
@@ -306,7 +314,7 @@ mod tests {
     fn the_reply_cache_answers_a_duplicate_and_refuses_a_forgotten_one() {
         let mut r = Replies::default();
         for id in 1..=(REPLY_CACHE as u64 + 10) {
-            r.remember(id, &Outcome::Returned(vec![id as u8]));
+            r.remember(id, Outcome::Returned(vec![id as u8]));
         }
         assert_eq!(r.seen(REPLY_CACHE as u64 + 10), Some(Outcome::Returned(vec![(REPLY_CACHE + 10) as u8])));
         assert_eq!(r.seen(1), Some(Outcome::Duplicate));

@@ -56,7 +56,7 @@ impl Store {
             for row in replies.range((client.value(), forgotten_below)..=(client.value(), u64::MAX)).map_err(e)? {
                 let (k, v) = row.map_err(e)?;
                 let outcome: Outcome = postcard::from_bytes(v.value()).map_err(e)?;
-                r.remember(k.value().1, &outcome);
+                r.remember(k.value().1, outcome);
             }
             out.insert(client.value(), r);
         }
