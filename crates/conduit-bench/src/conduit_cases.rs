@@ -262,6 +262,7 @@ pub(crate) fn datagram_case(
         msgs_per_s_64b: None,
         gb_per_s_1mib: None,
         calls_per_s: None,
+        cpu_per_call_ns: None,
     })
 }
 

@@ -73,6 +73,9 @@ pub struct Measurement {
     pub gb_per_s_1mib: Option<f64>,
     /// RPC cases: calls per second with 64 calls in flight from one client.
     pub calls_per_s: Option<f64>,
+    /// RPC cases: CPU time of both processes per call, one call at a time
+    /// (ns): what spinning before sleeping costs.
+    pub cpu_per_call_ns: Option<f64>,
 }
 
 fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
@@ -99,6 +102,7 @@ impl Measurement {
             msgs_per_s_64b: median_of(rounds.iter().map(|m| m.msgs_per_s_64b)),
             gb_per_s_1mib: median_of(rounds.iter().map(|m| m.gb_per_s_1mib)),
             calls_per_s: median_of(rounds.iter().map(|m| m.calls_per_s)),
+            cpu_per_call_ns: median_of(rounds.iter().map(|m| m.cpu_per_call_ns)),
         })
     }
 }
@@ -242,5 +246,6 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
         msgs_per_s_64b: Some(msgs_per_s_64b),
         gb_per_s_1mib: Some(gb_per_s_1mib),
         calls_per_s: None,
+        cpu_per_call_ns: None,
     })
 }

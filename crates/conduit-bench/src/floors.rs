@@ -307,6 +307,7 @@ pub fn memcpy(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
         msgs_per_s_64b: None,
         gb_per_s_1mib: Some((reps * MIB) as f64 / best / 1e9),
         calls_per_s: None,
+        cpu_per_call_ns: None,
     })
 }
 
@@ -347,6 +348,7 @@ pub fn line(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
             msgs_per_s_64b: None,
             gb_per_s_1mib: None,
             calls_per_s: None,
+            cpu_per_call_ns: None,
         })
     });
     peer.finish(m)

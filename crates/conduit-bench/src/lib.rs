@@ -252,11 +252,18 @@ fn print_table(results: &[Measurement]) {
             fmt_opt(m.gb_per_s_1mib, |v| format!("{v:.2} GB/s")),
         );
     }
-    let rpc: Vec<_> = results.iter().filter_map(|m| m.calls_per_s.map(|c| (&m.name, c))).collect();
+    let rpc: Vec<_> = results.iter().filter(|m| m.calls_per_s.is_some() || m.cpu_per_call_ns.is_some()).collect();
     if !rpc.is_empty() {
-        println!("\nRPC calls with 64 in flight from one client (calls_per_s):");
-        for (name, c) in rpc {
-            println!("  {name:<26} {}", human_rate(c));
+        println!(
+            "\nRPC: calls/s with 64 in flight from one client (calls_per_s), CPU of both processes per call (cpu_per_call_ns):"
+        );
+        for m in rpc {
+            println!(
+                "  {:<26} {:>10}  {:>10}",
+                m.name,
+                fmt_opt(m.calls_per_s, human_rate),
+                fmt_opt(m.cpu_per_call_ns, |v| format!("{:.2} µs", v / 1e3))
+            );
         }
     }
     let ratio = |a: &str, fa: fn(&Measurement) -> Option<f64>, b: &str, fb: fn(&Measurement) -> Option<f64>| {

@@ -34,6 +34,11 @@ pub fn spawn_peer(case: &str, args: &[String]) -> io::Result<Running> {
 }
 
 impl Running {
+    /// The peer's pid.
+    pub fn pid(&self) -> u32 {
+        self.linked.child.id()
+    }
+
     /// Hand the peer a right.
     pub fn give(&self, g: Give) -> io::Result<()> {
         self.linked.tx.send(g).map_err(|e| io::Error::other(e.to_string()))

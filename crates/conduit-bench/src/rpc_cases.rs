@@ -32,7 +32,29 @@ fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
-fn measure(name: &str, client: rpc::Client, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+/// CPU time (ns) every thread of process `pid` has run, from
+/// `/proc/PID/task/*/schedstat` (nanoseconds, unlike `stat`'s ticks).
+fn cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+}
+
+/// CPU of both processes per call, over `n` calls one at a time.
+fn cpu_per_call(calc: &AdderClient, peer: u32, n: usize) -> io::Result<f64> {
+    let me = std::process::id();
+    let (a, b) = (cpu_ns(me), cpu_ns(peer));
+    for i in 0..n as i64 {
+        calc.add(i, 1).map_err(err)?;
+    }
+    let used = cpu_ns(me).saturating_sub(a) + cpu_ns(peer).saturating_sub(b);
+    Ok(used as f64 / n as f64)
+}
+
+fn measure(name: &str, client: rpc::Client, peer: u32, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     let calc = AdderClient::new(client);
     let mut i = 0i64;
     let rtts = driver::round_trips(plan, || {
@@ -41,6 +63,7 @@ fn measure(name: &str, client: rpc::Client, plan: Plan, tick: &mut dyn FnMut()) 
         if got == i + 1 { Ok(()) } else { Err(err("a wrong sum")) }
     })?;
     tick();
+    let cpu_per_call_ns = cpu_per_call(&calc, peer, plan.round_trips.clamp(1000, 20_000))?;
     let calls_per_s = in_flight(&calc, plan)?;
     tick();
     Ok(Measurement {
@@ -50,6 +73,7 @@ fn measure(name: &str, client: rpc::Client, plan: Plan, tick: &mut dyn FnMut()) 
         msgs_per_s_64b: None,
         gb_per_s_1mib: None,
         calls_per_s: Some(calls_per_s),
+        cpu_per_call_ns: Some(cpu_per_call_ns),
     })
 }
 
@@ -99,7 +123,7 @@ fn channel_case(name: &str, shm: bool, plan: Plan, tick: &mut dyn FnMut()) -> io
     let (client, conn) = rpc::connect(call_tx, call_rx, ans_tx, ans_rx);
     let peer = spawn_peer(name, &[])?;
     peer.give(Give::Rpc(conn))?;
-    let m = measure(name, client, plan, tick);
+    let m = measure(name, client, peer.pid(), plan, tick);
     peer.finish(m)
 }
 
@@ -125,9 +149,10 @@ pub fn rpc_peer(p: &Peer) -> io::Result<()> {
 pub fn rpc_tcp(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     let listener = conduit::net::Listener::bind("tcp:127.0.0.1:0").map_err(err)?;
     let peer = spawn_peer("conduit/rpc-tcp", &[listener.local_addr().to_string()])?;
+    let pid = peer.pid();
     let m = listener.accept_timeout::<Call, Answer>(Duration::from_secs(30)).map_err(err).and_then(|c| {
         let c = c.ok_or_else(|| err("the peer did not connect"))?;
-        measure("conduit/rpc-tcp", rpc::Client::new(c.tx, c.rx), plan, tick)
+        measure("conduit/rpc-tcp", rpc::Client::new(c.tx, c.rx), pid, plan, tick)
     });
     peer.finish(m)
 }
