@@ -21,6 +21,10 @@ enum Give {
     Inbox(Receiver<String>),
     Outbox(Sender<String>),
     Service(Receiver<Question>),
+    /// A remote object, and where to pass a copy of the reference.
+    PassRemote(conduit::rpc::Remote, Sender<conduit::rpc::Remote>),
+    /// Where a reference to a remote object will come from.
+    TakeRemote(Receiver<conduit::rpc::Remote>),
 }
 
 /// A request carrying a send-once reply right.
@@ -535,6 +539,51 @@ fn rpc() -> Step {
     ))
 }
 
+/// The tour's remote object: counts the calls, and says when it is dropped.
+struct Tally {
+    calls: std::sync::atomic::AtomicU32,
+    dropped: Sender<u32>,
+}
+
+impl TourCalc for Tally {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        a + b
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        let _ = self.dropped.send(self.calls.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}
+
+fn remote() -> Step {
+    let (dropped_tx, dropped) = conduit::unbounded::<u32>().map_err(e)?;
+    let object = Tally { calls: Default::default(), dropped: dropped_tx };
+    let reference = conduit::rpc::Remote::serve(TourCalcServer(object)).map_err(e)?;
+    let b = spawn("remote-b")?;
+    let c = spawn("remote-c")?;
+    let (pass_tx, pass_rx) = conduit::unbounded::<conduit::rpc::Remote>().map_err(e)?;
+    give(&c, Give::TakeRemote(pass_rx))?;
+    give(&b, Give::PassRemote(reference.clone(), pass_tx))?;
+    let me = std::process::id();
+    expect(&b, Tell::Heard("called".into(), me))?;
+    expect(&c, Tell::Heard("called".into(), me))?;
+    let (b_pid, c_pid) = (b.child.id(), c.child.id());
+    finish(b)?;
+    finish(c)?;
+    drop(reference);
+    let calls =
+        dropped.recv_timeout(Duration::from_secs(10)).map_err(|x| format!("the object was not dropped: {x}"))?;
+    Ok(format!(
+        "remote object: served here (pid {me}); pid {b_pid} called it and passed the reference to pid {c_pid}, which called it too ({calls} calls); dropped here when the last reference went"
+    ))
+}
+
 fn async_tokio() -> Step {
     let kid = spawn("double")?;
     let (to_tx, to_rx) = conduit::bounded::<u64>(1).map_err(e)?;
@@ -557,7 +606,7 @@ fn async_tokio() -> Step {
 
 /// Run the tour.
 pub fn run() -> ExitCode {
-    let steps: [(&str, StepFn); 21] = [
+    let steps: [(&str, StepFn); 22] = [
         ("spawn", spawn_with_link),
         ("round-trip", round_trip),
         ("bounded", bounded),
@@ -579,6 +628,7 @@ pub fn run() -> ExitCode {
         ("mailbox", mailbox),
         ("names", names),
         ("rpc", rpc),
+        ("remote", remote),
     ];
     println!("conduit {} tour: every mechanism, between real processes", env!("CARGO_PKG_VERSION"));
     let mut failed = 0;
@@ -654,6 +704,24 @@ fn child_role(role: &str) -> Result<(), String> {
     }
     if role == "pipe-hello" {
         return say(Tell::Heard("hello through a pipe".into(), std::process::id()));
+    }
+    if role == "remote-b" || role == "remote-c" {
+        let reference = match next()? {
+            Give::PassRemote(r, onward) => {
+                let calc = TourCalcClient::new(r.client());
+                let server = calc.pid().map_err(e)?;
+                calc.add(1, 2).map_err(e)?;
+                onward.send(r).map_err(e)?;
+                say(Tell::Heard("called".into(), server))?;
+                return Ok(());
+            }
+            Give::TakeRemote(from) => from.recv().map_err(e)?,
+            _ => return wrong(),
+        };
+        let calc = TourCalcClient::new(reference.client());
+        let server = calc.pid().map_err(e)?;
+        calc.add(3, 4).map_err(e)?;
+        return say(Tell::Heard("called".into(), server));
     }
     if role == "rpc-service" {
         let c = conduit_broker::Client::connect_to(arg.as_ref()).map_err(e)?;

@@ -38,6 +38,8 @@ fn tour_runs_every_step_and_exits_0() {
         "async",
         "tcp",
         "udp",
+        "rpc",
+        "remote",
     ] {
         assert!(text.lines().any(|l| l.trim_start().starts_with("ok") && l.contains(step)), "step {step}:\n{text}");
     }
