@@ -20,6 +20,15 @@ impl Drop for Queue {
     }
 }
 
+/// A POSIX queue unlinked when the test ends, whatever happens.
+struct Unlink(String);
+
+impl Drop for Unlink {
+    fn drop(&mut self) {
+        let _ = conduit::kernel::PosixQueue::unlink(&self.0);
+    }
+}
+
 /// Build the C program `c/NAME.c` with `cc` into `dir`.
 fn build_c(name: &str, dir: &TempDir) -> PathBuf {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("c").join(format!("{name}.c"));
@@ -196,12 +205,6 @@ fn a_posix_queue_is_shared_with_a_c_program_by_priority_both_ways() {
     let dir = TempDir::new("mq");
     let c = build_c("posix_mq", &dir);
     let name = format!("/conduit-test-{}", std::process::id());
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = PosixQueue::unlink(&self.0);
-        }
-    }
     let q = PosixQueue::create(&name, 8, 256, 0o600).unwrap();
     let _unlink = Unlink(name.clone());
     assert!(matches!(PosixQueue::create(&name, 8, 256, 0o600), Err(IpcError::Exists)));
@@ -234,12 +237,6 @@ fn mq_notify_arrives_as_a_message_in_a_port_set_with_a_channel_and_is_renewed() 
     let dir = TempDir::new("mqnotice");
     let c = build_c("posix_mq", &dir);
     let name = format!("/conduit-notice-{}", std::process::id());
-    struct Unlink(String);
-    impl Drop for Unlink {
-        fn drop(&mut self) {
-            let _ = PosixQueue::unlink(&self.0);
-        }
-    }
     let q = PosixQueue::create(&name, 8, 256, 0o600).unwrap();
     let _unlink = Unlink(name.clone());
     let notices = q.notices().unwrap();

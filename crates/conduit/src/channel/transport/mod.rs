@@ -31,6 +31,7 @@
 mod framing;
 pub mod mqueue;
 pub mod pipe;
+mod queued;
 pub(crate) mod seqpacket;
 pub mod shm;
 pub(crate) mod stream;

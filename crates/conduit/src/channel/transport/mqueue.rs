@@ -31,8 +31,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use rustix::event::epoll;
-
+use super::queued::QueueRx;
 use super::seqpacket::Seqpacket;
 use super::{Caps, RxLink, TxLink, WriteFail};
 use crate::channel::ctl::{Capacity, Ctl};
@@ -140,21 +139,15 @@ const NAP: std::time::Duration = std::time::Duration::from_millis(50);
 /// The receiver's end.
 #[derive(Debug)]
 pub(crate) struct MqRx {
-    sock: Seqpacket,
+    q: QueueRx,
     mq: OwnedFd,
     msgsize: usize,
-    /// Readable when the queue has a message or every sender is gone.
-    ready: OwnedFd,
 }
 
 impl MqRx {
     pub fn new(sock: OwnedFd, mq: OwnedFd) -> io::Result<MqRx> {
         let a = sys::attr(mq.as_fd()).ok_or_else(|| io::Error::other("not a message queue"))?;
-        let ready = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        epoll::add(&ready, &mq, epoll::EventData::new_u64(0), epoll::EventFlags::IN)?;
-        let gone = epoll::EventFlags::RDHUP | epoll::EventFlags::HUP;
-        epoll::add(&ready, &sock, epoll::EventData::new_u64(1), gone)?;
-        Ok(MqRx { sock: Seqpacket::new(sock), mq, msgsize: a.msgsize, ready })
+        Ok(MqRx { q: QueueRx::new(sock, mq.as_fd())?, mq, msgsize: a.msgsize })
     }
 
     pub fn caps(&self) -> Caps {
@@ -162,7 +155,7 @@ impl MqRx {
     }
 
     pub fn sock(&self) -> &Seqpacket {
-        &self.sock
+        &self.q.sock
     }
 
     /// One message into `buf`; a zero-length one when every sender is gone
@@ -171,37 +164,22 @@ impl MqRx {
         if buf.len() < self.msgsize {
             buf.resize(self.msgsize, 0);
         }
-        let got = |len| Received { len, truncated: false, fds_truncated: false, fds: Vec::new(), creds: None };
-        loop {
-            match sys::receive(self.mq.as_fd(), buf) {
-                Ok(n) => return Ok(Some(got(n))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
-                    return Err(WireError::TooLarge { size: self.msgsize, limit: buf.len() }.into());
-                }
-                Err(e) => return Err(e.into()),
+        self.q.recv(buf, block, |buf| match sys::receive(self.mq.as_fd(), buf) {
+            Ok(n) => Ok(Some(n)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                Err(WireError::TooLarge { size: self.msgsize, limit: buf.len() }.into())
             }
-            if self.sock.peer_gone() {
-                // Whatever the last sender sent before it went is in the
-                // queue by now.
-                return match sys::receive(self.mq.as_fd(), buf) {
-                    Ok(n) => Ok(Some(got(n))),
-                    Err(_) => Ok(Some(got(0))),
-                };
-            }
-            if !block {
-                return Ok(None);
-            }
-            socket::poll(&[self.ready.as_fd()], Deadline::Forever)?;
-        }
+            Err(e) => Err(e.into()),
+        })
     }
 
     pub fn ready_fd(&self) -> BorrowedFd<'_> {
-        self.ready.as_fd()
+        self.q.ready_fd()
     }
 
     pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        Ok(vec![socket::dup(self.sock.fd())?, socket::dup(&self.mq)?])
+        Ok(vec![socket::dup(self.q.sock.fd())?, socket::dup(&self.mq)?])
     }
 }
 

@@ -45,8 +45,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::event::epoll;
-
+use super::queued::QueueRx;
 use super::seqpacket::Seqpacket;
 use super::{Caps, RxLink, TxLink, WriteFail};
 use crate::channel::ctl::{Capacity, Ctl};
@@ -173,21 +172,17 @@ impl Drop for SysvTx {
 /// The receiver's end.
 #[derive(Debug)]
 pub(crate) struct SysvRx {
-    sock: Seqpacket,
+    /// The socket, and the wait set: the counter (readable when a message
+    /// is counted) and the socket's hang-up.
+    q: QueueRx,
     count: OwnedFd,
     id: i32,
-    /// Readable when a message is counted or every sender is gone.
-    ready: OwnedFd,
     moved: AtomicBool,
 }
 
 impl SysvRx {
     pub fn new(sock: OwnedFd, count: OwnedFd, id: i32) -> io::Result<SysvRx> {
-        let ready = epoll::create(epoll::CreateFlags::CLOEXEC)?;
-        epoll::add(&ready, &count, epoll::EventData::new_u64(0), epoll::EventFlags::IN)?;
-        let gone = epoll::EventFlags::RDHUP | epoll::EventFlags::HUP;
-        epoll::add(&ready, &sock, epoll::EventData::new_u64(1), gone)?;
-        Ok(SysvRx { sock: Seqpacket::new(sock), count, id, ready, moved: AtomicBool::new(false) })
+        Ok(SysvRx { q: QueueRx::new(sock, count.as_fd())?, count, id, moved: AtomicBool::new(false) })
     }
 
     pub fn caps(&self) -> Caps {
@@ -195,7 +190,7 @@ impl SysvRx {
     }
 
     pub fn sock(&self) -> &Seqpacket {
-        &self.sock
+        &self.q.sock
     }
 
     /// Take one frame of type 1, then uncount it.
@@ -218,29 +213,16 @@ impl SysvRx {
     /// One message into `buf`; a zero-length one when every sender is gone
     /// and the queue holds none of the channel's.
     pub fn recv(&self, buf: &mut Vec<u8>, block: bool, _limit: usize) -> Result<Option<Received>, Error> {
-        let got = |len| Received { len, truncated: false, fds_truncated: false, fds: Vec::new(), creds: None };
-        loop {
-            if let Some(n) = self.take(buf)? {
-                return Ok(Some(got(n)));
-            }
-            if self.sock.peer_gone() {
-                // What the last sender sent before it went is queued by now.
-                return Ok(Some(got(self.take(buf)?.unwrap_or(0))));
-            }
-            if !block {
-                return Ok(None);
-            }
-            socket::poll(&[self.ready.as_fd()], Deadline::Forever)?;
-        }
+        self.q.recv(buf, block, |buf| self.take(buf))
     }
 
     pub fn ready_fd(&self) -> BorrowedFd<'_> {
-        self.ready.as_fd()
+        self.q.ready_fd()
     }
 
     pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
         self.moved.store(true, Ordering::Relaxed);
-        Ok(vec![socket::dup(self.sock.fd())?, socket::dup(&self.count)?])
+        Ok(vec![socket::dup(self.q.sock.fd())?, socket::dup(&self.count)?])
     }
 }
 
