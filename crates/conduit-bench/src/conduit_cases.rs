@@ -255,15 +255,7 @@ pub(crate) fn datagram_case(
     })?;
     tick();
     sock.send_to(b"quit", to)?;
-    Ok(Measurement {
-        name: name.to_string(),
-        rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
-        rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
-        msgs_per_s_64b: None,
-        gb_per_s_1mib: None,
-        calls_per_s: None,
-        cpu_per_call_ns: None,
-    })
+    Ok(Measurement::round_trips_only(name, &rtts))
 }
 
 /// The peer of a datagram case: hello, then echo until "quit".

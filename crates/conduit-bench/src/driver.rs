@@ -78,6 +78,22 @@ pub struct Measurement {
     pub cpu_per_call_ns: Option<f64>,
 }
 
+impl Measurement {
+    /// A case that times round trips only: p50 and p99 of `rtts` (ns),
+    /// every other field `None`.
+    pub fn round_trips_only(name: &str, rtts: &[u64]) -> Measurement {
+        Measurement {
+            name: name.to_string(),
+            rtt_p50_ns: Some(percentile(rtts, 0.50)),
+            rtt_p99_ns: Some(percentile(rtts, 0.99)),
+            msgs_per_s_64b: None,
+            gb_per_s_1mib: None,
+            calls_per_s: None,
+            cpu_per_call_ns: None,
+        }
+    }
+}
+
 fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let mut v: Vec<f64> = values.flatten().collect();
     v.sort_by(f64::total_cmp);

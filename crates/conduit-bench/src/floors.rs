@@ -341,15 +341,7 @@ pub fn line(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
         word.store(LINE_STOP, Release);
         let rtts = rtts?;
         tick();
-        Ok(Measurement {
-            name: "floor/line".into(),
-            rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
-            rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
-            msgs_per_s_64b: None,
-            gb_per_s_1mib: None,
-            calls_per_s: None,
-            cpu_per_call_ns: None,
-        })
+        Ok(Measurement::round_trips_only("floor/line", &rtts))
     });
     peer.finish(m)
 }

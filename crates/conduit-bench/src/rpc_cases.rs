@@ -67,13 +67,9 @@ fn measure(name: &str, client: rpc::Client, peer: u32, plan: Plan, tick: &mut dy
     let calls_per_s = in_flight(&calc, plan)?;
     tick();
     Ok(Measurement {
-        name: name.to_string(),
-        rtt_p50_ns: Some(driver::percentile(&rtts, 0.50)),
-        rtt_p99_ns: Some(driver::percentile(&rtts, 0.99)),
-        msgs_per_s_64b: None,
-        gb_per_s_1mib: None,
         calls_per_s: Some(calls_per_s),
         cpu_per_call_ns: Some(cpu_per_call_ns),
+        ..Measurement::round_trips_only(name, &rtts)
     })
 }
 
