@@ -17,6 +17,7 @@ pub mod floors;
 pub mod peer;
 pub mod peers;
 pub mod rpc_cases;
+pub mod rpc_peers;
 pub mod svg;
 
 use std::io;
@@ -95,6 +96,8 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
     ("peer/dbus", peers::dbus_case, peers::dbus_peer),
+    ("peer/tarpc", rpc_peers::tarpc_case, rpc_peers::tarpc_peer),
+    ("peer/tonic", rpc_peers::tonic_case, rpc_peers::tonic_peer),
 ];
 
 /// The order cases run in within a round: each next to the cases its
@@ -111,6 +114,8 @@ const RUN_ORDER: &[&str] = &[
     "floor/uds",
     "conduit/uds",
     "conduit/rpc-uds",
+    "peer/tarpc",
+    "peer/tonic",
     "floor/posix-mq",
     "conduit/posix-mq-typed",
     "floor/sysv-msg",
@@ -283,7 +288,8 @@ fn print_table(results: &[Measurement]) {
     let floor_pipe_64 = get(results, "floor/pipe").and_then(|m| m.msgs_per_s_64b);
     let tcp_64 = get(results, "conduit/tcp").and_then(|m| m.msgs_per_s_64b);
     let floor_tcp_64 = get(results, "floor/tcp").and_then(|m| m.msgs_per_s_64b);
-    let targets: [(&str, Option<f64>, bool, f64); 18] = [
+    let cps = |m: &Measurement| m.calls_per_s;
+    let targets: [(&str, Option<f64>, bool, f64); 22] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
         ("conduit/uds 1 MiB GB/s ÷ floor/uds", ratio("conduit/uds", gbs, "floor/uds", gbs), false, 0.7),
         ("conduit/pipe rtt p50 ÷ floor/pipe", ratio("conduit/pipe", rtt, "floor/pipe", rtt), true, 1.2),
@@ -300,6 +306,10 @@ fn print_table(results: &[Measurement]) {
         ("conduit/tcp 64 B msgs/s ÷ floor/tcp", tcp_64.zip(floor_tcp_64).map(|(a, b)| a / b), false, 0.8),
         ("conduit/udp rtt p50 ÷ floor/udp", ratio("conduit/udp", rtt, "floor/udp", rtt), true, 1.2),
         ("conduit/rpc rtt p50 ÷ floor/spin", ratio("conduit/rpc", rtt, "floor/spin", rtt), true, 2.0),
+        ("conduit/rpc-uds 1/rtt ÷ peer/tarpc", ratio("peer/tarpc", rtt, "conduit/rpc-uds", rtt), false, 3.0),
+        ("conduit/rpc-uds calls_per_s ÷ peer/tarpc", ratio("conduit/rpc-uds", cps, "peer/tarpc", cps), false, 3.0),
+        ("conduit/rpc-uds 1/rtt ÷ peer/tonic", ratio("peer/tonic", rtt, "conduit/rpc-uds", rtt), false, 10.0),
+        ("conduit/rpc-uds calls_per_s ÷ peer/tonic", ratio("conduit/rpc-uds", cps, "peer/tonic", cps), false, 10.0),
         ("conduit/sysv rtt p50 ÷ floor/sysv-msg", ratio("conduit/sysv", rtt, "floor/sysv-msg", rtt), true, 1.2),
         (
             "conduit/posix-mq-typed rtt p50 ÷ floor/posix-mq",

@@ -52,6 +52,14 @@ impl Running {
             .map_err(|e| io::Error::other(format!("peer not ready: {e}")))
     }
 
+    /// Stop a peer that serves until killed (a server of a peer framework):
+    /// kill it, reap it, pass `m` through.
+    pub fn stop<T>(mut self, m: io::Result<T>) -> io::Result<T> {
+        let _ = self.linked.child.kill();
+        let _ = self.linked.child.wait();
+        m
+    }
+
     /// Wait for the peer to end; pass `m` through if it ended well.
     pub fn finish<T>(mut self, m: io::Result<T>) -> io::Result<T> {
         if m.is_err() {

@@ -28,13 +28,13 @@ impl Adder for Add {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> io::Error {
+pub(crate) fn err(e: impl std::fmt::Display) -> io::Error {
     io::Error::other(e.to_string())
 }
 
 /// CPU time (ns) every thread of process `pid` has run, from
 /// `/proc/PID/task/*/schedstat` (nanoseconds, unlike `stat`'s ticks).
-fn cpu_ns(pid: u32) -> u64 {
+pub(crate) fn cpu_ns(pid: u32) -> u64 {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0 };
     tasks
         .flatten()
@@ -43,28 +43,39 @@ fn cpu_ns(pid: u32) -> u64 {
         .sum()
 }
 
-/// CPU of both processes per call, over `n` calls one at a time.
-fn cpu_per_call(calc: &AdderClient, peer: u32, n: usize) -> io::Result<f64> {
-    let me = std::process::id();
-    let (a, b) = (cpu_ns(me), cpu_ns(peer));
-    for i in 0..n as i64 {
-        calc.add(i, 1).map_err(err)?;
-    }
-    let used = cpu_ns(me).saturating_sub(a) + cpu_ns(peer).saturating_sub(b);
-    Ok(used as f64 / n as f64)
-}
-
-fn measure(name: &str, client: rpc::Client, peer: u32, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    let calc = AdderClient::new(client);
+/// Measures a service's `add` both ways: one call at a time (`rtt_p50_ns`,
+/// then `cpu_per_call_ns` over more such calls) and [`IN_FLIGHT`] calls in
+/// flight from one client (`calls_per_s`). `call` makes one blocking call;
+/// `in_flight(n)` makes `n` calls from each of [`IN_FLIGHT`] tasks and
+/// returns how many it made. Every RPC case and RPC peer goes through here,
+/// so they are measured alike.
+pub(crate) fn measure_calls(
+    name: &str,
+    peer: u32,
+    plan: Plan,
+    tick: &mut dyn FnMut(),
+    mut call: impl FnMut(i64) -> io::Result<i64>,
+    in_flight: impl FnOnce(usize) -> io::Result<usize>,
+) -> io::Result<Measurement> {
     let mut i = 0i64;
     let rtts = driver::round_trips(plan, || {
         i += 1;
-        let got = calc.add(i, 1).map_err(err)?;
-        if got == i + 1 { Ok(()) } else { Err(err("a wrong sum")) }
+        if call(i)? == i + 1 { Ok(()) } else { Err(err("a wrong sum")) }
     })?;
     tick();
-    let cpu_per_call_ns = cpu_per_call(&calc, peer, plan.round_trips.clamp(1000, 20_000))?;
-    let calls_per_s = in_flight(&calc, plan)?;
+    let me = std::process::id();
+    let (a, b) = (cpu_ns(me), cpu_ns(peer));
+    let n = plan.round_trips.clamp(1000, 20_000);
+    for i in 0..n as i64 {
+        if call(i)? != i + 1 {
+            return Err(err("a wrong sum"));
+        }
+    }
+    let used = cpu_ns(me).saturating_sub(a) + cpu_ns(peer).saturating_sub(b);
+    let cpu_per_call_ns = used as f64 / n as f64;
+    let t = std::time::Instant::now();
+    let done = in_flight((plan.round_trips / IN_FLIGHT).max(50))?;
+    let calls_per_s = done as f64 / t.elapsed().as_secs_f64();
     tick();
     Ok(Measurement {
         calls_per_s: Some(calls_per_s),
@@ -74,49 +85,62 @@ fn measure(name: &str, client: rpc::Client, peer: u32, plan: Plan, tick: &mut dy
 }
 
 /// Calls in flight together from one client.
-const IN_FLIGHT: usize = 64;
+pub(crate) const IN_FLIGHT: usize = 64;
 
-/// Calls per second with [`IN_FLIGHT`] `async` calls in flight from one
-/// client (its pipeline: one reader thread hands out the answers), on a
-/// one-thread tokio runtime.
-fn in_flight(calc: &AdderClient, plan: Plan) -> io::Result<f64> {
-    let per_task = (plan.round_trips / IN_FLIGHT).max(50);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let t = std::time::Instant::now();
-    let done = rt.block_on(async {
+/// Runs [`IN_FLIGHT`] tasks on `rt`, each making `per_task` calls of
+/// `call(i)` (which must answer `i + 1`) one after another; how many
+/// calls were made.
+pub(crate) fn in_flight_on<F, Fut>(rt: &tokio::runtime::Runtime, per_task: usize, call: F) -> io::Result<usize>
+where
+    F: Fn(i64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = io::Result<i64>> + Send + 'static,
+{
+    rt.block_on(async {
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..IN_FLIGHT {
-            let c = calc.clone();
+            let call = call.clone();
             set.spawn(async move {
-                let mut n = 0usize;
                 for i in 0..per_task as i64 {
-                    if c.add_async(i, 1).await.map_err(err)? != i + 1 {
+                    if call(i).await? != i + 1 {
                         return Err(err("a wrong sum"));
                     }
-                    n += 1;
                 }
-                Ok::<usize, io::Error>(n)
+                Ok::<usize, io::Error>(per_task)
             });
         }
         let mut total = 0;
         while let Some(r) = set.join_next().await {
             total += r.map_err(err)??;
         }
-        Ok::<usize, io::Error>(total)
-    })?;
-    Ok(done as f64 / t.elapsed().as_secs_f64())
+        Ok(total)
+    })
 }
 
-fn channel_case(name: &str, shm: bool, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    let ((call_tx, call_rx), (ans_tx, ans_rx)) = if shm {
-        (
-            conduit::channel::shm::Builder::new().bounded(64).build::<Call>().map_err(err)?,
-            conduit::channel::shm::Builder::new().bounded(64).build::<Answer>().map_err(err)?,
-        )
-    } else {
-        (conduit::bounded::<Call>(64).map_err(err)?, conduit::bounded::<Answer>(64).map_err(err)?)
-    };
-    let (client, conn) = rpc::connect(call_tx, call_rx, ans_tx, ans_rx);
+fn measure(name: &str, client: rpc::Client, peer: u32, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    let calc = AdderClient::new(client);
+    // `async` calls share the client's pipeline: one reader thread hands
+    // out the answers; the tasks run on a one-thread runtime.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let c = calc.clone();
+    measure_calls(
+        name,
+        peer,
+        plan,
+        tick,
+        |i| calc.add(i, 1).map_err(err),
+        |per_task| {
+            in_flight_on(&rt, per_task, move |i| {
+                let c = c.clone();
+                async move { c.add_async(i, 1).await.map_err(err) }
+            })
+        },
+    )
+}
+
+fn channel_case(name: &str, transport: rpc::Transport, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    // What a user gets from `rpc::pair_over`: a bounded shared-memory
+    // pair, or two unbounded socket channels.
+    let (client, conn) = rpc::pair_over(transport).map_err(err)?;
     let peer = spawn_peer(name, &[])?;
     peer.give(Give::Rpc(conn))?;
     let m = measure(name, client, peer.pid(), plan, tick);
@@ -125,12 +149,12 @@ fn channel_case(name: &str, shm: bool, plan: Plan, tick: &mut dyn FnMut()) -> io
 
 /// `conduit/rpc`: calls over shared-memory channels.
 pub fn rpc_shm(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    channel_case("conduit/rpc", true, plan, tick)
+    channel_case("conduit/rpc", rpc::Transport::SharedMemory, plan, tick)
 }
 
 /// `conduit/rpc-uds`: calls over Unix-socket channels.
 pub fn rpc_uds(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
-    channel_case("conduit/rpc-uds", false, plan, tick)
+    channel_case("conduit/rpc-uds", rpc::Transport::Socket, plan, tick)
 }
 
 /// The peer of `conduit/rpc` and `conduit/rpc-uds`: serve the connection.

@@ -47,7 +47,7 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 28] = [
+const NAMES: [&str; 30] = [
     "floor/line",
     "floor/spin",
     "floor/futex",
@@ -76,6 +76,8 @@ const NAMES: [&str; 28] = [
     "peer/iceoryx2",
     "peer/ipc-channel",
     "peer/dbus",
+    "peer/tarpc",
+    "peer/tonic",
 ];
 
 #[test]
@@ -103,7 +105,7 @@ fn bench_writes_every_case_to_json() {
     for name in NAMES.iter().filter(|n| dbus || **n != "peer/dbus") {
         assert!(doc.contains(&format!("\"name\": \"{name}\"")), "{name} in {doc}");
     }
-    for field in ["rtt_p50_ns", "rtt_p99_ns", "msgs_per_s_64b", "gb_per_s_1mib"] {
+    for field in ["rtt_p50_ns", "rtt_p99_ns", "msgs_per_s_64b", "gb_per_s_1mib", "calls_per_s", "cpu_per_call_ns"] {
         assert!(doc.contains(field), "{field} in {doc}");
     }
 }

@@ -374,6 +374,11 @@ impl<T: DeserializeOwned> Receiver<T> {
         })
     }
 
+    /// True if a blocking receive spins before it sleeps by itself.
+    pub(crate) fn spins_before_sleep(&self) -> bool {
+        self.link.spins_before_sleep()
+    }
+
     /// Non-blocking read used by the async API (no token handling).
     pub(crate) fn poll_read(&self) -> Result<Option<Got<T>>, RecvFail> {
         self.read(false)

@@ -2,7 +2,7 @@
 //! them run at most (or exactly) once.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,12 +35,13 @@ pub fn returned<R: Serialize>(value: &R) -> Outcome {
     }
 }
 
-/// The answers of one client (or one connection), oldest first: usually
+/// The answers of one client (or one connection), by call number: usually
 /// one or two (each call says the earlier ones are done), at most
 /// [`REPLY_CACHE`].
 #[derive(Default, Debug)]
 pub(crate) struct Replies {
-    answers: VecDeque<(u64, Outcome)>,
+    /// Answers by call number (a lookup per call: a map, not a scan).
+    answers: BTreeMap<u64, Outcome>,
     /// Calls numbered below this are forgotten: a duplicate of one is
     /// refused, never run.
     pub(crate) forgotten_below: u64,
@@ -49,9 +50,9 @@ pub(crate) struct Replies {
 
 impl Replies {
     pub(crate) fn remember(&mut self, id: u64, outcome: Outcome) {
-        self.answers.push_back((id, outcome));
+        self.answers.insert(id, outcome);
         while self.answers.len() > REPLY_CACHE {
-            if let Some((old, _)) = self.answers.pop_front() {
+            if let Some((old, _)) = self.answers.pop_first() {
                 self.forgotten_below = self.forgotten_below.max(old + 1);
             }
         }
@@ -61,14 +62,13 @@ impl Replies {
     pub(crate) fn done_below(&mut self, below: u64) {
         if below > self.forgotten_below {
             self.forgotten_below = below;
-            self.answers.retain(|(id, _)| *id >= below);
+            self.answers = self.answers.split_off(&below);
         }
     }
 
     /// `Some`: the answer to give a call already seen.
     pub(crate) fn seen(&self, id: u64) -> Option<Outcome> {
-        // The newest first: a resend is of a recent call.
-        if let Some((_, o)) = self.answers.iter().rev().find(|(i, _)| *i == id) {
+        if let Some(o) = self.answers.get(&id) {
             return Some(o.clone());
         }
         (id < self.forgotten_below).then_some(Outcome::Duplicate)
@@ -191,6 +191,16 @@ pub struct ServeStats {
     pub corrupted: AtomicU64,
 }
 
+/// The next call: spin, then sleep (see [`super::SPIN`]).
+fn next_call(calls: &Receiver<Call>) -> Result<Call, crate::RecvError> {
+    match super::spin_recv(calls, None) {
+        Some(Ok(c)) => Ok(c),
+        Some(Err(crate::RecvTimeoutError::Failed(e))) => Err(crate::RecvError::Failed(e)),
+        Some(Err(_)) => Err(crate::RecvError::Disconnected),
+        None => calls.recv(),
+    }
+}
+
 /// Serve one connection until the client goes: each call dispatched in
 /// turn (a duplicate answered from the reply cache, a call past its
 /// deadline refused, a panicking handler answered `Panicked`). Exactly-once
@@ -215,7 +225,7 @@ pub fn serve_with<D: Dispatch + ?Sized>(
     let pending: Rc<RefCell<VecDeque<Call>>> = Rc::default();
     loop {
         let next = pending.borrow_mut().pop_front();
-        let call = match next.map(Ok).unwrap_or_else(|| calls.recv()) {
+        let call = match next.map(Ok).unwrap_or_else(|| next_call(&calls)) {
             Ok(c) => c,
             Err(crate::RecvError::Disconnected) => return Ok(()),
             Err(crate::RecvError::Failed(Error::Wire(WireError::BadRing(_)))) => return Ok(()),

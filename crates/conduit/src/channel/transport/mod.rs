@@ -452,6 +452,12 @@ impl RxLink {
         }
     }
 
+    /// A blocking read spins before it sleeps (shared memory's adaptive
+    /// wait); other links sleep in the kernel at once.
+    pub fn spins_before_sleep(&self) -> bool {
+        matches!(self, RxLink::Shm(_))
+    }
+
     /// Readiness of the descriptor alone may be missed (shared memory
     /// without a working membarrier): look again every nap.
     pub fn needs_nap(&self) -> bool {
