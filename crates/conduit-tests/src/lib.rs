@@ -120,6 +120,15 @@ pub trait Calculator {
     /// Work until the caller cancels (10 s at most); then add 1000 to the
     /// count if it was cancelled.
     fn until_cancelled(&self) -> bool;
+    /// Send `0..n` into `to` (a stream the caller reads); how many went.
+    fn fill(&self, to: Sender<u64>, n: u64) -> u64;
+    /// A channel holding `0..n` whose sender is gone: the caller reads the
+    /// numbers, then `Disconnected`.
+    fn numbers(&self, n: u64) -> Receiver<u64>;
+    /// A greeter living in this (the server's) process.
+    fn greeter(&self) -> conduit::rpc::Remote;
+    /// Ask `greeter` (an object living wherever its owner is) to greet `who`.
+    fn greet_via(&self, greeter: conduit::rpc::Remote, who: String) -> String;
 }
 
 /// A newer calculator: one method more.
@@ -174,6 +183,23 @@ impl Calculator for Calc {
             std::thread::yield_now();
         }
         false
+    }
+    fn fill(&self, to: Sender<u64>, n: u64) -> u64 {
+        (0..n).take_while(|i| to.send(*i).is_ok()).count() as u64
+    }
+    fn numbers(&self, n: u64) -> Receiver<u64> {
+        let (tx, rx) = conduit::unbounded().expect("a channel");
+        for i in 0..n {
+            tx.send(i).expect("the receiver is here");
+        }
+        rx
+    }
+    fn greeter(&self) -> conduit::rpc::Remote {
+        let (dropped, _) = conduit::unbounded().expect("a channel");
+        conduit::rpc::Remote::serve(GreeterServer(Greet { dropped })).expect("a remote object")
+    }
+    fn greet_via(&self, greeter: conduit::rpc::Remote, who: String) -> String {
+        GreeterClient::new(greeter.client()).greet(who).unwrap_or_else(|e| format!("failed: {e}"))
     }
 }
 

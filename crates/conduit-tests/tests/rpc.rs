@@ -74,7 +74,15 @@ fn a_duplicate_call_is_answered_from_the_reply_cache_never_run_twice() {
     assert_eq!(report(&kid), FromChild::Ready);
     let call = |id: u64, method: &str| {
         call_tx
-            .send(Call { client: 0, id, done_below: 0, method: method.into(), budget_us: None, args: vec![] })
+            .send(Call {
+                client: 0,
+                id,
+                done_below: 0,
+                method: method.into(),
+                budget_us: None,
+                args: vec![],
+                rights: Default::default(),
+            })
             .unwrap();
         let a = ans_rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(a.id, id);
@@ -245,7 +253,16 @@ fn a_durable_reply_cache_answers_after_kill_9_and_restart_without_running_again(
         (kid, call_tx, ans_rx)
     };
     let ask = |tx: &conduit::Sender<Call>, rx: &conduit::Receiver<Answer>, id: u64, method: &str| {
-        tx.send(Call { client: 77, id, done_below: id, method: method.into(), budget_us: None, args: vec![] }).unwrap();
+        tx.send(Call {
+            client: 77,
+            id,
+            done_below: id,
+            method: method.into(),
+            budget_us: None,
+            args: vec![],
+            rights: Default::default(),
+        })
+        .unwrap();
         let a = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(a.id, id);
         a.outcome
@@ -341,6 +358,67 @@ fn sixty_four_async_calls_fly_together_on_one_client_and_blocking_threads_share_
         }
     });
     assert_eq!(calc.bump().unwrap(), 1);
+    drop(calc);
+    finish(kid);
+}
+
+/// Methods take and return rights: a `Sender` the server writes a stream
+/// into, a `Receiver` it hands back, a remote object it returns (living in
+/// the server) and one it is given (living here: the server calls back).
+fn methods_take_and_return_channel_ends_and_remote_objects_on(f: Flavor) {
+    use conduit_tests::{Greet, GreeterClient, GreeterServer};
+    let (kid, client) = served(f);
+    let calc = CalculatorClient::new(client);
+    // A stream the server writes into; its copy of the sender is dropped
+    // after the call, ours went with the call: the stream ends.
+    let (tx, rx) = conduit::unbounded::<u64>().unwrap();
+    assert_eq!(calc.fill(tx, 100).unwrap(), 100);
+    assert_eq!(rx.iter().collect::<Vec<_>>(), (0..100).collect::<Vec<_>>());
+    // A stream the server returns.
+    let numbers = calc.numbers(50).unwrap();
+    assert_eq!(numbers.iter().collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+    // The same through the async twin (the pipelined client).
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let numbers = rt.block_on(calc.numbers_async(3)).unwrap();
+    assert_eq!(numbers.iter().collect::<Vec<_>>(), [0, 1, 2]);
+    // A remote object returned: calls on it run in the server's process.
+    let theirs = calc.greeter().unwrap();
+    let greeting = GreeterClient::new(theirs.client()).greet("T".into()).unwrap();
+    assert_eq!(greeting, format!("hello, T, from {}", kid.child.id()));
+    // A remote object passed in: the server calls back into this process,
+    // and lets its reference go when the call ends.
+    let (dropped_tx, dropped) = conduit::unbounded::<()>().unwrap();
+    let mine = rpc::Remote::serve(GreeterServer(Greet { dropped: dropped_tx })).unwrap();
+    let me = std::process::id();
+    assert_eq!(calc.greet_via(mine.clone(), "S".into()).unwrap(), format!("hello, S, from {me}"));
+    drop(mine);
+    dropped.recv_timeout(Duration::from_secs(5)).expect("the object is dropped with its last reference");
+    drop((theirs, calc));
+    finish(kid);
+}
+
+#[test]
+fn methods_take_and_return_channel_ends_and_remote_objects_over_sockets() {
+    methods_take_and_return_channel_ends_and_remote_objects_on(Flavor::Socket);
+}
+
+#[test]
+fn methods_take_and_return_channel_ends_and_remote_objects_over_shared_memory() {
+    methods_take_and_return_channel_ends_and_remote_objects_on(Flavor::Shm);
+}
+
+/// A transport that cannot carry rights refuses such a call with a typed
+/// error at once; the connection goes on.
+#[test]
+fn a_right_in_a_call_over_a_pipe_is_a_typed_error_and_the_connection_goes_on() {
+    let (kid, client) = served(Flavor::Pipe);
+    let calc = CalculatorClient::new(client);
+    let (tx, _rx) = conduit::unbounded::<u64>().unwrap();
+    match calc.fill(tx, 1) {
+        Err(RpcError::Transport(conduit::Error::Unsupported(_))) => {}
+        other => panic!("want Transport(Unsupported), got {other:?}"),
+    }
+    assert_eq!(calc.add(2, 2).unwrap(), 4);
     drop(calc);
     finish(kid);
 }

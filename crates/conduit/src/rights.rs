@@ -149,7 +149,7 @@ pub fn provide<R>(rights: Vec<Incoming>, f: impl FnOnce() -> R) -> R {
     r
 }
 
-fn take(index: u32) -> Result<Incoming, &'static str> {
+pub(crate) fn take(index: u32) -> Result<Incoming, &'static str> {
     INCOMING.with(|i| {
         let mut table = i.borrow_mut();
         let table = table.as_mut().ok_or("conduit rights can only be deserialized from a conduit message")?;

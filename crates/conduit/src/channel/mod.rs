@@ -48,6 +48,7 @@ pub use transport::{mqueue, pipe, shm, sysv};
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use error::SendFail;
 pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
 pub use loan::{Bytes, InPlace, Loan};
 pub use receiver::Receiver;

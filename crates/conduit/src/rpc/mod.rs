@@ -58,6 +58,7 @@
 //! answers through a seeded injector of drops, duplicates, reorderings,
 //! corruptions and delays.
 
+mod carried;
 pub mod faults;
 mod pipeline;
 mod remote;
@@ -76,6 +77,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::{Receiver, RecvTimeoutError, Sender, unbounded};
 use crate::error::Error;
 
+pub use carried::Carried;
 pub use remote::{ObjectCall, Remote};
 pub use server::{CLIENT_LEASE, Dispatch, ReplyCache, ServeStats, cancelled, decode_args, returned, serve, serve_with};
 
@@ -141,6 +143,9 @@ pub struct Call {
     pub budget_us: Option<u64>,
     /// The arguments: one postcard tuple.
     pub args: Vec<u8>,
+    /// The rights the arguments hold (channel ends, remote objects): on
+    /// the wire, their indices in the frame's rights table.
+    pub rights: Carried,
 }
 
 /// A [`Call`] borrowed for sending: the same fields, the same bytes.
@@ -152,6 +157,7 @@ struct CallRef<'a> {
     method: &'a str,
     budget_us: Option<u64>,
     args: &'a [u8],
+    rights: &'a Carried,
 }
 
 /// An answer on the wire.
@@ -161,6 +167,8 @@ pub struct Answer {
     pub id: u64,
     /// What came of it.
     pub outcome: Outcome,
+    /// The rights the return value holds (as [`Call::rights`]).
+    pub rights: Carried,
 }
 
 /// What came of a call.
@@ -420,15 +428,17 @@ impl Client {
     }
 
     /// Call `method` with `args` (a tuple) and decode its return value.
+    /// Arguments may hold rights (a `Sender`, a `Receiver`, a [`Remote`]):
+    /// they travel with the call, on transports that carry rights.
     pub fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, RpcError> {
-        let args = postcard::to_stdvec(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
-        let bytes = self.call_raw(method, args)?;
-        postcard::from_bytes(&bytes).map_err(|e| RpcError::CorruptReply(e.to_string()))
+        let (args, rights) = carried::encode(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
+        let (bytes, rights) = self.call_inner(method, args, rights, None)?;
+        carried::decode(&bytes, &rights).map_err(|e| RpcError::CorruptReply(e.to_string()))
     }
 
     /// Call with arguments already encoded; the return value's bytes.
     pub fn call_raw(&self, method: &str, args: Vec<u8>) -> Result<Vec<u8>, RpcError> {
-        self.call_inner(method, args, None)
+        self.call_inner(method, args, Carried::default(), None).map(|(bytes, _)| bytes)
     }
 
     /// [`call`](Self::call) that ends with [`RpcError::Cancelled`] as soon
@@ -441,12 +451,18 @@ impl Client {
         args: &A,
         cancel: &Receiver<()>,
     ) -> Result<R, RpcError> {
-        let args = postcard::to_stdvec(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
-        let bytes = self.call_inner(method, args, Some(cancel))?;
-        postcard::from_bytes(&bytes).map_err(|e| RpcError::CorruptReply(e.to_string()))
+        let (args, rights) = carried::encode(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
+        let (bytes, rights) = self.call_inner(method, args, rights, Some(cancel))?;
+        carried::decode(&bytes, &rights).map_err(|e| RpcError::CorruptReply(e.to_string()))
     }
 
-    fn call_inner(&self, method: &str, args: Vec<u8>, cancel: Option<&Receiver<()>>) -> Result<Vec<u8>, RpcError> {
+    fn call_inner(
+        &self,
+        method: &str,
+        args: Vec<u8>,
+        rights: Carried,
+        cancel: Option<&Receiver<()>>,
+    ) -> Result<(Vec<u8>, Carried), RpcError> {
         let settings = self.settings();
         let deadline = match (settings.timeout.map(|t| Instant::now() + t), deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -462,16 +478,23 @@ impl Client {
             },
             None => Ok(None),
         };
-        let mut call = Call { client: self.client, id, done_below: id, method: String::new(), budget_us: None, args };
+        let mut call =
+            Call { client: self.client, id, done_below: id, method: String::new(), budget_us: None, args, rights };
         let (tx, rx) = match &link.route {
             Route::Pair { tx, rx } => (tx, rx),
             Route::Gone => return Err(RpcError::ServerDied),
             Route::Pipelined(p) => {
                 let p = std::sync::Arc::clone(p);
                 drop(link);
-                let outcome =
-                    p.call_blocking(self.client, method, call.args, deadline, settings.retry, &self.resent)?;
-                return outcome_result(outcome);
+                let answer = p.call_blocking(
+                    self.client,
+                    method,
+                    (call.args, call.rights),
+                    deadline,
+                    settings.retry,
+                    &self.resent,
+                )?;
+                return answer_result(answer);
             }
             Route::Port(port) => {
                 call.method = method.to_string();
@@ -482,7 +505,7 @@ impl Client {
                     None => port.call(|reply| ObjectCall { call, reply }),
                 };
                 return match answer {
-                    Ok(outcome) => outcome_result(outcome),
+                    Ok(answer) => answer_result(answer),
                     Err(crate::CallError::Timeout) => Err(RpcError::DeadlineExceeded),
                     Err(crate::CallError::Disconnected | crate::CallError::NoReply) => Err(RpcError::ServerDied),
                     Err(crate::CallError::Failed(e)) => Err(RpcError::Transport(e)),
@@ -500,8 +523,9 @@ impl Client {
                 method,
                 budget_us: call.budget_us,
                 args: &call.args,
+                rights: &call.rights,
             };
-            tx.send_ref(&out, crate::sys::Deadline::Forever).map_err(|_| RpcError::ServerDied)?;
+            tx.send_ref(&out, crate::sys::Deadline::Forever).map_err(sent_error)?;
             // Until an answer, the deadline, or time to resend.
             let wait_until = match (deadline, settings.retry) {
                 (Some(d), Some(r)) => Some(d.min(Instant::now() + r)),
@@ -520,11 +544,12 @@ impl Client {
                         method: CANCEL.into(),
                         budget_us: None,
                         args: Vec::new(),
+                        rights: Carried::default(),
                     });
                     return Err(RpcError::Cancelled);
                 }
                 Err(e) => return Err(e),
-                Ok(Some(outcome)) => return outcome_result(outcome),
+                Ok(Some(answer)) => return answer_result(answer),
                 Ok(None) if deadline.is_some_and(|d| Instant::now() >= d) => return Err(RpcError::DeadlineExceeded),
                 Ok(None) => {
                     self.resent.fetch_add(1, Ordering::Relaxed);
@@ -540,7 +565,7 @@ impl Client {
         id: u64,
         until: Option<Instant>,
         cancel: &Receiver<()>,
-    ) -> Result<Option<Outcome>, RpcError> {
+    ) -> Result<Option<Answer>, RpcError> {
         loop {
             let mut set = crate::PortSet::new();
             let answers = set.add(answers_rx);
@@ -570,15 +595,15 @@ impl Client {
     /// to stop waiting, drop the future (e.g. `tokio::time::timeout`).
     /// On a remote object's reference the call is made in place.
     pub async fn call_async<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, RpcError> {
-        let bytes = postcard::to_stdvec(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
         let pipe = match self.pipeline()? {
             Some(p) => p,
             None => return self.call(method, args),
         };
+        let encoded = carried::encode(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
         let budget = self.settings().timeout.map(|t| t.as_micros().min(u128::from(u64::MAX)) as u64);
-        let outcome = pipe.call(self.client, method, budget, bytes).await?;
-        let bytes = outcome_result(outcome)?;
-        postcard::from_bytes(&bytes).map_err(|e| RpcError::CorruptReply(e.to_string()))
+        let answer = pipe.call(self.client, method, budget, encoded).await?;
+        let (bytes, rights) = answer_result(answer)?;
+        carried::decode(&bytes, &rights).map_err(|e| RpcError::CorruptReply(e.to_string()))
     }
 
     /// The pipeline, started on first use (`None`: a remote object's
@@ -601,12 +626,7 @@ impl Client {
     }
 
     /// The answer to call `id`, or `None` at `until`.
-    fn await_answer(
-        &self,
-        rx: &Receiver<Answer>,
-        id: u64,
-        until: Option<Instant>,
-    ) -> Result<Option<Outcome>, RpcError> {
+    fn await_answer(&self, rx: &Receiver<Answer>, id: u64, until: Option<Instant>) -> Result<Option<Answer>, RpcError> {
         loop {
             let got = match spin_recv(rx, until) {
                 Some(got) => got,
@@ -621,7 +641,7 @@ impl Client {
             match got {
                 // Answers to earlier calls (a duplicate's second answer, a
                 // call that timed out here) are skipped.
-                Ok(a) if a.id == id => return Ok(Some(a.outcome)),
+                Ok(a) if a.id == id => return Ok(Some(a)),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => return Ok(None),
                 Err(RecvTimeoutError::Disconnected) => return Err(RpcError::ServerDied),
@@ -634,6 +654,20 @@ impl Client {
             }
         }
     }
+}
+
+/// Why a call could not be sent: the server is gone, or the transport
+/// refused it (a right on a link that carries none, an encoding error).
+pub(crate) fn sent_error(e: crate::channel::SendFail) -> RpcError {
+    match e {
+        crate::channel::SendFail::Failed(e) => RpcError::Transport(e),
+        _ => RpcError::ServerDied,
+    }
+}
+
+/// The caller's view of an answer: the return value's bytes and rights.
+fn answer_result(answer: Answer) -> Result<(Vec<u8>, Carried), RpcError> {
+    outcome_result(answer.outcome).map(|bytes| (bytes, answer.rights))
 }
 
 /// The caller's view of an outcome.
@@ -659,18 +693,28 @@ mod tests {
     fn a_call_and_an_answer_have_exactly_these_bytes() {
         let args = postcard::to_stdvec(&(2i64, -3i64)).unwrap();
         assert_eq!(args, [4, 5]);
-        let call = Call { client: 0, id: 300, done_below: 300, method: "add".into(), budget_us: Some(1000), args };
+        let rights = Carried::default();
+        let call =
+            Call { client: 0, id: 300, done_below: 300, method: "add".into(), budget_us: Some(1000), args, rights };
+        // The last byte: no rights (an empty list of table indices).
         assert_eq!(
             postcard::to_stdvec(&call).unwrap(),
-            [0, 0xac, 0x02, 0xac, 0x02, 3, b'a', b'd', b'd', 1, 0xe8, 0x07, 2, 4, 5]
+            [0, 0xac, 0x02, 0xac, 0x02, 3, b'a', b'd', b'd', 1, 0xe8, 0x07, 2, 4, 5, 0]
         );
         // The borrowed form a client sends is the same bytes.
-        let borrowed =
-            CallRef { client: 0, id: 300, done_below: 300, method: "add", budget_us: Some(1000), args: &call.args };
+        let borrowed = CallRef {
+            client: 0,
+            id: 300,
+            done_below: 300,
+            method: "add",
+            budget_us: Some(1000),
+            args: &call.args,
+            rights: &call.rights,
+        };
         assert_eq!(postcard::to_stdvec(&borrowed).unwrap(), postcard::to_stdvec(&call).unwrap());
-        let answer = Answer { id: 300, outcome: Outcome::Returned(vec![0x02]) };
-        assert_eq!(postcard::to_stdvec(&answer).unwrap(), [0xac, 0x02, 0, 1, 0x02]);
-        let unknown = Answer { id: 1, outcome: Outcome::UnknownMethod("mul".into()) };
-        assert_eq!(postcard::to_stdvec(&unknown).unwrap(), [1, 1, 3, b'm', b'u', b'l']);
+        let answer = Answer { id: 300, outcome: Outcome::Returned(vec![0x02]), rights: Carried::default() };
+        assert_eq!(postcard::to_stdvec(&answer).unwrap(), [0xac, 0x02, 0, 1, 0x02, 0]);
+        let unknown = Answer { id: 1, outcome: Outcome::UnknownMethod("mul".into()), rights: Carried::default() };
+        assert_eq!(postcard::to_stdvec(&unknown).unwrap(), [1, 1, 3, b'm', b'u', b'l', 0]);
     }
 }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use super::{Answer, CANCEL, Call, Outcome, RpcError};
+use super::{Answer, CANCEL, Call, Carried, RpcError, sent_error};
 use crate::channel::{Receiver, Sender};
 use crate::error::Error;
 
@@ -23,7 +23,7 @@ struct State {
 
 #[derive(Debug, Default)]
 struct Slot {
-    outcome: Option<Outcome>,
+    outcome: Option<Answer>,
     waker: Option<Waker>,
     thread: Option<std::thread::Thread>,
 }
@@ -73,10 +73,10 @@ impl Pipeline {
                 let Some(shared) = weak.upgrade() else { return };
                 let mut st = shared.lock();
                 match got {
-                    Ok(Answer { id, outcome }) => {
+                    Ok(answer) => {
                         // Unknown ids: late answers to calls given up.
-                        if let Some(slot) = st.slots.get_mut(&id) {
-                            slot.outcome = Some(outcome);
+                        if let Some(slot) = st.slots.get_mut(&answer.id) {
+                            slot.outcome = Some(answer);
                             wake(slot);
                         }
                     }
@@ -95,15 +95,15 @@ impl Pipeline {
     }
 
     fn send(&self, call: &Call) -> Result<(), RpcError> {
-        self.tx.send_ref(call, crate::sys::Deadline::Forever).map_err(|_| RpcError::ServerDied)
+        self.tx.send_ref(call, crate::sys::Deadline::Forever).map_err(sent_error)
     }
 
-    fn new_call(&self, client: u64, method: &str, budget_us: Option<u64>, args: Vec<u8>) -> Call {
+    fn new_call(&self, client: u64, method: &str, budget_us: Option<u64>, (args, rights): (Vec<u8>, Carried)) -> Call {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         // Calls are in flight together: only a client with one call at a
         // time can say the earlier ones are done.
         let done_below = if client == 0 { 0 } else { self.lowest_open().unwrap_or(id).min(id) };
-        Call { client, id, done_below, method: method.to_string(), budget_us, args }
+        Call { client, id, done_below, method: method.to_string(), budget_us, args, rights }
     }
 
     fn lowest_open(&self) -> Option<u64> {
@@ -117,8 +117,8 @@ impl Pipeline {
         client: u64,
         method: &str,
         budget_us: Option<u64>,
-        args: Vec<u8>,
-    ) -> Result<Outcome, RpcError> {
+        args: (Vec<u8>, Carried),
+    ) -> Result<Answer, RpcError> {
         let call = self.new_call(client, method, budget_us, args);
         let id = call.id;
         self.shared.lock().slots.insert(id, Slot::default());
@@ -154,11 +154,11 @@ impl Pipeline {
         &self,
         client: u64,
         method: &str,
-        args: Vec<u8>,
+        args: (Vec<u8>, Carried),
         deadline: Option<Instant>,
         retry: Option<std::time::Duration>,
         resent: &AtomicU64,
-    ) -> Result<Outcome, RpcError> {
+    ) -> Result<Answer, RpcError> {
         let budget = |now: Instant| match deadline {
             Some(d) => match d.checked_duration_since(now) {
                 Some(left) if !left.is_zero() => Ok(Some(left.as_micros().min(u128::from(u64::MAX)) as u64)),
@@ -234,6 +234,7 @@ impl Drop for CancelOnDrop<'_> {
                 method: CANCEL.into(),
                 budget_us: None,
                 args: Vec::new(),
+                rights: Carried::default(),
             };
             let _ = self.pipe.tx.send(cancel);
         }

@@ -26,13 +26,13 @@
 //!
 //! Semantics: at most once (each call has its own reply right: one answer
 //! or `ServerDied`); deadlines as on any client. References travel on
-//! transports that carry rights (sockets, shared memory); a method cannot
-//! yet take or return a `Remote` as an argument (arguments are encoded
-//! apart from the frame's rights) — pass it in an ordinary message.
+//! transports that carry rights (sockets, shared memory): in ordinary
+//! messages, and as arguments and return values of calls (see
+//! [`Carried`](super::Carried)).
 
 use serde::{Deserialize, Serialize};
 
-use super::{Call, Client, Dispatch, Outcome, server::run_call};
+use super::{Answer, Call, Client, Dispatch, server::run_call};
 use crate::channel::{ReplyTo, Sender, bounded};
 use crate::error::Error;
 
@@ -42,7 +42,7 @@ pub struct ObjectCall {
     /// The call.
     pub call: Call,
     /// Where its answer goes (once).
-    pub reply: ReplyTo<Outcome>,
+    pub reply: ReplyTo<Answer>,
 }
 
 /// A reference to an object served in its owner's process (see the

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Answer, CANCEL, Call, Connection, Outcome, REPLY_CACHE, set_deadline};
+use super::{Answer, CANCEL, Call, Carried, Connection, Outcome, REPLY_CACHE, set_deadline};
 use crate::channel::Receiver;
 use crate::error::{Error, WireError};
 
@@ -22,15 +22,25 @@ pub trait Dispatch {
     fn dispatch(&self, method: &str, args: &[u8]) -> Outcome;
 }
 
-/// Decode a method's arguments (for generated dispatchers).
+/// Decode a method's arguments (for generated dispatchers), with the
+/// rights that came with the call (channel ends, remote objects).
 pub fn decode_args<A: DeserializeOwned>(args: &[u8]) -> Result<A, Outcome> {
     postcard::from_bytes(args).map_err(|e| Outcome::BadArguments(e.to_string()))
 }
 
-/// Encode a method's return value (for generated dispatchers).
+thread_local! {
+    /// The rights the return value being encoded holds (see [`returned`]).
+    static RETURNED: RefCell<Carried> = RefCell::default();
+}
+
+/// Encode a method's return value (for generated dispatchers); the rights
+/// it holds go with the answer.
 pub fn returned<R: Serialize>(value: &R) -> Outcome {
-    match postcard::to_stdvec(value) {
-        Ok(bytes) => Outcome::Returned(bytes),
+    match super::carried::encode(value) {
+        Ok((bytes, rights)) => {
+            RETURNED.with(|r| *r.borrow_mut() = rights);
+            Outcome::Returned(bytes)
+        }
         Err(e) => Outcome::Panicked(format!("the return value did not encode: {e}")),
     }
 }
@@ -252,7 +262,7 @@ pub fn serve_with<D: Dispatch + ?Sized>(
             }
             None => {
                 let outcome = match call.budget_us {
-                    Some(0) => Outcome::DeadlineExceeded,
+                    Some(0) => Ran(Outcome::DeadlineExceeded, Carried::default()),
                     budget => {
                         RUNNING.with(|r| {
                             *r.borrow_mut() = Some(Running {
@@ -269,16 +279,21 @@ pub fn serve_with<D: Dispatch + ?Sized>(
                         o
                     }
                 };
+                let Ran(outcome, rights) = outcome;
                 stats.ran.fetch_add(1, Ordering::Relaxed);
                 // The answer is stored (on disk, if durable) before it is
-                // sent, and moved into the cache after: no copy.
-                let answer = Answer { id: call.id, outcome };
+                // sent, and moved into the cache after: no copy. An answer
+                // that hands over rights cannot be given twice: a duplicate
+                // of its call is refused (`Duplicate`), never run again.
+                let replayable = rights.is_empty();
+                let remembered = |o: &Outcome| if replayable { o.clone() } else { Outcome::Duplicate };
+                let answer = Answer { id: call.id, outcome, rights };
                 if call.client != 0 {
-                    cache.store(&call, answer.outcome.clone())?;
+                    cache.store(&call, remembered(&answer.outcome))?;
                 }
                 let sent = conn.answers.send_ref(&answer, crate::sys::Deadline::Forever);
                 if call.client == 0 {
-                    local.remember(call.id, answer.outcome);
+                    local.remember(call.id, remembered(&answer.outcome));
                 }
                 if sent.is_err() {
                     return Ok(());
@@ -286,7 +301,7 @@ pub fn serve_with<D: Dispatch + ?Sized>(
                 continue;
             }
         };
-        if conn.answers.send(Answer { id: call.id, outcome }).is_err() {
+        if conn.answers.send(Answer { id: call.id, outcome, rights: Carried::default() }).is_err() {
             return Ok(());
         }
     }
@@ -294,26 +309,41 @@ pub fn serve_with<D: Dispatch + ?Sized>(
 
 /// Run one call of a remote object (no reply cache: each call has its own
 /// reply right, so it is never duplicated).
-pub(crate) fn run_call<D: Dispatch + ?Sized>(service: &D, call: &Call) -> Outcome {
-    match call.budget_us {
-        Some(0) => Outcome::DeadlineExceeded,
+pub(crate) fn run_call<D: Dispatch + ?Sized>(service: &D, call: &Call) -> Answer {
+    let Ran(outcome, rights) = match call.budget_us {
+        Some(0) => Ran(Outcome::DeadlineExceeded, Carried::default()),
         budget => run(service, call, budget.map(|us| Instant::now() + Duration::from_micros(us))),
-    }
+    };
+    Answer { id: call.id, outcome, rights }
 }
 
-fn run<D: Dispatch + ?Sized>(service: &D, call: &Call, deadline: Option<Instant>) -> Outcome {
+/// What a handler's run gave: the outcome and the rights its return value
+/// holds.
+pub(crate) struct Ran(Outcome, Carried);
+
+fn run<D: Dispatch + ?Sized>(service: &D, call: &Call, deadline: Option<Instant>) -> Ran {
     let before = set_deadline(deadline);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| service.dispatch(&call.method, &call.args)))
-        .unwrap_or_else(|p| {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
-            Outcome::Panicked(what)
-        });
+    RETURNED.with(|r| r.take());
+    // The arguments' rights are there for `decode_args` while the handler
+    // runs; those it does not claim are closed after.
+    let incoming = call.rights.take_incoming();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::rights::provide(incoming, || service.dispatch(&call.method, &call.args))
+    }))
+    .unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Outcome::Panicked(what)
+    });
     set_deadline(before);
-    outcome
+    let rights = RETURNED.with(|r| r.take());
+    match outcome {
+        Outcome::Returned(_) => Ran(outcome, rights),
+        other => Ran(other, Carried::default()),
+    }
 }
 
 #[cfg(test)]
