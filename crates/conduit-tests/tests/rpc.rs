@@ -212,6 +212,43 @@ fn exactly_once_under_a_thousand_injected_faults_runs_each_call_once() {
     finish(kid);
 }
 
+/// Async calls resend too: eight tasks in flight together, 1,000 faults
+/// injected; every bump ran once (the counts the tasks saw are exactly
+/// 1..=N, none twice, none missing) and the server's count is N.
+#[test]
+fn exactly_once_async_calls_in_flight_under_a_thousand_faults_run_each_call_once() {
+    let (kid, client, injected) = served_through_faults(rpc::Semantics::ExactlyOnce, many_faults(4242));
+    client.set_retry(Some(Duration::from_millis(5)));
+    let calc = CalculatorClient::new(client);
+    let injected = std::sync::Arc::new(injected);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut seen: Vec<u64> = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (c, inj) = (calc.clone(), std::sync::Arc::clone(&injected));
+            set.spawn(async move {
+                let mut got = Vec::new();
+                while inj.iter().map(|i| i.total()).sum::<u64>() < 1000 {
+                    got.push(c.bump_async().await.expect("a resent call is answered"));
+                }
+                got
+            });
+        }
+        let mut all = Vec::new();
+        while let Some(r) = set.join_next().await {
+            all.extend(r.unwrap());
+        }
+        all
+    });
+    seen.sort_unstable();
+    let n = seen.len() as u64;
+    assert_eq!(seen, (1..=n).collect::<Vec<_>>(), "each bump ran exactly once");
+    assert!(calc.rpc().resent() > 0, "the async calls whose call or answer was lost were resent");
+    assert_eq!(calc.count().unwrap(), n);
+    drop(calc);
+    finish(kid);
+}
+
 #[test]
 fn at_most_once_under_faults_never_runs_a_call_twice() {
     let (kid, client, _injected) = served_through_faults(rpc::Semantics::AtMostOnce, many_faults(7));

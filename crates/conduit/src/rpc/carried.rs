@@ -33,21 +33,26 @@ enum Held {
 }
 
 /// The rights a call's arguments or an answer's return value hold (see the
-/// module documentation). Clones share them; equality ignores them.
+/// module documentation). Clones share them; equality ignores them. Most
+/// calls hold none: then nothing is allocated.
 #[derive(Clone, Default)]
-pub struct Carried(Arc<Mutex<Held>>);
+pub struct Carried(Option<Arc<Mutex<Held>>>);
 
 impl Carried {
-    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    fn new(held: Held) -> Carried {
+        Carried(Some(Arc::new(Mutex::new(held))))
+    }
+
+    fn held(&self) -> Option<std::sync::MutexGuard<'_, Held>> {
+        self.0.as_ref().map(|m| m.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// How many rights are held.
     pub fn len(&self) -> usize {
-        match &*self.held() {
-            Held::None => 0,
-            Held::Out(o) => o.len(),
-            Held::In(i) => i.len(),
+        match self.held().as_deref() {
+            None | Some(Held::None) => 0,
+            Some(Held::Out(o)) => o.len(),
+            Some(Held::In(i)) => i.len(),
         }
     }
 
@@ -57,7 +62,7 @@ impl Carried {
     }
 
     pub(crate) fn take_incoming(&self) -> Vec<Incoming> {
-        let mut held = self.held();
+        let Some(mut held) = self.held() else { return Vec::new() };
         match std::mem::take(&mut *held) {
             Held::In(v) => v,
             other => {
@@ -86,20 +91,23 @@ impl Eq for Carried {}
 pub fn encode<A: Serialize + ?Sized>(value: &A) -> Result<(Vec<u8>, Carried), postcard::Error> {
     let (bytes, out) = rights::collect(|| postcard::to_stdvec(value));
     let bytes = bytes?;
-    let carried = if out.is_empty() { Carried::default() } else { Carried(Arc::new(Mutex::new(Held::Out(out)))) };
+    let carried = if out.is_empty() { Carried::default() } else { Carried::new(Held::Out(out)) };
     Ok((bytes, carried))
 }
 
 /// Decode `bytes` with the rights that came with them (each claimed at
 /// most once; unclaimed ones are closed).
 pub fn decode<R: DeserializeOwned>(bytes: &[u8], carried: &Carried) -> Result<R, postcard::Error> {
+    if carried.0.is_none() {
+        return postcard::from_bytes(bytes);
+    }
     rights::provide(carried.take_incoming(), || postcard::from_bytes(bytes))
 }
 
 impl Serialize for Carried {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let held = self.held();
-        let Held::Out(out) = &*held else {
+        let Some(Held::Out(out)) = held.as_deref() else {
             // Nothing to send (a received call is not forwarded with its
             // rights: the fault relay, a cached answer).
             return s.collect_seq(std::iter::empty::<u32>());
@@ -122,6 +130,6 @@ impl<'de> Deserialize<'de> for Carried {
         }
         let claimed =
             indices.into_iter().map(rights::take).collect::<Result<Vec<_>, _>>().map_err(serde::de::Error::custom)?;
-        Ok(Carried(Arc::new(Mutex::new(Held::In(claimed)))))
+        Ok(Carried::new(Held::In(claimed)))
     }
 }

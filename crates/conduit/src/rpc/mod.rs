@@ -592,7 +592,9 @@ impl Client {
     /// (the first one switches the client to pipelining). Dropping the
     /// future cancels the call and tells the server
     /// ([`cancelled`]). The client's timeout travels as the call's budget;
-    /// to stop waiting, drop the future (e.g. `tokio::time::timeout`).
+    /// to stop waiting, drop the future (e.g. `tokio::time::timeout`). With
+    /// [`set_retry`](Self::set_retry), a call with no answer in time is
+    /// resent, as a blocking one is.
     /// On a remote object's reference the call is made in place.
     pub async fn call_async<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, RpcError> {
         let pipe = match self.pipeline()? {
@@ -600,8 +602,9 @@ impl Client {
             None => return self.call(method, args),
         };
         let encoded = carried::encode(args).map_err(|e| RpcError::Transport(Error::Encode(e)))?;
-        let budget = self.settings().timeout.map(|t| t.as_micros().min(u128::from(u64::MAX)) as u64);
-        let answer = pipe.call(self.client, method, budget, encoded).await?;
+        let settings = self.settings();
+        let budget = settings.timeout.map(|t| t.as_micros().min(u128::from(u64::MAX)) as u64);
+        let answer = pipe.call(self.client, method, budget, encoded, settings.retry, &self.resent).await?;
         let (bytes, rights) = answer_result(answer)?;
         carried::decode(&bytes, &rights).map_err(|e| RpcError::CorruptReply(e.to_string()))
     }

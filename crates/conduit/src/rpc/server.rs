@@ -328,7 +328,11 @@ fn run<D: Dispatch + ?Sized>(service: &D, call: &Call, deadline: Option<Instant>
     // runs; those it does not claim are closed after.
     let incoming = call.rights.take_incoming();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        crate::rights::provide(incoming, || service.dispatch(&call.method, &call.args))
+        if incoming.is_empty() {
+            service.dispatch(&call.method, &call.args)
+        } else {
+            crate::rights::provide(incoming, || service.dispatch(&call.method, &call.args))
+        }
     }))
     .unwrap_or_else(|p| {
         let what = p
