@@ -131,6 +131,20 @@ pub(crate) struct Bell<'a> {
 /// An adaptive waiter spins at most this many times its budget.
 const SPIN_STRETCH: u32 = 8;
 
+thread_local! {
+    /// This thread sleeps at once whatever the ring's strategy (see
+    /// [`never_spin_on_this_thread`]).
+    static NEVER_SPIN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// From now on, every wait of this thread on a ring sleeps at once instead
+/// of spinning first: for a helper thread that shares its process's cores
+/// with the threads it serves (the RPC pipeline's reader), where a spin
+/// only keeps them from running.
+pub(crate) fn never_spin_on_this_thread() {
+    NEVER_SPIN.with(|c| c.set(true));
+}
+
 impl Bell<'_> {
     /// Wake every sleeper, if there is any, after the caller's store that
     /// made them ready. Cheap when nobody sleeps: no locked instruction, no
@@ -167,6 +181,7 @@ impl Bell<'_> {
         if wait == Deadline::Never {
             return false;
         }
+        let strategy = if NEVER_SPIN.with(std::cell::Cell::get) { WaitStrategy::Park } else { strategy };
         // Adaptive waiting learns: a waiter that parked and was woken soon
         // after (a steady stream slower than the budget: large messages)
         // spins about that long next time, up to `SPIN_STRETCH` times the
