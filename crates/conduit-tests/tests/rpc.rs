@@ -459,3 +459,78 @@ fn a_right_in_a_call_over_a_pipe_is_a_typed_error_and_the_connection_goes_on() {
     drop(calc);
     finish(kid);
 }
+
+/// Over sockets, calls in flight together go in batches (one message for
+/// many calls, one for their answers): 64 tasks, many rounds, every answer
+/// to its own call.
+#[test]
+fn calls_in_flight_over_sockets_go_in_batches_each_answer_to_its_call() {
+    let (kid, client) = served(Flavor::Socket);
+    let calc = CalculatorClient::new(client);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..64i64 {
+            let c = calc.clone();
+            set.spawn(async move {
+                for i in 0..200i64 {
+                    assert_eq!(c.add_async(t * 1000, i).await.unwrap(), t * 1000 + i, "its own answer");
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    });
+    assert_eq!(calc.add(1, 2).unwrap(), 3, "a blocking call on the same client");
+    let batched = calc.rpc().batched();
+    assert!(batched > 64 * 200 / 2, "most calls went in batches: {batched} of {}", 64 * 200);
+    drop(calc);
+    finish(kid);
+}
+
+/// A server that does not know batches (an older conduit) answers the
+/// client's question `UnknownMethod`: the client sends its calls one by
+/// one, and they are all answered.
+#[test]
+fn a_server_without_batches_gets_single_calls() {
+    let (call_tx, call_rx) = conduit::unbounded::<Call>().unwrap();
+    let (ans_tx, ans_rx) = conduit::unbounded::<Answer>().unwrap();
+    let old = std::thread::spawn(move || {
+        let mut batches = 0;
+        for call in call_rx.iter() {
+            let outcome = if call.method == rpc::BATCH {
+                batches += 1;
+                Outcome::UnknownMethod(call.method.clone())
+            } else if call.method == rpc::CANCEL {
+                continue;
+            } else {
+                let (a, b): (i64, i64) = postcard::from_bytes(&call.args).unwrap();
+                Outcome::Returned(postcard::to_stdvec(&(a + b)).unwrap())
+            };
+            if ans_tx.send(Answer { id: call.id, outcome, rights: Default::default() }).is_err() {
+                break;
+            }
+        }
+        batches
+    });
+    let calc = CalculatorClient::new(rpc::Client::new(call_tx, ans_rx));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..16i64 {
+            let c = calc.clone();
+            set.spawn(async move {
+                for i in 0..50i64 {
+                    assert_eq!(c.add_async(t, i).await.unwrap(), t + i);
+                }
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap();
+        }
+    });
+    assert_eq!(calc.rpc().batched(), 0);
+    drop(calc);
+    assert_eq!(old.join().unwrap(), 1, "asked once, then single calls only");
+}

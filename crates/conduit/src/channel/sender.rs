@@ -109,6 +109,12 @@ impl<T> Sender<T> {
         self.core.link.peer_gone()
     }
 
+    /// True if a send usually makes no system call (shared memory): then
+    /// there is nothing to gain from putting messages together.
+    pub(crate) fn sends_without_syscall(&self) -> bool {
+        matches!(self.core.link, super::transport::TxLink::Shm(_))
+    }
+
     /// The link (for transport-specific accessors).
     pub(crate) fn tx_link(&self) -> &super::transport::TxLink {
         &self.core.link

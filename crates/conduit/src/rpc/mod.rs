@@ -86,6 +86,15 @@ pub use server::{CLIENT_LEASE, Dispatch, ReplyCache, ServeStats, cancelled, deco
 /// has this name.)
 pub const CANCEL: &str = "!cancel";
 
+/// The method name of a batch: its arguments are a postcard `Vec<Call>`
+/// (with the rights they hold), its call number 0; the server handles each
+/// call as if it came alone and sends their answers in one `Answer`
+/// numbered 0 with the outcome `Batch`. A client sends an empty batch
+/// first: a server that answers it with an empty `Batch` takes batches; an older one
+/// answers `UnknownMethod` and gets single calls. (No Rust method has this
+/// name.)
+pub const BATCH: &str = "!batch";
+
 /// Answers a server keeps per client (or per connection, for clients
 /// without an id) to answer duplicates.
 pub const REPLY_CACHE: usize = 1024;
@@ -186,6 +195,10 @@ pub enum Outcome {
     Duplicate,
     /// The handler panicked (the server goes on).
     Panicked(String),
+    /// The answers to a batch of calls (see [`BATCH`]): a postcard
+    /// `Vec<Answer>`, the rights they hand over in this answer's `rights`
+    /// (bytes, not a nested type: the common answers' code stays flat).
+    Batch(Vec<u8>),
 }
 
 /// Why a call failed.
@@ -421,6 +434,15 @@ impl Client {
     /// Calls resent for want of an answer in time.
     pub fn resent(&self) -> u64 {
         self.resent.load(Ordering::Relaxed)
+    }
+
+    /// Calls that went in batches (several async calls in flight, on a
+    /// link where a send is a system call; see [`BATCH`]).
+    pub fn batched(&self) -> u64 {
+        match &self.link.lock().unwrap_or_else(|p| p.into_inner()).route {
+            Route::Pipelined(p) => p.batched.load(Ordering::Relaxed),
+            _ => 0,
+        }
     }
 
     fn settings(&self) -> Settings {
@@ -682,6 +704,7 @@ fn outcome_result(outcome: Outcome) -> Result<Vec<u8>, RpcError> {
         Outcome::DeadlineExceeded => Err(RpcError::DeadlineExceeded),
         Outcome::Duplicate => Err(RpcError::Duplicate),
         Outcome::Panicked(m) => Err(RpcError::Panicked(m)),
+        Outcome::Batch(_) => Err(RpcError::CorruptReply("a batch's answers as the answer to one call".into())),
     }
 }
 

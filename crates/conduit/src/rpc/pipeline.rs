@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-use super::{Answer, CANCEL, Call, Carried, RpcError, sent_error};
+use super::{Answer, BATCH, CANCEL, Call, Carried, Outcome, RpcError, sent_error};
 use crate::channel::{Receiver, RecvTimeoutError, Sender};
 use crate::error::Error;
 
@@ -19,6 +19,14 @@ struct State {
     slots: HashMap<u64, Slot>,
     /// The server is gone: every waiting call ends.
     dead: bool,
+    /// Does the server take batches (`None`: not known yet; see [`BATCH`])?
+    batching: Option<bool>,
+    /// Calls queued for the next batch, and whether a task will send it.
+    queued: Vec<Call>,
+    flush_due: bool,
+    /// The task that is to send the next batch, waiting until every answer
+    /// handed out has been taken (see [`FlushTurn`]).
+    flusher: Option<Waker>,
 }
 
 #[derive(Debug, Default)]
@@ -30,7 +38,14 @@ struct Slot {
     resend: Option<(Instant, Duration)>,
     /// Time to resend (set by the reader, acted on by the call's task).
     due: bool,
+    /// Its batch could not be sent.
+    unsent: bool,
 }
+
+/// A call goes into a batch if its arguments are at most this long; a
+/// batch holds at most [`BATCH_CALLS`] calls.
+const BATCH_ARGS: usize = 1024;
+const BATCH_CALLS: usize = 64;
 
 #[derive(Debug, Default)]
 struct Shared {
@@ -56,6 +71,8 @@ pub(crate) struct Pipeline {
     tx: Sender<Call>,
     shared: Arc<Shared>,
     next: AtomicU64,
+    /// Calls sent in batches of two or more.
+    pub batched: AtomicU64,
 }
 
 fn wake(slot: &mut Slot) {
@@ -96,13 +113,36 @@ impl Pipeline {
                 let Some(shared) = weak.upgrade() else { return };
                 let mut st = shared.lock();
                 match got {
-                    Ok(answer) => {
-                        // Unknown ids: late answers to calls given up.
-                        if let Some(slot) = st.slots.get_mut(&answer.id) {
-                            slot.outcome = Some(answer);
-                            wake(slot);
+                    Ok(Answer { id: 0, outcome: Outcome::Batch(bytes), rights }) => {
+                        st.batching = Some(true);
+                        let answers: Vec<Answer> = match super::carried::decode(&bytes, &rights) {
+                            Ok(v) => v,
+                            Err(_) => {
+                                corrupted.fetch_add(1, Ordering::Relaxed);
+                                Vec::new()
+                            }
+                        };
+                        // Every answer in place before anyone is woken (a
+                        // task woken first may run at once, on this core).
+                        let mut woken = Vec::with_capacity(answers.len());
+                        for answer in answers {
+                            if let Some(slot) = st.slots.get_mut(&answer.id) {
+                                slot.outcome = Some(answer);
+                                woken.push((slot.waker.take(), slot.thread.take()));
+                            }
                         }
+                        drop(st);
+                        for (w, t) in woken {
+                            w.into_iter().for_each(Waker::wake);
+                            t.into_iter().for_each(|t| t.unpark());
+                        }
+                        st = shared.lock();
                     }
+                    Ok(Answer { id: 0, outcome: Outcome::UnknownMethod(_), .. }) => {
+                        // An older server: single calls only.
+                        st.batching = Some(false);
+                    }
+                    Ok(answer) => deliver(&mut st, answer),
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Failed(Error::Wire(_))) => {
                         corrupted.fetch_add(1, Ordering::Relaxed);
@@ -130,7 +170,57 @@ impl Pipeline {
                 }
             }
         })?;
-        Ok(Pipeline { tx, shared, next: AtomicU64::new(next) })
+        // Batches save system calls: over shared memory (none to save) the
+        // calls go one by one.
+        let shm = tx.sends_without_syscall();
+        let pipe = Pipeline { tx, shared, next: AtomicU64::new(next), batched: AtomicU64::new(0) };
+        if shm {
+            pipe.shared.lock().batching = Some(false);
+            return Ok(pipe);
+        }
+        // Does the server take batches? An empty one asks.
+        let probe = Call {
+            client: 0,
+            id: 0,
+            done_below: 0,
+            method: BATCH.into(),
+            budget_us: None,
+            args: vec![0],
+            rights: Carried::default(),
+        };
+        let _ = pipe.send(&probe);
+        Ok(pipe)
+    }
+
+    /// Send the calls queued for a batch: one message (or the call alone).
+    fn flush(&self) {
+        let queued = {
+            let mut st = self.shared.lock();
+            st.flush_due = false;
+            std::mem::take(&mut st.queued)
+        };
+        let sent = match queued.len() {
+            0 => return,
+            1 => self.send(&queued[0]).is_ok(),
+            _ => match super::carried::encode(&queued) {
+                Ok((args, rights)) => {
+                    let batch =
+                        Call { client: 0, id: 0, done_below: 0, method: BATCH.into(), budget_us: None, args, rights };
+                    self.batched.fetch_add(queued.len() as u64, Ordering::Relaxed);
+                    self.send(&batch).is_ok()
+                }
+                Err(_) => false,
+            },
+        };
+        if !sent {
+            let mut st = self.shared.lock();
+            for c in &queued {
+                if let Some(slot) = st.slots.get_mut(&c.id) {
+                    slot.unsent = true;
+                    wake(slot);
+                }
+            }
+        }
     }
 
     fn send(&self, call: &Call) -> Result<(), RpcError> {
@@ -177,11 +267,30 @@ impl Pipeline {
                 .tick_us
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| (t == 0 || us < t).then_some(us));
         }
-        let mut guard = CancelOnDrop { pipe: self, client, id, armed: true };
-        if let Err(e) = self.send(&call) {
-            self.shared.lock().slots.remove(&id);
-            guard.armed = false;
-            return Err(e);
+        let mut guard = CancelOnDrop { pipe: self, client, id, armed: true, flusher: false };
+        // Calls made together by several tasks go in one message: the
+        // first queues its call and lets the others run once; whatever
+        // they queued meanwhile goes with it.
+        let batched = call.rights.is_empty() && call.args.len() <= BATCH_ARGS && {
+            let mut st = self.shared.lock();
+            if st.batching == Some(true) && st.queued.len() < BATCH_CALLS {
+                st.queued.push(call.clone());
+                guard.flusher = !std::mem::replace(&mut st.flush_due, true);
+                true
+            } else {
+                false
+            }
+        };
+        if !batched {
+            if let Err(e) = self.send(&call) {
+                left(&mut self.shared.lock(), id);
+                guard.armed = false;
+                return Err(e);
+            }
+        } else if guard.flusher {
+            FlushTurn { pipe: self, waited: false }.await;
+            guard.flusher = false;
+            self.flush();
         }
         let out = std::future::poll_fn(|cx| {
             loop {
@@ -189,11 +298,11 @@ impl Pipeline {
                 let dead = st.dead;
                 let Some(slot) = st.slots.get_mut(&id) else { return Poll::Ready(Err(RpcError::ServerDied)) };
                 if let Some(o) = slot.outcome.take() {
-                    st.slots.remove(&id);
+                    left(&mut st, id);
                     return Poll::Ready(Ok(o));
                 }
-                if dead {
-                    st.slots.remove(&id);
+                if dead || slot.unsent {
+                    left(&mut st, id);
                     return Poll::Ready(Err(RpcError::ServerDied));
                 }
                 if !slot.due {
@@ -210,14 +319,14 @@ impl Pipeline {
                     match d.checked_duration_since(Instant::now()) {
                         Some(left) if !left.is_zero() => call.budget_us = Some(left.as_micros() as u64),
                         _ => {
-                            self.shared.lock().slots.remove(&id);
+                            left(&mut self.shared.lock(), id);
                             return Poll::Ready(Err(RpcError::DeadlineExceeded));
                         }
                     }
                 }
                 resent.fetch_add(1, Ordering::Relaxed);
                 if let Err(e) = self.send(&call) {
-                    self.shared.lock().slots.remove(&id);
+                    left(&mut self.shared.lock(), id);
                     return Poll::Ready(Err(e));
                 }
             }
@@ -249,7 +358,7 @@ impl Pipeline {
         let id = call.id;
         self.shared.lock().slots.insert(id, Slot::default());
         let finish = |r| {
-            self.shared.lock().slots.remove(&id);
+            left(&mut self.shared.lock(), id);
             r
         };
         loop {
@@ -294,18 +403,77 @@ impl Pipeline {
     }
 }
 
+/// Are there answers handed out that their calls have not taken yet?
+fn answers_untaken(st: &State) -> bool {
+    st.slots.values().any(|s| s.outcome.is_some())
+}
+
+/// A call left (it took its answer, or gave up): if it was the last with
+/// an answer to take, the task that is to send the next batch goes on.
+fn left(st: &mut State, id: u64) {
+    st.slots.remove(&id);
+    if st.flusher.is_some() && !answers_untaken(st) {
+        st.flusher.take().into_iter().for_each(Waker::wake);
+    }
+}
+
+/// Hand an answer to the call that waits for it (unknown ids: late
+/// answers to calls given up).
+fn deliver(st: &mut State, answer: Answer) {
+    if let Some(slot) = st.slots.get_mut(&answer.id) {
+        slot.outcome = Some(answer);
+        wake(slot);
+    }
+}
+
+/// The wait of the task that sends the next batch: `Pending` once — until
+/// every answer handed out has been taken by its call (whose task then
+/// queues its next call in the same turn), or else just once (waking
+/// itself): the other ready tasks queue their calls meanwhile. Waiting for
+/// the answers rather than yielding matters: a runtime may poll a task
+/// that woke itself before the tasks another thread woke.
+struct FlushTurn<'a> {
+    pipe: &'a Pipeline,
+    waited: bool,
+}
+
+impl std::future::Future for FlushTurn<'_> {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        if self.waited {
+            return Poll::Ready(());
+        }
+        self.waited = true;
+        let mut st = self.pipe.shared.lock();
+        if answers_untaken(&st) {
+            st.flusher = Some(cx.waker().clone());
+        } else {
+            drop(st);
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
 /// Cancels its call if the future is dropped before the answer.
 struct CancelOnDrop<'a> {
     pipe: &'a Pipeline,
     client: u64,
     id: u64,
     armed: bool,
+    /// This call is to send the queued batch and has not yet.
+    flusher: bool,
 }
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
+        if self.flusher {
+            // The others' calls still go.
+            self.pipe.flush();
+        }
         if self.armed {
-            self.pipe.shared.lock().slots.remove(&self.id);
+            left(&mut self.pipe.shared.lock(), self.id);
             let cancel = Call {
                 client: self.client,
                 id: self.id,

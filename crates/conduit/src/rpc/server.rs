@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Answer, CANCEL, Call, Carried, Connection, Outcome, REPLY_CACHE, set_deadline};
+use super::{Answer, BATCH, CANCEL, Call, Carried, Connection, Outcome, REPLY_CACHE, set_deadline};
 use crate::channel::Receiver;
 use crate::error::{Error, WireError};
 
@@ -228,14 +228,40 @@ pub fn serve_with<D: Dispatch + ?Sized>(
     cache: &ReplyCache,
     stats: &ServeStats,
 ) -> Result<(), Error> {
-    // Clients without an id: at most once, per connection.
-    let mut local = Replies::default();
-    let calls = Rc::new(conn.calls);
     // Messages `cancelled` read while a handler ran: taken first.
-    let pending: Rc<RefCell<VecDeque<Call>>> = Rc::default();
+    let mut ctx = Ctx {
+        service,
+        cache,
+        stats,
+        local: Replies::default(),
+        calls: Rc::new(conn.calls),
+        pending: Rc::default(),
+        batches: false,
+    };
+    // Answers waiting to go together (clients that take batches): sent
+    // when no call is waiting, or when there are `BATCH_ANSWERS` of them.
+    let mut out: Vec<(Answer, bool)> = Vec::new();
     loop {
-        let next = pending.borrow_mut().pop_front();
-        let call = match next.map(Ok).unwrap_or_else(|| next_call(&calls)) {
+        let next = ctx.pending.borrow_mut().pop_front();
+        let got = match next {
+            Some(c) => Ok(c),
+            None if !out.is_empty() => match ctx.calls.try_recv() {
+                Ok(c) => Ok(c),
+                Err(crate::TryRecvError::Empty) => {
+                    if !ctx.send_answers(&conn.answers, &mut out) {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(crate::TryRecvError::Disconnected) => {
+                    ctx.send_answers(&conn.answers, &mut out);
+                    return Ok(());
+                }
+                Err(crate::TryRecvError::Failed(e)) => Err(crate::RecvError::Failed(e)),
+            },
+            None => next_call(&ctx.calls),
+        };
+        let call = match got {
             Ok(c) => c,
             Err(crate::RecvError::Disconnected) => return Ok(()),
             Err(crate::RecvError::Failed(Error::Wire(WireError::BadRing(_)))) => return Ok(()),
@@ -244,66 +270,149 @@ pub fn serve_with<D: Dispatch + ?Sized>(
                 continue;
             }
         };
-        if call.method == CANCEL {
-            // For a call already answered (or never seen): nothing to do.
-            continue;
-        }
-        let taken = call.budget_us.map(|_| Instant::now());
-        let seen = if call.client == 0 {
-            local.done_below(call.done_below.min(call.id));
-            local.seen(call.id)
-        } else {
-            cache.check(&call)
-        };
-        let outcome = match seen {
-            Some(o) => {
-                stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                o
-            }
-            None => {
-                let outcome = match call.budget_us {
-                    Some(0) => Ran(Outcome::DeadlineExceeded, Carried::default()),
-                    budget => {
-                        RUNNING.with(|r| {
-                            *r.borrow_mut() = Some(Running {
-                                calls: Rc::clone(&calls),
-                                pending: Rc::clone(&pending),
-                                client: call.client,
-                                id: call.id,
-                                cancelled: Cell::new(false),
-                            })
-                        });
-                        let deadline = budget.zip(taken).map(|(us, t)| t + Duration::from_micros(us));
-                        let o = run(service, &call, deadline);
-                        RUNNING.with(|r| r.borrow_mut().take());
-                        o
-                    }
-                };
-                let Ran(outcome, rights) = outcome;
-                stats.ran.fetch_add(1, Ordering::Relaxed);
-                // The answer is stored (on disk, if durable) before it is
-                // sent, and moved into the cache after: no copy. An answer
-                // that hands over rights cannot be given twice: a duplicate
-                // of its call is refused (`Duplicate`), never run again.
-                let replayable = rights.is_empty();
-                let remembered = |o: &Outcome| if replayable { o.clone() } else { Outcome::Duplicate };
-                let answer = Answer { id: call.id, outcome, rights };
-                if call.client != 0 {
-                    cache.store(&call, remembered(&answer.outcome))?;
+        if call.method == BATCH {
+            // Each call of the batch as if it came alone; their answers go
+            // together (the rights they hand over in the message's table).
+            ctx.batches = true;
+            let inner: Vec<Call> = match super::carried::decode(&call.args, &call.rights) {
+                Ok(v) => v,
+                Err(_) => {
+                    stats.corrupted.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
-                let sent = conn.answers.send_ref(&answer, crate::sys::Deadline::Forever);
-                if call.client == 0 {
-                    local.remember(call.id, remembered(&answer.outcome));
-                }
-                if sent.is_err() {
+            };
+            if inner.is_empty() {
+                // The client asks whether batches are taken: yes.
+                let yes = Answer { id: 0, outcome: Outcome::Batch(vec![0]), rights: Carried::default() };
+                if conn.answers.send_ref(&yes, crate::sys::Deadline::Forever).is_err() {
                     return Ok(());
                 }
                 continue;
             }
-        };
-        if conn.answers.send(Answer { id: call.id, outcome, rights: Carried::default() }).is_err() {
+            for c in inner {
+                if let Some(a) = ctx.handle(c)? {
+                    out.push(a);
+                }
+            }
+            if out.len() >= BATCH_ANSWERS && !ctx.send_answers(&conn.answers, &mut out) {
+                return Ok(());
+            }
+            continue;
+        }
+        let Some((answer, remember)) = ctx.handle(call)? else { continue };
+        if ctx.batches {
+            out.push((answer, remember));
+            if out.len() >= BATCH_ANSWERS && !ctx.send_answers(&conn.answers, &mut out) {
+                return Ok(());
+            }
+            continue;
+        }
+        let sent = conn.answers.send_ref(&answer, crate::sys::Deadline::Forever);
+        if remember {
+            ctx.local.remember(answer.id, answer.outcome);
+        }
+        if sent.is_err() {
             return Ok(());
         }
+    }
+}
+
+/// Answers sent together at most (a client that takes batches).
+const BATCH_ANSWERS: usize = 64;
+
+/// What one connection's loop keeps between calls.
+struct Ctx<'a, D: ?Sized> {
+    service: &'a D,
+    cache: &'a ReplyCache,
+    stats: &'a ServeStats,
+    /// Clients without an id: at most once, per connection.
+    local: Replies,
+    calls: Rc<Receiver<Call>>,
+    pending: Rc<RefCell<VecDeque<Call>>>,
+    /// The client takes batches of answers (it sent a batch).
+    batches: bool,
+}
+
+impl<D: Dispatch + ?Sized> Ctx<'_, D> {
+    /// Send the answers in `out` (one alone, several as a batch); false if
+    /// the client is gone.
+    #[cold]
+    fn send_answers(&mut self, answers: &crate::Sender<Answer>, out: &mut Vec<(Answer, bool)>) -> bool {
+        let sent = if out.len() == 1 {
+            answers.send_ref(&out[0].0, crate::sys::Deadline::Forever).is_ok()
+        } else {
+            let list: Vec<&Answer> = out.iter().map(|(a, _)| a).collect();
+            match super::carried::encode(&list) {
+                Ok((bytes, rights)) => {
+                    let batch = Answer { id: 0, outcome: Outcome::Batch(bytes), rights };
+                    answers.send_ref(&batch, crate::sys::Deadline::Forever).is_ok()
+                }
+                Err(_) => false,
+            }
+        };
+        for (a, remember) in out.drain(..) {
+            if remember {
+                self.local.remember(a.id, a.outcome);
+            }
+        }
+        sent
+    }
+
+    /// One call: answered from a cache, refused, or run. `None`: nothing to
+    /// answer (a cancellation). `true` with the answer: remember it in the
+    /// connection's own cache once it is sent (at most once, no id).
+    #[inline]
+    fn handle(&mut self, call: Call) -> Result<Option<(Answer, bool)>, Error> {
+        if call.method == CANCEL || call.method == BATCH {
+            // A cancellation is for a call already answered (or never
+            // seen): nothing to do. Batches do not nest.
+            return Ok(None);
+        }
+        let taken = call.budget_us.map(|_| Instant::now());
+        let seen = if call.client == 0 {
+            self.local.done_below(call.done_below.min(call.id));
+            self.local.seen(call.id)
+        } else {
+            self.cache.check(&call)
+        };
+        if let Some(o) = seen {
+            self.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return Ok(Some((Answer { id: call.id, outcome: o, rights: Carried::default() }, false)));
+        }
+        let ran = match call.budget_us {
+            Some(0) => Ran(Outcome::DeadlineExceeded, Carried::default()),
+            budget => {
+                RUNNING.with(|r| {
+                    *r.borrow_mut() = Some(Running {
+                        calls: Rc::clone(&self.calls),
+                        pending: Rc::clone(&self.pending),
+                        client: call.client,
+                        id: call.id,
+                        cancelled: Cell::new(false),
+                    })
+                });
+                let deadline = budget.zip(taken).map(|(us, t)| t + Duration::from_micros(us));
+                let o = run(self.service, &call, deadline);
+                RUNNING.with(|r| r.borrow_mut().take());
+                o
+            }
+        };
+        let Ran(outcome, rights) = ran;
+        self.stats.ran.fetch_add(1, Ordering::Relaxed);
+        // The answer is stored (on disk, if durable) before it is sent,
+        // and moved into the connection's cache after: no copy. An answer
+        // that hands over rights cannot be given twice: a duplicate of its
+        // call is refused (`Duplicate`), never run again.
+        let replayable = rights.is_empty();
+        if call.client != 0 {
+            let kept = if replayable { outcome.clone() } else { Outcome::Duplicate };
+            self.cache.store(&call, kept)?;
+            return Ok(Some((Answer { id: call.id, outcome, rights }, false)));
+        }
+        if !replayable {
+            self.local.remember(call.id, Outcome::Duplicate);
+        }
+        Ok(Some((Answer { id: call.id, outcome, rights }, replayable)))
     }
 }
 
