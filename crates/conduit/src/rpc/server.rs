@@ -336,7 +336,6 @@ struct Ctx<'a, D: ?Sized> {
 impl<D: Dispatch + ?Sized> Ctx<'_, D> {
     /// Send the answers in `out` (one alone, several as a batch); false if
     /// the client is gone.
-    #[cold]
     fn send_answers(&mut self, answers: &crate::Sender<Answer>, out: &mut Vec<(Answer, bool)>) -> bool {
         let sent = if out.len() == 1 {
             answers.send_ref(&out[0].0, crate::sys::Deadline::Forever).is_ok()
@@ -361,7 +360,6 @@ impl<D: Dispatch + ?Sized> Ctx<'_, D> {
     /// One call: answered from a cache, refused, or run. `None`: nothing to
     /// answer (a cancellation). `true` with the answer: remember it in the
     /// connection's own cache once it is sent (at most once, no id).
-    #[inline]
     fn handle(&mut self, call: Call) -> Result<Option<(Answer, bool)>, Error> {
         if call.method == CANCEL || call.method == BATCH {
             // A cancellation is for a call already answered (or never
