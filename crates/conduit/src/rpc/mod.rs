@@ -136,7 +136,7 @@ pub(crate) fn spin_recv<T: DeserializeOwned>(
 }
 
 /// A call on the wire.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Call {
     /// The client's id (exactly once), or 0 (at most once, per connection).
     pub client: u64,

@@ -72,7 +72,9 @@ impl Replies {
     pub(crate) fn done_below(&mut self, below: u64) {
         if below > self.forgotten_below {
             self.forgotten_below = below;
-            self.answers = self.answers.split_off(&below);
+            while self.answers.first_key_value().is_some_and(|(id, _)| *id < below) {
+                self.answers.pop_first();
+            }
         }
     }
 
