@@ -93,7 +93,7 @@ fn a_right_passed_to_a_third_process_is_used_directly(f: Flavor) {
 }
 
 fn recv_from_names_the_sending_process(f: Flavor) {
-    let kid = spawn("identity");
+    let kid = spawn("identity-twice");
     let (tx, rx) = f.unbounded::<u64>();
     kid.tx.send(ToChild::SendU64(tx)).unwrap();
     if !f.has_credentials() {
@@ -108,6 +108,10 @@ fn recv_from_names_the_sending_process(f: Flavor) {
     assert_eq!(who.pid, kid.child.id());
     assert_eq!(who.uid, rustix::process::getuid().as_raw());
     assert_eq!(who.gid, rustix::process::getgid().as_raw());
+    // Asked not to: the next message comes without its sender (and whole).
+    rx.without_credentials().unwrap();
+    let err = rx.recv_from().unwrap_err();
+    assert!(matches!(err, RecvError::Failed(conduit::Error::NoCredentials)), "{err:?}");
     finish(kid);
 }
 

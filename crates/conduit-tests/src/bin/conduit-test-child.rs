@@ -305,6 +305,12 @@ fn main() {
             let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
             tx.send(std::process::id() as u64).unwrap();
         }
+        "identity-twice" => {
+            // With credentials, then after the receiver asked for none.
+            let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
+            tx.send(std::process::id() as u64).unwrap();
+            tx.send(std::process::id() as u64).unwrap();
+        }
         "garbage" => {
             let ToChild::SendU64(tx) = next() else { panic!("want SendU64") };
             let fd = tx.as_fd();

@@ -230,6 +230,8 @@ pub fn serve_with<D: Dispatch + ?Sized>(
     cache: &ReplyCache,
     stats: &ServeStats,
 ) -> Result<(), Error> {
+    // Calls need not say who sent them: a connection is one client's.
+    let _ = conn.calls.without_credentials();
     // Messages `cancelled` read while a handler ran: taken first.
     let mut ctx = Ctx {
         service,

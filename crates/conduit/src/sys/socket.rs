@@ -42,6 +42,11 @@ pub fn set_passcred(fd: BorrowedFd<'_>) -> io::Result<()> {
     Ok(rustix::net::sockopt::set_socket_passcred(fd, true)?)
 }
 
+/// Stop attaching the sender's credentials to messages received on `fd`.
+pub fn clear_passcred(fd: BorrowedFd<'_>) -> io::Result<()> {
+    Ok(rustix::net::sockopt::set_socket_passcred(fd, false)?)
+}
+
 /// Send one datagram, with `fds` attached, never blocking and never
 /// raising `SIGPIPE`. `WouldBlock` means the socket buffer is full.
 pub fn send_frame(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {

@@ -420,6 +420,15 @@ impl RxLink {
 
     /// The descriptor that is readable when a frame (or the end) is there
     /// (shared memory: while armed, the doorbell).
+    /// Stop the kernel attaching the sender's credentials to each message
+    /// (Unix seqpacket sockets; the other links never have them).
+    pub fn drop_credentials(&self) -> io::Result<()> {
+        match self {
+            RxLink::Seqpacket(l) => crate::sys::socket::clear_passcred(l.ready_fd()),
+            _ => Ok(()),
+        }
+    }
+
     pub fn ready_fd(&self) -> BorrowedFd<'_> {
         match self {
             RxLink::Seqpacket(l) => l.ready_fd(),
