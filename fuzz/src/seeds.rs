@@ -1,0 +1,133 @@
+//! Writes the seed corpus (`fuzz/corpus/TARGET/*`): valid inputs of each
+//! kind, which the fuzzer mutates. `cargo run --bin seeds` (plain build, no
+//! instrumentation) from `fuzz/`.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use conduit::memory::ring_core::{self, RingMemory};
+use conduit::rpc::{Answer, Call, Carried, Outcome};
+use conduit::wire;
+use conduit_broker::protocol::{PROTOCOL, Request};
+
+fn write(target: &str, name: &str, bytes: &[u8]) {
+    let dir = format!("corpus/{target}");
+    std::fs::create_dir_all(&dir).expect("corpus directory");
+    std::fs::write(format!("{dir}/{name}"), bytes).expect("seed");
+}
+
+struct Plain {
+    head: AtomicU64,
+    tail: AtomicU64,
+    words: Vec<AtomicU64>,
+}
+
+impl RingMemory for Plain {
+    type C = AtomicU64;
+    fn tail(&self) -> &AtomicU64 {
+        &self.tail
+    }
+    fn head(&self) -> &AtomicU64 {
+        &self.head
+    }
+    fn capacity(&self) -> u64 {
+        self.words.len() as u64 * 8
+    }
+    fn data_word(&self, pos: u64) -> &AtomicU64 {
+        &self.words[(pos / 8) as usize]
+    }
+}
+
+fn call(id: u64, method: &str, args: Vec<u8>) -> Call {
+    Call {
+        client: 0,
+        id,
+        done_below: id,
+        method: method.into(),
+        budget_us: Some(1000),
+        args,
+        rights: Carried::default(),
+    }
+}
+
+fn main() {
+    // frame: data frames, a credit, a wake frame, a fragment.
+    let f = |v: &dyn erased::Enc| v.frame();
+    write("frame", "u64", &f(&7u64));
+    write("frame", "tuple", &f(&(7u64, "seven".to_string(), vec![1u64, 2, 3])));
+    write("frame", "strings", &f(&vec!["a".to_string(), "bc".to_string()]));
+    write("frame", "credit", &wire::credit_frame(3));
+    write("frame", "wake", wire::wake_frame());
+    let mut frag = Vec::new();
+    wire::fragment(&f(&vec![0u8; 300]), 1, 2, 128, &mut frag);
+    write("frame", "fragment", &frag);
+
+    // rpc_envelope: a call, a batch of calls, answers, a batch of answers.
+    let add = call(300, "add", postcard::to_allocvec(&(2i64, 3i64)).unwrap());
+    write("rpc_envelope", "call", &postcard::to_allocvec(&add).unwrap());
+    let batch =
+        call(0, conduit::rpc::BATCH, postcard::to_allocvec(&vec![add.clone(), call(301, "neg", vec![4])]).unwrap());
+    write("rpc_envelope", "batch", &postcard::to_allocvec(&batch).unwrap());
+    let ok = Answer { id: 300, outcome: Outcome::Returned(vec![5]), rights: Carried::default() };
+    write("rpc_envelope", "answer", &postcard::to_allocvec(&ok).unwrap());
+    let answers = vec![ok.clone(), Answer { id: 301, outcome: Outcome::Duplicate, rights: Carried::default() }];
+    let both =
+        Answer { id: 0, outcome: Outcome::Batch(postcard::to_allocvec(&answers).unwrap()), rights: Carried::default() };
+    write("rpc_envelope", "answers", &postcard::to_allocvec(&both).unwrap());
+
+    // broker_request: a few requests.
+    write("broker_request", "hello", &postcard::to_allocvec(&Request::Hello { protocol: PROTOCOL }).unwrap());
+    write("broker_request", "lookup", &postcard::to_allocvec(&Request::Lookup { name: "calc".into() }).unwrap());
+    write("broker_request", "list", &postcard::to_allocvec(&Request::List).unwrap());
+
+    // rights_table: flags, rights, descriptors, payload (see the target):
+    // a plain message; a send right (two descriptors: socket, control
+    // block) as the first field; a segment (one memfd).
+    let plain = postcard::to_allocvec(&(7u64, 0u8, 0u8, 0u8, b"x".to_vec())).unwrap();
+    write("rights_table", "plain", &[&[0u8, 0, 0][..], &plain].concat());
+    write("rights_table", "send_right", &[0u8, 1, 1, 2, 3, 1, 7, 1, 0, 0, 0, 0]);
+    write("rights_table", "segment", &[0u8, 1, 5, 1, 1, 7, 0, 0, 1, 0, 0]);
+    write("rights_table", "out_of_line", &[1u8, 0, 1, 1, 7, 0, 0, 0, 0]);
+
+    // ring_records: a 64-byte ring (shape 0) holding two records, and one
+    // that wrapped (padding at the end).
+    for (name, sizes) in [("two", &[5usize, 12][..]), ("wrapped", &[20, 20, 8][..])] {
+        let ring = Plain {
+            head: AtomicU64::new(0),
+            tail: AtomicU64::new(0),
+            words: (0..8).map(|_| AtomicU64::new(0)).collect(),
+        };
+        for &len in sizes {
+            match ring_core::try_reserve(&ring, len) {
+                Ok(Some(r)) => ring_core::commit(&ring, r),
+                _ => {
+                    // Full: the consumer takes the oldest, then try again.
+                    if let Ok(Some(old)) = ring_core::peek(&ring) {
+                        ring_core::release(&ring, old);
+                    }
+                    if let Ok(Some(r)) = ring_core::try_reserve(&ring, len) {
+                        ring_core::commit(&ring, r);
+                    }
+                }
+            }
+        }
+        let mut bytes = vec![0u8];
+        bytes.extend(ring.head.load(Relaxed).to_le_bytes());
+        bytes.extend(ring.tail.load(Relaxed).to_le_bytes());
+        for w in &ring.words {
+            bytes.extend(w.load(Relaxed).to_le_bytes());
+        }
+        write("ring_records", name, &bytes);
+    }
+}
+
+/// A value to put in a data frame, whatever its type.
+mod erased {
+    pub trait Enc {
+        fn frame(&self) -> Vec<u8>;
+    }
+    impl<T: serde::Serialize> Enc for T {
+        fn frame(&self) -> Vec<u8> {
+            conduit::wire::encode_frame(self).expect("encode")
+        }
+    }
+}
