@@ -276,6 +276,54 @@ fn at_most_once_under_faults_never_runs_a_call_twice() {
     finish(kid);
 }
 
+/// Async calls in flight, at most once, through drops, duplicates and
+/// reorders: a call whose call or answer was lost ends at its deadline
+/// (never a hang: nobody resends it), and no call runs twice — the counts
+/// the tasks saw are all different, though calls in flight say which
+/// earlier ones are done (a late duplicate of one is refused, not run).
+#[test]
+fn at_most_once_async_calls_in_flight_under_faults_end_by_their_deadline_and_never_run_twice() {
+    let (kid, client, _injected) = served_through_faults(rpc::Semantics::AtMostOnce, many_faults(77));
+    client.set_timeout(Some(Duration::from_millis(20)));
+    let calc = CalculatorClient::new(client);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (mut seen, late): (Vec<u64>, u64) = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let c = calc.clone();
+            set.spawn(async move {
+                let (mut got, mut late) = (Vec::new(), 0u64);
+                for _ in 0..50 {
+                    match c.bump_async().await {
+                        Ok(n) => got.push(n),
+                        Err(RpcError::DeadlineExceeded) => late += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                (got, late)
+            });
+        }
+        let (mut all, mut late) = (Vec::new(), 0);
+        while let Some(r) = set.join_next().await {
+            let (got, l) = r.unwrap();
+            all.extend(got);
+            late += l;
+        }
+        (all, late)
+    });
+    let succeeded = seen.len() as u64;
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len() as u64, succeeded, "a count repeated: a call ran twice");
+    assert!(late > 0, "some calls or answers were lost, and those calls ended at their deadline");
+    calc.rpc().set_retry(Some(Duration::from_millis(5)));
+    calc.rpc().set_timeout(None);
+    let ran = calc.count().unwrap();
+    assert!(ran >= succeeded && ran <= 400, "ran {ran}, succeeded {succeeded}, attempted 400");
+    drop(calc);
+    finish(kid);
+}
+
 #[test]
 fn a_durable_reply_cache_answers_after_kill_9_and_restart_without_running_again() {
     let dir = common::TempDir::new("rpc-durable");

@@ -43,6 +43,9 @@ struct Slot {
     thread: Option<std::thread::Thread>,
     /// An async call that resends: when it was last sent, and its retry.
     resend: Option<(Instant, Duration)>,
+    /// An async call's deadline: past it, with no answer, the call ends
+    /// (its call or answer may have been lost, and nobody resends).
+    deadline: Option<Instant>,
     /// Time to resend (set by the reader, acted on by the call's task).
     due: bool,
     /// Its batch could not be sent.
@@ -197,15 +200,13 @@ impl Pipeline {
                 }
                 expecting = st.slots.values().any(|s| s.outcome.is_none());
                 if tick != 0 {
-                    // Async calls with no answer within their retry: their
-                    // tasks resend them.
+                    // Async calls with no answer within their retry (their
+                    // tasks resend them) or by their deadline (they end).
                     let now = Instant::now();
                     for slot in st.slots.values_mut() {
-                        if let Some((sent, every)) = slot.resend
-                            && slot.outcome.is_none()
-                            && !slot.due
-                            && now.duration_since(sent) >= every
-                        {
+                        let resend = slot.resend.is_some_and(|(sent, every)| now.duration_since(sent) >= every);
+                        let late = slot.deadline.is_some_and(|d| now >= d);
+                        if (resend || late) && slot.outcome.is_none() && !slot.due {
                             slot.due = true;
                             wake(slot);
                         }
@@ -308,11 +309,12 @@ impl Pipeline {
         let mut call = self.new_call(client, method, budget_us, args);
         let id = call.id;
         let resend = retry.filter(|r| !r.is_zero()).map(|r| (Instant::now(), r));
-        self.shared.lock().slots.insert(id, Slot { resend, ..Slot::default() });
-        if let Some((_, every)) = resend {
+        self.shared.lock().slots.insert(id, Slot { resend, deadline, ..Slot::default() });
+        // The reader looks at least this often for calls due to be resent
+        // or past their deadline (it notices within one wait of its
+        // current tick, at most IDLE_TICK).
+        for every in [resend.map(|(_, every)| every), budget_us.map(Duration::from_micros)].into_iter().flatten() {
             let us = every.as_micros().clamp(1, u128::from(u64::MAX)) as u64;
-            // The reader looks at least this often (it notices within one
-            // wait of its current tick, at most IDLE_TICK).
             let _ = self
                 .shared
                 .tick_us
@@ -383,9 +385,15 @@ impl Pipeline {
                     return Poll::Pending;
                 }
                 slot.due = false;
-                if let Some((sent, _)) = slot.resend.as_mut() {
-                    *sent = Instant::now();
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    left(&mut st, id);
+                    return Poll::Ready(Err(RpcError::DeadlineExceeded));
                 }
+                let Some((sent, _)) = slot.resend.as_mut() else {
+                    slot.waker = Some(cx.waker().clone());
+                    return Poll::Pending;
+                };
+                *sent = Instant::now();
                 drop(st);
                 // Resend, with the time left.
                 if let Some(d) = deadline {
