@@ -6,32 +6,11 @@
 //! past one lap, and never panic: a forged header is `Corrupt`.
 #![no_main]
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use conduit::memory::ring_core::{self, RECORD_HEADER, RingMemory};
+use conduit_fuzz::WordRing;
 use libfuzzer_sys::fuzz_target;
-
-struct Hostile {
-    head: AtomicU64,
-    tail: AtomicU64,
-    words: Vec<AtomicU64>,
-}
-
-impl RingMemory for Hostile {
-    type C = AtomicU64;
-    fn tail(&self) -> &AtomicU64 {
-        &self.tail
-    }
-    fn head(&self) -> &AtomicU64 {
-        &self.head
-    }
-    fn capacity(&self) -> u64 {
-        self.words.len() as u64 * 8
-    }
-    fn data_word(&self, pos: u64) -> &AtomicU64 {
-        &self.words[(pos / 8) as usize]
-    }
-}
 
 fn u64_at(data: &[u8], i: usize) -> u64 {
     let mut b = [0u8; 8];
@@ -45,11 +24,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&shape, rest)) = data.split_first() else { return };
     // 64 bytes .. 8 KiB of data area, a power of two.
     let words = 8usize << (shape % 8);
-    let ring = Hostile {
-        head: AtomicU64::new(u64_at(rest, 0)),
-        tail: AtomicU64::new(u64_at(rest, 8)),
-        words: (0..words).map(|i| AtomicU64::new(u64_at(rest, 16 + i * 8))).collect(),
-    };
+    let ring = WordRing::new(words, |i| u64_at(rest, i * 8));
     let cap = ring.capacity();
     let script = rest.get(16 + words * 8..).unwrap_or(&[]);
     let mut ops = script.chunks(9);

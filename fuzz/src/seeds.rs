@@ -2,39 +2,18 @@
 //! kind, which the fuzzer mutates. `cargo run --bin seeds` (plain build, no
 //! instrumentation) from `fuzz/`.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
-use conduit::memory::ring_core::{self, RingMemory};
+use conduit::memory::ring_core;
 use conduit::rpc::{Answer, Call, Carried, Outcome};
 use conduit::wire;
 use conduit_broker::protocol::{PROTOCOL, Request};
+use conduit_fuzz::WordRing;
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
     let dir = format!("corpus/{target}");
     std::fs::create_dir_all(&dir).expect("corpus directory");
     std::fs::write(format!("{dir}/{name}"), bytes).expect("seed");
-}
-
-struct Plain {
-    head: AtomicU64,
-    tail: AtomicU64,
-    words: Vec<AtomicU64>,
-}
-
-impl RingMemory for Plain {
-    type C = AtomicU64;
-    fn tail(&self) -> &AtomicU64 {
-        &self.tail
-    }
-    fn head(&self) -> &AtomicU64 {
-        &self.head
-    }
-    fn capacity(&self) -> u64 {
-        self.words.len() as u64 * 8
-    }
-    fn data_word(&self, pos: u64) -> &AtomicU64 {
-        &self.words[(pos / 8) as usize]
-    }
 }
 
 fn call(id: u64, method: &str, args: Vec<u8>) -> Call {
@@ -91,11 +70,7 @@ fn main() {
     // ring_records: a 64-byte ring (shape 0) holding two records, and one
     // that wrapped (padding at the end).
     for (name, sizes) in [("two", &[5usize, 12][..]), ("wrapped", &[20, 20, 8][..])] {
-        let ring = Plain {
-            head: AtomicU64::new(0),
-            tail: AtomicU64::new(0),
-            words: (0..8).map(|_| AtomicU64::new(0)).collect(),
-        };
+        let ring = WordRing::new(8, |_| 0);
         for &len in sizes {
             match ring_core::try_reserve(&ring, len) {
                 Ok(Some(r)) => ring_core::commit(&ring, r),
