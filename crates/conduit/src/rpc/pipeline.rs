@@ -113,9 +113,11 @@ impl Pipeline {
         let shared = Arc::new(Shared::default());
         let weak: Weak<Shared> = Arc::downgrade(&shared);
         std::thread::Builder::new().name("conduit-rpc-answers".into()).spawn(move || {
-            // No spin: the reader shares its process's cores with the
-            // tasks it wakes (spinning cost two thirds of the calls per
-            // second with 64 in flight over shared memory).
+            // No spin in the ring's own wait: the reader shares its
+            // process's cores with the tasks it wakes (spinning cost two
+            // thirds of the calls per second with 64 in flight over shared
+            // memory). On sockets it looks, yielding, before it sleeps
+            // (below).
             crate::memory::ring::never_spin_on_this_thread();
             // Links whose receive is a system call (sockets) look a while
             // before sleeping, when answers are due (see below).
@@ -568,8 +570,12 @@ struct CancelOnDrop<'a> {
 
 impl Drop for CancelOnDrop<'_> {
     fn drop(&mut self) {
-        // This task may have been the one to wake the others.
-        wake_rest(&self.pipe.shared);
+        // Dropped before its answer, this task may have been the one to
+        // wake the others (a call that took its answer already did, at
+        // the start of that poll).
+        if self.armed {
+            wake_rest(&self.pipe.shared);
+        }
         if self.flusher {
             // The others' calls still go.
             self.pipe.flush();
