@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod broker_cmd;
+mod chaos;
 mod kernel_cmd;
 mod net_cmd;
 mod tour;
@@ -46,12 +47,17 @@ enum Command {
     Ls(broker_cmd::LsArgs),
     /// Remove an IPC object.
     Rm(broker_cmd::RmArgs),
+    /// Kill -9 a random side of a random transport at a random moment, many times; check nothing is lost, duplicated, corrupted or leaked.
+    Chaos(chaos::ChaosArgs),
     /// (internal) A child process of `tour`.
     #[command(name = "__tour-child", hide = true)]
     TourChild { role: String, args: Vec<String> },
     /// (internal) A child process of `bench`.
     #[command(name = "__bench-peer", hide = true)]
     BenchPeer { case: String, args: Vec<String> },
+    /// (internal) A child process of `chaos`.
+    #[command(name = "__chaos-child", hide = true)]
+    ChaosChild,
 }
 
 #[derive(Subcommand)]
@@ -74,5 +80,7 @@ fn main() -> ExitCode {
         Command::Signal(a) => kernel_cmd::signal(&a),
         Command::Ls(a) => broker_cmd::ls(&a),
         Command::Rm(a) => broker_cmd::rm(&a),
+        Command::Chaos(a) => chaos::run(&a),
+        Command::ChaosChild => chaos::child(),
     }
 }

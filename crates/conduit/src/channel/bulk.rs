@@ -161,21 +161,48 @@ impl Write for At {
     }
 }
 
-/// The receiver's mappings of bulk buffers it met, by file identity
-/// (a mapping keeps its file, so an identity cannot be reused while here).
+/// The receivers' mappings of bulk buffers they met, by receiver and file
+/// identity (a mapping keeps its file, so an identity cannot be reused
+/// while here). A receiver's entries go with it ([`Owner`]'s drop): the
+/// buffers of a sender that died are not kept mapped for the process's
+/// life.
 static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
 
-/// A bulk buffer met before: its file's (device, inode), and its mapping.
-type Seen = ((u64, u64), Arc<Mapping>);
-/// Buffers a receiving process keeps mapped at most.
+/// A bulk buffer met before: the receiver that met it, its file's
+/// (device, inode), and its mapping.
+type Seen = (u64, (u64, u64), Arc<Mapping>);
+/// Buffers a receiving process keeps mapped at most, and one receiver.
 const SEEN_MOST: usize = 64;
+const SEEN_EACH: usize = 8;
 
-/// Receiver: copy the `len`-byte payload of bulk buffer `fd` into `out`
-/// and hand the buffer back to its sender. The buffer must be a memfd
-/// sealed against resizing and large enough (checked first; nothing is
-/// read or written otherwise). Buffers met before are read through the
+/// A receiver's claim on the cache of mappings: its entries are unmapped
+/// when it drops.
+#[derive(Debug)]
+pub(crate) struct Owner(u64);
+
+impl Owner {
+    pub fn new() -> Owner {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Owner(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        SEEN.lock().unwrap_or_else(|p| p.into_inner()).retain(|(o, _, _)| *o != self.0);
+    }
+}
+
+/// Receiver `owner`: copy the `len`-byte payload of bulk buffer `fd` into
+/// `out` and hand the buffer back to its sender. The buffer must be a
+/// memfd sealed against resizing and large enough (checked first; nothing
+/// is read or written otherwise). Buffers met before are read through the
 /// mapping made then.
-pub(crate) fn take(fd: &OwnedFd, len: usize, out: &mut Vec<u8>) -> Result<(), &'static str> {
+pub(crate) fn take(owner: u64, fd: &OwnedFd, len: usize, out: &mut Vec<u8>) -> Result<(), &'static str> {
     let need = PAYLOAD_AT as usize + len;
     let Some((size, id)) = memfd::sealed_identity(fd.as_fd(), memfd::SIZE_SEALS) else {
         return Err("bulk buffer is not a memfd sealed against resizing");
@@ -185,17 +212,22 @@ pub(crate) fn take(fd: &OwnedFd, len: usize, out: &mut Vec<u8>) -> Result<(), &'
     }
     let map = {
         let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
-        match seen.iter().position(|(i, m)| *i == id && m.len() >= need) {
-            Some(at) => Arc::clone(&seen[at].1),
+        match seen.iter().position(|(o, i, m)| *o == owner && *i == id && m.len() >= need) {
+            Some(at) => Arc::clone(&seen[at].2),
             None => {
                 // Map what this payload needs (a file may be far larger
                 // than what it carries: map no more than asked).
                 let map = Arc::new(Mapping::new(fd.as_fd(), need).map_err(|_| "bulk buffer cannot be mapped")?);
-                seen.retain(|(i, _)| *i != id);
-                if seen.len() >= SEEN_MOST {
+                seen.retain(|(o, i, _)| !(*o == owner && *i == id));
+                // The oldest of this receiver's, else the oldest of all.
+                let mine = seen.iter().filter(|(o, _, _)| *o == owner).count();
+                if mine >= SEEN_EACH {
+                    let at = seen.iter().position(|(o, _, _)| *o == owner).expect("counted");
+                    seen.remove(at);
+                } else if seen.len() >= SEEN_MOST {
                     seen.remove(0);
                 }
-                seen.push((id, Arc::clone(&map)));
+                seen.push((owner, id, Arc::clone(&map)));
                 map
             }
         }
@@ -216,5 +248,46 @@ pub(crate) fn hand_back(fd: &OwnedFd) {
         && n >= PAYLOAD_AT
     {
         let _ = memfd::write_all_at(fd.as_fd(), 0, &FREE.to_le_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mapped_by(owner: u64) -> usize {
+        SEEN.lock().unwrap().iter().filter(|(o, _, _)| *o == owner).count()
+    }
+
+    /// A receiver's mappings of a sender's buffers go with the receiver:
+    /// a sender that died (its pool dropped here) leaves nothing mapped.
+    #[test]
+    fn a_receivers_mappings_of_bulk_buffers_go_with_it() {
+        let (a, b) = (Owner::new(), Owner::new());
+        let pool = BulkPool::default();
+        let payload = vec![7u8; 100 << 10];
+        let fd = pool
+            .write(payload.len(), |w| w.write_all(&payload).map_err(|e| e.to_string()))
+            .expect("a free buffer")
+            .unwrap();
+        let mut out = Vec::new();
+        take(a.id(), &fd, payload.len(), &mut out).unwrap();
+        assert_eq!(out, payload);
+        take(b.id(), &fd, payload.len(), &mut out).unwrap();
+        assert_eq!((mapped_by(a.id()), mapped_by(b.id())), (1, 1));
+        drop(pool);
+        drop(fd);
+        let id = a.id();
+        drop(a);
+        assert_eq!((mapped_by(id), mapped_by(b.id())), (0, 1), "only the dropped receiver's went");
+        // One receiver keeps at most SEEN_EACH, the oldest going first.
+        for _ in 0..SEEN_EACH + 3 {
+            let fresh = memfd::bulk_buffer(1 << 20).unwrap();
+            take(b.id(), &fresh, 10, &mut out).unwrap();
+        }
+        assert_eq!(mapped_by(b.id()), SEEN_EACH);
+        let id = b.id();
+        drop(b);
+        assert_eq!(mapped_by(id), 0);
     }
 }

@@ -92,6 +92,7 @@ fn decode_bulk<T: DeserializeOwned>(
     fds: &mut Vec<OwnedFd>,
     from_ring: bool,
     limit: usize,
+    owner: u64,
 ) -> Result<T, Error> {
     let view = wire::parse_frame(frame, from_ring, limit)?;
     if fds.len() != view.descriptors || !view.rights.is_empty() {
@@ -100,7 +101,7 @@ fn decode_bulk<T: DeserializeOwned>(
     BULK_BUF.with(|b| {
         let mut buf = b.borrow_mut();
         let fd = fds.last().expect("counted above");
-        bulk::take(fd, header.len, &mut buf).map_err(|why| WireError::BadRight { index: 0, why })?;
+        bulk::take(owner, fd, header.len, &mut buf).map_err(|why| WireError::BadRight { index: 0, why })?;
         fds.clear();
         let got = postcard::from_bytes(&buf).map_err(Error::Decode);
         if buf.capacity() > 64 << 20 {
@@ -129,6 +130,7 @@ fn write_ool_header(buf: &mut Vec<u8>, len: usize, flags: u16, kinds: &[u8]) {
 /// from the socket or, if `from_ring`, from a shared-memory ring). A
 /// payload declared larger than `limit` (the receiver's own limit) is
 /// refused before anything of it is mapped or read.
+/// `bulk_owner`: the receiver whose cache of bulk-buffer mappings to use.
 /// `on_data` runs as soon as the header is known to be a data frame,
 /// before the payload is checked, so the channel's accounting stays right
 /// even when the payload is then rejected.
@@ -137,6 +139,7 @@ pub fn decode<T: DeserializeOwned>(
     rec: Received,
     from_ring: bool,
     limit: usize,
+    bulk_owner: u64,
     on_data: impl FnOnce(),
 ) -> Result<T, Error> {
     if rec.truncated {
@@ -158,7 +161,7 @@ pub fn decode<T: DeserializeOwned>(
     let mut fds = rec.fds;
     if header.bulk() {
         // Whatever becomes of this frame, its sender gets the buffer back.
-        return match decode_bulk(frame, &header, &mut fds, from_ring, limit) {
+        return match decode_bulk(frame, &header, &mut fds, from_ring, limit, bulk_owner) {
             Err(e) => {
                 if let Some(fd) = fds.last() {
                     bulk::hand_back(fd);

@@ -43,6 +43,8 @@ pub struct Receiver<T> {
     token: AtomicBool,
     /// Largest payload this receiver accepts (see `set_max_message`).
     max_message: AtomicUsize,
+    /// Its mappings of senders' bulk buffers (unmapped with it).
+    bulk: super::bulk::Owner,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -74,6 +76,7 @@ impl<T> Receiver<T> {
             ctl,
             token: AtomicBool::new(false),
             max_message: AtomicUsize::new(wire::MAX_PAYLOAD),
+            bulk: super::bulk::Owner::new(),
             _t: PhantomData,
         }
     }
@@ -207,7 +210,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     /// Read one message if there is one (`Ok(None)` = nothing yet).
     fn read(&self, block: bool) -> Result<Option<Got<T>>, RecvFail> {
         if let Some(shm) = self.link.shm() {
-            return Ok(shm.read(self.max_message(), || self.on_data())?.map(|m| (m, None)));
+            return Ok(shm.read(self.max_message(), self.bulk.id(), || self.on_data())?.map(|m| (m, None)));
         }
         let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
         let out = self.read_link(&mut buf, block);
@@ -241,7 +244,7 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
         let creds = rec.creds;
         let n = rec.len.min(buf.len());
-        match codec::decode(&buf[..n], rec, false, self.max_message(), || self.on_data()) {
+        match codec::decode(&buf[..n], rec, false, self.max_message(), self.bulk.id(), || self.on_data()) {
             Ok(msg) => Ok(Some((msg, creds))),
             Err(e) => Err(RecvFail::Failed(e)),
         }

@@ -188,6 +188,15 @@ pub fn poll_out(fd: BorrowedFd<'_>, wait: Deadline) -> io::Result<bool> {
     Ok(!pfd[0].revents().is_empty())
 }
 
+/// Wait until `out` is writable or `watch` hangs up (its peer closed), or
+/// `wait` runs out: true if `out` is writable.
+pub fn poll_out_or_hangup(out: BorrowedFd<'_>, watch: BorrowedFd<'_>, wait: Deadline) -> io::Result<bool> {
+    // No events asked on `watch`: a hang-up and an error are always told.
+    let mut pfd = [PollFd::new(&out, PollFlags::OUT), PollFd::new(&watch, PollFlags::empty())];
+    poll_fds(&mut pfd, wait)?;
+    Ok(pfd[0].revents().contains(PollFlags::OUT))
+}
+
 /// True if the peer of a stream socket closed its end (`POLLRDHUP`) or the
 /// connection failed, without waiting.
 pub fn poll_rdhup(fd: BorrowedFd<'_>) -> io::Result<bool> {

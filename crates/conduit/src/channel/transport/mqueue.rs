@@ -111,10 +111,12 @@ impl MqTx {
         }
     }
 
-    /// Until the queue has room or the receiver is gone.
+    /// Until the queue has room or the receiver is gone (a queue's
+    /// descriptor does not say: one `poll` watches it and the socket
+    /// beside it, which hangs up when the receiver's last end closes).
     pub fn wait_writable(&self) -> io::Result<()> {
         loop {
-            if socket::poll_out(self.mq.as_fd(), Deadline::Until(std::time::Instant::now() + NAP))? {
+            if socket::poll_out_or_hangup(self.mq.as_fd(), self.sock.fd(), Deadline::Forever)? {
                 return Ok(());
             }
             if self.sock.peer_gone() {
@@ -131,10 +133,6 @@ impl MqTx {
         Ok(vec![socket::dup(self.sock.fd())?, socket::dup(&self.mq)?])
     }
 }
-
-/// How long the outbox's flusher sleeps in one `poll` for room before it
-/// looks whether the receiver is gone (a queue's descriptor does not say).
-const NAP: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The receiver's end.
 #[derive(Debug)]

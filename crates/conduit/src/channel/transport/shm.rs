@@ -398,8 +398,14 @@ impl ShmRx {
     }
 
     /// Take the oldest record of the ring, if any. `limit`: the receiver's
-    /// largest payload; `on_data`: a data frame left the queue.
-    pub fn read<T: DeserializeOwned>(&self, limit: usize, on_data: impl FnOnce()) -> Result<Option<T>, RecvFail> {
+    /// largest payload; `bulk_owner`: its cache of bulk-buffer mappings;
+    /// `on_data`: a data frame left the queue.
+    pub fn read<T: DeserializeOwned>(
+        &self,
+        limit: usize,
+        bulk_owner: u64,
+        on_data: impl FnOnce(),
+    ) -> Result<Option<T>, RecvFail> {
         let end = &self.end;
         let mut on_data = Some(on_data);
         if let Some(got) = self.take_plain(&mut || {
@@ -428,7 +434,7 @@ impl ShmRx {
         let got = fds.and_then(|fds| {
             let rec = Received { len: frame.len(), fds, ..Received::default() };
             // (An unchecked frame is accepted only from an unchecked ring.)
-            codec::decode(frame, rec, !end.checked, limit, || {
+            codec::decode(frame, rec, !end.checked, limit, bulk_owner, || {
                 if let Some(f) = on_data.take() {
                     f()
                 }
