@@ -76,6 +76,9 @@ pub struct Measurement {
     /// RPC cases: CPU time of both processes per call, one call at a time
     /// (ns): what spinning before sleeping costs.
     pub cpu_per_call_ns: Option<f64>,
+    /// Scale cases: one row per number of channels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scale: Vec<crate::scale::ScaleRow>,
 }
 
 impl Measurement {
@@ -83,13 +86,23 @@ impl Measurement {
     /// every other field `None`.
     pub fn round_trips_only(name: &str, rtts: &[u64]) -> Measurement {
         Measurement {
-            name: name.to_string(),
             rtt_p50_ns: Some(percentile(rtts, 0.50)),
             rtt_p99_ns: Some(percentile(rtts, 0.99)),
+            ..Measurement::empty(name)
+        }
+    }
+
+    /// A case that measured nothing yet: every field `None`.
+    pub fn empty(name: &str) -> Measurement {
+        Measurement {
+            name: name.to_string(),
+            rtt_p50_ns: None,
+            rtt_p99_ns: None,
             msgs_per_s_64b: None,
             gb_per_s_1mib: None,
             calls_per_s: None,
             cpu_per_call_ns: None,
+            scale: Vec::new(),
         }
     }
 }
@@ -119,6 +132,7 @@ impl Measurement {
             gb_per_s_1mib: median_of(rounds.iter().map(|m| m.gb_per_s_1mib)),
             calls_per_s: median_of(rounds.iter().map(|m| m.calls_per_s)),
             cpu_per_call_ns: median_of(rounds.iter().map(|m| m.cpu_per_call_ns)),
+            scale: first.scale.clone(),
         })
     }
 }
@@ -256,12 +270,10 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
     tick();
     link.send(&[0u8; QUIT])?;
     Ok(Measurement {
-        name: name.to_string(),
         rtt_p50_ns: Some(percentile(&rtts, 0.50)),
         rtt_p99_ns: Some(percentile(&rtts, 0.99)),
         msgs_per_s_64b: Some(msgs_per_s_64b),
         gb_per_s_1mib: Some(gb_per_s_1mib),
-        calls_per_s: None,
-        cpu_per_call_ns: None,
+        ..Measurement::empty(name)
     })
 }

@@ -300,15 +300,7 @@ pub fn memcpy(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
         best = best.min(t.elapsed().as_secs_f64());
         tick();
     }
-    Ok(Measurement {
-        name: "floor/memcpy".into(),
-        rtt_p50_ns: None,
-        rtt_p99_ns: None,
-        msgs_per_s_64b: None,
-        gb_per_s_1mib: Some((reps * MIB) as f64 / best / 1e9),
-        calls_per_s: None,
-        cpu_per_call_ns: None,
-    })
+    Ok(Measurement { gb_per_s_1mib: Some((reps * MIB) as f64 / best / 1e9), ..Measurement::empty("floor/memcpy") })
 }
 
 // ---------------------------------------------------------------- line

@@ -18,6 +18,7 @@ pub mod peer;
 pub mod peers;
 pub mod rpc_cases;
 pub mod rpc_peers;
+pub mod scale;
 pub mod svg;
 
 use std::io;
@@ -78,6 +79,8 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("floor/posix-mq", floors::posix_mq, floors::posix_mq_peer),
     ("floor/sysv-msg", floors::sysv_msg, floors::sysv_msg_peer),
     ("floor/memcpy", floors::memcpy, floors::no_peer),
+    ("scale/socket", scale::socket, floors::no_peer),
+    ("scale/shm", scale::shm, floors::no_peer),
     ("conduit/shm-spin", conduit_cases::shm_spin, conduit_cases::peer),
     ("conduit/shm", conduit_cases::shm_adaptive, conduit_cases::peer),
     ("conduit/shm-loan", conduit_cases::shm_loan, conduit_cases::peer),
@@ -133,6 +136,8 @@ const RUN_ORDER: &[&str] = &[
     "floor/udp",
     "conduit/udp",
     "peer/ipc-channel",
+    "scale/socket",
+    "scale/shm",
 ];
 
 /// The CPUs this process may run on, before any pinning.
@@ -204,6 +209,10 @@ pub fn run(opts: &Options) -> ExitCode {
     let mut failed = false;
     for round in 1..=rounds {
         for (slot, (name, case, _)) in done.iter_mut().zip(&cases) {
+            // Scale cases count, they do not time: one round is enough.
+            if round > 1 && name.starts_with("scale/") {
+                continue;
+            }
             bar.set_message(format!("{name} (round {round}/{rounds})"));
             let mut tick = || bar.inc(1);
             match case(plan(opts), &mut tick) {
@@ -219,6 +228,7 @@ pub fn run(opts: &Options) -> ExitCode {
     results.sort_by_key(|m| CASES.iter().position(|c| c.0 == m.name));
     bar.finish_and_clear();
     print_table(&results);
+    scale::print(&results);
     if let Some(path) = &opts.svg
         && let Err(e) = std::fs::write(path, svg::chart(&results))
     {
@@ -340,6 +350,9 @@ fn print_table(results: &[Measurement]) {
 pub fn peer(case: &str, args: &[String]) -> ExitCode {
     if let Some(cpu) = std::env::var(PEER_CPU_VAR).ok().and_then(|v| v.parse().ok()) {
         pin_to(cpu);
+    }
+    if let Some(kind) = case.strip_prefix("scale/") {
+        return scale::peer(kind, args.first().map_or("", String::as_str));
     }
     let Some((_, _, serve)) = CASES.iter().find(|(n, _, _)| *n == case) else {
         eprintln!("unknown bench case {case}");

@@ -51,6 +51,8 @@ pub enum FromChild {
     Outcome(String),
     /// Received a message, with the sender's pid.
     Received(String, u32),
+    /// Wrote this many scribbles into shared memory so far.
+    Scribbled(u64),
 }
 
 /// A request for the `server` role.

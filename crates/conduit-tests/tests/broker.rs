@@ -166,6 +166,64 @@ fn exclusive_mailbox_has_one_receiver_at_a_time() {
     cleanup(b.stop());
 }
 
+/// Another user, trying everything on root's 0600 objects: every broker
+/// operation on a mailbox and a name, a FIFO, a System V queue, then a
+/// broker behind a 0700 directory. Each is refused with a typed error; the
+/// broker goes on serving; nothing of root's changed.
+#[test]
+fn an_attacker_as_nobody_is_refused_every_operation_on_roots_objects() {
+    let b = Broker::start("attacker", &[]);
+    let c = b.client();
+    c.create_mailbox("secret", MailboxOptions { mode: 0o600, ..MailboxOptions::default() }).unwrap();
+    c.send("secret", 1, b"root's", OnFull::NoWait).unwrap();
+    let (port, owned) = conduit::bounded::<u64>(1).unwrap();
+    assert_eq!(c.register("root.service", port, NameFlags::default()).unwrap(), NameReply::PrimaryOwner);
+    let fifo = b.dir.join("root.fifo");
+    conduit::fifo::create(&fifo, 0o600).unwrap();
+    let _reader = conduit::fifo::receiver::<u64>(&fifo).unwrap();
+    let key = 0x5ec0_0000 | (std::process::id() as i32 & 0xffff);
+    let q = conduit::kernel::MessageQueue::create(key, 0o600).unwrap();
+    let s = b.socket.to_str().unwrap();
+    let kid = spawn_with_args("attacker", &[s, "secret", "root.service", fifo.to_str().unwrap(), &key.to_string()]);
+    for what in [
+        "send",
+        "receive",
+        "receive held",
+        "chown",
+        "remove",
+        "create over it",
+        "take the name",
+        "release the name",
+        "open the FIFO",
+        "send to the queue",
+    ] {
+        let got = report(&kid);
+        let want = match what {
+            "create over it" => outcome("error: mailbox secret exists already"),
+            // Root did not allow replacement: taken, refused as such.
+            "take the name" => outcome("Exists"),
+            _ => outcome("denied"),
+        };
+        assert_eq!(got, want, "{what} as nobody");
+    }
+    finish(kid);
+    // Nothing of root's changed; the broker serves on.
+    let m = c.recv("secret", 0, WaitFor::NoWait).unwrap();
+    assert_eq!(m.data, b"root's");
+    let found: conduit::Sender<u64> = c.lookup("root.service").unwrap();
+    found.send(5).unwrap();
+    assert_eq!(owned.recv().unwrap(), 5, "the name still leads to root's port");
+    assert_eq!(q.stat().unwrap().messages, 0, "nothing forged in the queue");
+    q.remove().unwrap();
+    // A broker whose directory is 0700: another user cannot even connect.
+    std::fs::set_permissions(&b.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let kid = spawn_with_args("attacker", &[s, "-"]);
+    assert_eq!(report(&kid), outcome("denied"), "connect through a 0700 directory");
+    finish(kid);
+    assert!(b.client().list().is_ok(), "the broker still serves root");
+    cleanup(b.stop());
+}
+
 #[test]
 fn another_user_is_refused_by_0600_admitted_by_0666_and_held_to_its_quota() {
     let b = Broker::start("perms", &["3"]);

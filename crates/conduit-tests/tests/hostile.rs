@@ -26,6 +26,8 @@ struct Tally {
     torn: u64,
     errors: u64,
     timeouts: u64,
+    /// Scribbles the peer wrote (at least: it reports now and then).
+    scribbles: u64,
 }
 
 fn is_stream_message(v: &[u64]) -> bool {
@@ -79,6 +81,11 @@ fn under_attack(checked: bool) -> Tally {
         beat.fetch_add(1, Ordering::SeqCst);
     }
     done.store(true, Ordering::SeqCst);
+    while let Ok(m) = kid.rx.try_recv() {
+        if let FromChild::Scribbled(n) = m {
+            t.scribbles = t.scribbles.max(n);
+        }
+    }
     kid.child.kill().unwrap();
     kid.child.wait().unwrap();
     drop(rx);
@@ -93,6 +100,10 @@ fn under_attack(checked: bool) -> Tally {
 fn a_scribbling_peer_never_crashes_or_fools_a_checked_receiver() {
     let t = under_attack(true);
     assert_eq!(t.torn, 0, "a message that fails its check was delivered: {t:?}");
+    // The attack was real: the peer wrote at least 100,000 times into the
+    // ring and the control block (the default 30 s run writes millions).
+    let least = if duration() >= Duration::from_secs(10) { 100_000 } else { 1 };
+    assert!(t.scribbles >= least, "only {} scribbles: {t:?}", t.scribbles);
     // What flows depends on where the scribbles land: one in a record's
     // header can break the ring for good (every receive then says
     // `BadRing`), one in the indices can make it look empty for good (the

@@ -750,6 +750,65 @@ fn main() {
                 }
             }
         }
+        "attacker" => {
+            // argv[2]: broker socket; argv[3]: a root-owned 0600 mailbox
+            // ("-": only connect); argv[4]: a name root owns; argv[5]: a
+            // root-owned 0600 FIFO; argv[6]: the key of a root-owned 0600
+            // System V queue. As nobody, try everything on them; one
+            // outcome each: "denied", or what happened instead.
+            use conduit_broker::{BrokerError, ClientError, MailboxOptions, NameFlags, OnFull, WaitFor};
+            let args: Vec<String> = std::env::args().collect();
+            conduit_tests::become_nobody();
+            let said = |r: Result<String, ClientError>| match r {
+                Err(ClientError::Broker(BrokerError::Denied(_))) => "denied".to_string(),
+                Err(ClientError::NoBroker { source, .. }) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                    "denied".to_string()
+                }
+                Err(e) => format!("error: {e}"),
+                Ok(s) => s,
+            };
+            let c = match conduit_broker::Client::connect_to(args[2].as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    outcome(&up, &said(Err(e)));
+                    return;
+                }
+            };
+            if args[3] == "-" {
+                outcome(&up, "connected");
+                return;
+            }
+            let (mb, name) = (&args[3], &args[4]);
+            let ok = |_| "done".to_string();
+            outcome(&up, &said(c.send(mb, 1, b"forged", OnFull::NoWait).map(|_| "sent".into())));
+            outcome(&up, &said(c.recv(mb, 0, WaitFor::NoWait).map(|m| format!("read {:?}", m.data))));
+            outcome(&up, &said(c.recv_held(mb, 0, WaitFor::NoWait).map(|d| format!("held {:?}", d.message().data))));
+            outcome(&up, &said(c.chown(mb, 65534, 65534).map(ok)));
+            outcome(&up, &said(c.remove_mailbox(mb).map(ok)));
+            // Its name is taken: a create is refused (not a takeover).
+            outcome(&up, &said(c.create_mailbox(mb, MailboxOptions { mode: 0o666, ..Default::default() }).map(ok)));
+            let (port, _keep) = conduit::bounded::<u64>(1).unwrap();
+            let take = NameFlags { replace_existing: true, ..NameFlags::default() };
+            outcome(&up, &said(c.register(name, port, take).map(|r| format!("{r:?}"))));
+            outcome(&up, &said(c.release(name).map(ok)));
+            let fifo = conduit::fifo::try_sender::<u64>(&args[5]);
+            outcome(
+                &up,
+                &match fifo {
+                    Err(conduit::Error::Io(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => "denied".into(),
+                    other => format!("{other:?}"),
+                },
+            );
+            let key: i32 = args[6].parse().unwrap();
+            let q = conduit::kernel::MessageQueue::open(key).and_then(|q| q.send(1, b"forged"));
+            outcome(
+                &up,
+                &match q {
+                    Err(conduit::kernel::IpcError::Denied) => "denied".into(),
+                    other => format!("{other:?}"),
+                },
+            );
+        }
         "mailbox-writer" => {
             // argv[2]: socket; argv[3]: mailbox. As nobody, who may send
             // but not receive: three sends (through the broker), one receive.
@@ -862,7 +921,11 @@ fn main() {
                 x ^= x << 17;
                 x
             };
-            loop {
+            for scribbles in 1u64.. {
+                if scribbles % (1 << 14) == 0 {
+                    // Counted for the test; dropped if it is not reading yet.
+                    let _ = up.try_send(FromChild::Scribbled(scribbles));
+                }
                 let (base, len) = maps[(rand() % maps.len() as u64) as usize];
                 let off = (rand() % len as u64) as usize;
                 let n = (1 + rand() % 8).min((len - off) as u64) as usize;

@@ -46,8 +46,30 @@ use crate::sys::monitor::{self, PeerGone, Watch};
 use crate::sys::socket::{self, Received};
 use crate::wire::{self, Kind};
 
-/// Default size of a channel's ring.
+/// Default size of an unbounded channel's ring, and the most a bounded
+/// channel's ring gets by default.
 pub const DEFAULT_RING_BYTES: usize = 256 * 1024;
+
+/// The ring a channel gets when [`Builder::ring_bytes`] is not set: 256
+/// KiB, but for a bounded channel of a type that owns no heap memory (no
+/// drop glue: numbers, arrays, plain structs, whose encoding is at most
+/// about their size) room for its `n` messages — twice the type's size
+/// and 64 bytes of record and frame headers each, rounded up to a power
+/// of two, from 4 KiB to 256 KiB. So a `bounded(16)` of `u64` has a 4 KiB
+/// ring; a channel of `Vec`s, `String`s or `Bytes` (sizes unknown until
+/// sent) keeps 256 KiB.
+pub(crate) fn default_ring_bytes<T>(capacity: Capacity) -> usize {
+    match capacity {
+        Capacity::Bounded(n) if !std::mem::needs_drop::<T>() => {
+            let each = 64 + 2 * std::mem::size_of::<T>();
+            (n as usize)
+                .saturating_mul(each)
+                .clamp(crate::memory::ring::MIN_CAPACITY, DEFAULT_RING_BYTES)
+                .next_power_of_two()
+        }
+        _ => DEFAULT_RING_BYTES,
+    }
+}
 
 /// One process's view of a shared-memory channel end.
 pub(crate) struct RingEnd {
@@ -521,19 +543,14 @@ impl ShmRx {
 #[derive(Clone, Copy, Debug)]
 pub struct Builder {
     capacity: Capacity,
-    ring_bytes: usize,
+    ring_bytes: Option<usize>,
     wait: WaitStrategy,
     checked: bool,
 }
 
 impl Default for Builder {
     fn default() -> Self {
-        Builder {
-            capacity: Capacity::Unbounded,
-            ring_bytes: DEFAULT_RING_BYTES,
-            wait: WaitStrategy::default(),
-            checked: false,
-        }
+        Builder { capacity: Capacity::Unbounded, ring_bytes: None, wait: WaitStrategy::default(), checked: false }
     }
 }
 
@@ -556,11 +573,16 @@ impl Builder {
         self
     }
 
-    /// Bytes of the ring (rounded up to a power of two, at least 4 KiB).
-    /// Messages up to half of it travel through the ring; larger ones as
-    /// their own sealed segment.
+    /// Bytes of the ring (rounded up to a power of two, at least 4 KiB;
+    /// by default 256 KiB; a bounded channel of a type that owns no heap
+    /// memory gets room for its capacity's messages: twice the type's size
+    /// and 64 bytes each, from 4 KiB to 256 KiB — a `bounded(16)` of `u64`
+    /// gets 4 KiB). Messages up
+    /// to half of it travel through the ring; larger ones as their own
+    /// sealed segment — set it for large messages on a small bounded
+    /// channel.
     pub fn ring_bytes(mut self, bytes: usize) -> Self {
-        self.ring_bytes = bytes;
+        self.ring_bytes = Some(bytes);
         self
     }
 
@@ -592,7 +614,7 @@ impl Builder {
         let (send_end, recv_end) = socket::seqpacket_pair()?;
         let ctl = Ctl::create(self.capacity)?;
         let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
-        let ring = Ring::new(self.ring_bytes)?;
+        let ring = Ring::new(self.ring_bytes.unwrap_or_else(|| default_ring_bytes::<T>(self.capacity)))?;
         ring.set_strategy(self.wait);
         ring.set_checked(self.checked);
         let ring2 = Ring::adopt(crate::memory::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
