@@ -93,6 +93,26 @@ fn main() {
         }
         write("ring_records", name, &bytes);
     }
+
+    // queue_records: shape (capacity, honest messages first), then 11-byte
+    // operations: op, two argument bytes, an 8-byte word (see the target).
+    let op = |code: u8, a: u8, b: u8, word: u64| [&[code, a, b][..], &word.to_le_bytes()].concat();
+    let receive = [vec![4u8], op(1, 2, 0, 0), op(2, 0, 0, 0), op(1, 3, 0, 0), op(2, 1, 0, 0), op(0, 8, 1, 0)].concat();
+    write("queue_records", "receive", &receive);
+    // A peer writes a record's header word, the data area's first, then
+    // the header page's first words, between receives.
+    let forge =
+        [vec![3u8], op(4, 0, 2, 0xffff_ffff), op(1, 2, 0, 0), op(5, 1, 0, 7), op(6, 2, 0, 1), op(1, 0, 0, 0)].concat();
+    write("queue_records", "forge", &forge);
+
+    // ctl_block: shape (the channel), then 10-byte operations: op, a word
+    // index, an 8-byte value. Send, receive, forge the count, move the
+    // sender, receive.
+    let op = |code: u8, at: u8, value: u64| [&[code, at][..], &value.to_le_bytes()].concat();
+    for (name, shape) in [("bounded", 2u8), ("rendezvous", 0), ("sysv", 5)] {
+        let ops = [vec![shape], op(0, 0, 0), op(1, 0, 0), op(4, 8, 1), op(0, 0, 0), op(7, 0, 0), op(2, 0, 0)].concat();
+        write("ctl_block", name, &ops);
+    }
 }
 
 /// A value to put in a data frame, whatever its type.

@@ -81,6 +81,7 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("floor/memcpy", floors::memcpy, floors::no_peer),
     ("scale/socket", scale::socket, floors::no_peer),
     ("scale/shm", scale::shm, floors::no_peer),
+    ("scale/broker", scale::broker, floors::no_peer),
     ("conduit/shm-spin", conduit_cases::shm_spin, conduit_cases::peer),
     ("conduit/shm", conduit_cases::shm_adaptive, conduit_cases::peer),
     ("conduit/shm-loan", conduit_cases::shm_loan, conduit_cases::peer),
@@ -138,6 +139,7 @@ const RUN_ORDER: &[&str] = &[
     "peer/ipc-channel",
     "scale/socket",
     "scale/shm",
+    "scale/broker",
 ];
 
 /// The CPUs this process may run on, before any pinning.

@@ -35,6 +35,13 @@ pub struct ScaleRow {
     pub fd_limit: u64,
     /// Why fewer than asked were made.
     pub error: Option<String>,
+    /// `scale/broker`: clients connected at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clients: Option<u64>,
+    /// `scale/broker`: median of one request (half a send-and-receive
+    /// round trip on one mailbox), ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_ns_p50: Option<f64>,
 }
 
 fn sizes(plan: &Plan) -> &'static [u64] {
@@ -60,6 +67,113 @@ fn case(kind: &str, plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measuremen
     tick();
     tick();
     Ok(Measurement { scale: rows, ..Measurement::empty(&format!("scale/{kind}")) })
+}
+
+/// `scale/broker`: a broker (`conduit daemon`, its own process) holding
+/// 100, 1,000 and 10,000 mailboxes (kept by the broker, `unbounded`), then
+/// 1,000 connected clients besides: per object (or client) its descriptors
+/// and resident bytes, the median time to create a mailbox, and the
+/// median request on one mailbox, which must not grow with the objects.
+pub fn broker(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
+    use conduit_broker::{Capacity, Client, MailboxOptions, OnFull, WaitFor};
+    let err = |e: conduit_broker::ClientError| io::Error::other(e.to_string());
+    let dir = std::env::temp_dir().join(format!("conduit-bench-{}-scale-broker", std::process::id()));
+    let socket = dir.join("broker.sock");
+    let mut daemon = std::process::Command::new(std::env::current_exe()?)
+        .arg("daemon")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--data")
+        .arg(dir.join("data"))
+        .args(["--max-objects", "100000", "--max-connections", "5000", "--max-total-connections", "10000"])
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = daemon.id();
+    let result = (|| {
+        let until = Instant::now() + std::time::Duration::from_secs(30);
+        let c = loop {
+            match Client::connect_to(&socket) {
+                Ok(c) => break c,
+                Err(_) if Instant::now() < until => std::thread::sleep(std::time::Duration::from_millis(2)),
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let kept = MailboxOptions { capacity: Capacity::Unbounded, ..MailboxOptions::default() };
+        c.create_mailbox("probe", kept).map_err(err)?;
+        let request = |c: &Client| -> io::Result<f64> {
+            let mut t = Vec::with_capacity(2000);
+            for i in 0..2000u32 {
+                let at = Instant::now();
+                c.send("probe", 1, &i.to_le_bytes(), OnFull::NoWait).map_err(err)?;
+                c.recv("probe", 0, WaitFor::NoWait).map_err(err)?;
+                t.push(at.elapsed().as_nanos() as f64 / 2.0);
+            }
+            t.sort_by(f64::total_cmp);
+            Ok(t[t.len() / 2])
+        };
+        let (fd0, rss0) = (proc_fds(pid), proc_rss(pid));
+        let mut rows = Vec::new();
+        let mut made = 0u64;
+        for &n in sizes(&plan) {
+            let mut times = Vec::new();
+            while made < n {
+                let at = Instant::now();
+                c.create_mailbox(&format!("m{made}"), kept).map_err(err)?;
+                times.push(at.elapsed().as_nanos() as f64);
+                made += 1;
+            }
+            times.sort_by(f64::total_cmp);
+            rows.push(ScaleRow {
+                channels: n,
+                made,
+                fds_per_channel: proc_fds(pid).saturating_sub(fd0) as f64 / made as f64,
+                rss_bytes_per_channel: proc_rss(pid).saturating_sub(rss0) as f64 / made as f64,
+                create_ns_p50: times.get(times.len() / 2).copied().unwrap_or(0.0),
+                fd_limit: fd_limit(),
+                error: None,
+                clients: Some(1),
+                request_ns_p50: Some(request(&c)?),
+            });
+            tick();
+        }
+        // Then clients, connected and idle, besides the objects.
+        let clients: u64 = if sizes(&plan).len() > 1 { 1000 } else { 10 };
+        let (fd1, rss1) = (proc_fds(pid), proc_rss(pid));
+        let mut held = Vec::new();
+        for _ in 0..clients {
+            held.push(Client::connect_to(&socket).map_err(err)?);
+        }
+        rows.push(ScaleRow {
+            channels: made,
+            made,
+            fds_per_channel: proc_fds(pid).saturating_sub(fd1) as f64 / clients as f64,
+            rss_bytes_per_channel: proc_rss(pid).saturating_sub(rss1) as f64 / clients as f64,
+            create_ns_p50: 0.0,
+            fd_limit: fd_limit(),
+            error: None,
+            clients: Some(clients + 1),
+            request_ns_p50: Some(request(&c)?),
+        });
+        tick();
+        Ok(Measurement { scale: rows, ..Measurement::empty("scale/broker") })
+    })();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn proc_fds(pid: u32) -> u64 {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0)
+}
+
+fn proc_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// `scale/socket`: socket channels.
@@ -135,6 +249,12 @@ pub fn peer(kind: &str, n: &str) -> ExitCode {
             }
         }
     }
+    if error.is_some() {
+        // Out of descriptors, likely: free a channel's worth, so that the
+        // process can open `/proc/self/fd` to count them.
+        held.pop();
+        times.pop();
+    }
     let made = held.len() as u64;
     let per = |x: u64| if made == 0 { 0.0 } else { x as f64 / made as f64 };
     times.sort_by(f64::total_cmp);
@@ -146,6 +266,8 @@ pub fn peer(kind: &str, n: &str) -> ExitCode {
         create_ns_p50: times.get(times.len() / 2).copied().unwrap_or(0.0),
         fd_limit: fd_limit(),
         error,
+        clients: None,
+        request_ns_p50: None,
     };
     drop(warm);
     println!("{}", serde_json::to_string(&row).expect("JSON"));
@@ -161,10 +283,24 @@ pub fn print(results: &[Measurement]) {
     }
     println!();
     println!(
-        "{:<14} {:>9} {:>9} {:>10} {:>12} {:>12}  (bounded(16) of u64, both ends in one process)",
-        "scale", "channels", "made", "fds each", "resident", "create p50"
+        "{:<14} {:>9} {:>9} {:>10} {:>12} {:>12}  (channels: bounded(16) of u64, both ends in one process; broker: objects, then clients)",
+        "scale", "objects", "made", "fds each", "resident", "create p50"
     );
     for (name, r) in rows {
+        if let (Some(clients), Some(req)) = (r.clients, r.request_ns_p50) {
+            println!(
+                "{:<14} {:>9} {:>9} {:>10.2} {:>8.1} KiB {:>9.1} µs  {} client(s); a request {:.1} µs",
+                name,
+                r.channels,
+                r.made,
+                r.fds_per_channel,
+                r.rss_bytes_per_channel / 1024.0,
+                r.create_ns_p50 / 1e3,
+                clients,
+                req / 1e3,
+            );
+            continue;
+        }
         println!(
             "{:<14} {:>9} {:>9} {:>10.2} {:>8.1} KiB {:>9.1} µs{}",
             name,

@@ -194,6 +194,46 @@ pub(crate) struct State {
     slots: HashMap<u64, Option<Msg>>,
     next_slot: u64,
     pub peers: HashMap<u64, Peer>,
+    /// Bytes charged to each uid (see `Rules::bytes_of`), kept as messages
+    /// and queues come and go: a send's quota check does not walk every
+    /// mailbox.
+    charged: HashMap<u32, u64>,
+}
+
+impl State {
+    fn charge(&mut self, uid: u32, bytes: u64) {
+        *self.charged.entry(uid).or_default() += bytes;
+    }
+
+    fn uncharge(&mut self, uid: u32, bytes: u64) {
+        if let Some(n) = self.charged.get_mut(&uid) {
+            *n = n.saturating_sub(bytes);
+            if *n == 0 {
+                self.charged.remove(&uid);
+            }
+        }
+    }
+
+    /// Everything a mailbox charges (its messages to their senders, its
+    /// shared queue to its owner), to take back when it goes.
+    fn uncharge_mailbox(&mut self, mb: &Mailbox) {
+        for m in mb.queue.iter().chain(mb.deferred.iter().map(|(_, x)| x)) {
+            self.uncharge(m.sender_uid, m.data.len() as u64);
+        }
+        if let Some(q) = &mb.shared {
+            self.uncharge(mb.owner, q.bytes() as u64);
+        }
+    }
+
+    /// What a mailbox charges, when it comes (created, or loaded).
+    pub(crate) fn charge_mailbox(&mut self, mb: &Mailbox) {
+        for m in mb.queue.iter().chain(mb.deferred.iter().map(|(_, x)| x)) {
+            self.charge(m.sender_uid, m.data.len() as u64);
+        }
+        if let Some(q) = &mb.shared {
+            self.charge(mb.owner, q.bytes() as u64);
+        }
+    }
 }
 
 /// The broker's state and rules.
@@ -349,8 +389,15 @@ impl Rules {
     }
 
     /// Bytes charged to `uid`: its messages queued in the broker, and the
-    /// shared-memory queues of the mailboxes it owns.
+    /// shared-memory queues of the mailboxes it owns (kept as they change;
+    /// debug builds check the count against a walk of every mailbox).
     fn bytes_of(st: &State, uid: u32) -> u64 {
+        let kept = st.charged.get(&uid).copied().unwrap_or(0);
+        debug_assert_eq!(kept, Self::bytes_walked(st, uid), "bytes charged to uid {uid}");
+        kept
+    }
+
+    fn bytes_walked(st: &State, uid: u32) -> u64 {
         let queued: u64 = st
             .mailboxes
             .values()
@@ -398,7 +445,17 @@ impl Rules {
             Self::drop_name_owner(&mut st, &name, peer.id);
         }
         // Its inbox goes with it (the pid may be reused).
-        st.mailboxes.retain(|_, mb| mb.inbox.is_none_or(|(_, conn)| conn != peer.id));
+        let gone: Vec<String> = st
+            .mailboxes
+            .iter()
+            .filter(|(_, mb)| mb.inbox.is_some_and(|(_, conn)| conn == peer.id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            if let Some(mb) = st.mailboxes.remove(&name) {
+                st.uncharge_mailbox(&mb);
+            }
+        }
         self.changed.notify_waiters();
     }
 
@@ -463,6 +520,7 @@ impl Rules {
         if let (true, Some(store)) = (durable, &self.store) {
             store.put_mailbox(&name, &mb).map_err(BrokerError::Invalid)?;
         }
+        st.charge_mailbox(&mb);
         st.mailboxes.insert(name, mb);
         Ok(())
     }
@@ -482,8 +540,11 @@ impl Rules {
         {
             store.remove_mailbox(name).map_err(BrokerError::Invalid)?;
         }
-        if let Some(q) = st.mailboxes.remove(name).and_then(|mb| mb.shared) {
-            q.close();
+        if let Some(mb) = st.mailboxes.remove(name) {
+            st.uncharge_mailbox(&mb);
+            if let Some(q) = mb.shared {
+                q.close();
+            }
         }
         self.changed.notify_waiters();
         Ok(())
@@ -662,7 +723,9 @@ impl Rules {
             {
                 msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
             }
+            let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
             mb.queue.push_back(msg);
+            st.charge(uid, len);
             self.changed.notify_waiters();
             return Ok(SendStep::Done((None, false)));
         }
@@ -670,7 +733,10 @@ impl Rules {
             if mb.deferred.iter().any(|(id, _)| *id == peer.id) {
                 return Err(BrokerError::Full);
             }
-            mb.deferred.push_back((peer.id, slot.take().expect("not sent yet")));
+            let msg = slot.take().expect("not sent yet");
+            let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
+            mb.deferred.push_back((peer.id, msg));
+            st.charge(uid, len);
             return Ok(SendStep::Done((None, true)));
         }
         match until {
@@ -731,7 +797,9 @@ impl Rules {
                     }
                     return;
                 }
+                let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
                 mb.queue.push_front(msg);
+                st.charge(uid, len);
                 self.changed.notify_waiters();
             }
         }
@@ -836,6 +904,7 @@ impl Rules {
         if let Some(i) = pick(&mb.queue, select) {
             let msg = mb.queue.remove(i).expect("picked");
             self.admit_deferred(mb, name);
+            st.uncharge(msg.sender_uid, msg.data.len() as u64);
             self.changed.notify_waiters();
             return RecvStep::Done(Ok(msg));
         }

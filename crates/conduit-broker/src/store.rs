@@ -79,6 +79,7 @@ impl Store {
                     key: Some(k.value().1),
                 });
             }
+            state.charge_mailbox(&mb);
             state.mailboxes.insert(name, mb);
         }
         Ok(())

@@ -20,9 +20,11 @@ pub enum RightKind {
     Send = 1,
     /// The receive right of a socket channel: socket, control block.
     Receive = 2,
-    /// A send right of a shared-memory channel: socket, control block, ring.
+    /// A send right of a shared-memory channel: socket, ring (its header
+    /// holds the control block).
     ShmSend = 3,
-    /// The receive right of a shared-memory channel: socket, control block, ring.
+    /// The receive right of a shared-memory channel: socket, ring (its
+    /// header holds the control block).
     ShmReceive = 4,
     /// A shared-memory segment: one sealed memfd.
     Segment = 5,
@@ -77,10 +79,13 @@ impl RightKind {
     /// Descriptors that travel with a right of this kind.
     pub(crate) fn fds(self) -> usize {
         match self {
-            RightKind::Send | RightKind::Receive | RightKind::StreamSend | RightKind::StreamReceive => 2,
-            RightKind::ShmSend
-            | RightKind::ShmReceive
-            | RightKind::PipeSend
+            RightKind::Send
+            | RightKind::Receive
+            | RightKind::StreamSend
+            | RightKind::StreamReceive
+            | RightKind::ShmSend
+            | RightKind::ShmReceive => 2,
+            RightKind::PipeSend
             | RightKind::PipeReceive
             | RightKind::MqSend
             | RightKind::MqReceive

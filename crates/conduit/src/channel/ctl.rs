@@ -26,7 +26,11 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
+use std::sync::Arc;
+
 use crate::error::WireError;
+use crate::memory::Segment;
+use crate::memory::ring::{OFF_CTL, Ring};
 use crate::sys::memfd::{self, Mapping, SIZE_SEALS};
 
 const CTL_MAGIC: u32 = 0xC0D1_C7A1;
@@ -71,9 +75,19 @@ pub fn parse_header(head: &[u8; 16]) -> Result<Capacity, &'static str> {
 /// A mapped control block.
 #[derive(Debug)]
 pub struct Ctl {
-    fd: OwnedFd,
-    map: Mapping,
+    mem: Mem,
     capacity: Capacity,
+}
+
+/// Where a control block lives.
+#[derive(Debug)]
+enum Mem {
+    /// A memfd of its own (socket, pipe and queue channels), shared by
+    /// the ends made in this process.
+    Own(Arc<(OwnedFd, Mapping)>),
+    /// In a shared-memory channel's ring header, at `base`: one memfd
+    /// for both, so an end costs two descriptors (its socket, its ring).
+    InRing { seg: Arc<Segment>, base: usize },
 }
 
 impl Ctl {
@@ -82,15 +96,64 @@ impl Ctl {
         let fd = memfd::memfd("conduit-ctl", CTL_LEN as u64)?;
         memfd::seal(fd.as_fd(), SIZE_SEALS)?;
         let map = Mapping::new(fd.as_fd(), CTL_LEN)?;
+        let ctl = Ctl { mem: Mem::Own(Arc::new((fd, map))), capacity };
+        ctl.write_header(capacity);
+        Ok(ctl)
+    }
+
+    fn write_header(&self, capacity: Capacity) {
         let raw = match capacity {
             Capacity::Zero => 0,
             Capacity::Bounded(n) => n,
             Capacity::Unbounded => UNBOUNDED,
         };
-        map.atomic_u64(OFF_CAPACITY).store(raw, SeqCst);
-        map.atomic_u32(OFF_VERSION).store(CTL_VERSION, SeqCst);
-        map.atomic_u32(OFF_MAGIC).store(CTL_MAGIC, SeqCst);
-        Ok(Ctl { fd, map, capacity })
+        self.u64_at(OFF_CAPACITY).store(raw, SeqCst);
+        self.u32_at(OFF_VERSION).store(CTL_VERSION, SeqCst);
+        self.u32_at(OFF_MAGIC).store(CTL_MAGIC, SeqCst);
+    }
+
+    /// A new control block in the header of a shared-memory channel's
+    /// ring (before the ring is shared).
+    pub fn create_in_ring(ring: &Ring, capacity: Capacity) -> Ctl {
+        let ctl = Ctl { mem: Mem::InRing { seg: ring.shared_segment(), base: OFF_CTL }, capacity };
+        ctl.write_header(capacity);
+        ctl
+    }
+
+    /// The control block in the header of a ring received from another
+    /// process, its header checked like [`adopt`](Self::adopt)'s.
+    pub fn adopt_in_ring(ring: &Ring, index: usize) -> Result<Ctl, WireError> {
+        let seg = ring.shared_segment();
+        let mut head = [0u8; 16];
+        seg.read_at(OFF_CTL, &mut head).map_err(|_| WireError::BadRight { index, why: "ring segment is too small" })?;
+        let capacity = parse_header(&head).map_err(|why| WireError::BadRight { index, why })?;
+        Ok(Ctl { mem: Mem::InRing { seg, base: OFF_CTL }, capacity })
+    }
+
+    /// Another handle on the same control block, for the other end of a
+    /// channel made in this process: the same descriptor and mapping.
+    pub fn share(&self) -> io::Result<Ctl> {
+        let mem = match &self.mem {
+            Mem::Own(own) => Mem::Own(Arc::clone(own)),
+            Mem::InRing { seg, base } => Mem::InRing { seg: Arc::clone(seg), base: *base },
+        };
+        Ok(Ctl { mem, capacity: self.capacity })
+    }
+
+    #[inline]
+    fn u64_at(&self, off: usize) -> &AtomicU64 {
+        match &self.mem {
+            Mem::Own(own) => own.1.atomic_u64(off),
+            Mem::InRing { seg, base } => seg.atomic_u64(base + off),
+        }
+    }
+
+    #[inline]
+    fn u32_at(&self, off: usize) -> &AtomicU32 {
+        match &self.mem {
+            Mem::Own(own) => own.1.atomic_u32(off),
+            Mem::InRing { seg, base } => seg.atomic_u32(base + off),
+        }
     }
 
     /// Map a control block received from another process, checking that it
@@ -107,14 +170,16 @@ impl Ctl {
         let mut head = [0u8; 16];
         map.read_at(OFF_MAGIC, &mut head);
         let capacity = parse_header(&head).map_err(bad)?;
-        Ok(Ctl { fd, map, capacity })
+        Ok(Ctl { mem: Mem::Own(Arc::new((fd, map))), capacity })
     }
 
     /// The link's 24 bytes (written once by the channel's creator; a peer
     /// may have written anything: the link checks what it reads).
     pub fn link_data(&self) -> [u8; 24] {
         let mut out = [0u8; 24];
-        self.map.read_at(OFF_LINK, &mut out);
+        for (i, chunk) in out.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&self.u64_at(OFF_LINK + 8 * i).load(SeqCst).to_ne_bytes());
+        }
         out
     }
 
@@ -122,13 +187,17 @@ impl Ctl {
     pub fn set_link_data(&self, data: &[u8; 24]) {
         for (i, chunk) in data.chunks(8).enumerate() {
             let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
-            self.map.atomic_u64(OFF_LINK + 8 * i).store(word, SeqCst);
+            self.u64_at(OFF_LINK + 8 * i).store(word, SeqCst);
         }
     }
 
-    /// The descriptor, to pass along with a right.
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The descriptor, to pass along with a right (`None` for a control
+    /// block in a ring: it travels with the ring).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        match &self.mem {
+            Mem::Own(own) => Some(own.0.as_fd()),
+            Mem::InRing { .. } => None,
+        }
     }
 
     /// The channel's capacity.
@@ -139,11 +208,11 @@ impl Ctl {
 
     #[inline]
     fn count(&self) -> &AtomicU64 {
-        self.map.atomic_u64(OFF_COUNT)
+        self.u64_at(OFF_COUNT)
     }
 
     fn waiters(&self) -> &AtomicU32 {
-        self.map.atomic_u32(OFF_WAITERS)
+        self.u32_at(OFF_WAITERS)
     }
 
     /// Messages sent and not yet received (bounded channels).
@@ -160,7 +229,7 @@ impl Ctl {
         let count = self.count();
         match self.capacity {
             Capacity::Unbounded => true,
-            Capacity::Bounded(n) => count.fetch_update(SeqCst, SeqCst, |c| (c < n).then_some(c + 1)).is_ok(),
+            Capacity::Bounded(n) => count.fetch_update(SeqCst, SeqCst, |c| (c < n).then(|| c + 1)).is_ok(),
             Capacity::Zero => count.fetch_update(SeqCst, SeqCst, |c| c.checked_sub(1)).is_ok(),
         }
     }

@@ -156,6 +156,13 @@ impl Queue {
         Ok(Queue { ring, limit })
     }
 
+    /// The shared memory behind the queue: what every process it was
+    /// handed to maps, and may write anything into (the fuzz target
+    /// `queue_records` plays such a process).
+    pub fn segment(&self) -> &Segment {
+        self.ring.segment()
+    }
+
     /// Another handle on the same queue (to pass on while keeping this one).
     pub fn try_clone(&self) -> Result<Queue, Error> {
         let ring = Ring::adopt(self.ring.segment().try_clone()?, 0)?;
@@ -510,10 +517,18 @@ impl Queue {
             return Err(QueueError::Closed);
         }
         if lock.inherited {
-            // Rare (a receiver died holding the lock): wait for the
-            // producers' lock even in `OrBusy` mode, or the recount would
-            // be lost with the inherited flag.
-            self.recount()?;
+            // Rare (a receiver died holding the lock): count what is queued
+            // under the producers' lock. In `OrBusy` mode, if a live
+            // process holds it (a stopped or hostile one, maybe for good),
+            // do not wait: pass the consumers' lock on as inherited, so the
+            // next receiver does the recount.
+            match self.recount(locking) {
+                Err(QueueError::Busy) => {
+                    lock.pass_on_inherited();
+                    return Err(QueueError::Busy);
+                }
+                other => other?,
+            }
         }
         let claimed = self.live_claims();
         let mut best: Option<(Record, i64)> = None;
@@ -558,8 +573,8 @@ impl Queue {
 
     /// After a receiver died holding the consumers' lock: count what is
     /// really queued, with the producers held off.
-    fn recount(&self) -> Result<(), QueueError> {
-        let _producers = self.producers(Locking::Deadline)?;
+    fn recount(&self, locking: Locking) -> Result<(), QueueError> {
+        let _producers = self.producers(locking)?;
         let mut live = 0;
         let mut cur = self.ring.peek()?;
         while let Some(r) = cur {

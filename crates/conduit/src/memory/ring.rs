@@ -82,6 +82,11 @@ pub(crate) const OFF_USER_CLAIMS: usize = 1168;
 pub(crate) const OFF_USER_CLAIM_TABLE: usize = 2048;
 /// Entries in the claims table.
 pub(crate) const CLAIM_SLOTS: usize = 128;
+/// A channel's control block, when it lives in its ring's header (a
+/// shared-memory channel: one memfd for both): 384 bytes from here. The
+/// claims table of a mailbox queue uses the same words (a queue has no
+/// control block).
+pub(crate) const OFF_CTL: usize = 2048;
 /// Where the data area starts.
 pub const DATA_OFFSET: usize = 4096;
 /// Smallest data area.
@@ -275,7 +280,9 @@ pub fn parse_header(head: &[u8; 16], segment_len: usize) -> Result<u64, &'static
 /// A ring in a shared-memory segment.
 #[derive(Debug)]
 pub struct Ring {
-    seg: Segment,
+    /// Shared by the handles of one process ([`Ring::share`]) and by a
+    /// control block kept in the header ([`OFF_CTL`]).
+    seg: std::sync::Arc<Segment>,
     capacity: u64,
     /// What this handle last loaded of the other side's counters (lower
     /// bounds: they only grow), so that the hot path does not pull the
@@ -336,7 +343,18 @@ impl Ring {
         m.atomic_u64(OFF_CAPACITY).store(cap as u64, SeqCst);
         m.atomic_u32(OFF_VERSION).store(VERSION, SeqCst);
         m.atomic_u32(OFF_MAGIC).store(MAGIC, SeqCst);
-        Ok(Ring { seg, capacity: cap as u64, known: Known::default() })
+        Ok(Ring { seg: std::sync::Arc::new(seg), capacity: cap as u64, known: Known::default() })
+    }
+
+    /// Another handle on this ring in this process (the other end of a
+    /// channel made here): the same mapping, its own view of the counters.
+    pub(crate) fn share(&self) -> Ring {
+        Ring { seg: std::sync::Arc::clone(&self.seg), capacity: self.capacity, known: Known::default() }
+    }
+
+    /// The segment, shared (a control block kept in the header holds it).
+    pub(crate) fn shared_segment(&self) -> std::sync::Arc<Segment> {
+        std::sync::Arc::clone(&self.seg)
     }
 
     /// Use a segment received from another process as a ring, after
@@ -353,7 +371,7 @@ impl Ring {
             return Err(bad("ring segment is too small"));
         }
         let cap = parse_header(&head, seg.len()).map_err(bad)?;
-        Ok(Ring { seg, capacity: cap, known: Known::default() })
+        Ok(Ring { seg: std::sync::Arc::new(seg), capacity: cap, known: Known::default() })
     }
 
     /// How the ends of this ring wait (chosen by its creator).
@@ -759,6 +777,28 @@ pub struct RingLock<'a> {
     pub(crate) inherited: bool,
     /// False when the other side is gone and we went on without the lock.
     owned: bool,
+}
+
+/// A lock word no live thread has (tids are below `pid_max` ≤ 2²²): a
+/// lock left with it is taken over as from a dead owner.
+const NO_THREAD: u32 = u32::MAX;
+
+impl RingLock<'_> {
+    /// Let go so that the next taker inherits the lock as from a dead owner
+    /// (and does the repair an inherited lock asks for): for a holder that
+    /// inherited it and could not finish that repair without waiting.
+    pub(crate) fn pass_on_inherited(mut self) {
+        if !self.owned {
+            return;
+        }
+        self.owned = false;
+        let word = self.ring.word(self.which.off());
+        word.store(NO_THREAD, Release);
+        barrier::light();
+        if self.ring.word(self.which.off_waiters()).load(Relaxed) > 0 {
+            futex::wake(word, 1);
+        }
+    }
 }
 
 impl Drop for RingLock<'_> {

@@ -158,6 +158,12 @@ pub fn try_reserve<M: RingMemory>(m: &M, len: usize) -> Result<Option<Reservatio
     }
     let size = record_size(len);
     let t = m.tail().load(Relaxed);
+    if !t.is_multiple_of(8) {
+        // Only a peer's write makes `tail` other than a multiple of 8
+        // (every record is): the ring is broken and takes nothing more,
+        // as if full (the sender's timeout ends its wait).
+        return Ok(None);
+    }
     let pos = t & (cap - 1);
     let contiguous = cap - pos;
     let pad = if size <= contiguous { 0 } else { contiguous };
@@ -274,7 +280,7 @@ pub fn peek<M: RingMemory>(m: &M) -> Result<Option<Record>, Corrupt> {
     // The common case inline (a message, or nothing yet); the rest in `find`.
     match header_at(m, at) {
         None => Ok(None),
-        Some((len, KIND_DATA)) if record_size(len as usize) <= cap - pos => {
+        Some((len, KIND_DATA)) if record_size(len as usize) <= cap - pos && len as usize <= max_payload(cap) => {
             Ok(Some(Record { at, pos, len: len as usize, size: record_size(len as usize) }))
         }
         Some(_) => find(m, at, true),
@@ -310,6 +316,10 @@ fn find<M: RingMemory>(m: &M, mut at: u64, consume: bool) -> Result<Option<Recor
                 let size = record_size(len as usize);
                 if size > cap - pos {
                     return Err(Corrupt("record runs past the end of the ring"));
+                }
+                // No producer writes more (`try_reserve`): a forged length.
+                if len as usize > max_payload(cap) {
+                    return Err(Corrupt("record longer than the ring's largest message"));
                 }
                 if kind == KIND_DATA {
                     return Ok(Some(Record { at, pos, len: len as usize, size }));

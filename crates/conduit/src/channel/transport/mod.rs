@@ -579,17 +579,19 @@ impl RxLink {
     }
 }
 
-/// A right of `kind`: the link's descriptors, then duplicates of the
-/// control block and (shared memory) the ring, the order `adopt` takes.
+/// A right of `kind`: the link's descriptors, then a duplicate of the
+/// control block's memfd, or (shared memory) of the ring's, which holds
+/// the control block in its header: the order `adopt` takes.
 fn right(
     kind: RightKind,
     mut fds: Vec<OwnedFd>,
     ctl: &Ctl,
     ring: Option<&Ring>,
 ) -> io::Result<(RightKind, Vec<OwnedFd>)> {
-    fds.push(socket::dup(ctl.fd())?);
-    if let Some(ring) = ring {
-        fds.push(socket::dup(ring.segment().fd())?);
+    match (ring, ctl.fd()) {
+        (Some(ring), _) => fds.push(socket::dup(ring.segment().fd())?),
+        (None, Some(fd)) => fds.push(socket::dup(fd)?),
+        (None, None) => return Err(io::Error::other("a control block in a ring, without its ring")),
     }
     Ok((kind, fds))
 }
@@ -669,16 +671,17 @@ pub(crate) fn adopt(kind: RightKind, index: usize, next: &mut dyn FnMut() -> Own
         }
         RightKind::Segment => return Err(bad("a segment is not a channel end")),
     };
-    let ctl = Ctl::adopt(next(), index)?;
+    let (ctl, ring) = match kind {
+        // The ring, its header holding the control block.
+        RightKind::ShmSend | RightKind::ShmReceive => {
+            let ring = Ring::adopt(Segment::adopt_with(next(), index, true)?, index)?;
+            (Ctl::adopt_in_ring(&ring, index)?, Some(ring))
+        }
+        _ => (Ctl::adopt(next(), index)?, None),
+    };
     let mut link = link;
     if let LinkFds::Sysv { id, .. } = &mut link {
         *id = sysv::verify(&ctl).map_err(bad)?;
     }
-    let ring = match kind {
-        RightKind::ShmSend | RightKind::ShmReceive => {
-            Some(Ring::adopt(Segment::adopt_with(next(), index, true)?, index)?)
-        }
-        _ => None,
-    };
     Ok(Parts { kind, link, ctl, ring })
 }

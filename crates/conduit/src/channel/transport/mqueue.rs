@@ -239,7 +239,7 @@ impl Builder {
         })?;
         let (send_end, recv_end) = socket::seqpacket_pair()?;
         let ctl = Ctl::create(self.capacity)?;
-        let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
+        let ctl2 = ctl.share()?;
         let mq2 = socket::dup(&mq)?;
         Ok((
             Sender::from_link(TxLink::Mq(MqTx::new(send_end, mq)?), ctl),

@@ -269,7 +269,7 @@ fn pipe_channel<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error
     let (data_r, data_w) = sys::pipe()?;
     let (bell_r, bell_w) = sys::pipe()?;
     let ctl = Ctl::create(capacity)?;
-    let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
+    let ctl2 = ctl.share()?;
     let tx = Sender::from_link(super::TxLink::Pipe(PipeTx::new(data_w, Some(bell_r))), ctl);
     let rx = Receiver::from_link(super::RxLink::Pipe(PipeRx::new(data_r, Some(bell_w))), ctl2);
     Ok((tx, rx))

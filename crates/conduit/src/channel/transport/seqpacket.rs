@@ -149,7 +149,7 @@ pub(crate) fn channel<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>),
     let (send_end, recv_end) = socket::seqpacket_pair()?;
     socket::set_passcred(recv_end.as_fd())?;
     let ctl = Ctl::create(capacity)?;
-    let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
+    let ctl2 = ctl.share()?;
     Ok((
         Sender::from_link(TxLink::Seqpacket(Seqpacket::new(send_end)), ctl),
         Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(recv_end)), ctl2),

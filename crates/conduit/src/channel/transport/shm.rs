@@ -612,12 +612,14 @@ impl Builder {
     /// Create the channel.
     pub fn build<T>(self) -> Result<(Sender<T>, Receiver<T>), Error> {
         let (send_end, recv_end) = socket::seqpacket_pair()?;
-        let ctl = Ctl::create(self.capacity)?;
-        let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
         let ring = Ring::new(self.ring_bytes.unwrap_or_else(|| default_ring_bytes::<T>(self.capacity)))?;
         ring.set_strategy(self.wait);
         ring.set_checked(self.checked);
-        let ring2 = Ring::adopt(crate::memory::Segment::adopt_with(socket::dup(ring.segment().fd())?, 0, true)?, 0)?;
+        // One memfd: the control block lives in the ring's header, and
+        // both ends here share the mapping.
+        let ctl = Ctl::create_in_ring(&ring, self.capacity);
+        let ctl2 = ctl.share()?;
+        let ring2 = ring.share();
         let tx = ShmTx::new(Seqpacket::new(send_end), ring)?;
         let rx = ShmRx::new(Seqpacket::new(recv_end), ring2)?;
         Ok((Sender::from_link(TxLink::Shm(tx), ctl), Receiver::from_link(RxLink::Shm(rx), ctl2)))

@@ -283,7 +283,7 @@ fn channel<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
         let count2 = socket::dup(&count)?;
         let ctl = Ctl::create(capacity)?;
         ctl.set_link_data(&link_data(id, cookie));
-        let ctl2 = Ctl::adopt(socket::dup(ctl.fd())?, 0)?;
+        let ctl2 = ctl.share()?;
         Ok((
             Sender::from_link(TxLink::Sysv(SysvTx::new(send_end, count, id)), ctl),
             Receiver::from_link(RxLink::Sysv(SysvRx::new(recv_end, count2, id)?), ctl2),
