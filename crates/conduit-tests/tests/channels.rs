@@ -262,3 +262,36 @@ conformance!(
     a_stream_of_large_messages_arrives_whole_while_the_receiver_sleeps,
     async_send_and_recv_inside_tokio,
 );
+
+/// A sender whose earlier messages still wait in this process's outbox
+/// (the socket's buffer was full) does not move: the new holder's sends
+/// would overtake them. The move is refused with the sender handed back;
+/// once the receiver has read and the outbox is flushed, it moves, and
+/// every message arrives once, in order. (Found by the `ctl_block` fuzz
+/// target.)
+#[test]
+fn a_sender_with_messages_in_its_outbox_does_not_move_until_they_are_out() {
+    let (tx, rx) = conduit::unbounded::<u64>().unwrap();
+    // Far more than a socket buffer holds: the rest wait in the outbox.
+    let n = 20_000u64;
+    for i in 0..n {
+        tx.send(i).unwrap();
+    }
+    let (carry_tx, carry_rx) = conduit::unbounded::<conduit::Sender<u64>>().unwrap();
+    let tx = match carry_tx.send(tx) {
+        Err(conduit::SendError::Failed(tx, e)) => {
+            assert!(e.to_string().contains("outbox"), "{e}");
+            tx
+        }
+        other => panic!("a sender with a full outbox moved: {other:?}"),
+    };
+    for i in 0..n {
+        assert_eq!(rx.recv().unwrap(), i);
+    }
+    tx.flush();
+    carry_tx.send(tx).unwrap();
+    let moved = carry_rx.recv().unwrap();
+    moved.send(n).unwrap();
+    assert_eq!(rx.recv().unwrap(), n);
+    assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
+}

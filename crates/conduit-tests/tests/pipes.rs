@@ -120,7 +120,11 @@ fn a_fifo_reader_killed_disconnects_its_writers() {
     // the message (holding the end) comes back.
     let (carrier, _keep) = conduit::unbounded::<conduit::Sender<u64>>().unwrap();
     let tx = match carrier.send(tx) {
-        Err(conduit::SendError::Failed(back, Error::Encode(_))) => back,
+        Err(conduit::SendError::Failed(back, Error::Io(e)))
+            if e.kind() == std::io::ErrorKind::Unsupported && e.to_string().contains("FIFO") =>
+        {
+            back
+        }
         other => panic!("expected an encoding refusal: {other:?}"),
     };
     holder.child.kill().unwrap();

@@ -121,12 +121,35 @@ pub enum Incoming {
 pub type Outgoing = Vec<(RightKind, Vec<OwnedFd>)>;
 
 thread_local! {
+    /// Why a right refused to be serialized (postcard keeps no message).
+    static REFUSED: RefCell<Option<crate::Error>> = const { RefCell::new(None) };
     static OUTGOING: RefCell<Option<Outgoing>> = const { RefCell::new(None) };
     static INCOMING: RefCell<Option<Vec<Option<Incoming>>>> = const { RefCell::new(None) };
 }
 
+/// A right cannot be serialized, for this reason (returned, to give to
+/// serde; [`refusal`] gives it back to the encoder).
+pub(crate) fn refuse(why: &'static str) -> &'static str {
+    REFUSED.with(|r| *r.borrow_mut() = Some(crate::Error::Unsupported(why)));
+    why
+}
+
+/// A right could not make its descriptors (returned as text, for serde;
+/// [`refusal`] gives the error itself back to the encoder).
+pub(crate) fn refuse_io(e: std::io::Error) -> String {
+    let text = e.to_string();
+    REFUSED.with(|r| *r.borrow_mut() = Some(crate::Error::Io(e)));
+    text
+}
+
+/// Why the last serialization on this thread was refused by a right.
+pub(crate) fn refusal() -> Option<crate::Error> {
+    REFUSED.with(|r| r.borrow_mut().take())
+}
+
 /// Run `f` (a serialization) collecting the rights it meets.
 pub fn collect<R>(f: impl FnOnce() -> R) -> (R, Outgoing) {
+    REFUSED.with(|r| *r.borrow_mut() = None);
     let saved = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
     let r = f();
     let rights = OUTGOING.with(|o| std::mem::replace(&mut *o.borrow_mut(), saved)).unwrap_or_default();

@@ -55,7 +55,8 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding, bulk: Option<&BulkP
         return Ok(OutFrame { bytes: buf, fds: vec![ool] });
     }
     let (res, rights) = rights::collect(|| postcard::to_extend(msg, vec![0u8; HEADER_LEN]));
-    let mut buf = res.map_err(Error::Encode)?;
+    // A right that refused to travel says why (postcard keeps no message).
+    let mut buf = res.map_err(|e| rights::refusal().unwrap_or(Error::Encode(e)))?;
     let len = buf.len() - HEADER_LEN;
     if rights.len() > MAX_RIGHTS {
         return Err(Error::TooManyRights { count: rights.len(), limit: MAX_RIGHTS });

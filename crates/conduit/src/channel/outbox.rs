@@ -289,6 +289,13 @@ impl SenderCore {
             ob = self.drained.wait(ob).unwrap_or_else(|p| p.into_inner());
         }
     }
+
+    /// Frames of this process still wait in the outbox (a flusher is on
+    /// them).
+    pub fn has_pending(&self) -> bool {
+        let ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        ob.flushing || !ob.pending.is_empty()
+    }
 }
 
 /// A message the short send path (`SenderCore::send_plain`) writes

@@ -437,9 +437,9 @@ impl<T> Receiver<T> {
 impl<T> Serialize for Receiver<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.link.credits_in_band() {
-            return Err(serde::ser::Error::custom(super::sender::STAYS));
+            return Err(serde::ser::Error::custom(crate::rights::refuse(super::sender::STAYS)));
         }
-        let (kind, fds) = self.to_right().map_err(serde::ser::Error::custom)?;
+        let (kind, fds) = self.to_right().map_err(|e| serde::ser::Error::custom(crate::rights::refuse_io(e)))?;
         let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }

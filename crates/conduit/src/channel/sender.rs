@@ -338,20 +338,32 @@ pub enum CallError {
 impl<T> Sender<T> {
     /// This send right as a right's kind and descriptors (duplicates).
     pub(crate) fn to_right(&self) -> std::io::Result<(RightKind, Vec<std::os::fd::OwnedFd>)> {
+        if self.core.has_pending() {
+            // Its new holder's sends would overtake them.
+            return Err(std::io::Error::other(PENDING));
+        }
         self.core.link.to_right(&self.core.ctl)
     }
 }
 
-/// Why a stream-socket end does not go inside a message.
-pub(crate) const STAYS: &str = "a TCP or Unix-stream channel end cannot travel inside a message \
-     (hand it to a child with process::Command::spawn_with)";
+/// Why a sender with messages still in this process's outbox does not
+/// move: messages sent after the move would overtake them.
+pub(crate) const PENDING: &str = "a sender whose earlier messages still wait in this process's outbox \
+     cannot move yet (they would be overtaken): call flush() first";
+
+/// Why a stream-socket or FIFO end does not go inside a message.
+pub(crate) const STAYS: &str = "this channel end cannot travel inside a message: a TCP or Unix-stream \
+     end is handed to a child with process::Command::spawn_with, a FIFO's is opened by its path";
 
 impl<T> Serialize for Sender<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if !self.core.link.travels() {
-            return Err(serde::ser::Error::custom(STAYS));
+            return Err(serde::ser::Error::custom(rights::refuse(STAYS)));
         }
-        let (kind, fds) = self.to_right().map_err(serde::ser::Error::custom)?;
+        if self.core.has_pending() {
+            return Err(serde::ser::Error::custom(rights::refuse(PENDING)));
+        }
+        let (kind, fds) = self.to_right().map_err(|e| serde::ser::Error::custom(rights::refuse_io(e)))?;
         let index = rights::push(kind, fds).map_err(serde::ser::Error::custom)?;
         s.serialize_u32(index)
     }
