@@ -695,7 +695,6 @@ fn connection_trial(kind: &str, dir: &Path, plan: &Plan, t: &mut Trial) -> Resul
 /// a child of this process.
 struct Broker {
     socket: PathBuf,
-    data: PathBuf,
     process: std::process::Child,
 }
 
@@ -713,7 +712,7 @@ impl Broker {
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| format!("starting the broker: {e}"))?;
-        let b = Broker { socket, data, process };
+        let b = Broker { socket, process };
         // Up when it answers (the socket appears after the bind).
         let until = Instant::now() + Duration::from_secs(30);
         while Client::connect_to(&b.socket).is_err() {
@@ -739,7 +738,6 @@ impl Broker {
             rustix::process::Signal::TERM,
         );
         let _ = self.process.wait();
-        let _ = &self.data;
     }
 }
 

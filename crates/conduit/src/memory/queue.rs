@@ -673,6 +673,30 @@ mod tests {
         assert_eq!(q.send(1, b"z", (1, 2), Deadline::Never), Err(QueueError::Full), "exactly the capacity again");
     }
 
+    /// The broker never waits: a receiver that takes over a dead
+    /// receiver's lock while a live process holds the producers' lock says
+    /// `Busy` and passes the recount on; the next one, once the producers'
+    /// lock is free, does it.
+    #[test]
+    fn a_recount_that_would_wait_is_passed_on_in_never_wait_mode() {
+        let q = Queue::new(4, 4096).unwrap();
+        for i in 0..4 {
+            q.send(1, &[i], (1, 2), Deadline::Never).unwrap();
+        }
+        let r = q.ring.peek().unwrap().unwrap();
+        super::super::ring_core::release(&q.ring, r);
+        q.ring.word(super::super::ring::OFF_CONSUMER_LOCK).store(dead_tid(), SeqCst);
+        // A live process (init) holds the producers' lock.
+        q.ring.word(super::super::ring::OFF_LOCK).store(1, SeqCst);
+        assert_eq!(q.claim_or_busy(0).map(|(m, _)| m.data), Err(QueueError::Busy));
+        assert_eq!(q.claim_or_busy(0).map(|(m, _)| m.data), Err(QueueError::Busy), "still owed, still Busy");
+        q.ring.word(super::super::ring::OFF_LOCK).store(0, SeqCst);
+        let (m, id) = q.claim_or_busy(0).unwrap();
+        assert_eq!(m.data, [1]);
+        q.settle_or_busy(id, true).unwrap();
+        assert_eq!(q.len(), 2, "recounted: the released record is not counted");
+    }
+
     #[test]
     fn claims_hold_a_message_until_acked_given_back_or_their_holder_dies() {
         let q = Queue::new(4, 4096).unwrap();

@@ -56,7 +56,7 @@ const OFF_JOURNAL_SENT: usize = 152;
 const OFF_HEAD: usize = 256;
 /// Messages ever released (next to `head`: written by the consumer only).
 const OFF_TAKEN: usize = 264;
-const OFF_LOCK: usize = 384;
+pub(crate) const OFF_LOCK: usize = 384;
 const OFF_LOCK_WAITERS: usize = 388;
 const OFF_DATA_WAITERS: usize = 512;
 const OFF_DATA_SEQ: usize = 516;
