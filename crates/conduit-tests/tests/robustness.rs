@@ -211,3 +211,23 @@ fn a_killed_consumer_is_always_disconnected_for_its_sender() {
         assert_eq!(kid.child.wait().unwrap().signal, Some(9));
     }
 }
+
+/// Every constructor that makes several kernel objects cleans up those it
+/// made when a later one fails: each kind of channel made with 0, 1, 2, …
+/// descriptors left (so it fails at each of its steps in turn) leaves no
+/// descriptor and no System V queue behind.
+#[test]
+fn a_constructor_that_fails_half_way_leaves_nothing_behind() {
+    let kid = common::spawn_with_args("exhaust", &[]);
+    let FromChild::Outcome(said) = report(&kid) else { panic!("want an outcome") };
+    eprintln!("{said}");
+    for part in said.split("; ") {
+        let (name, rest) = part.split_once(": ").unwrap();
+        assert!(rest.ends_with("leaks []"), "{name} left something behind: {rest}");
+        let failed: u32 = rest.split(' ').next().unwrap().parse().unwrap();
+        // Enough descriptors in the end: some attempts worked, the first
+        // (none free) did not.
+        assert!((1..12).contains(&failed), "{name}: {failed} of 12 attempts failed ({said})");
+    }
+    finish(kid);
+}

@@ -750,6 +750,87 @@ fn main() {
                 }
             }
         }
+        "exhaust" => {
+            // Make each kind of channel with only 0, 1, 2, ... descriptors
+            // left to this process, so that its constructor fails at each
+            // of its steps in turn; after each attempt, nothing it made
+            // may be left: descriptors back at their count, no System V
+            // queue last touched by this process.
+            use rustix::process::{Resource, getrlimit, setrlimit};
+            type Made = Result<(), conduit::Error>;
+            fn make<T>(r: Result<(conduit::Sender<T>, conduit::Receiver<T>), conduit::Error>) -> Made {
+                r.map(drop)
+            }
+            let kinds: [(&str, fn() -> Made); 6] = [
+                ("socket", || make(conduit::bounded::<u64>(4))),
+                ("shm", || make(conduit::channel::shm::bounded::<u64>(4))),
+                ("pipe", || make(conduit::channel::pipe::bounded::<u64>(4))),
+                ("mqueue", || make(conduit::channel::mqueue::bounded::<u64>(4))),
+                ("sysv", || make(conduit::channel::sysv::bounded::<u64>(4))),
+                ("segment", || conduit::memory::Segment::new(4096).map(drop)),
+            ];
+            let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+            let me = std::process::id().to_string();
+            let my_queues = || {
+                std::fs::read_to_string("/proc/sysvipc/msg")
+                    .unwrap_or_default()
+                    .lines()
+                    .skip(1)
+                    .filter(|l| l.split_whitespace().nth(5) == Some(me.as_str()))
+                    .count()
+            };
+            let limit = getrlimit(Resource::Nofile);
+            // The limit is on descriptor numbers: fill the holes below the
+            // highest one, so that the next descriptor is the next number.
+            let highest = || {
+                std::fs::read_dir("/proc/self/fd")
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+                    .max()
+                    .unwrap_or(0)
+            };
+            let mut fillers = Vec::new();
+            let top = highest();
+            loop {
+                let f = std::fs::File::open("/dev/null").unwrap();
+                if std::os::fd::AsRawFd::as_raw_fd(&f) as u64 >= top {
+                    break;
+                }
+                fillers.push(f);
+            }
+            let mut report_lines = Vec::new();
+            for (name, f) in kinds {
+                // Once first: what a process sets up once is not a leak.
+                f().unwrap();
+                let (mut failed, mut leaks) = (0, Vec::new());
+                for extra in 0..12 {
+                    // `read_dir` itself takes one descriptor while it counts.
+                    let base = fds() - 1;
+                    let next = {
+                        let f = std::fs::File::open("/dev/null").unwrap();
+                        std::os::fd::AsRawFd::as_raw_fd(&f) as u64
+                    };
+                    setrlimit(Resource::Nofile, rustix::process::Rlimit { current: Some(next + extra), ..limit })
+                        .unwrap();
+                    let r = f();
+                    setrlimit(Resource::Nofile, limit.clone()).unwrap();
+                    if r.is_err() {
+                        failed += 1;
+                    }
+                    if fds() - 1 != base {
+                        leaks.push(format!("{} descriptors with {extra} free", fds() - 1 - base));
+                    }
+                    if my_queues() != 0 {
+                        leaks.push(format!("a System V queue with {extra} free"));
+                    }
+                }
+                report_lines.push(format!("{name}: {failed} failed, leaks {leaks:?}"));
+            }
+            drop(fillers);
+            outcome(&up, &report_lines.join("; "));
+        }
         "attacker" => {
             // argv[2]: broker socket; argv[3]: a root-owned 0600 mailbox
             // ("-": only connect); argv[4]: a name root owns; argv[5]: a
