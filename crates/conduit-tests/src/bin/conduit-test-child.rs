@@ -758,10 +758,11 @@ fn main() {
             // queue last touched by this process.
             use rustix::process::{Resource, getrlimit, setrlimit};
             type Made = Result<(), conduit::Error>;
+            type Kind = (&'static str, fn() -> Made);
             fn make<T>(r: Result<(conduit::Sender<T>, conduit::Receiver<T>), conduit::Error>) -> Made {
                 r.map(drop)
             }
-            let kinds: [(&str, fn() -> Made); 6] = [
+            let kinds: [Kind; 6] = [
                 ("socket", || make(conduit::bounded::<u64>(4))),
                 ("shm", || make(conduit::channel::shm::bounded::<u64>(4))),
                 ("pipe", || make(conduit::channel::pipe::bounded::<u64>(4))),
@@ -815,7 +816,7 @@ fn main() {
                     setrlimit(Resource::Nofile, rustix::process::Rlimit { current: Some(next + extra), ..limit })
                         .unwrap();
                     let r = f();
-                    setrlimit(Resource::Nofile, limit.clone()).unwrap();
+                    setrlimit(Resource::Nofile, limit).unwrap();
                     if r.is_err() {
                         failed += 1;
                     }
