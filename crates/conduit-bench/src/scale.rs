@@ -186,19 +186,6 @@ pub fn shm(plan: Plan, tick: &mut dyn FnMut()) -> io::Result<Measurement> {
     case("shm", plan, tick)
 }
 
-fn fds() -> u64 {
-    std::fs::read_dir("/proc/self/fd").map(|d| d.count() as u64).unwrap_or(0)
-}
-
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
 fn fd_limit() -> u64 {
     std::fs::read_to_string("/proc/self/limits")
         .unwrap_or_default()
@@ -226,7 +213,8 @@ pub fn peer(kind: &str, n: &str) -> ExitCode {
         rx.recv().map_err(|e| conduit::Error::Io(io::Error::other(e.to_string())))?;
         Ok((tx, rx))
     });
-    let (fd0, rss0) = (fds(), rss_bytes());
+    let me = std::process::id();
+    let (fd0, rss0) = (proc_fds(me), proc_rss(me));
     let mut held: Vec<Pair> = Vec::with_capacity(n as usize);
     let mut times = Vec::with_capacity(n as usize);
     let mut error = None;
@@ -261,8 +249,8 @@ pub fn peer(kind: &str, n: &str) -> ExitCode {
     let row = ScaleRow {
         channels: n,
         made,
-        fds_per_channel: per(fds().saturating_sub(fd0)),
-        rss_bytes_per_channel: per(rss_bytes().saturating_sub(rss0)),
+        fds_per_channel: per(proc_fds(me).saturating_sub(fd0)),
+        rss_bytes_per_channel: per(proc_rss(me).saturating_sub(rss0)),
         create_ns_p50: times.get(times.len() / 2).copied().unwrap_or(0.0),
         fd_limit: fd_limit(),
         error,
@@ -287,29 +275,19 @@ pub fn print(results: &[Measurement]) {
         "scale", "objects", "made", "fds each", "resident", "create p50"
     );
     for (name, r) in rows {
-        if let (Some(clients), Some(req)) = (r.clients, r.request_ns_p50) {
-            println!(
-                "{:<14} {:>9} {:>9} {:>10.2} {:>8.1} KiB {:>9.1} µs  {} client(s); a request {:.1} µs",
-                name,
-                r.channels,
-                r.made,
-                r.fds_per_channel,
-                r.rss_bytes_per_channel / 1024.0,
-                r.create_ns_p50 / 1e3,
-                clients,
-                req / 1e3,
-            );
-            continue;
-        }
+        let tail = match (r.clients, r.request_ns_p50, &r.error) {
+            (Some(clients), Some(req), _) => format!("  {clients} client(s); a request {:.1} µs", req / 1e3),
+            (_, _, Some(e)) => format!("  stopped: {e} (limit {} fds)", r.fd_limit),
+            _ => String::new(),
+        };
         println!(
-            "{:<14} {:>9} {:>9} {:>10.2} {:>8.1} KiB {:>9.1} µs{}",
+            "{:<14} {:>9} {:>9} {:>10.2} {:>8.1} KiB {:>9.1} µs{tail}",
             name,
             r.channels,
             r.made,
             r.fds_per_channel,
             r.rss_bytes_per_channel / 1024.0,
             r.create_ns_p50 / 1e3,
-            r.error.as_ref().map_or(String::new(), |e| format!("  stopped: {e} (limit {} fds)", r.fd_limit)),
         );
     }
 }
