@@ -32,6 +32,11 @@ pub trait Link {
         debug_assert!(whole.starts_with(head));
         self.send(whole)
     }
+    /// Make every send so far (links that hold sends back to send them
+    /// together: before each receive, and here after the last send).
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Largest message the link carries in one piece.
     fn max_message(&self) -> usize {
         usize::MAX
@@ -76,6 +81,9 @@ pub struct Measurement {
     /// RPC cases: CPU time of both processes per call, one call at a time
     /// (ns): what spinning before sleeping costs.
     pub cpu_per_call_ns: Option<f64>,
+    /// Mailbox cases: 64-byte messages per second from 16 concurrent
+    /// senders (a connection each, one send at a time, each answered).
+    pub msgs_per_s_64b_16: Option<f64>,
     /// Scale cases: one row per number of channels.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub scale: Vec<crate::scale::ScaleRow>,
@@ -102,6 +110,7 @@ impl Measurement {
             gb_per_s_1mib: None,
             calls_per_s: None,
             cpu_per_call_ns: None,
+            msgs_per_s_64b_16: None,
             scale: Vec::new(),
         }
     }
@@ -132,6 +141,7 @@ impl Measurement {
             gb_per_s_1mib: median_of(rounds.iter().map(|m| m.gb_per_s_1mib)),
             calls_per_s: median_of(rounds.iter().map(|m| m.calls_per_s)),
             cpu_per_call_ns: median_of(rounds.iter().map(|m| m.cpu_per_call_ns)),
+            msgs_per_s_64b_16: median_of(rounds.iter().map(|m| m.msgs_per_s_64b_16)),
             scale: first.scale.clone(),
         })
     }
@@ -269,6 +279,7 @@ pub fn measure(name: &str, link: &mut dyn Link, plan: Plan, tick: &mut dyn FnMut
     let gb_per_s_1mib = (large * MIB) as f64 / t.elapsed().as_secs_f64() / 1e9;
     tick();
     link.send(&[0u8; QUIT])?;
+    link.flush()?;
     Ok(Measurement {
         rtt_p50_ns: Some(percentile(&rtts, 0.50)),
         rtt_p99_ns: Some(percentile(&rtts, 0.99)),

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod floors;
 pub mod peer;
 pub mod peers;
+pub mod redis;
 pub mod rpc_cases;
 pub mod rpc_peers;
 pub mod scale;
@@ -94,12 +95,16 @@ pub const CASES: &[(&str, CaseFn, PeerFn)] = &[
     ("conduit/sysv", floors::conduit_sysv, floors::conduit_sysv_peer),
     ("conduit/posix-mq-typed", floors::posix_mq_typed, floors::posix_mq_typed_peer),
     ("conduit/mailbox", broker_cases::mailbox, broker_cases::mailbox_peer),
+    ("conduit/mailbox-unbounded", broker_cases::mailbox_unbounded, broker_cases::brokered_peer),
+    ("conduit/mailbox-durable", broker_cases::mailbox_durable, broker_cases::brokered_peer),
     ("conduit/rpc", rpc_cases::rpc_shm, rpc_cases::rpc_peer),
     ("conduit/rpc-uds", rpc_cases::rpc_uds, rpc_cases::rpc_peer),
     ("conduit/rpc-tcp", rpc_cases::rpc_tcp, rpc_cases::rpc_tcp_peer),
     ("peer/iceoryx2", peers::iceoryx2, peers::iceoryx2_peer),
     ("peer/ipc-channel", peers::ipc_channel, peers::ipc_channel_peer),
     ("peer/dbus", peers::dbus_case, peers::dbus_peer),
+    ("peer/redis", redis::redis, redis::redis_peer),
+    ("peer/redis-aof", redis::redis_aof, redis::redis_peer),
     ("peer/tarpc", rpc_peers::tarpc_case, rpc_peers::tarpc_peer),
     ("peer/tonic", rpc_peers::tonic_case, rpc_peers::tonic_peer),
 ];
@@ -126,6 +131,10 @@ const RUN_ORDER: &[&str] = &[
     "conduit/sysv",
     "conduit/mailbox",
     "peer/dbus",
+    "conduit/mailbox-unbounded",
+    "peer/redis",
+    "conduit/mailbox-durable",
+    "peer/redis-aof",
     "floor/futex",
     "floor/pipe",
     "conduit/pipe",
@@ -269,6 +278,13 @@ fn print_table(results: &[Measurement]) {
             fmt_opt(m.gb_per_s_1mib, |v| format!("{v:.2} GB/s")),
         );
     }
+    let many: Vec<_> = results.iter().filter(|m| m.msgs_per_s_64b_16.is_some()).collect();
+    if !many.is_empty() {
+        println!("\nmailboxes: 64 B msgs/s from 16 concurrent senders, each send answered (msgs_per_s_64b_16):");
+        for m in many {
+            println!("  {:<26} {:>10}", m.name, fmt_opt(m.msgs_per_s_64b_16, human_rate));
+        }
+    }
     let rpc: Vec<_> = results.iter().filter(|m| m.calls_per_s.is_some() || m.cpu_per_call_ns.is_some()).collect();
     if !rpc.is_empty() {
         println!(
@@ -301,7 +317,9 @@ fn print_table(results: &[Measurement]) {
     let tcp_64 = get(results, "conduit/tcp").and_then(|m| m.msgs_per_s_64b);
     let floor_tcp_64 = get(results, "floor/tcp").and_then(|m| m.msgs_per_s_64b);
     let cps = |m: &Measurement| m.calls_per_s;
-    let targets: [(&str, Option<f64>, bool, f64); 22] = [
+    let m64 = |m: &Measurement| m.msgs_per_s_64b;
+    let m16 = |m: &Measurement| m.msgs_per_s_64b_16;
+    let targets: [(&str, Option<f64>, bool, f64); 25] = [
         ("conduit/uds rtt p50 ÷ floor/uds", ratio("conduit/uds", rtt, "floor/uds", rtt), true, 1.3),
         ("conduit/uds 1 MiB GB/s ÷ floor/uds", ratio("conduit/uds", gbs, "floor/uds", gbs), false, 0.7),
         ("conduit/pipe rtt p50 ÷ floor/pipe", ratio("conduit/pipe", rtt, "floor/pipe", rtt), true, 1.2),
@@ -314,6 +332,24 @@ fn print_table(results: &[Measurement]) {
         ("conduit/shm-loan 1 MiB GB/s ÷ conduit/shm", ratio("conduit/shm-loan", gbs, "conduit/shm", gbs), false, 1.0),
         ("conduit/mailbox 64 B msgs/s ÷ floor/posix-mq", mbox_64.zip(mq_64).map(|(a, b)| a / b), false, 1.0),
         ("conduit/mailbox round trips/s ÷ peer/dbus", ratio("peer/dbus", rtt, "conduit/mailbox", rtt), false, 10.0),
+        (
+            "conduit/mailbox-durable 64 B msgs/s ÷ peer/redis-aof",
+            ratio("conduit/mailbox-durable", m64, "peer/redis-aof", m64),
+            false,
+            1.0,
+        ),
+        (
+            "mailbox-durable 16 senders ÷ peer/redis-aof",
+            ratio("conduit/mailbox-durable", m16, "peer/redis-aof", m16),
+            false,
+            1.0,
+        ),
+        (
+            "conduit/mailbox-unbounded 64 B msgs/s ÷ peer/redis",
+            ratio("conduit/mailbox-unbounded", m64, "peer/redis", m64),
+            false,
+            20.0,
+        ),
         ("conduit/tcp rtt p50 ÷ floor/tcp", ratio("conduit/tcp", rtt, "floor/tcp", rtt), true, 1.2),
         ("conduit/tcp 64 B msgs/s ÷ floor/tcp", tcp_64.zip(floor_tcp_64).map(|(a, b)| a / b), false, 0.8),
         ("conduit/udp rtt p50 ÷ floor/udp", ratio("conduit/udp", rtt, "floor/udp", rtt), true, 1.2),

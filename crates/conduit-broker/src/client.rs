@@ -21,6 +21,11 @@ use crate::protocol::{
 };
 use crate::server::{Config, Server};
 
+/// Sends [`Client::send_batch`] has in flight at once through the broker
+/// (below what the broker serves ahead of its replies, so that neither
+/// side's socket fills while the other waits for it).
+pub const SEND_WINDOW: usize = 32;
+
 /// Connections one [`Client::serve_rpc`] serves at once (a thread each).
 pub const MAX_RPC_CONNECTIONS: usize = 256;
 
@@ -355,6 +360,58 @@ impl Client {
         Ok(ask!(self, req, Reply::Sent { receiver, deferred } => Sent { receiver, deferred }))
     }
 
+    /// Send several messages of type `mtype` to one mailbox, each with its
+    /// own answer, in order: the result of each send, as
+    /// [`send`](Self::send) would have given it.
+    ///
+    /// Through the broker (durable, unbounded and rendezvous mailboxes),
+    /// up to [`SEND_WINDOW`] requests are in flight at once: the broker
+    /// serves the next while the earlier ones wait for the disk, and a
+    /// durable mailbox commits them together, so one producer is not
+    /// bound by one `fsync` per message. Each `Ok` is that message's
+    /// acknowledgement (for a durable mailbox: on disk). A message kept in
+    /// shared memory goes straight into the queue, one after another.
+    /// Only a broken connection fails the whole call; then any of the
+    /// messages may or may not have been accepted.
+    pub fn send_batch<'a>(
+        &self,
+        name: &str,
+        mtype: i64,
+        messages: impl IntoIterator<Item = &'a [u8]>,
+        full: OnFull,
+    ) -> Result<Vec<Result<Sent, BrokerError>>, ClientError> {
+        let mut messages = messages.into_iter().peekable();
+        let mut results = Vec::new();
+        if self.open(name, false)?.is_some() {
+            for data in messages {
+                results.push(match self.send(name, mtype, data, full) {
+                    Ok(s) => Ok(s),
+                    Err(ClientError::Broker(e)) => Err(e),
+                    Err(e) => return Err(e),
+                });
+            }
+            return Ok(results);
+        }
+        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        let mut in_flight = 0;
+        while messages.peek().is_some() || in_flight > 0 {
+            if in_flight < SEND_WINDOW
+                && let Some(data) = messages.next()
+            {
+                link.0.send(Request::Send { name: name.into(), mtype, data: data.to_vec(), full }).map_err(broken)?;
+                in_flight += 1;
+                continue;
+            }
+            in_flight -= 1;
+            results.push(match link.1.recv().map_err(broken)? {
+                Reply::Sent { receiver, deferred } => Ok(Sent { receiver, deferred }),
+                Reply::Error(e) => Err(e),
+                other => return Err(unexpected(other)),
+            });
+        }
+        Ok(results)
+    }
+
     /// Receive from a mailbox by System V rules (`select`: 0 any, > 0 that
     /// type, < 0 the lowest type ≤ |select|). Opens the mailbox like
     /// [`send`](Self::send): a receiver that may read and write it takes
@@ -373,6 +430,52 @@ impl Client {
             }
         }
         self.recv_brokered(name, select, wait)?.ack()
+    }
+
+    /// Receive up to `max` messages at once: wait as `wait` says for the
+    /// first, then take those already there (through the broker: at most
+    /// [`BATCH_BYTES`](crate::protocol::BATCH_BYTES) beyond the first).
+    /// All are acknowledged before this returns, together: from a durable
+    /// mailbox with one confirmation, their removal on disk in one commit
+    /// (so a receiver is not bound by one `fsync` per message). If the
+    /// broker dies before that confirmation, this fails and they are
+    /// delivered again after its restart, like [`recv`](Self::recv)'s.
+    /// An empty mailbox (with `WaitFor::NoWait`) is `Empty`, never an
+    /// empty batch.
+    pub fn recv_batch(&self, name: &str, select: i64, max: usize, wait: WaitFor) -> Result<Vec<Message>, ClientError> {
+        let max = max.max(1);
+        for _ in 0..2 {
+            let Some(q) = self.open(name, true)? else { break };
+            let mut got = Vec::new();
+            let mut w = wait.wait();
+            while got.len() < max {
+                match self.waiting(w, |w| q.recv(select, w)) {
+                    Ok(m) => got.push(Message { mtype: m.mtype, data: m.data, sender: m.sender_pid }),
+                    Err(QueueError::Empty) if !got.is_empty() => break,
+                    Err(QueueError::Closed) if got.is_empty() => {
+                        self.forget(name, true);
+                        break;
+                    }
+                    Err(_) if !got.is_empty() => break,
+                    Err(e) => return Err(queue_error(name, e)),
+                }
+                w = Deadline::Never;
+            }
+            if !got.is_empty() {
+                return Ok(got);
+            }
+        }
+        let req = Request::RecvBatch { name: name.into(), select, max: max.min(u32::MAX as usize) as u32, wait };
+        let taken = ask!(self, req, Reply::Messages(m) => m);
+        let deliveries: Vec<u64> = taken.iter().map(|d| d.delivery).collect();
+        let durable = taken.iter().any(|d| d.durable);
+        let settle = Request::SettleMany { deliveries, ack: true, confirm: durable };
+        if durable {
+            self.done(settle)?;
+        } else {
+            self.tell(settle)?;
+        }
+        Ok(taken.into_iter().map(|d| Message { mtype: d.mtype, data: d.data, sender: d.sender }).collect())
     }
 
     /// Receive like [`recv`](Self::recv), but hold the message: it stays

@@ -32,7 +32,7 @@ pub mod server;
 mod state;
 mod store;
 
-pub use client::{Client, ClientError, Connect, Delivery, MAX_RPC_CONNECTIONS, Message, Sent};
+pub use client::{Client, ClientError, Connect, Delivery, MAX_RPC_CONNECTIONS, Message, SEND_WINDOW, Sent};
 pub use protocol::{
     BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy,
     WaitFor,

@@ -266,6 +266,48 @@ pub enum Request {
         /// is on disk (otherwise there is no answer).
         confirm: bool,
     },
+    /// Receive up to `max` messages: wait as `wait` says for the first,
+    /// then take those there already (at most [`BATCH_BYTES`] in all,
+    /// beyond the first). Answered by `Reply::Messages`, each held until
+    /// settled (`SettleMany`).
+    RecvBatch {
+        /// The mailbox.
+        name: String,
+        /// As in `Recv`.
+        select: i64,
+        /// Messages at most (the broker takes at most 1024).
+        max: u32,
+        /// How long to wait for the first.
+        wait: WaitFor,
+    },
+    /// Settle several deliveries alike: one answer (with `confirm`: once
+    /// all their acknowledgements are on disk).
+    SettleMany {
+        /// `Delivered::delivery` of each.
+        deliveries: Vec<u64>,
+        /// As in `Settle`.
+        ack: bool,
+        /// As in `Settle`.
+        confirm: bool,
+    },
+}
+
+/// Bytes of messages one `Reply::Messages` carries beyond its first.
+pub const BATCH_BYTES: usize = 1 << 20;
+
+/// One message of a `Reply::Messages`, held until settled.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Delivered {
+    /// Its type.
+    pub mtype: i64,
+    /// Its bytes.
+    pub data: Vec<u8>,
+    /// The sender's pid.
+    pub sender: u32,
+    /// What `Request::SettleMany` names.
+    pub delivery: u64,
+    /// From a durable mailbox.
+    pub durable: bool,
 }
 
 /// The broker's answer.
@@ -310,6 +352,8 @@ pub enum Reply {
     Listing(Vec<ObjectInfo>),
     /// A refusal.
     Error(BrokerError),
+    /// Messages (`Request::RecvBatch`), in the order they were taken.
+    Messages(Vec<Delivered>),
 }
 
 /// One object, as `conduit ls` shows it.

@@ -17,7 +17,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::pipe::PipeFlags;
 
 use crate::paths;
-use crate::protocol::{BrokerError, PROTOCOL, Reply, Request};
+use crate::protocol::{BrokerError, Delivered, PROTOCOL, Reply, Request, WaitFor};
 use crate::state::{Held, Limits, Peer, Rules};
 use crate::store::Store;
 
@@ -273,6 +273,25 @@ async fn serve_client(rules: Arc<Rules>, sock: OwnedFd, peer: Peer) {
     // when the connection ends, however it ends (`Conn`'s drop): a
     // receiver that dies holding a message loses nothing.
     let mut conn = Conn { rules: Arc::clone(&rules), peer, held: HashMap::new(), next_delivery: 0 };
+    // Replies go out in the order of the requests, each once what it says
+    // is on disk; meanwhile the next requests are read and served, so a
+    // client may have many durable sends in flight, and their store ops
+    // join the same commits.
+    let (out, mut replies) = tokio::sync::mpsc::channel::<Pending>(PIPELINE);
+    let writer = {
+        let rules = Arc::clone(&rules);
+        tokio::spawn(async move {
+            while let Some(Pending { seq, reply }) = replies.recv().await {
+                let reply = match rules.stored(seq).await {
+                    Ok(()) => reply,
+                    Err(e) => Reply::Error(e),
+                };
+                if tx.send_async(reply).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
     loop {
         let req = match rx.recv_async().await {
             Ok(r) => r,
@@ -285,14 +304,32 @@ async fn serve_client(rules: Arc<Rules>, sock: OwnedFd, peer: Peer) {
             Err(RecvError::Failed(e)) => {
                 // Malformed or hostile: say why, then hang up on it only.
                 tracing::warn!(pid = peer.pid, error = %e, "malformed request; closing the connection");
-                let _ = tx.send_async(Reply::Error(BrokerError::Invalid(e.to_string()))).await;
+                let _ = out.send(Pending::now(Reply::Error(BrokerError::Invalid(e.to_string())))).await;
                 break;
             }
         };
         let Some(reply) = dispatch(&rules, &peer, req, &alive_fd, &mut conn).await else { continue };
-        if tx.send_async(reply).await.is_err() {
+        if out.send(reply).await.is_err() {
             break;
         }
+    }
+    // The replies already due go out (or fail: the client is gone).
+    drop(out);
+    let _ = writer.await;
+}
+
+/// Requests of one client served ahead of their replies at most.
+const PIPELINE: usize = 128;
+
+/// A reply, to go out once the store op `seq` is on disk (0: at once).
+struct Pending {
+    seq: u64,
+    reply: Reply,
+}
+
+impl Pending {
+    fn now(reply: Reply) -> Pending {
+        Pending { seq: 0, reply }
     }
 }
 
@@ -338,20 +375,26 @@ impl Drop for Conn {
 }
 
 /// The reply to a request (`None`: it has none).
-async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>, conn: &mut Conn) -> Option<Reply> {
+async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>, conn: &mut Conn) -> Option<Pending> {
     let done = |r: Result<(), BrokerError>| r.map_or_else(Reply::Error, |()| Reply::Done);
-    Some(match req {
+    let stored = |r: Result<u64, BrokerError>| match r {
+        Ok(seq) => Pending { seq, reply: Reply::Done },
+        Err(e) => Pending::now(Reply::Error(e)),
+    };
+    Some(Pending::now(match req {
         Request::Hello { protocol } if protocol == PROTOCOL => {
             Reply::Hello { pid: std::process::id(), protocol: PROTOCOL }
         }
         Request::Hello { protocol } => {
             Reply::Error(BrokerError::Invalid(format!("protocol {protocol}; this broker speaks {PROTOCOL}")))
         }
-        Request::Create { name, opts } => done(rules.create(peer, name, opts)),
-        Request::Remove { name } => done(rules.remove(peer, &name)),
-        Request::Chown { name, uid, gid } => done(rules.chown(peer, &name, uid, gid)),
+        Request::Create { name, opts } => return Some(stored(rules.create(peer, name, opts))),
+        Request::Remove { name } => return Some(stored(rules.remove(peer, &name))),
+        Request::Chown { name, uid, gid } => return Some(stored(rules.chown(peer, &name, uid, gid))),
         Request::Send { name, mtype, data, full } => match rules.send(peer, &name, mtype, data, full, sock).await {
-            Ok((receiver, deferred)) => Reply::Sent { receiver, deferred },
+            Ok(s) => {
+                return Some(Pending { seq: s.seq, reply: Reply::Sent { receiver: s.receiver, deferred: s.deferred } });
+            }
             Err(e) => Reply::Error(e),
         },
         Request::Recv { name, select, wait } => match rules.recv(peer, &name, select, wait, sock).await {
@@ -365,13 +408,42 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
             Err(e) => Reply::Error(e),
         },
         Request::Settle { delivery, ack, confirm } => {
-            if let Some(held) = conn.held.remove(&delivery) {
-                rules.settle(held, ack);
+            let seq = conn.held.remove(&delivery).map_or(0, |held| rules.settle(held, ack));
+            if !confirm {
+                return None;
+            }
+            return Some(Pending { seq, reply: Reply::Done });
+        }
+        Request::RecvBatch { name, select, max, wait } => {
+            let mut taken = Vec::new();
+            let (mut wait, mut bytes) = (wait, 0);
+            while taken.len() < max.clamp(1, 1024) as usize && bytes <= crate::protocol::BATCH_BYTES {
+                match rules.recv(peer, &name, select, wait, sock).await {
+                    Ok((m, held)) => {
+                        conn.next_delivery += 1;
+                        conn.held.insert(conn.next_delivery, held);
+                        bytes += m.data.len();
+                        let (delivery, durable) = (conn.next_delivery, m.key.is_some());
+                        taken.push(Delivered { mtype: m.mtype, data: m.data, sender: m.sender_pid, delivery, durable });
+                        wait = WaitFor::NoWait;
+                    }
+                    Err(e) if taken.is_empty() => return Some(Pending::now(Reply::Error(e))),
+                    Err(_) => break,
+                }
+            }
+            Reply::Messages(taken)
+        }
+        Request::SettleMany { deliveries, ack, confirm } => {
+            let mut seq = 0;
+            for d in deliveries {
+                if let Some(held) = conn.held.remove(&d) {
+                    seq = seq.max(rules.settle(held, ack));
+                }
             }
             if !confirm {
                 return None;
             }
-            Reply::Done
+            return Some(Pending { seq, reply: Reply::Done });
         }
         Request::Open { name, receive } => rules.open(peer, &name, receive).map_or_else(Reply::Error, Reply::Queue),
         Request::Register { name, port, flags } => match rules.register(peer, name, port, flags) {
@@ -383,7 +455,7 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
         Request::Watch { name, events } => done(rules.watch(name, events)),
         Request::List => Reply::Listing(rules.list()),
         Request::OpenInbox => done(rules.open_inbox(peer)),
-    })
+    }))
 }
 
 /// Raise this process's soft limit on open descriptors to its hard limit

@@ -69,6 +69,9 @@ pub(crate) struct Msg {
     pub sender_uid: u32,
     /// Its key in the durable store (durable mailboxes).
     pub key: Option<u64>,
+    /// A durable message's op in the store: it is handed out only once
+    /// that op is committed (0: at once).
+    pub seq: u64,
 }
 
 /// A message handed to a receiver that has not acknowledged it yet: it
@@ -109,6 +112,8 @@ pub(crate) struct Mailbox {
     pub shared: Option<Arc<Queue>>,
     /// A process's inbox: its pid and the connection that opened it.
     pub inbox: Option<(u32, u64)>,
+    /// A durable mailbox's next key in the store.
+    pub next_key: u64,
 }
 
 impl Mailbox {
@@ -127,6 +132,7 @@ impl Mailbox {
             waiters: VecDeque::new(),
             shared: None,
             inbox: None,
+            next_key: 0,
         }
     }
 
@@ -149,17 +155,19 @@ impl Mailbox {
 }
 
 /// The System V `msgrcv` rule: 0 = first, > 0 = first of that type,
-/// < 0 = first of the lowest type ≤ |select|.
-pub(crate) fn pick(queue: &VecDeque<Msg>, select: i64) -> Option<usize> {
+/// < 0 = first of the lowest type ≤ |select|; among the messages whose
+/// store op is committed (`seq` ≤ `ready`).
+pub(crate) fn pick(queue: &VecDeque<Msg>, select: i64, ready: u64) -> Option<usize> {
+    let ready = |m: &Msg| m.seq <= ready;
     match select {
-        0 => (!queue.is_empty()).then_some(0),
-        t if t > 0 => queue.iter().position(|m| m.mtype == t),
+        0 => queue.front().filter(|m| ready(m)).map(|_| 0),
+        t if t > 0 => queue.iter().position(|m| m.mtype == t && ready(m)),
         t => {
             let limit = t.unsigned_abs();
             queue
                 .iter()
                 .enumerate()
-                .filter(|(_, m)| m.mtype >= 0 && m.mtype.unsigned_abs() <= limit)
+                .filter(|(_, m)| m.mtype >= 0 && m.mtype.unsigned_abs() <= limit && ready(m))
                 .min_by_key(|(i, m)| (m.mtype, *i))
                 .map(|(i, _)| i)
         }
@@ -239,8 +247,9 @@ impl State {
 /// The broker's state and rules.
 pub struct Rules {
     state: Mutex<State>,
-    /// Told of every change a waiting send or receive may be waiting for.
-    changed: Notify,
+    /// Told of every change a waiting send or receive may be waiting for
+    /// (the store's committer tells it too).
+    changed: Arc<Notify>,
     limits: Limits,
     store: Option<Store>,
     /// Messages left with the broker for a full shared mailbox: (sender
@@ -297,9 +306,20 @@ async fn poll_queue<T>(
     }
 }
 
+/// What a send did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Sent {
+    /// The pid of the receiver it was handed to, if any.
+    pub receiver: Option<u32>,
+    /// Left with the broker (the mailbox was full).
+    pub deferred: bool,
+    /// Its store op, to be on disk before the sender hears (0: none).
+    pub seq: u64,
+}
+
 /// What one look at a mailbox found for a send.
 enum SendStep {
-    Done((Option<u32>, bool)),
+    Done(Sent),
     /// Its queue is in shared memory.
     Shared(Arc<Queue>),
     /// Wait for a change, until the instant if any.
@@ -372,10 +392,25 @@ impl Rules {
     /// Empty state (plus durable mailboxes from `store`).
     pub fn new(limits: Limits, store: Option<Store>) -> Result<Rules, String> {
         let mut state = State::default();
+        let changed = Arc::new(Notify::new());
         if let Some(s) = &store {
             s.load(&mut state)?;
+            s.start(Arc::clone(&changed))?;
         }
-        Ok(Rules { state: Mutex::new(state), changed: Notify::new(), limits, store, leaving: Arc::default() })
+        Ok(Rules { state: Mutex::new(state), changed, limits, store, leaving: Arc::default() })
+    }
+
+    /// Wait until the store op `seq` is on disk (0: nothing to wait for).
+    pub(crate) async fn stored(&self, seq: u64) -> Result<(), BrokerError> {
+        match (&self.store, seq) {
+            (Some(store), 1..) => store.committed(seq).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Messages with a store op up to this one may be handed out.
+    fn ready(&self) -> u64 {
+        self.store.as_ref().map_or(u64::MAX, Store::visible_upto)
     }
 
     /// The limits in force.
@@ -478,7 +513,8 @@ impl Rules {
         Ok(())
     }
 
-    pub fn create(&self, peer: &Peer, name: String, opts: MailboxOptions) -> Result<(), BrokerError> {
+    /// Create a mailbox; for a durable one, the store op to wait for.
+    pub fn create(&self, peer: &Peer, name: String, opts: MailboxOptions) -> Result<u64, BrokerError> {
         let MailboxOptions { capacity, policy, mode, durable, max_message } = opts;
         if name.is_empty() || name.len() > 255 || mode > 0o777 {
             return Err(BrokerError::Invalid("a mailbox needs a name of 1..=255 bytes and a mode ≤ 0777".into()));
@@ -517,28 +553,31 @@ impl Rules {
             let q = Queue::new(n, bytes as usize).map_err(|e| BrokerError::Invalid(format!("no memory: {e}")))?;
             mb.shared = Some(Arc::new(q));
         }
+        let mut seq = 0;
         if let (true, Some(store)) = (durable, &self.store) {
-            store.put_mailbox(&name, &mb).map_err(BrokerError::Invalid)?;
+            seq = store.put_mailbox(&name, &mb);
         }
         st.charge_mailbox(&mb);
         st.mailboxes.insert(name, mb);
-        Ok(())
+        Ok(seq)
     }
 
     fn mailbox<'a>(st: &'a mut State, name: &str) -> Result<&'a mut Mailbox, BrokerError> {
         st.mailboxes.get_mut(name).ok_or_else(|| BrokerError::NotFound(format!("mailbox {name}")))
     }
 
-    pub fn remove(&self, peer: &Peer, name: &str) -> Result<(), BrokerError> {
+    /// Remove a mailbox; for a durable one, the store op to wait for.
+    pub fn remove(&self, peer: &Peer, name: &str) -> Result<u64, BrokerError> {
         let mut st = lock(&self.state);
         let mb = Self::mailbox(&mut st, name)?;
         if !peer.is_root() && mb.owner != peer.uid {
             return Err(BrokerError::Denied(format!("mailbox {name} belongs to uid {}", mb.owner)));
         }
+        let mut seq = 0;
         if mb.durable
             && let Some(store) = &self.store
         {
-            store.remove_mailbox(name).map_err(BrokerError::Invalid)?;
+            seq = store.remove_mailbox(name);
         }
         if let Some(mb) = st.mailboxes.remove(name) {
             st.uncharge_mailbox(&mb);
@@ -547,7 +586,7 @@ impl Rules {
             }
         }
         self.changed.notify_waiters();
-        Ok(())
+        Ok(seq)
     }
 
     /// A client asks for a mailbox's queue, to send (`receive` false) or to
@@ -585,7 +624,7 @@ impl Rules {
         msg: Msg,
         full: OnFull,
         conn: &OwnedFd,
-    ) -> Result<(Option<u32>, bool), BrokerError> {
+    ) -> Result<Sent, BrokerError> {
         let from = (msg.sender_pid, msg.sender_uid);
         match poll_queue(name, full.wait(), conn, QueueError::Full, || q.send_or_busy(msg.mtype, &msg.data, from)).await
         {
@@ -605,13 +644,15 @@ impl Rules {
                     }
                     set.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
                 });
-                Ok((None, true))
+                Ok(Sent { deferred: true, ..Sent::default() })
             }
-            r => r.map(|()| (None, false)),
+            r => r.map(|()| Sent::default()),
         }
     }
 
-    pub fn chown(&self, peer: &Peer, name: &str, uid: u32, gid: u32) -> Result<(), BrokerError> {
+    /// Give a mailbox to another user; for a durable one, the store op to
+    /// wait for.
+    pub fn chown(&self, peer: &Peer, name: &str, uid: u32, gid: u32) -> Result<u64, BrokerError> {
         let mut st = lock(&self.state);
         let mb = Self::mailbox(&mut st, name)?;
         if !peer.is_root() && mb.owner != peer.uid {
@@ -619,17 +660,14 @@ impl Rules {
         }
         mb.owner = uid;
         mb.group = gid;
-        if mb.durable
-            && let Some(store) = &self.store
-        {
-            store.put_mailbox(name, mb).map_err(BrokerError::Invalid)?;
+        match (mb.durable, &self.store) {
+            (true, Some(store)) => Ok(store.put_mailbox(name, mb)),
+            _ => Ok(0),
         }
-        Ok(())
     }
 
-    /// Send; returns the pid of the receiver it was handed to, if any, and
-    /// whether it was left with the broker. Waits (as a task) as `full`
-    /// says, while the client on `conn` is there.
+    /// Send. Waits (as a task) as `full` says, while the client on `conn`
+    /// is there.
     pub(crate) async fn send(
         &self,
         peer: &Peer,
@@ -638,7 +676,7 @@ impl Rules {
         data: Vec<u8>,
         full: OnFull,
         conn: &Arc<OwnedFd>,
-    ) -> Result<(Option<u32>, bool), BrokerError> {
+    ) -> Result<Sent, BrokerError> {
         if data.len() > self.limits.max_message {
             return Err(BrokerError::TooLarge {
                 size: data.len() as u64,
@@ -653,7 +691,7 @@ impl Rules {
         // kernel's word (SO_PEERCRED): what `recv_from_pid` selects on.
         let mtype = if name.starts_with(INBOX_PREFIX) { i64::from(peer.pid) } else { mtype };
         let until = deadline(full.wait());
-        let mut msg = Some(Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid, key: None });
+        let mut msg = Some(Msg { mtype, data, sender_pid: peer.pid, sender_uid: peer.uid, key: None, seq: 0 });
         loop {
             // Registered before the state is looked at: no change is missed.
             let mut notified = std::pin::pin!(self.changed.notified());
@@ -698,36 +736,36 @@ impl Rules {
             return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
         }
         let mtype = slot.as_ref().map_or(0, |m| m.mtype);
-        // A receiver waiting for a matching message takes it directly
-        // (a durable message is on disk first: until the receiver
-        // acknowledges it, a broker crash must not lose it). Receivers
-        // whose clients hung up are passed over (if one dies after this
-        // look, its connection's end gives the message back).
-        if let Some(i) = mb.waiters.iter().position(|w| matches(w.select, mtype) && !hung_up(&w.conn)) {
-            let mut msg = slot.take().expect("not sent yet");
-            if mb.durable
-                && let Some(store) = &self.store
-            {
-                msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
-            }
+        // A receiver waiting for a matching message takes it directly.
+        // Receivers whose clients hung up are passed over (if one dies
+        // after this look, its connection's end gives the message back).
+        // Not a durable one: it goes into the queue, to be handed out once
+        // it is on disk (until the receiver acknowledges it, a broker crash
+        // must not lose it).
+        let store = self.store.as_ref().filter(|_| mb.durable);
+        if store.is_none()
+            && let Some(i) = mb.waiters.iter().position(|w| matches(w.select, mtype) && !hung_up(&w.conn))
+        {
+            let msg = slot.take().expect("not sent yet");
             let w = mb.waiters.remove(i).expect("index found");
             let pid = w.peer.pid;
             st.slots.insert(w.slot, Some(msg));
             self.changed.notify_waiters();
-            return Ok(SendStep::Done((Some(pid), false)));
+            return Ok(SendStep::Done(Sent { receiver: Some(pid), ..Sent::default() }));
         }
-        if !mb.full() && !(mb.capacity == Capacity::Bounded(0)) {
+        // A durable rendezvous: queued (until on disk) for a receiver that
+        // waits, one message per waiting receiver.
+        let rendezvous = store.is_some()
+            && mb.capacity == Capacity::Bounded(0)
+            && mb.waiters.iter().filter(|w| matches(w.select, mtype) && !hung_up(&w.conn)).count() > mb.queue.len();
+        if !mb.full() || rendezvous {
             let mut msg = slot.take().expect("not sent yet");
-            if mb.durable
-                && let Some(store) = &self.store
-            {
-                msg.key = Some(store.push(name, &msg).map_err(BrokerError::Invalid)?);
-            }
+            let seq = store.map_or(0, |store| store.push(name, mb, &mut msg));
             let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
             mb.queue.push_back(msg);
             st.charge(uid, len);
             self.changed.notify_waiters();
-            return Ok(SendStep::Done((None, false)));
+            return Ok(SendStep::Done(Sent { seq, ..Sent::default() }));
         }
         if full == OnFull::Leave {
             if mb.deferred.iter().any(|(id, _)| *id == peer.id) {
@@ -737,7 +775,7 @@ impl Rules {
             let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
             mb.deferred.push_back((peer.id, msg));
             st.charge(uid, len);
-            return Ok(SendStep::Done((None, true)));
+            return Ok(SendStep::Done(Sent { deferred: true, ..Sent::default() }));
         }
         match until {
             None => Err(BrokerError::Full),
@@ -753,19 +791,16 @@ impl Rules {
             if mb.durable
                 && let Some(store) = &self.store
             {
-                match store.push(name, &msg) {
-                    Ok(key) => msg.key = Some(key),
-                    Err(e) => tracing::error!(mailbox = name, error = %e, "a left message could not be stored"),
-                }
+                store.push(name, mb, &mut msg);
             }
             mb.queue.push_back(msg);
         }
     }
 
     /// Settle a delivery: `ack` takes it for good (a durable message
-    /// leaves the disk), otherwise it goes back to its mailbox's front
-    /// (or back into its queue), for the next receiver.
-    pub(crate) fn settle(&self, held: Held, ack: bool) {
+    /// leaves the disk: the store op returned), otherwise it goes back to
+    /// its mailbox's front (or back into its queue), for the next receiver.
+    pub(crate) fn settle(&self, held: Held, ack: bool) -> u64 {
         match held {
             Held::Claimed { name, queue, id } => match queue.settle_or_busy(id, ack) {
                 Ok(()) | Err(QueueError::Closed) => {}
@@ -786,23 +821,24 @@ impl Rules {
                 }
                 Err(e) => tracing::warn!(mailbox = name, error = %e, ack, "cannot settle a delivery"),
             },
-            Held::Kept { name, msg } => {
+            Held::Kept { name, mut msg } => {
                 let mut st = lock(&self.state);
-                let Some(mb) = st.mailboxes.get_mut(&name) else { return };
+                let Some(mb) = st.mailboxes.get_mut(&name) else { return 0 };
                 if ack {
-                    if let (true, Some(store), Some(key)) = (mb.durable, &self.store, msg.key)
-                        && let Err(e) = store.pop(&name, key)
-                    {
-                        tracing::error!(mailbox = name, error = %e, "an acknowledged message stays on disk");
-                    }
-                    return;
+                    return match (mb.durable, &self.store, msg.key) {
+                        (true, Some(store), Some(key)) => store.pop(&name, key),
+                        _ => 0,
+                    };
                 }
+                // It was handed out, so it is on disk: at once for the next.
+                msg.seq = 0;
                 let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
                 mb.queue.push_front(msg);
                 st.charge(uid, len);
                 self.changed.notify_waiters();
             }
         }
+        0
     }
 
     /// Receive: the message, and what to settle once the receiver
@@ -832,6 +868,7 @@ impl Rules {
                         sender_pid: m.sender_pid,
                         sender_uid: m.sender_uid,
                         key: None,
+                        seq: 0,
                     };
                     return Ok((msg, Held::Claimed { name: name.to_string(), queue: q, id }));
                 }
@@ -901,7 +938,7 @@ impl Rules {
         if let Some(q) = mb.shared.clone() {
             return RecvStep::Shared(q);
         }
-        if let Some(i) = pick(&mb.queue, select) {
+        if let Some(i) = pick(&mb.queue, select, self.ready()) {
             let msg = mb.queue.remove(i).expect("picked");
             self.admit_deferred(mb, name);
             st.uncharge(msg.sender_uid, msg.data.len() as u64);

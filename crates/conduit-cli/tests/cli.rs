@@ -47,7 +47,7 @@ fn tour_runs_every_step_and_exits_0() {
 }
 
 /// Every case `conduit bench` has.
-const NAMES: [&str; 30] = [
+const NAMES: [&str; 34] = [
     "floor/line",
     "floor/spin",
     "floor/futex",
@@ -70,12 +70,16 @@ const NAMES: [&str; 30] = [
     "conduit/sysv",
     "conduit/posix-mq-typed",
     "conduit/mailbox",
+    "conduit/mailbox-unbounded",
+    "conduit/mailbox-durable",
     "conduit/rpc",
     "conduit/rpc-uds",
     "conduit/rpc-tcp",
     "peer/iceoryx2",
     "peer/ipc-channel",
     "peer/dbus",
+    "peer/redis",
+    "peer/redis-aof",
     "peer/tarpc",
     "peer/tonic",
 ];
@@ -86,14 +90,24 @@ fn bench_writes_every_case_to_json() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
     let svg = dir.join("out.svg");
-    // peer/dbus needs a dbus-daemon (.ci/run installs it); without one the
-    // other cases still run.
-    let dbus = std::process::Command::new("dbus-daemon").arg("--version").output().is_ok_and(|o| o.status.success());
+    // peer/dbus needs a dbus-daemon, peer/redis* a redis-server (.ci/run
+    // installs both); without one the other cases still run.
+    let installed =
+        |tool: &str| std::process::Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success());
+    let missing: Vec<&str> = [("dbus-daemon", "peer/dbus"), ("redis-server", "peer/redis")]
+        .into_iter()
+        .filter(|(tool, _)| !installed(tool))
+        .map(|(tool, case)| {
+            eprintln!("{tool} not installed: bench without {case}*");
+            case
+        })
+        .collect();
+    let runs = |n: &&str| !missing.iter().any(|m| n.starts_with(m));
+    let runs = &runs;
     let mut cmd = conduit();
     cmd.args(["bench", "--smoke", "--json"]).arg(&json).arg("--svg").arg(&svg);
-    if !dbus {
-        eprintln!("dbus-daemon not installed: bench without peer/dbus");
-        let all: Vec<&str> = NAMES.iter().copied().filter(|n| *n != "peer/dbus").collect();
+    if !missing.is_empty() {
+        let all: Vec<&str> = NAMES.iter().copied().filter(|n| runs(n)).collect();
         cmd.arg("--only").arg(all.join(","));
     }
     let out = cmd.output().unwrap();
@@ -102,10 +116,18 @@ fn bench_writes_every_case_to_json() {
     let chart = std::fs::read_to_string(&svg).unwrap();
     assert!(chart.starts_with("<svg") && chart.contains("conduit/shm-loan"), "{chart}");
     std::fs::remove_dir_all(&dir).unwrap();
-    for name in NAMES.iter().filter(|n| dbus || **n != "peer/dbus") {
+    for name in NAMES.iter().filter(|n| runs(n)) {
         assert!(doc.contains(&format!("\"name\": \"{name}\"")), "{name} in {doc}");
     }
-    for field in ["rtt_p50_ns", "rtt_p99_ns", "msgs_per_s_64b", "gb_per_s_1mib", "calls_per_s", "cpu_per_call_ns"] {
+    for field in [
+        "rtt_p50_ns",
+        "rtt_p99_ns",
+        "msgs_per_s_64b",
+        "gb_per_s_1mib",
+        "calls_per_s",
+        "cpu_per_call_ns",
+        "msgs_per_s_64b_16",
+    ] {
         assert!(doc.contains(field), "{field} in {doc}");
     }
 }

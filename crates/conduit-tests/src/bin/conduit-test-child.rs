@@ -1061,6 +1061,32 @@ fn main() {
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP).unwrap();
             let _ = down.recv();
         }
+        "durable-sender" => {
+            // argv: socket, mailbox, sender number, count. Send "S:I" for
+            // I = 0, 1, ... in pipelined batches of 8 until count or the
+            // broker goes; report how many were acknowledged (all of them
+            // in order: the first refused or unanswered one ends it).
+            let args: Vec<String> = std::env::args().collect();
+            let count: u64 = args[5].parse().unwrap();
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            report(&up, FromChild::Ready);
+            let mut acked = 0u64;
+            'stream: while acked < count {
+                let batch: Vec<Vec<u8>> = (acked..acked + 8).map(|i| format!("{}:{i}", args[4]).into_bytes()).collect();
+                let Ok(results) =
+                    c.send_batch(&args[3], 1, batch.iter().map(Vec::as_slice), conduit_broker::OnFull::NoWait)
+                else {
+                    break;
+                };
+                for r in results {
+                    if r.is_err() {
+                        break 'stream;
+                    }
+                    acked += 1;
+                }
+            }
+            report(&up, FromChild::Sent(acked));
+        }
         "embedded" => {
             // Race to start a broker; report which process serves.
             let path = std::env::args().nth(2).unwrap();
