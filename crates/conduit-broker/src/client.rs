@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use conduit::memory::queue::{ClaimId, Deadline, Queue, QueueError};
+use conduit::memory::queue::{ClaimId, Deadline, Queue, QueueError, QueuedMessage};
 use conduit::{Receiver, Sender};
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use serde::de::DeserializeOwned;
@@ -339,15 +339,35 @@ impl Client {
     /// Send bytes of type `mtype` (≥ 0) to a mailbox.
     ///
     /// The first send to a mailbox opens it: the broker checks the
-    /// permission once and, for a mailbox kept in shared memory (bounded,
-    /// not durable) that this user may both read and write, hands over
-    /// its queue; later sends write straight into it, with no broker in
-    /// the path. Like an open file, the handle keeps the access it was
-    /// given. Otherwise each send is a request to the broker.
+    /// permission once and, for a mailbox kept in shared memory (not
+    /// durable; bounded, or the front of an unbounded one) that this user
+    /// may both read and write, hands over its queue; later sends write
+    /// straight into it, with no broker in the path. Like an open file,
+    /// the handle keeps the access it was given. Otherwise each send is a
+    /// request to the broker. A send to an unbounded mailbox never waits:
+    /// when its front is full, or messages already wait behind it, the
+    /// message goes to the broker, behind them.
     pub fn send(&self, name: &str, mtype: i64, data: &[u8], full: OnFull) -> Result<Sent, ClientError> {
         for _ in 0..2 {
             let Some(q) = self.open(name, false)? else { break };
             let me = (std::process::id(), rustix::process::getuid().as_raw());
+            if q.is_front() {
+                // Unbounded: into the queue if nothing waits behind it (a
+                // message of this process may) and it has room; otherwise
+                // behind it, through the broker. Never waits for room.
+                if q.behind() > 0 {
+                    break;
+                }
+                match q.send(mtype, data, me, Deadline::Never) {
+                    Ok(()) => return Ok(Sent { receiver: None, deferred: false }),
+                    Err(QueueError::Full | QueueError::TooLarge { .. }) => break,
+                    Err(QueueError::Closed) => {
+                        self.forget(name, false);
+                        continue;
+                    }
+                    Err(e) => return Err(queue_error(name, e)),
+                }
+            }
             match self.waiting(full.wait(), |w| q.send(mtype, data, me, w)) {
                 Ok(()) => return Ok(Sent { receiver: None, deferred: false }),
                 // Left with the broker: it delivers when there is room.
@@ -364,7 +384,7 @@ impl Client {
     /// own answer, in order: the result of each send, as
     /// [`send`](Self::send) would have given it.
     ///
-    /// Through the broker (durable, unbounded and rendezvous mailboxes),
+    /// Through the broker (durable and rendezvous mailboxes),
     /// up to [`SEND_WINDOW`] requests are in flight at once: the broker
     /// serves the next while the earlier ones wait for the disk, and a
     /// durable mailbox commits them together, so one producer is not
@@ -421,10 +441,17 @@ impl Client {
     /// only once it is handled (so that it goes to another receiver if
     /// this process dies first), use [`recv_held`](Self::recv_held).
     pub fn recv(&self, name: &str, select: i64, wait: WaitFor) -> Result<Message, ClientError> {
+        let message = |m: QueuedMessage| Message { mtype: m.mtype, data: m.data, sender: m.sender_pid };
         for _ in 0..2 {
             let Some(q) = self.open(name, true)? else { break };
-            match self.waiting(wait.wait(), |w| q.recv(select, w)) {
-                Ok(m) => return Ok(Message { mtype: m.mtype, data: m.data, sender: m.sender_pid }),
+            let got = if q.is_front() {
+                let behind = || self.recv_brokered(name, select, WaitFor::NoWait)?.ack();
+                self.take_front(&q, wait, |w| q.recv(select, w).map(message), behind)?
+            } else {
+                self.waiting(wait.wait(), |w| q.recv(select, w).map(message))
+            };
+            match got {
+                Ok(m) => return Ok(m),
                 Err(QueueError::Closed) => self.forget(name, true),
                 Err(e) => return Err(queue_error(name, e)),
             }
@@ -448,9 +475,24 @@ impl Client {
             let Some(q) = self.open(name, true)? else { break };
             let mut got = Vec::new();
             let mut w = wait.wait();
+            let message = |m: QueuedMessage| Message { mtype: m.mtype, data: m.data, sender: m.sender_pid };
+            if q.is_front() {
+                // The first from the queue or from behind it; the rest from
+                // the queue, as long as it has them.
+                let behind = || self.recv_brokered(name, select, WaitFor::NoWait)?.ack();
+                match self.take_front(&q, wait, |w| q.recv(select, w).map(message), behind)? {
+                    Ok(m) => got.push(m),
+                    Err(QueueError::Closed) => {
+                        self.forget(name, true);
+                        continue;
+                    }
+                    Err(e) => return Err(queue_error(name, e)),
+                }
+                w = Deadline::Never;
+            }
             while got.len() < max {
                 match self.waiting(w, |w| q.recv(select, w)) {
-                    Ok(m) => got.push(Message { mtype: m.mtype, data: m.data, sender: m.sender_pid }),
+                    Ok(m) => got.push(message(m)),
                     Err(QueueError::Empty) if !got.is_empty() => break,
                     Err(QueueError::Closed) if got.is_empty() => {
                         self.forget(name, true);
@@ -487,11 +529,20 @@ impl Client {
     pub fn recv_held(&self, name: &str, select: i64, wait: WaitFor) -> Result<Delivery<'_>, ClientError> {
         for _ in 0..2 {
             let Some(q) = self.open(name, true)? else { break };
-            match self.waiting(wait.wait(), |w| q.claim(select, w)) {
-                Ok((m, id)) => {
-                    let message = Message { mtype: m.mtype, data: m.data, sender: m.sender_pid };
-                    return Ok(Delivery { client: self, message, hold: Some(Hold::Queue(q, id)) });
-                }
+            let claimed = |w| {
+                q.claim(select, w).map(|(m, id)| Delivery {
+                    client: self,
+                    message: Message { mtype: m.mtype, data: m.data, sender: m.sender_pid },
+                    hold: Some(Hold::Queue(Arc::clone(&q), id)),
+                })
+            };
+            let got = if q.is_front() {
+                self.take_front(&q, wait, claimed, || self.recv_brokered(name, select, WaitFor::NoWait))?
+            } else {
+                self.waiting(wait.wait(), claimed)
+            };
+            match got {
+                Ok(d) => return Ok(d),
                 Err(QueueError::Closed) => self.forget(name, true),
                 Err(e) => return Err(queue_error(name, e)),
             }
@@ -506,6 +557,45 @@ impl Client {
             message: Message { mtype, data, sender },
             hold: Some(Hold::Broker { delivery, durable }),
         }))
+    }
+
+    /// Receive from the front of an unbounded mailbox with `op`: from its
+    /// queue, or — when the queue has nothing that matches and the broker
+    /// holds messages behind it — through the broker (`behind`, which
+    /// does not wait). Waits on the queue in slices of at most 100 ms and
+    /// looks behind it between them, so that a receive by type is not
+    /// stuck on a queue full of other types.
+    fn take_front<T>(
+        &self,
+        q: &Queue,
+        wait: WaitFor,
+        mut op: impl FnMut(Deadline) -> Result<T, QueueError>,
+        mut behind: impl FnMut() -> Result<T, ClientError>,
+    ) -> Result<Result<T, QueueError>, ClientError> {
+        let until = wait.wait();
+        loop {
+            match op(Deadline::Never) {
+                Err(QueueError::Empty) => {}
+                r => return Ok(r),
+            }
+            if q.behind() > 0 {
+                match behind() {
+                    Err(ClientError::Broker(BrokerError::Empty)) => {}
+                    r => return r.map(Ok),
+                }
+            }
+            let now = Instant::now();
+            let slice = match until {
+                Deadline::Never => return Ok(Err(QueueError::Empty)),
+                Deadline::Forever => now + Duration::from_millis(100),
+                Deadline::Until(t) if t <= now => return Ok(Err(QueueError::Timeout)),
+                Deadline::Until(t) => t.min(now + Duration::from_millis(100)),
+            };
+            match self.waiting(Deadline::Until(slice), &mut op) {
+                Err(QueueError::Timeout) => {}
+                r => return Ok(r),
+            }
+        }
     }
 
     /// Send a request that has no reply.

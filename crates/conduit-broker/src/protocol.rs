@@ -129,8 +129,10 @@ pub struct NameEvent {
 /// Where its messages live follows from them: a bounded mailbox (1 ≤ n)
 /// that is not durable keeps them in a queue in shared memory, which
 /// clients allowed to read and write it use directly (a round trip in
-/// microseconds); rendezvous (0), unbounded and durable mailboxes keep
-/// them in the broker, each operation a request to it.
+/// microseconds); an unbounded one too, in a queue of 512 messages (its
+/// front), with what does not fit kept by the broker behind it;
+/// rendezvous (0) and durable mailboxes keep them in the broker, each
+/// operation a request to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxOptions {
     /// How many messages it holds (default 64).
@@ -435,7 +437,7 @@ impl BrokerError {
                 limit: limit as u64,
                 how: format!(
                     "mailbox {name}'s queue in shared memory takes messages up to {limit} bytes; \
-                     create it with a larger --max-message (MailboxOptions::max_message), or unbounded"
+                     create it with a larger --max-message (MailboxOptions::max_message)"
                 ),
             },
             e => BrokerError::Invalid(format!("mailbox {name}: {e}")),

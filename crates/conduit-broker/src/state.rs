@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use conduit::Sender;
-use conduit::memory::queue::{ClaimId, Deadline, Queue, QueueError};
+use conduit::memory::queue::{ClaimId, Deadline, Queue, QueueError, QueuedMessage};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
@@ -108,8 +108,13 @@ pub(crate) struct Mailbox {
     /// The queue in shared memory, for bounded (n ≥ 1), non-durable
     /// mailboxes: clients allowed to read and write map it and use it
     /// directly; the broker uses it for everyone else. `queue` above
-    /// stays empty then.
+    /// stays empty then — except for an unbounded mailbox, whose shared
+    /// queue is its **front** ([`Queue::make_front`]): `queue` holds what
+    /// did not fit, in order, moved in by a task (`moving`) as room
+    /// appears.
     pub shared: Option<Arc<Queue>>,
+    /// A task moves the messages behind the front into it.
+    moving: bool,
     /// A process's inbox: its pid and the connection that opened it.
     pub inbox: Option<(u32, u64)>,
     /// A durable mailbox's next key in the store.
@@ -131,13 +136,14 @@ impl Mailbox {
             holder: None,
             waiters: VecDeque::new(),
             shared: None,
+            moving: false,
             inbox: None,
             next_key: 0,
         }
     }
 
     fn depth(&self) -> u64 {
-        self.shared.as_ref().map_or(self.queue.len() as u64, |q| q.len())
+        self.queue.len() as u64 + self.shared.as_ref().map_or(0, |q| q.len())
     }
 
     fn full(&self) -> bool {
@@ -246,7 +252,7 @@ impl State {
 
 /// The broker's state and rules.
 pub struct Rules {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     /// Told of every change a waiting send or receive may be waiting for
     /// (the store's committer tells it too).
     changed: Arc<Notify>,
@@ -256,6 +262,10 @@ pub struct Rules {
     /// connection, mailbox), one each; a thread delivers each.
     leaving: Arc<Mutex<HashSet<(u64, String)>>>,
 }
+
+/// Messages the shared-memory front of an unbounded mailbox holds (the
+/// rest wait in the broker).
+pub const UNBOUNDED_FRONT: u32 = 512;
 
 /// Size of the shared-memory queue of a mailbox of `n` messages of at
 /// most `max_message` bytes: 4 KiB a message, between 256 KiB and 16 MiB,
@@ -324,6 +334,13 @@ enum SendStep {
     Shared(Arc<Queue>),
     /// Wait for a change, until the instant if any.
     Wait(Option<Instant>),
+}
+
+/// A message from the front of an unbounded mailbox: claimed in its
+/// queue, or taken from behind it.
+enum FromFront {
+    Claimed((QueuedMessage, ClaimId)),
+    Behind(Msg),
 }
 
 /// What one look at a mailbox found for a receive.
@@ -397,7 +414,7 @@ impl Rules {
             s.load(&mut state)?;
             s.start(Arc::clone(&changed))?;
         }
-        Ok(Rules { state: Mutex::new(state), changed, limits, store, leaving: Arc::default() })
+        Ok(Rules { state: Arc::new(Mutex::new(state)), changed, limits, store, leaving: Arc::default() })
     }
 
     /// Wait until the store op `seq` is on disk (0: nothing to wait for).
@@ -541,7 +558,14 @@ impl Rules {
                 self.limits.max_message
             )));
         }
-        if let (Capacity::Bounded(n @ 1..), false) = (capacity, durable) {
+        // Bounded mailboxes live in shared memory; so does the front of an
+        // unbounded one (what does not fit waits in the broker).
+        let front = match (capacity, durable) {
+            (Capacity::Bounded(n @ 1..), false) => Some(n),
+            (Capacity::Unbounded, false) => Some(UNBOUNDED_FRONT),
+            _ => None,
+        };
+        if let Some(n) = front {
             let bytes = queue_bytes(n, max_message as usize) as u64;
             let used = Self::bytes_of(&st, peer.uid);
             if !peer.is_root() && used + bytes > self.limits.max_bytes {
@@ -551,6 +575,9 @@ impl Rules {
                 )));
             }
             let q = Queue::new(n, bytes as usize).map_err(|e| BrokerError::Invalid(format!("no memory: {e}")))?;
+            if capacity == Capacity::Unbounded {
+                q.make_front();
+            }
             mb.shared = Some(Arc::new(q));
         }
         let mut seq = 0;
@@ -726,7 +753,8 @@ impl Rules {
         if !allowed(mb, peer, Access::Write) {
             return Err(BrokerError::Denied(format!("uid {} may not send to {name} (mode {:o})", peer.uid, mb.mode)));
         }
-        if let Some(q) = mb.shared.clone() {
+        let front = mb.shared.as_ref().is_some_and(|q| q.is_front());
+        if let Some(q) = mb.shared.clone().filter(|_| !front) {
             return Ok(SendStep::Shared(q));
         }
         let size = slot.as_ref().map_or(0, |m| m.data.len() as u64);
@@ -734,6 +762,27 @@ impl Rules {
         let mb = Self::mailbox(&mut st, name)?;
         if !peer.is_root() && used + size > self.limits.max_bytes {
             return Err(BrokerError::Quota(format!("uid {} has {used} bytes queued", peer.uid)));
+        }
+        if let Some(q) = mb.shared.clone().filter(|_| front) {
+            // The front of an unbounded mailbox: into it if nothing waits
+            // behind it and it has room, else behind it. Never waits.
+            let msg = slot.take().expect("not sent yet");
+            if mb.queue.is_empty() {
+                match q.send_or_busy(msg.mtype, &msg.data, (msg.sender_pid, msg.sender_uid)) {
+                    Ok(()) => return Ok(SendStep::Done(Sent::default())),
+                    Err(QueueError::Full | QueueError::Busy) => {}
+                    Err(e) => return Err(BrokerError::from_queue(name, e)),
+                }
+            }
+            let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
+            mb.queue.push_back(msg);
+            q.set_behind(mb.queue.len());
+            let start = !std::mem::replace(&mut mb.moving, true);
+            st.charge(uid, len);
+            if start {
+                self.start_mover(name, q);
+            }
+            return Ok(SendStep::Done(Sent::default()));
         }
         let mtype = slot.as_ref().map_or(0, |m| m.mtype);
         // A receiver waiting for a matching message takes it directly.
@@ -782,6 +831,87 @@ impl Rules {
             Some(t) if t.is_some_and(|t| Instant::now() >= t) => Err(BrokerError::Timeout),
             Some(t) => Ok(SendStep::Wait(t)),
         }
+    }
+
+    /// Move the messages behind the front of an unbounded mailbox into it
+    /// as room appears, in order: a task that looks again after 1 ms,
+    /// doubling to 20 ms, and ends when none are left (or the mailbox is
+    /// gone, or made again).
+    fn start_mover(&self, name: &str, q: Arc<Queue>) {
+        let (state, name) = (Arc::clone(&self.state), name.to_string());
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        drop(rt.spawn(async move {
+            let mut pause = Duration::from_millis(1);
+            loop {
+                match Self::move_in(&state, &name, &q) {
+                    None => return,
+                    Some(true) => pause = Duration::from_millis(1),
+                    Some(false) => pause = (pause * 2).min(Duration::from_millis(20)),
+                }
+                tokio::time::sleep(pause).await;
+            }
+        }));
+    }
+
+    /// Move what fits from behind the front into it; `None` when the
+    /// mover's work is done, else whether anything moved.
+    fn move_in(state: &Mutex<State>, name: &str, q: &Arc<Queue>) -> Option<bool> {
+        let mut st = lock(state);
+        let mb = st.mailboxes.get_mut(name).filter(|mb| mb.shared.as_ref().is_some_and(|s| Arc::ptr_eq(s, q)))?;
+        let mut freed = Vec::new();
+        let mut stuck = false;
+        while let Some(m) = mb.queue.front() {
+            match q.send_or_busy(m.mtype, &m.data, (m.sender_pid, m.sender_uid)) {
+                Ok(()) => {
+                    let m = mb.queue.pop_front().expect("a front");
+                    freed.push((m.sender_uid, m.data.len() as u64));
+                }
+                Err(QueueError::Full | QueueError::Busy) => break,
+                // Larger than the queue takes: it stays behind, for a
+                // receiver through the broker (and so do those after it).
+                Err(QueueError::TooLarge { .. }) => {
+                    stuck = true;
+                    break;
+                }
+                Err(e) => {
+                    // Closed, or written into by a hostile process: what is
+                    // behind stays there, for receivers through the broker.
+                    tracing::warn!(mailbox = name, error = %e, "cannot move messages into a mailbox's queue");
+                    stuck = true;
+                    break;
+                }
+            }
+        }
+        q.set_behind(mb.queue.len());
+        let done = mb.queue.is_empty() || stuck;
+        if done {
+            mb.moving = false;
+        }
+        let moved = !freed.is_empty();
+        for (uid, len) in freed {
+            st.uncharge(uid, len);
+        }
+        (!done).then_some(moved)
+    }
+
+    /// The front of an unbounded mailbox had no message matching
+    /// `select`: look again under the lock (the mover moves only under
+    /// it, so an older match cannot slip in meanwhile), then behind it.
+    fn take_behind(&self, name: &str, q: &Arc<Queue>, select: i64) -> Result<FromFront, QueueError> {
+        let mut st = lock(&self.state);
+        let Some(mb) = st.mailboxes.get_mut(name).filter(|mb| mb.shared.as_ref().is_some_and(|s| Arc::ptr_eq(s, q)))
+        else {
+            return Err(QueueError::Empty);
+        };
+        match q.claim_or_busy(select) {
+            Err(QueueError::Empty) => {}
+            r => return r.map(FromFront::Claimed),
+        }
+        let i = pick(&mb.queue, select, u64::MAX).ok_or(QueueError::Empty)?;
+        let msg = mb.queue.remove(i).expect("picked");
+        q.set_behind(mb.queue.len());
+        st.uncharge(msg.sender_uid, msg.data.len() as u64);
+        Ok(FromFront::Behind(msg))
     }
 
     /// Move messages left with the broker into the queue while there is room.
@@ -834,7 +964,19 @@ impl Rules {
                 msg.seq = 0;
                 let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
                 mb.queue.push_front(msg);
+                // Taken from behind a front: back behind it, first.
+                let mover = match mb.shared.clone() {
+                    Some(q) => {
+                        q.set_behind(mb.queue.len());
+                        (!std::mem::replace(&mut mb.moving, true)).then_some(q)
+                    }
+                    None => None,
+                };
                 st.charge(uid, len);
+                drop(st);
+                if let Some(q) = mover {
+                    self.start_mover(&name, q);
+                }
                 self.changed.notify_waiters();
             }
         }
@@ -861,7 +1003,18 @@ impl Rules {
             match self.try_recv(peer, name, select, until, &mut slot, conn) {
                 RecvStep::Done(r) => break r,
                 RecvStep::Shared(q) if slot.is_none() => {
-                    let (m, id) = poll_queue(name, wait, conn, QueueError::Empty, || q.claim_or_busy(select)).await?;
+                    // From the queue; for the front of an unbounded
+                    // mailbox, from behind it when the queue has nothing
+                    // that matches.
+                    let got = poll_queue(name, wait, conn, QueueError::Empty, || match q.claim_or_busy(select) {
+                        Err(QueueError::Empty) if q.is_front() => self.take_behind(name, &q, select),
+                        r => r.map(FromFront::Claimed),
+                    })
+                    .await?;
+                    let (m, id) = match got {
+                        FromFront::Claimed(claimed) => claimed,
+                        FromFront::Behind(msg) => return Ok((msg.clone(), Held::Kept { name: name.to_string(), msg })),
+                    };
                     let msg = Msg {
                         mtype: m.mtype,
                         data: m.data,

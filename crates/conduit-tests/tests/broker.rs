@@ -499,9 +499,10 @@ impl Kind {
         a
     }
 
-    /// The broker lists the receivers waiting on its own queues.
+    /// The broker lists the receivers waiting on its own queues (an
+    /// unbounded mailbox's receivers wait on its front in shared memory).
     fn lists_waiters(self) -> bool {
-        matches!(self, Kind::Unbounded | Kind::Rendezvous | Kind::Durable)
+        matches!(self, Kind::Rendezvous | Kind::Durable)
     }
 }
 
@@ -634,6 +635,37 @@ fn batched_sends_and_receives_are_each_answered_and_a_confirmed_batch_is_not_del
     let c = b.client();
     let got = c.recv_batch("d", 0, 64, WaitFor::NoWait).unwrap();
     assert_eq!(got.iter().map(|m| m.data.clone()).collect::<Vec<_>>(), &texts[2..3], "only the third is left");
+    cleanup(b.stop());
+}
+
+#[test]
+fn an_unbounded_mailbox_takes_everything_through_its_shared_front_and_keeps_each_types_order() {
+    const N: u64 = 3000;
+    let b = Broker::start("front", &[]);
+    let c = b.client();
+    c.create_mailbox("u", MailboxOptions { capacity: Capacity::Unbounded, ..MailboxOptions::default() }).unwrap();
+    // Far more than the front holds: the rest waits in the broker, and
+    // the sender never waits.
+    let flood = spawn_with_args("mailbox-flood", &[b.socket.to_str().unwrap(), "u", &N.to_string()]);
+    assert_eq!(report(&flood), FromChild::Sent(N), "every send taken at once");
+    finish(flood);
+    assert_eq!(depth(&c, "u"), N, "all of them there: in the front and behind it");
+    // A receive by type finds its messages behind the front too (the
+    // front is full of the other types), in order.
+    let threes: Vec<u64> = (0..N / 3)
+        .map(|_| String::from_utf8(c.recv("u", 3, WaitFor::Millis(10_000)).unwrap().data).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(threes, (0..N).filter(|i| i % 3 == 2).collect::<Vec<_>>());
+    // The rest in the order sent, some held and given back on the way.
+    let held = c.recv_held("u", 0, WaitFor::NoWait).unwrap();
+    assert_eq!(held.message().data, b"0");
+    held.give_back().unwrap();
+    let rest: Vec<u64> = (0..N - N / 3)
+        .map(|_| String::from_utf8(c.recv("u", 0, WaitFor::Millis(10_000)).unwrap().data).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(rest, (0..N).filter(|i| i % 3 != 2).collect::<Vec<_>>());
+    assert_eq!(refused(c.recv("u", 0, WaitFor::NoWait)), BrokerError::Empty);
+    assert_eq!(depth(&c, "u"), 0);
     cleanup(b.stop());
 }
 

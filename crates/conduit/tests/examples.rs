@@ -127,15 +127,35 @@ fn the_fork_examples_print_pids_make_four_processes_and_run_a_shell_loop() {
     assert_eq!(shell, "[true] exited with 0\n[false] exited with 1\nhi\n[echo hi] exited with 0\n");
 }
 
+/// A C program built for one test, in a directory of its own that goes
+/// with it (pass `&CProgram` where a program path is wanted).
+struct CProgram {
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl AsRef<std::ffi::OsStr> for CProgram {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.exe.as_os_str()
+    }
+}
+
+impl Drop for CProgram {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Build the notes' C program `examples/c/NAME.c` with `cc`.
-fn build_c(name: &str) -> PathBuf {
+fn build_c(name: &str) -> CProgram {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples").join("c").join(format!("{name}.c"));
-    let dir = std::env::temp_dir().join(format!("conduit-examples-c-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("conduit-examples-c-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let exe = dir.join(name);
-    let out = Command::new("cc").arg("-O2").arg("-o").arg(&exe).arg(&src).arg("-lrt").output().expect("cc");
+    let program = CProgram { dir, exe };
+    let out = Command::new("cc").arg("-O2").arg("-o").arg(&program.exe).arg(&src).arg("-lrt").output().expect("cc");
     assert!(out.status.success(), "cc {}: {}", src.display(), String::from_utf8_lossy(&out.stderr));
-    exe
+    program
 }
 
 fn output_of(cmd: &mut Command) -> String {
@@ -162,7 +182,7 @@ fn the_posix_shared_memory_producer_and_consumer_work_with_the_notes_c_programs_
 #[test]
 fn the_ordinary_pipe_says_what_the_notes_c_program_says() {
     let c = build_c("pipe");
-    assert_eq!(output_of(&mut Command::new(c)), "read Greetings\n");
+    assert_eq!(output_of(&mut Command::new(&c)), "read Greetings\n");
     assert_eq!(run("pipe", &[], None), "read Greetings\n");
 }
 
@@ -178,7 +198,7 @@ fn the_named_pipe_joins_unrelated_processes() {
 #[test]
 fn the_notes_c_fork_exec_wait_runs_the_conduit_fork_example_as_its_child() {
     let c = build_c("fork_exec");
-    let out = output_of(Command::new(c).arg(example("fork")).arg("pid"));
+    let out = output_of(Command::new(&c).arg(example("fork")).arg("pid"));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
     let child_pid = lines[0].strip_prefix("my pid is ").expect("the child's line");

@@ -1061,6 +1061,21 @@ fn main() {
             rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::STOP).unwrap();
             let _ = down.recv();
         }
+        "mailbox-flood" => {
+            // argv: socket, mailbox, count. Send "I" of type I % 3 + 1 for
+            // I in 0..count without waiting; report how many were taken.
+            let args: Vec<String> = std::env::args().collect();
+            let count: u64 = args[4].parse().unwrap();
+            let c = conduit_broker::Client::connect_to(args[2].as_ref()).unwrap();
+            let mut sent = 0;
+            for i in 0..count {
+                let data = i.to_string();
+                if c.send(&args[3], (i % 3 + 1) as i64, data.as_bytes(), conduit_broker::OnFull::NoWait).is_ok() {
+                    sent += 1;
+                }
+            }
+            report(&up, FromChild::Sent(sent));
+        }
         "durable-sender" => {
             // argv: socket, mailbox, sender number, count. Send "S:I" for
             // I = 0, 1, ... in pipelined batches of 8 until count or the

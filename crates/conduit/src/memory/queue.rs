@@ -39,8 +39,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::ring::RingLock;
 use super::ring::{
-    CLAIM_SLOTS, OFF_USER_CLAIM_TABLE, OFF_USER_CLAIMS, OFF_USER_CLOSED, OFF_USER_KIND, OFF_USER_LIMIT,
-    OFF_USER_RETURNED, Ring,
+    CLAIM_SLOTS, OFF_USER_BEHIND, OFF_USER_CLAIM_TABLE, OFF_USER_CLAIMS, OFF_USER_CLOSED, OFF_USER_FRONT,
+    OFF_USER_KIND, OFF_USER_LIMIT, OFF_USER_RETURNED, Ring,
 };
 use super::ring_core::Record;
 use super::{Segment, WaitStrategy};
@@ -218,6 +218,36 @@ impl Queue {
     /// True once closed.
     pub fn is_closed(&self) -> bool {
         self.closed().load(SeqCst) != 0
+    }
+
+    /// Make this queue the **front** of an unbounded mailbox: when it is
+    /// full, senders hand their messages to its owner (the broker), who
+    /// keeps them behind the queue, in order, and moves them in as room
+    /// appears. Set by the owner before the queue is handed out.
+    pub fn make_front(&self) {
+        self.ring.word(OFF_USER_FRONT).store(1, SeqCst);
+    }
+
+    /// Whether this queue is the front of an unbounded mailbox
+    /// ([`make_front`](Self::make_front)).
+    pub fn is_front(&self) -> bool {
+        self.ring.word(OFF_USER_FRONT).load(SeqCst) == 1
+    }
+
+    /// Tell the queue's users how many messages its owner holds behind it
+    /// (the owner's count; 0 once all are in the queue). While it is not
+    /// 0, senders give their messages to the owner too, so that none
+    /// overtakes a message of its own sender that waits behind the queue;
+    /// a receiver that finds nothing it wants in the queue asks the owner.
+    pub fn set_behind(&self, n: usize) {
+        self.ring.word(OFF_USER_BEHIND).store(u32::try_from(n).unwrap_or(u32::MAX), SeqCst);
+    }
+
+    /// Messages the owner holds behind the queue, as the owner last said.
+    /// (Any process that may write the queue may write this word: a hint,
+    /// never a size anything is read or allocated by.)
+    pub fn behind(&self) -> u32 {
+        self.ring.word(OFF_USER_BEHIND).load(SeqCst)
     }
 
     /// Like [`send`](Self::send) with [`Deadline::Never`], but without waiting

@@ -77,6 +77,10 @@ pub(crate) const OFF_USER_CLOSED: usize = 1152;
 pub(crate) const OFF_USER_RETURNED: usize = 1160;
 /// Claims held now (a hint: the table below is the truth).
 pub(crate) const OFF_USER_CLAIMS: usize = 1168;
+/// A mailbox queue that is the front of an unbounded mailbox: 1.
+pub(crate) const OFF_USER_FRONT: usize = 1176;
+/// Messages the queue's owner holds behind it (a front's overflow).
+pub(crate) const OFF_USER_BEHIND: usize = 1180;
 /// The claims table: `CLAIM_SLOTS` entries of (owner pid: u32, pad,
 /// record position: u64).
 pub(crate) const OFF_USER_CLAIM_TABLE: usize = 2048;
