@@ -431,12 +431,14 @@ fn sixty_four_async_calls_fly_together_on_one_client_and_blocking_threads_share_
         }
         assert_eq!(seen, 64);
     });
-    // Blocking calls from four threads, on the same pipelined client.
+    // Blocking calls from eight threads, on the same pipelined client:
+    // each call's "done below" never covers another thread's call in
+    // flight (a call that lost that race was refused as a duplicate).
     std::thread::scope(|s| {
-        for t in 0..4i64 {
+        for t in 0..8i64 {
             let c = &calc;
             s.spawn(move || {
-                for i in 0..50 {
+                for i in 0..250 {
                     assert_eq!(c.add(t, i).unwrap(), t + i);
                 }
             });

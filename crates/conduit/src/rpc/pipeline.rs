@@ -280,17 +280,27 @@ impl Pipeline {
         self.tx.send_ref(call, crate::sys::Deadline::Forever).map_err(sent_error)
     }
 
-    fn new_call(&self, client: u64, method: &str, budget_us: Option<u64>, (args, rights): (Vec<u8>, Carried)) -> Call {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
+    /// A call with the next id, open (its slot made) from now on.
+    fn new_call(
+        &self,
+        client: u64,
+        method: &str,
+        budget_us: Option<u64>,
+        (args, rights): (Vec<u8>, Carried),
+        slot: Slot,
+    ) -> Call {
         // Calls are in flight together: those below the lowest still open
         // are done (answered, or given up) — the server forgets their
-        // answers and refuses a late duplicate of one.
-        let done_below = self.lowest_open().unwrap_or(id).min(id);
+        // answers and refuses a late duplicate of one. So the id is taken
+        // and its slot made under one lock: another thread's call cannot
+        // see the calls open without this one and tell the server that
+        // this one is done before it was even sent.
+        let mut st = self.shared.lock();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        st.slots.insert(id, slot);
+        let done_below = st.slots.first_key_value().map_or(id, |(k, _)| *k).min(id);
+        drop(st);
         Call { client, id, done_below, method: method.to_string(), budget_us, args, rights }
-    }
-
-    fn lowest_open(&self) -> Option<u64> {
-        self.shared.lock().slots.first_key_value().map(|(k, _)| *k)
     }
 
     /// An `async` call: sent at once; its answer wakes the task. Dropping
@@ -308,10 +318,9 @@ impl Pipeline {
         resent: &AtomicU64,
     ) -> Result<Answer, RpcError> {
         let deadline = budget_us.map(|us| Instant::now() + Duration::from_micros(us));
-        let mut call = self.new_call(client, method, budget_us, args);
-        let id = call.id;
         let resend = retry.filter(|r| !r.is_zero()).map(|r| (Instant::now(), r));
-        self.shared.lock().slots.insert(id, Slot { resend, deadline, ..Slot::default() });
+        let mut call = self.new_call(client, method, budget_us, args, Slot { resend, deadline, ..Slot::default() });
+        let id = call.id;
         // The reader looks at least this often for calls due to be resent
         // or past their deadline (it notices within one wait of its
         // current tick, at most IDLE_TICK).
@@ -437,9 +446,8 @@ impl Pipeline {
             },
             None => Ok(None),
         };
-        let mut call = self.new_call(client, method, None, args);
+        let mut call = self.new_call(client, method, None, args, Slot::default());
         let id = call.id;
-        self.shared.lock().slots.insert(id, Slot::default());
         let finish = |r| {
             left(&mut self.shared.lock(), id);
             r
