@@ -765,12 +765,14 @@ impl Rules {
         }
         if let Some(q) = mb.shared.clone().filter(|_| front) {
             // The front of an unbounded mailbox: into it if nothing waits
-            // behind it and it has room, else behind it. Never waits.
+            // behind it and it has room, else behind it (also a message
+            // larger than the front takes: receivers get it from there).
+            // Never waits.
             let msg = slot.take().expect("not sent yet");
             if mb.queue.is_empty() {
                 match q.send_or_busy(msg.mtype, &msg.data, (msg.sender_pid, msg.sender_uid)) {
                     Ok(()) => return Ok(SendStep::Done(Sent::default())),
-                    Err(QueueError::Full | QueueError::Busy) => {}
+                    Err(QueueError::Full | QueueError::Busy | QueueError::TooLarge { .. }) => {}
                     Err(e) => return Err(BrokerError::from_queue(name, e)),
                 }
             }

@@ -664,6 +664,13 @@ fn an_unbounded_mailbox_takes_everything_through_its_shared_front_and_keeps_each
         .map(|_| String::from_utf8(c.recv("u", 0, WaitFor::Millis(10_000)).unwrap().data).unwrap().parse().unwrap())
         .collect();
     assert_eq!(rest, (0..N).filter(|i| i % 3 != 2).collect::<Vec<_>>());
+    // Larger than the front takes: kept behind it, delivered whole, and
+    // the message after it still comes after it.
+    let big = vec![7u8; 300_000];
+    c.send("u", 1, &big, OnFull::NoWait).unwrap();
+    c.send("u", 1, b"after", OnFull::NoWait).unwrap();
+    assert_eq!(c.recv("u", 0, WaitFor::Millis(10_000)).unwrap().data, big);
+    assert_eq!(c.recv("u", 0, WaitFor::Millis(10_000)).unwrap().data, b"after");
     assert_eq!(refused(c.recv("u", 0, WaitFor::NoWait)), BrokerError::Empty);
     // A message the broker claimed in the front for this client is
     // acknowledged without an answer; if the mover held the queue's lock
