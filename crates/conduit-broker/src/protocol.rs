@@ -200,6 +200,7 @@ pub enum Request {
         /// The message's type (System V `mtype`, ≥ 0).
         mtype: i64,
         /// Its bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// What to do if the mailbox is full.
         full: OnFull,
@@ -303,6 +304,7 @@ pub struct Delivered {
     /// Its type.
     pub mtype: i64,
     /// Its bytes.
+    #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     /// The sender's pid.
     pub sender: u32,
@@ -336,6 +338,7 @@ pub enum Reply {
         /// Its type.
         mtype: i64,
         /// Its bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         /// The sender's pid.
         sender: u32,
@@ -453,4 +456,32 @@ pub(crate) fn hung_up(conn: &impl std::os::fd::AsFd) -> bool {
     let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
     matches!(rustix::event::poll(&mut pfd, Some(&zero)), Ok(n) if n > 0)
         && pfd[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_bytes_are_a_length_then_the_bytes_as_a_sequence_of_u8_was() {
+        #[derive(Serialize)]
+        struct AsSequence {
+            mtype: i64,
+            data: Vec<u8>,
+            sender: u32,
+            delivery: u64,
+            durable: bool,
+        }
+        let d = Delivered { mtype: 3, data: vec![1, 2, 3, 200], sender: 9, delivery: 5, durable: true };
+        let bytes = postcard::to_stdvec(&d).unwrap();
+        // mtype 3 (zigzag 6), length 4, the bytes, sender, delivery, true.
+        assert_eq!(bytes, [6, 4, 1, 2, 3, 200, 9, 5, 1]);
+        let seq = AsSequence { mtype: 3, data: vec![1, 2, 3, 200], sender: 9, delivery: 5, durable: true };
+        assert_eq!(bytes, postcard::to_stdvec(&seq).unwrap());
+        let back: Delivered = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            (back.mtype, back.data, back.sender, back.delivery, back.durable),
+            (3, vec![1, 2, 3, 200], 9, 5, true)
+        );
+    }
 }
