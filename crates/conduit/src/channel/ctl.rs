@@ -23,7 +23,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use std::sync::Arc;
@@ -42,6 +42,11 @@ const OFF_CAPACITY: usize = 8;
 // Hot counters on cache lines of their own.
 const OFF_COUNT: usize = 64;
 const OFF_WAITERS: usize = 128;
+/// Messages senders put into a socket link, counted by senders that share
+/// this block (`OFF_COUNTED` = 1 says they do): a spinning receiver reads
+/// it instead of calling `recvmsg` again and again.
+const OFF_SENT: usize = 192;
+const OFF_COUNTED: usize = 200;
 /// 24 bytes a link may keep here (a System V channel: its queue's id and
 /// the cookie that proves it).
 const OFF_LINK: usize = 256;
@@ -292,6 +297,26 @@ impl Ctl {
             }
             Capacity::Unbounded => {}
         }
+    }
+
+    /// At creation: every sender of this channel counts what it puts in
+    /// its socket ([`note_sent`](Self::note_sent)).
+    pub fn count_sends(&self) {
+        self.u32_at(OFF_COUNTED).store(1, SeqCst);
+    }
+
+    /// Sender: one more message is in the link (after it is there).
+    #[inline]
+    pub fn note_sent(&self) {
+        self.u64_at(OFF_SENT).fetch_add(1, Release);
+    }
+
+    /// Receiver: the senders' count, if they keep one — a hint only (a
+    /// hostile sender may not count, or count wrong): a receiver that sees
+    /// it unchanged still sleeps on its link in the end.
+    #[inline]
+    pub fn sent_hint(&self) -> Option<u64> {
+        (self.u32_at(OFF_COUNTED).load(Relaxed) == 1).then(|| self.u64_at(OFF_SENT).load(Acquire))
     }
 
     fn senders_wait(&self) -> bool {

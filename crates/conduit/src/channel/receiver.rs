@@ -387,6 +387,17 @@ impl<T: DeserializeOwned> Receiver<T> {
         })
     }
 
+    /// The senders' count of messages put into a socket link, if they keep
+    /// one (see `Ctl::sent_hint`): a spinning receiver looks at it instead
+    /// of calling `recvmsg` again and again.
+    #[inline]
+    pub(crate) fn sent_hint(&self) -> Option<u64> {
+        match self.link {
+            RxLink::Seqpacket(_) => self.ctl.sent_hint(),
+            _ => None,
+        }
+    }
+
     /// True if a blocking receive spins before it sleeps by itself.
     pub(crate) fn spins_before_sleep(&self) -> bool {
         self.link.spins_before_sleep()

@@ -121,17 +121,27 @@ pub(crate) fn spin_recv<T: DeserializeOwned>(
     }
     let start = Instant::now();
     loop {
+        // Read before the receive: a message sent after it moves the count.
+        let sent = rx.sent_hint();
         match rx.try_recv() {
             Ok(m) => return Some(Ok(m)),
             Err(crate::TryRecvError::Empty) => {}
             Err(crate::TryRecvError::Disconnected) => return Some(Err(RecvTimeoutError::Disconnected)),
             Err(crate::TryRecvError::Failed(e)) => return Some(Err(RecvTimeoutError::Failed(e))),
         }
-        let now = Instant::now();
-        if now.duration_since(start) >= SPIN || until.is_some_and(|u| now >= u) {
-            return None;
+        // Look again once the senders' count moved (a load from shared
+        // memory, not a system call that also contends for the socket's
+        // lock with the sender), or at once on links without one.
+        loop {
+            let now = Instant::now();
+            if now.duration_since(start) >= SPIN || until.is_some_and(|u| now >= u) {
+                return None;
+            }
+            std::hint::spin_loop();
+            if sent.is_none() || rx.sent_hint() != sent {
+                break;
+            }
         }
-        std::hint::spin_loop();
     }
 }
 

@@ -53,7 +53,8 @@ pub fn send_frame(fd: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> i
     let iov = [IoSlice::new(bytes)];
     let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
     let sent = if fds.is_empty() {
-        rustix::net::sendmsg(fd, &iov, &mut SendAncillaryBuffer::default(), flags)?
+        // No descriptors: `send`, which copies no message header.
+        rustix::net::send(fd, bytes, flags)?
     } else {
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
         let mut control = SendAncillaryBuffer::new(&mut space);

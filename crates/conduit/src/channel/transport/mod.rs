@@ -112,7 +112,11 @@ impl TxLink {
         let encoded = || frame.out().expect("frames for a byte link are encoded, never direct");
         let fds = || frame.fds().iter().map(|f| f.as_fd()).collect::<Vec<BorrowedFd<'_>>>();
         match self {
-            TxLink::Seqpacket(l) => l.try_send(&encoded().bytes, &fds()),
+            TxLink::Seqpacket(l) => {
+                l.try_send(&encoded().bytes, &fds())?;
+                ctl.note_sent();
+                Ok(())
+            }
             TxLink::Pipe(l) => l.try_send(&encoded().bytes, &fds()),
             TxLink::Shm(s) => s.try_write(ctl, frame),
             TxLink::Stream(l) => l.try_send(&encoded().bytes, &fds()),
