@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::paths;
 use crate::protocol::{
-    BrokerError, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, PROTOCOL, Reply, Request,
-    WaitFor, hung_up,
+    BrokerError, MailboxOptions, MailboxTraffic, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, PROTOCOL, Reply,
+    Request, WaitFor, hung_up,
 };
 use crate::server::{Config, Server};
 
@@ -859,6 +859,12 @@ impl Client {
     /// Every object the broker holds.
     pub fn list(&self) -> Result<Vec<ObjectInfo>, ClientError> {
         Ok(ask!(self, Request::List, Reply::Listing(l) => l))
+    }
+
+    /// Every mailbox's messages in and out since it was made (what
+    /// `conduit top` turns into rates).
+    pub fn traffic(&self) -> Result<Vec<MailboxTraffic>, ClientError> {
+        Ok(ask!(self, Request::Traffic, Reply::Traffic(t) => t))
     }
 }
 

@@ -34,8 +34,8 @@ mod store;
 
 pub use client::{Client, ClientError, Connect, Delivery, MAX_RPC_CONNECTIONS, Message, SEND_WINDOW, Sent};
 pub use protocol::{
-    BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull, Policy,
-    WaitFor,
+    BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, MailboxTraffic, NameEvent, NameFlags, NameReply, ObjectInfo,
+    OnFull, Policy, WaitFor,
 };
 pub use server::{Config, Server, Stopper, WORKER_THREADS, raise_fd_limit};
 pub use state::Limits;

@@ -293,6 +293,9 @@ pub enum Request {
         /// As in `Settle`.
         confirm: bool,
     },
+    /// Every mailbox's messages in and out since it was made
+    /// (`Reply::Traffic`), for `conduit top`.
+    Traffic,
 }
 
 /// Bytes of messages one `Reply::Messages` carries beyond its first.
@@ -359,6 +362,23 @@ pub enum Reply {
     Error(BrokerError),
     /// Messages (`Request::RecvBatch`), in the order they were taken.
     Messages(Vec<Delivered>),
+    /// Answer to `Request::Traffic`, by mailbox name.
+    Traffic(Vec<MailboxTraffic>),
+}
+
+/// A mailbox's messages in and out since it was made (or since the broker
+/// started, for a durable one): what it accepted, and what receivers took
+/// for good (acknowledged). A mailbox in shared memory counts in its
+/// queue's header what clients send and take there directly — words its
+/// writers can change: a count for a view, not an audit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailboxTraffic {
+    /// The mailbox.
+    pub name: String,
+    /// Messages accepted.
+    pub sent: u64,
+    /// Messages taken for good.
+    pub received: u64,
 }
 
 /// One object, as `conduit ls` shows it.

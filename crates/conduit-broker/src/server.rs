@@ -454,6 +454,7 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
         Request::Release { name } => done(rules.release(peer, &name)),
         Request::Watch { name, events } => done(rules.watch(name, events)),
         Request::List => Reply::Listing(rules.list()),
+        Request::Traffic => Reply::Traffic(rules.traffic()),
         Request::OpenInbox => done(rules.open_inbox(peer)),
     }))
 }

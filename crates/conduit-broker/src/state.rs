@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use crate::protocol::{
-    AnyPort, BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, NameEvent, NameFlags, NameReply, ObjectInfo, OnFull,
-    Policy, WaitFor, hung_up,
+    AnyPort, BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, MailboxTraffic, NameEvent, NameFlags, NameReply,
+    ObjectInfo, OnFull, Policy, WaitFor, hung_up,
 };
 use crate::store::Store;
 
@@ -119,6 +119,15 @@ pub(crate) struct Mailbox {
     pub inbox: Option<(u32, u64)>,
     /// A durable mailbox's next key in the store.
     pub next_key: u64,
+    /// Messages the broker kept for it (in `queue`, deferred, or handed
+    /// to a waiting receiver), ever; messages sent into `shared` are
+    /// counted there.
+    kept_in: u64,
+    /// Of those, moved into the front of an unbounded mailbox (counted
+    /// again by the front).
+    moved: u64,
+    /// Messages kept by the broker that receivers acknowledged.
+    kept_out: u64,
 }
 
 impl Mailbox {
@@ -139,7 +148,17 @@ impl Mailbox {
             moving: false,
             inbox: None,
             next_key: 0,
+            kept_in: 0,
+            moved: 0,
+            kept_out: 0,
         }
+    }
+
+    /// Messages in and out, ever: the broker's counts, and its shared
+    /// queue's (sent into it, taken from it).
+    fn traffic(&self) -> (u64, u64) {
+        let (q_in, q_out) = self.shared.as_ref().map_or((0, 0), |q| (q.sent(), q.sent().saturating_sub(q.len())));
+        ((self.kept_in + q_in).saturating_sub(self.moved), self.kept_out + q_out)
     }
 
     fn depth(&self) -> u64 {
@@ -778,6 +797,7 @@ impl Rules {
             }
             let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
             mb.queue.push_back(msg);
+            mb.kept_in += 1;
             q.set_behind(mb.queue.len());
             let start = !std::mem::replace(&mut mb.moving, true);
             st.charge(uid, len);
@@ -799,6 +819,7 @@ impl Rules {
         {
             let msg = slot.take().expect("not sent yet");
             let w = mb.waiters.remove(i).expect("index found");
+            mb.kept_in += 1;
             let pid = w.peer.pid;
             st.slots.insert(w.slot, Some(msg));
             self.changed.notify_waiters();
@@ -814,6 +835,7 @@ impl Rules {
             let seq = store.map_or(0, |store| store.push(name, mb, &mut msg));
             let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
             mb.queue.push_back(msg);
+            mb.kept_in += 1;
             st.charge(uid, len);
             self.changed.notify_waiters();
             return Ok(SendStep::Done(Sent { seq, ..Sent::default() }));
@@ -825,6 +847,7 @@ impl Rules {
             let msg = slot.take().expect("not sent yet");
             let (uid, len) = (msg.sender_uid, msg.data.len() as u64);
             mb.deferred.push_back((peer.id, msg));
+            mb.kept_in += 1;
             st.charge(uid, len);
             return Ok(SendStep::Done(Sent { deferred: true, ..Sent::default() }));
         }
@@ -866,6 +889,7 @@ impl Rules {
             match q.send_or_busy(m.mtype, &m.data, (m.sender_pid, m.sender_uid)) {
                 Ok(()) => {
                     let m = mb.queue.pop_front().expect("a front");
+                    mb.moved += 1;
                     freed.push((m.sender_uid, m.data.len() as u64));
                 }
                 Err(QueueError::Full | QueueError::Busy) => break,
@@ -957,6 +981,7 @@ impl Rules {
                 let mut st = lock(&self.state);
                 let Some(mb) = st.mailboxes.get_mut(&name) else { return 0 };
                 if ack {
+                    mb.kept_out += 1;
                     return match (mb.durable, &self.store, msg.key) {
                         (true, Some(store), Some(key)) => store.pop(&name, key),
                         _ => 0,
@@ -1225,6 +1250,21 @@ impl Rules {
             entry.watchers.push(events);
         }
         Ok(())
+    }
+
+    /// Every mailbox's messages in and out, ever.
+    pub fn traffic(&self) -> Vec<MailboxTraffic> {
+        let st = lock(&self.state);
+        let mut out: Vec<MailboxTraffic> = st
+            .mailboxes
+            .iter()
+            .map(|(name, mb)| {
+                let (sent, received) = mb.traffic();
+                MailboxTraffic { name: name.clone(), sent, received }
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     pub fn list(&self) -> Vec<ObjectInfo> {

@@ -35,7 +35,7 @@ fn code(e: &ClientError) -> u8 {
     }
 }
 
-fn fail(e: ClientError) -> ExitCode {
+pub fn fail(e: ClientError) -> ExitCode {
     eprintln!("conduit: {e}");
     ExitCode::from(code(&e))
 }
@@ -536,33 +536,43 @@ pub struct LsArgs {
     json: bool,
 }
 
-pub fn ls(a: &LsArgs) -> ExitCode {
-    // Only ask a running broker: listing must not start one.
-    let mut objects: Vec<Object> = match Client::connect() {
-        Ok(c) => match c.list() {
-            Ok(l) => l
-                .into_iter()
-                .map(|o| Object {
-                    source: "conduit",
-                    kind: o.kind,
-                    id: o.id,
-                    key: None,
-                    owner: o.owner,
-                    group: o.group,
-                    mode: format!("{:o}", o.mode),
-                    size: o.bytes,
-                    depth: o.depth,
-                    capacity: o.capacity,
-                    pids: o.pids,
-                    ..Object::default()
-                })
-                .collect(),
-            Err(e) => return fail(e),
-        },
-        Err(_) => Vec::new(),
+/// Every live IPC object, conduit's (from a running broker, if one runs:
+/// this never starts one) and the kernel's, with warnings about what could
+/// not be read.
+pub fn objects(broker: Option<&Client>) -> Result<(Vec<Object>, Vec<String>), ClientError> {
+    let mut objects: Vec<Object> = match broker {
+        Some(c) => c
+            .list()?
+            .into_iter()
+            .map(|o| Object {
+                source: "conduit",
+                kind: o.kind,
+                id: o.id,
+                key: None,
+                owner: o.owner,
+                group: o.group,
+                mode: format!("{:o}", o.mode),
+                size: o.bytes,
+                depth: o.depth,
+                capacity: o.capacity,
+                pids: o.pids,
+                ..Object::default()
+            })
+            .collect(),
+        None => Vec::new(),
     };
     let (kernel, warnings) = kernel_objects();
     objects.extend(kernel);
+    Ok((objects, warnings))
+}
+
+pub fn ls(a: &LsArgs) -> ExitCode {
+    // Only ask a running broker: listing must not start one.
+    let broker = Client::connect().ok();
+    let (objects, warnings) = match objects(broker.as_ref()) {
+        Ok(o) => o,
+        Err(e) => return fail(e),
+    };
     for w in &warnings {
         eprintln!("conduit: {w}");
     }

@@ -7,6 +7,7 @@ mod broker_cmd;
 mod chaos;
 mod kernel_cmd;
 mod net_cmd;
+mod top;
 mod tour;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     Ls(broker_cmd::LsArgs),
     /// Remove an IPC object.
     Rm(broker_cmd::RmArgs),
+    /// A live view of every IPC object, with mailboxes' messages per second (--once [--json]: one snapshot).
+    Top(top::TopArgs),
     /// Kill -9 a random side of a random transport at a random moment, many times; check nothing is lost, duplicated, corrupted or leaked.
     Chaos(chaos::ChaosArgs),
     /// (internal) A child process of `tour`.
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
         Command::Signal(a) => kernel_cmd::signal(&a),
         Command::Ls(a) => broker_cmd::ls(&a),
         Command::Rm(a) => broker_cmd::rm(&a),
+        Command::Top(a) => top::run(&a),
         Command::Chaos(a) => chaos::run(&a),
         Command::ChaosChild => chaos::child(),
     }

@@ -1,6 +1,7 @@
 //! The `conduit` command, run as a user would.
 
 use std::process::Command;
+use std::time::Duration;
 
 fn conduit() -> Command {
     Command::new(env!("CARGO_BIN_EXE_conduit"))
@@ -740,4 +741,167 @@ fn ls_json_agrees_with_ipcs_on_every_system_v_kind_and_rm_removes_each() {
     assert_eq!(rows[0].as_ref().unwrap()[5], "2");
     assert_eq!(rows[0].as_ref().unwrap()[4], "11");
     assert_eq!(rows[2].as_ref().unwrap()[5], "1");
+}
+
+/// Runs `conduit send|recv MAILBOX` again and again on a thread until
+/// dropped: a stream through real client processes.
+struct Stream {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Stream {
+    fn start(d: &Daemon, verb: &'static str, mailbox: &str) -> Stream {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (halt, sock, mailbox) = (std::sync::Arc::clone(&stop), d.dir.join("broker.sock"), mailbox.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut done = 0;
+            while !halt.load(std::sync::atomic::Ordering::SeqCst) {
+                let mut c = conduit();
+                c.args([verb, &mailbox]).env("CONDUIT_BROKER", &sock);
+                if verb == "send" {
+                    c.arg("a message");
+                } else {
+                    c.args(["--timeout", "100"]);
+                }
+                if c.output().unwrap().status.success() {
+                    done += 1;
+                }
+            }
+            done
+        });
+        Stream { stop, thread: Some(thread) }
+    }
+
+    fn stop(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `conduit top --once --json`'s row for a conduit mailbox.
+fn top_row(d: &Daemon, mailbox: &str) -> serde_json::Value {
+    let out = d.run(&["top", "--once", "--json", "--interval", "1"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["interval_s"].as_f64(), Some(1.0));
+    let objects = doc["objects"].as_array().unwrap();
+    objects.iter().find(|o| o["kind"] == "mailbox" && o["id"] == mailbox).expect("the mailbox").clone()
+}
+
+#[test]
+fn top_once_json_shows_each_mailboxs_depth_and_messages_per_second_while_streams_flow() {
+    let d = Daemon::start("top");
+    // Shared memory (its queue's header counts) and durable (the broker's).
+    for (name, extra) in [("shm", vec!["--capacity", "100000"]), ("disk", vec!["--capacity", "unbounded", "--durable"])]
+    {
+        let mut args = vec!["mailbox", "create", name];
+        args.extend(extra);
+        assert!(d.run(&args).status.success());
+    }
+    for name in ["shm", "disk"] {
+        // A stream in, nobody taking: depth grows, in/s > 0, out/s = 0.
+        let s = Stream::start(&d, "send", name);
+        let row = top_row(&d, name);
+        // (The counts are read just before the list: a send may land
+        // between.)
+        let (sent_before, depth) = (row["sent"].as_u64().unwrap(), row["depth"].as_u64().unwrap());
+        assert!(row["msgs_in_per_s"].as_f64().unwrap() > 0.0, "a stream flows into {name}: {row}");
+        assert_eq!((row["msgs_out_per_s"].as_f64(), row["received"].as_u64()), (Some(0.0), Some(0)), "{row}");
+        assert!(depth >= sent_before && sent_before > 0, "all it took is queued: {row}");
+        let sent = s.stop();
+        // Now a stream out: depth falls, out/s > 0, nothing comes in.
+        let r = Stream::start(&d, "recv", name);
+        let row = top_row(&d, name);
+        let received = r.stop();
+        assert!(row["msgs_out_per_s"].as_f64().unwrap() > 0.0, "a stream flows out of {name}: {row}");
+        assert_eq!(row["msgs_in_per_s"].as_f64(), Some(0.0), "{row}");
+        let after = top_row(&d, name);
+        assert_eq!(after["sent"].as_u64(), Some(sent), "every send counted once: {after}");
+        assert_eq!(after["received"].as_u64(), Some(received.min(sent)), "every receive counted once: {after}");
+        assert_eq!(after["depth"].as_u64(), Some(sent - received.min(sent)), "{after}");
+    }
+}
+
+/// A private tmux server, killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").arg("-L").arg(&self.0).args(args).output().unwrap()
+    }
+    fn pane(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
+    }
+    /// The pane once `ok` holds for it (within 20 s).
+    fn until(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let t = std::time::Instant::now();
+        loop {
+            let pane = self.pane();
+            if ok(&pane) {
+                return pane;
+            }
+            assert!(t.elapsed() < Duration::from_secs(20), "{what}; the pane:\n{pane}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+#[test]
+fn top_live_view_in_a_real_terminal_shows_sorts_filters_and_quits() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("tmux is not installed (.ci/run installs it): the live view is not checked");
+        return;
+    }
+    let d = Daemon::start("top-live");
+    assert!(d.run(&["mailbox", "create", "busy", "--capacity", "100000"]).status.success());
+    assert!(d.run(&["mailbox", "create", "idle", "--capacity", "10"]).status.success());
+    let tmux = Tmux(format!("conduit-test-{}", std::process::id()));
+    let line = format!(
+        "CONDUIT_BROKER={} {} top --interval 0.3",
+        d.dir.join("broker.sock").display(),
+        env!("CARGO_BIN_EXE_conduit")
+    );
+    let out = tmux.cmd(&["new-session", "-d", "-s", "top", "-x", "150", "-y", "30", &line]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let _stream = Stream::start(&d, "send", "busy");
+    // The busy mailbox's row, its depth and rate above zero.
+    let busy_moving = |pane: &str| {
+        pane.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() >= 7 && f[1] == "mailbox" && f[2] == "busy" && f[3] != "0" && f[5] != "0" && f[5] != "-"
+        })
+    };
+    tmux.until("the busy mailbox's depth and messages in per second", busy_moving);
+    // Sorted by depth: busy comes before idle.
+    tmux.cmd(&["send-keys", "-t", "top", "s"]);
+    let pane = tmux.until("sorted by depth", |p| p.contains("sorted by depth"));
+    let at = |name: &str| pane.lines().position(|l| l.split_whitespace().nth(2) == Some(name));
+    assert!(at("busy") < at("idle") && at("busy").is_some(), "busy first:\n{pane}");
+    // A filter that matches only idle.
+    tmux.cmd(&["send-keys", "-t", "top", "/", "i", "d", "l", "e", "Enter"]);
+    let pane = tmux.until("filtered", |p| p.contains("filter \"idle\"") && !p.contains(" busy "));
+    assert!(pane.lines().any(|l| l.split_whitespace().nth(2) == Some("idle")), "{pane}");
+    // q quits: the session (whose only program is top) ends.
+    tmux.cmd(&["send-keys", "-t", "top", "q"]);
+    let t = std::time::Instant::now();
+    while tmux.cmd(&["has-session", "-t", "top"]).status.success() {
+        assert!(t.elapsed() < Duration::from_secs(10), "top did not quit on q");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -183,6 +183,12 @@ impl Queue {
         self.ring.messages()
     }
 
+    /// Messages ever sent into it (a count in its header, which its
+    /// writers can change: for a view, not an audit).
+    pub fn sent(&self) -> u64 {
+        self.ring.sent()
+    }
+
     /// True when nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
