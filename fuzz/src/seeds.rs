@@ -57,6 +57,13 @@ fn main() {
     write("broker_request", "hello", &postcard::to_allocvec(&Request::Hello { protocol: PROTOCOL }).unwrap());
     write("broker_request", "lookup", &postcard::to_allocvec(&Request::Lookup { name: "calc".into() }).unwrap());
     write("broker_request", "list", &postcard::to_allocvec(&Request::List).unwrap());
+    write("broker_request", "traffic", &postcard::to_allocvec(&Request::Traffic).unwrap());
+
+    // durable_log: the generation (a byte), then a log of it with one op
+    // of each kind; and the same log read as a stale generation.
+    let log = conduit_broker::fuzzing::sample_durable_log();
+    write("durable_log", "four_ops", &[&[1u8][..], &log].concat());
+    write("durable_log", "stale", &[&[2u8][..], &log].concat());
 
     // rights_table: flags, rights, descriptors, payload (see the target):
     // a plain message; a send right (two descriptors: socket, control

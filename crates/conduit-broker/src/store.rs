@@ -88,7 +88,7 @@ struct Stored {
 
 /// One change to the durable state.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
-enum Op {
+pub(crate) enum Op {
     PutMailbox {
         name: String,
         #[serde(with = "serde_bytes")]
@@ -494,7 +494,7 @@ fn encode_record(out: &mut Vec<u8>, generation: u64, op: &Op) {
 /// generation), fails its CRC or is all zeros. A record that passes its
 /// CRC but is not an op is an error (the log was not written by this
 /// code). A pure function of the bytes.
-fn read_log(bytes: &[u8], generation: u64) -> Result<Vec<Op>, String> {
+pub(crate) fn read_log(bytes: &[u8], generation: u64) -> Result<Vec<Op>, String> {
     let mut ops = Vec::new();
     let mut at = 0usize;
     while bytes.len() - at >= RECORD_HEAD {
@@ -514,6 +514,20 @@ fn read_log(bytes: &[u8], generation: u64) -> Result<Vec<Op>, String> {
         at += RECORD_HEAD + len;
     }
     Ok(ops)
+}
+
+/// A log of generation 1 holding one op of each kind (a fuzzing seed).
+pub(crate) fn sample_log() -> Vec<u8> {
+    let mut out = Vec::new();
+    for op in [
+        Op::PutMailbox { name: "jobs".into(), meta: vec![0, 0, 0x80, 3, 1, 1] },
+        Op::Push { name: "jobs".into(), key: 0, bytes: vec![2, 0, 0, 0, 5, b'h', b'e', b'l', b'l', b'o'] },
+        Op::Pop { name: "jobs".into(), key: 0 },
+        Op::RemoveMailbox { name: "jobs".into() },
+    ] {
+        encode_record(&mut out, 1, &op);
+    }
+    out
 }
 
 /// Write ops into the database in one transaction and commit it with
