@@ -801,6 +801,7 @@ impl Rules {
             q.set_behind(mb.queue.len());
             let start = !std::mem::replace(&mut mb.moving, true);
             st.charge(uid, len);
+            drop(st);
             if start {
                 self.start_mover(name, q);
             }
@@ -861,10 +862,17 @@ impl Rules {
     /// Move the messages behind the front of an unbounded mailbox into it
     /// as room appears, in order: a task that looks again after 1 ms,
     /// doubling to 20 ms, and ends when none are left (or the mailbox is
-    /// gone, or made again).
+    /// gone, or made again). Called without the state lock held.
     fn start_mover(&self, name: &str, q: Arc<Queue>) {
         let (state, name) = (Arc::clone(&self.state), name.to_string());
-        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime (the broker is stopping): no mover; the next send
+            // behind the front starts one, should there be a next.
+            if let Some(mb) = lock(&state).mailboxes.get_mut(&name) {
+                mb.moving = false;
+            }
+            return;
+        };
         drop(rt.spawn(async move {
             let mut pause = Duration::from_millis(1);
             loop {
