@@ -256,7 +256,18 @@ mod live {
         mut filter: String,
         mut sort: SortKey,
     ) -> ExitCode {
-        let mut terminal = ratatui::init();
+        use std::io::IsTerminal;
+        if !std::io::stdout().is_terminal() {
+            eprintln!("conduit top: the live view needs a terminal on standard output; for scripts: conduit top --once [--json]");
+            return ExitCode::from(2);
+        }
+        let mut terminal = match ratatui::try_init() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("conduit top: cannot take over the terminal ({e}); for scripts: conduit top --once [--json]");
+                return ExitCode::FAILURE;
+            }
+        };
         let mut before = first;
         let mut shown: Vec<Row> = Vec::new();
         let mut warnings: Vec<String> = Vec::new();

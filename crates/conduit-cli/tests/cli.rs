@@ -905,3 +905,12 @@ fn top_live_view_in_a_real_terminal_shows_sorts_filters_and_quits() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn top_without_a_terminal_says_how_to_use_it_from_a_script() {
+    let out = conduit().arg("top").stdin(std::process::Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("needs a terminal") && err.contains("--once"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
