@@ -258,7 +258,9 @@ mod live {
     ) -> ExitCode {
         use std::io::IsTerminal;
         if !std::io::stdout().is_terminal() {
-            eprintln!("conduit top: the live view needs a terminal on standard output; for scripts: conduit top --once [--json]");
+            eprintln!(
+                "conduit top: the live view needs a terminal on standard output; for scripts: conduit top --once [--json]"
+            );
             return ExitCode::from(2);
         }
         let mut terminal = match ratatui::try_init() {
