@@ -4,7 +4,7 @@
 //! message, each acknowledged delivery, its removal — is an [`Op`] with a
 //! sequence number, handed to one committer thread. The committer takes
 //! every op that has arrived, appends them to a write-ahead log and
-//! `fdatasync`s it; ops that arrive while that sync runs wait for the
+//! syncs it (one `pwritev2` with `RWF_DSYNC`); ops that arrive while that sync runs wait for the
 //! next one, which commits them all together (group commit). So one sync
 //! serves as many clients as were waiting, and one client may have many
 //! sends in flight.
