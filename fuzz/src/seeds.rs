@@ -65,6 +65,15 @@ fn main() {
     write("durable_log", "four_ops", &[&[1u8][..], &log].concat());
     write("durable_log", "stale", &[&[2u8][..], &log].concat());
 
+    // bridge_call: a call of two sends; answers; an export list (the
+    // encodings pinned by crates/conduit-zenoh/src/wire.rs's tests).
+    let call = [1u8, b'b', 7, 3, 1, 0xe8, 7, 100, 42, 0, 4, b'j', b'o', b'b', b's', 2, 2, b'h', b'i', 2];
+    write("bridge_call", "one_send", &call);
+    // Answers::All([Sent { receiver: None }, Refused(Full)]).
+    write("bridge_call", "answers", &[0u8, 2, 0, 0, 3, 3]);
+    // Exports { host: "a", mailboxes: [jobs, capacity Some(3)] }.
+    write("bridge_call", "exports", &[1u8, b'a', 1, 4, b'j', b'o', b'b', b's', 1, 3]);
+
     // rights_table: flags, rights, descriptors, payload (see the target):
     // a plain message; a send right (two descriptors: socket, control
     // block) as the first field; a segment (one memfd).

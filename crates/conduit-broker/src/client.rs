@@ -316,6 +316,43 @@ impl Client {
         }
     }
 
+    /// Send a request as it is and wait for its reply: for programs that
+    /// speak the protocol themselves (`conduit bridge`). A `Reply::Error`
+    /// comes back as `ClientError::Broker`.
+    pub fn request(&self, req: Request) -> Result<Reply, ClientError> {
+        self.call(req)
+    }
+
+    /// Send requests that each have a reply, up to [`SEND_WINDOW`] in
+    /// flight at once, and return their replies in order (a refusal is
+    /// that request's `Err`). Only a broken connection fails the whole call.
+    pub fn request_many(&self, reqs: Vec<Request>) -> Result<Vec<Result<Reply, BrokerError>>, ClientError> {
+        let link = self.link.lock().unwrap_or_else(|p| p.into_inner());
+        let (mut out, mut in_flight) = (Vec::with_capacity(reqs.len()), 0);
+        let mut reqs = reqs.into_iter().peekable();
+        while reqs.peek().is_some() || in_flight > 0 {
+            if in_flight < SEND_WINDOW
+                && let Some(r) = reqs.next()
+            {
+                link.0.send(r).map_err(broken)?;
+                in_flight += 1;
+                continue;
+            }
+            in_flight -= 1;
+            out.push(match link.1.recv().map_err(broken)? {
+                Reply::Error(e) => Err(e),
+                r => Ok(r),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Send a request that has no reply (`Request::Answer`,
+    /// `Request::BridgePeers`, a `Settle` without `confirm`).
+    pub fn post(&self, req: Request) -> Result<(), ClientError> {
+        self.tell(req)
+    }
+
     fn done(&self, req: Request) -> Result<(), ClientError> {
         ask!(self, req, Reply::Done => ());
         Ok(())

@@ -28,6 +28,7 @@
 pub mod client;
 pub mod paths;
 pub mod protocol;
+mod remote;
 pub mod server;
 mod state;
 mod store;

@@ -296,7 +296,122 @@ pub enum Request {
     /// Every mailbox's messages in and out since it was made
     /// (`Reply::Traffic`), for `conduit top`.
     Traffic,
+    /// Run a mailbox request (`Open`, `Send`, `Recv`, `RecvBatch`,
+    /// `Settle`, `SettleMany`) with the permissions of another user: how a
+    /// bridge (`conduit bridge`) checks a remote caller where the mailbox
+    /// lives. Root only. What the request holds (deliveries, an exclusive
+    /// claim) belongs to this connection, as for its own requests.
+    As {
+        /// The caller's user.
+        uid: u32,
+        /// The caller's group.
+        gid: u32,
+        /// The request.
+        request: Box<Request>,
+    },
+    /// Make this connection a bridge to other hosts (root only): the
+    /// broker sends on `calls` the operations on the mailboxes this
+    /// connection imports, and the bridge answers each with `Answer`.
+    Bridge {
+        /// This host's name on the bridge.
+        host: String,
+        /// Where the broker sends calls.
+        calls: Sender<Forward>,
+    },
+    /// Make a remote mailbox known here under `name` (a bridge only):
+    /// sends to it and receives from it are forwarded to the bridge. It
+    /// goes when the bridge's connection ends or with `Unimport`.
+    Import {
+        /// The mailbox's name, here and on its host.
+        name: String,
+        /// The host it lives on.
+        host: String,
+        /// Its capacity there (`None`: unbounded), for listings.
+        capacity: Option<u64>,
+    },
+    /// Forget an imported mailbox (a bridge only; its own imports).
+    Unimport {
+        /// The mailbox.
+        name: String,
+    },
+    /// A bridge's answer to `Forward::call` (no reply).
+    Answer {
+        /// The call.
+        call: u64,
+        /// What the mailbox's host said.
+        reply: Reply,
+    },
+    /// The hosts a bridge is connected to now, for listings (no reply).
+    BridgePeers {
+        /// Their names.
+        hosts: Vec<String>,
+    },
 }
+
+/// Who asked for a forwarded operation, as its broker knows them
+/// (`SO_PEERCRED` there).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Process id (on its host).
+    pub pid: u32,
+}
+
+/// An operation on an imported mailbox, sent by the broker to the bridge
+/// that imported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteOp {
+    /// Send: answered by `Reply::Sent` or an error.
+    Send {
+        /// The mailbox.
+        name: String,
+        /// The message's type.
+        mtype: i64,
+        /// Its bytes.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        /// What to do if it is full (never `Block`: the broker waits in
+        /// slices of at most [`REMOTE_SLICE_MS`]).
+        full: OnFull,
+    },
+    /// Receive and hold: answered by `Reply::Message` (its `delivery` is
+    /// the remote host's token) or an error.
+    Recv {
+        /// The mailbox.
+        name: String,
+        /// As in `Request::Recv`.
+        select: i64,
+        /// As in `Request::Recv` (at most [`REMOTE_SLICE_MS`]).
+        wait: WaitFor,
+    },
+    /// Settle a delivery of a `Recv` (not answered).
+    Settle {
+        /// `Reply::Message::delivery` of the remote host.
+        token: u64,
+        /// True: taken; false: give it back.
+        ack: bool,
+    },
+}
+
+/// An operation forwarded to a bridge.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forward {
+    /// What `Request::Answer` names (0: no answer expected).
+    pub call: u64,
+    /// Who asked.
+    pub caller: Caller,
+    /// What.
+    pub op: RemoteOp,
+}
+
+/// The longest wait, in milliseconds, of one forwarded operation: a send
+/// that may block, or a receive that may wait, longer is forwarded again
+/// until its own limit (so that a caller that goes away stops waiting on
+/// the remote host within this time).
+pub const REMOTE_SLICE_MS: u64 = 1000;
 
 /// Bytes of messages one `Reply::Messages` carries beyond its first.
 pub const BATCH_BYTES: usize = 1 << 20;
@@ -445,6 +560,11 @@ pub enum BrokerError {
         /// Whose limit it is, and how to raise it.
         how: String,
     },
+    /// The mailbox lives on another host, and that host cannot be reached
+    /// now (its bridge is gone or the link is down). A send that fails so
+    /// may or may not have arrived.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
 }
 
 impl BrokerError {

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use conduit::RecvError;
 use rustix::fs::FlockOperation;
@@ -17,7 +17,9 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::pipe::PipeFlags;
 
 use crate::paths;
-use crate::protocol::{BrokerError, Delivered, PROTOCOL, Reply, Request, WaitFor};
+use crate::protocol::{
+    BrokerError, Caller, Delivered, OnFull, PROTOCOL, REMOTE_SLICE_MS, RemoteOp, Reply, Request, WaitFor, hung_up,
+};
 use crate::state::{Held, Limits, Peer, Rules};
 use crate::store::Store;
 
@@ -281,7 +283,11 @@ async fn serve_client(rules: Arc<Rules>, sock: OwnedFd, peer: Peer) {
     let writer = {
         let rules = Arc::clone(&rules);
         tokio::spawn(async move {
-            while let Some(Pending { seq, reply }) = replies.recv().await {
+            while let Some(Pending { seq, reply, later }) = replies.recv().await {
+                let reply = match later {
+                    Some(task) => task.await.unwrap_or_else(|e| Reply::Error(BrokerError::Invalid(e.to_string()))),
+                    None => reply,
+                };
                 let reply = match rules.stored(seq).await {
                     Ok(()) => reply,
                     Err(e) => Reply::Error(e),
@@ -325,11 +331,18 @@ const PIPELINE: usize = 128;
 struct Pending {
     seq: u64,
     reply: Reply,
+    /// A reply still being worked out (a send to another host's mailbox,
+    /// in flight while the next requests are served): it replaces `reply`.
+    later: Option<tokio::task::JoinHandle<Reply>>,
 }
 
 impl Pending {
     fn now(reply: Reply) -> Pending {
-        Pending { seq: 0, reply }
+        Pending { seq: 0, reply, later: None }
+    }
+
+    fn after(seq: u64, reply: Reply) -> Pending {
+        Pending { seq, reply, later: None }
     }
 }
 
@@ -378,8 +391,12 @@ impl Drop for Conn {
 async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>, conn: &mut Conn) -> Option<Pending> {
     let done = |r: Result<(), BrokerError>| r.map_or_else(Reply::Error, |()| Reply::Done);
     let stored = |r: Result<u64, BrokerError>| match r {
-        Ok(seq) => Pending { seq, reply: Reply::Done },
+        Ok(seq) => Pending::after(seq, Reply::Done),
         Err(e) => Pending::now(Reply::Error(e)),
+    };
+    let req = match imported(rules, peer, req, sock, conn).await {
+        Ok(reply) => return reply,
+        Err(req) => req,
     };
     Some(Pending::now(match req {
         Request::Hello { protocol } if protocol == PROTOCOL => {
@@ -393,7 +410,7 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
         Request::Chown { name, uid, gid } => return Some(stored(rules.chown(peer, &name, uid, gid))),
         Request::Send { name, mtype, data, full } => match rules.send(peer, &name, mtype, data, full, sock).await {
             Ok(s) => {
-                return Some(Pending { seq: s.seq, reply: Reply::Sent { receiver: s.receiver, deferred: s.deferred } });
+                return Some(Pending::after(s.seq, Reply::Sent { receiver: s.receiver, deferred: s.deferred }));
             }
             Err(e) => Reply::Error(e),
         },
@@ -412,7 +429,7 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
             if !confirm {
                 return None;
             }
-            return Some(Pending { seq, reply: Reply::Done });
+            return Some(Pending::after(seq, Reply::Done));
         }
         Request::RecvBatch { name, select, max, wait } => {
             let mut taken = Vec::new();
@@ -443,7 +460,7 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
             if !confirm {
                 return None;
             }
-            return Some(Pending { seq, reply: Reply::Done });
+            return Some(Pending::after(seq, Reply::Done));
         }
         Request::Open { name, receive } => rules.open(peer, &name, receive).map_or_else(Reply::Error, Reply::Queue),
         Request::Register { name, port, flags } => match rules.register(peer, name, port, flags) {
@@ -456,7 +473,140 @@ async fn dispatch(rules: &Rules, peer: &Peer, req: Request, sock: &Arc<OwnedFd>,
         Request::List => Reply::Listing(rules.list()),
         Request::Traffic => Reply::Traffic(rules.traffic()),
         Request::OpenInbox => done(rules.open_inbox(peer)),
+        Request::As { uid, gid, request } => {
+            if peer.uid != 0 {
+                Reply::Error(BrokerError::Denied("only root may act for another user (Request::As)".into()))
+            } else if !matches!(
+                *request,
+                Request::Open { .. }
+                    | Request::Send { .. }
+                    | Request::Recv { .. }
+                    | Request::RecvBatch { .. }
+                    | Request::Settle { .. }
+                    | Request::SettleMany { .. }
+            ) {
+                Reply::Error(BrokerError::Invalid("Request::As carries mailbox operations only".into()))
+            } else {
+                let other = Peer { uid, gid, ..*peer };
+                return Box::pin(dispatch(rules, &other, *request, sock, conn)).await;
+            }
+        }
+        Request::Bridge { host, calls } => done(rules.remotes.bridge(peer, host, calls)),
+        Request::Import { name, host, capacity } => {
+            if rules.has_mailbox(&name) {
+                Reply::Error(BrokerError::Exists(format!("mailbox {name} (of this host)")))
+            } else {
+                done(rules.remotes.import(peer, name, host, capacity))
+            }
+        }
+        Request::Unimport { name } => done(rules.remotes.unimport(peer, &name)),
+        Request::Answer { call, reply } => {
+            rules.remotes.answer(peer, call, reply);
+            return None;
+        }
+        Request::BridgePeers { hosts } => {
+            rules.remotes.set_peers(peer, hosts);
+            return None;
+        }
     }))
+}
+
+/// Serve a request on an imported mailbox (another host's, through its
+/// bridge: `remote.rs`), or give it back (`Err`) if it is not one.
+/// Waits are forwarded in slices of at most [`REMOTE_SLICE_MS`], so that
+/// a caller that hangs up stops waiting there within one slice.
+async fn imported(
+    rules: &Rules,
+    peer: &Peer,
+    req: Request,
+    sock: &Arc<OwnedFd>,
+    conn: &mut Conn,
+) -> Result<Option<Pending>, Request> {
+    let name = match &req {
+        Request::Open { name, .. } | Request::Send { name, .. } | Request::Recv { name, .. } => name,
+        Request::RecvBatch { name, .. } | Request::Remove { name } | Request::Chown { name, .. } => name,
+        _ => return Err(req),
+    };
+    let Some(host) = rules.remotes.host_of(name) else { return Err(req) };
+    let batch = matches!(req, Request::RecvBatch { .. });
+    let caller = Caller { uid: peer.uid, gid: peer.gid, pid: peer.pid };
+    let slice = move |until: Option<Instant>| {
+        let left = until.map_or(REMOTE_SLICE_MS, |t| t.saturating_duration_since(Instant::now()).as_millis() as u64);
+        left.min(REMOTE_SLICE_MS)
+    };
+    let reply = match req {
+        Request::Open { .. } => Reply::Queue(None),
+        Request::Remove { name } | Request::Chown { name, .. } => {
+            Reply::Error(BrokerError::Denied(format!("mailbox {name} lives on host {host}: remove or change it there")))
+        }
+        Request::Send { name, mtype, data, full } => {
+            let until = match full {
+                OnFull::Block => None,
+                OnFull::Timeout(ms) => Some(Instant::now() + Duration::from_millis(ms)),
+                OnFull::NoWait => Some(Instant::now()),
+                OnFull::Leave => {
+                    let e = format!("mailbox {name} lives on host {host}: a message cannot be left with this broker");
+                    return Ok(Some(Pending::now(Reply::Error(BrokerError::Invalid(e)))));
+                }
+            };
+            // In flight while the client's next requests are served (the
+            // bridge keeps one mailbox's sends in order); the reply goes
+            // out in its turn.
+            let (rules, sock) = (Arc::clone(&conn.rules), Arc::clone(sock));
+            let task = tokio::spawn(async move {
+                loop {
+                    let full = match slice(until) {
+                        0 => OnFull::NoWait,
+                        ms => OnFull::Timeout(ms),
+                    };
+                    let op = RemoteOp::Send { name: name.clone(), mtype, data: data.clone(), full };
+                    match rules.remotes.call(&name, caller, op).await {
+                        Err(BrokerError::Timeout | BrokerError::Full)
+                            if until.is_none_or(|t| Instant::now() < t) && !hung_up(&*sock) => {}
+                        Err(BrokerError::Full) if full != OnFull::NoWait => break Reply::Error(BrokerError::Timeout),
+                        Err(e) => break Reply::Error(e),
+                        Ok(r) => break r,
+                    }
+                }
+            });
+            return Ok(Some(Pending { seq: 0, reply: Reply::Done, later: Some(task) }));
+        }
+        Request::Recv { name, select, wait } | Request::RecvBatch { name, select, wait, .. } => {
+            // A batch from another host is a batch of one.
+            let until = match wait {
+                WaitFor::Forever => None,
+                WaitFor::Millis(ms) => Some(Instant::now() + Duration::from_millis(ms)),
+                WaitFor::NoWait => Some(Instant::now()),
+            };
+            loop {
+                let wait = match slice(until) {
+                    0 => WaitFor::NoWait,
+                    ms => WaitFor::Millis(ms),
+                };
+                let op = RemoteOp::Recv { name: name.clone(), select, wait };
+                match rules.remotes.call(&name, caller, op).await {
+                    Err(BrokerError::Timeout | BrokerError::Empty)
+                        if until.is_none_or(|t| Instant::now() < t) && !hung_up(&**sock) => {}
+                    Err(BrokerError::Empty) if wait != WaitFor::NoWait => break Reply::Error(BrokerError::Timeout),
+                    Err(e) => break Reply::Error(e),
+                    Ok(Reply::Message { mtype, data, sender, delivery: token, durable }) => {
+                        conn.next_delivery += 1;
+                        conn.held.insert(conn.next_delivery, Held::Remote { name: name.clone(), token });
+                        let delivery = conn.next_delivery;
+                        if batch {
+                            break Reply::Messages(vec![Delivered { mtype, data, sender, delivery, durable }]);
+                        }
+                        break Reply::Message { mtype, data, sender, delivery, durable };
+                    }
+                    Ok(r) => {
+                        break Reply::Error(BrokerError::Invalid(format!("the bridge answered a receive with {r:?}")));
+                    }
+                }
+            }
+        }
+        other => return Err(other),
+    };
+    Ok(Some(Pending::now(reply)))
 }
 
 /// Raise this process's soft limit on open descriptors to its hard limit

@@ -16,6 +16,7 @@ use crate::protocol::{
     AnyPort, BrokerError, Capacity, INBOX_PREFIX, MailboxOptions, MailboxTraffic, NameEvent, NameFlags, NameReply,
     ObjectInfo, OnFull, Policy, WaitFor, hung_up,
 };
+use crate::remote::Remotes;
 use crate::store::Store;
 
 /// Per-user limits: one client cannot exhaust the broker for others.
@@ -82,6 +83,9 @@ pub(crate) enum Held {
     Kept { name: String, msg: Msg },
     /// Claimed in a mailbox's shared-memory queue by the broker.
     Claimed { name: String, queue: Arc<Queue>, id: ClaimId },
+    /// Held on another host for a receiver here (an imported mailbox):
+    /// its token there.
+    Remote { name: String, token: u64 },
 }
 
 /// A receiver blocked on a mailbox, to whom a sender can hand a message.
@@ -280,6 +284,8 @@ pub struct Rules {
     /// Messages left with the broker for a full shared mailbox: (sender
     /// connection, mailbox), one each; a thread delivers each.
     leaving: Arc<Mutex<HashSet<(u64, String)>>>,
+    /// Mailboxes of other hosts, and the bridges that reach them.
+    pub(crate) remotes: Remotes,
 }
 
 /// Messages the shared-memory front of an unbounded mailbox holds (the
@@ -433,7 +439,14 @@ impl Rules {
             s.load(&mut state)?;
             s.start(Arc::clone(&changed))?;
         }
-        Ok(Rules { state: Arc::new(Mutex::new(state)), changed, limits, store, leaving: Arc::default() })
+        Ok(Rules {
+            state: Arc::new(Mutex::new(state)),
+            changed,
+            limits,
+            store,
+            leaving: Arc::default(),
+            remotes: Remotes::default(),
+        })
     }
 
     /// Wait until the store op `seq` is on disk (0: nothing to wait for).
@@ -503,6 +516,7 @@ impl Rules {
     /// A connection ended: its exclusive holds, waits and names go; the
     /// messages it left with the broker stay and are delivered.
     pub fn disconnect(&self, peer: &Peer) {
+        self.remotes.disconnect(peer.id);
         let mut st = lock(&self.state);
         st.peers.remove(&peer.id);
         for mb in st.mailboxes.values_mut() {
@@ -549,6 +563,11 @@ impl Rules {
         Ok(())
     }
 
+    /// Is there a mailbox of this host named so?
+    pub(crate) fn has_mailbox(&self, name: &str) -> bool {
+        lock(&self.state).mailboxes.contains_key(name)
+    }
+
     /// Create a mailbox; for a durable one, the store op to wait for.
     pub fn create(&self, peer: &Peer, name: String, opts: MailboxOptions) -> Result<u64, BrokerError> {
         let MailboxOptions { capacity, policy, mode, durable, max_message } = opts;
@@ -559,6 +578,9 @@ impl Rules {
             return Err(BrokerError::Invalid(format!(
                 "names {INBOX_PREFIX}… are processes' inboxes, opened by Client::open_inbox"
             )));
+        }
+        if let Some(host) = self.remotes.host_of(&name) {
+            return Err(BrokerError::Exists(format!("mailbox {name} (on host {host}, through the bridge)")));
         }
         let mut st = lock(&self.state);
         if st.mailboxes.contains_key(&name) {
@@ -966,6 +988,7 @@ impl Rules {
     /// its mailbox's front (or back into its queue), for the next receiver.
     pub(crate) fn settle(&self, held: Held, ack: bool) -> u64 {
         match held {
+            Held::Remote { name, token } => self.remotes.settle(&name, token, ack),
             Held::Claimed { name, queue, id } => match queue.settle_or_busy(id, ack) {
                 Ok(()) | Err(QueueError::Closed) => {}
                 Err(QueueError::Busy) => {
@@ -1335,6 +1358,8 @@ impl Rules {
             bytes: 0,
             pids: vec![p.pid],
         }));
+        drop(st);
+        out.extend(self.remotes.list());
         out.sort_by(|a, b| (&a.kind, &a.id).cmp(&(&b.kind, &b.id)));
         out
     }

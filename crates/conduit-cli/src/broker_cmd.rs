@@ -29,6 +29,7 @@ fn code(e: &ClientError) -> u8 {
             BrokerError::Exists(_) => 10,
             BrokerError::Invalid(_) => 1,
             BrokerError::TooLarge { .. } => 11,
+            BrokerError::Unreachable(_) => 12,
         },
         ClientError::NoBroker { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => 6,
         _ => 1,

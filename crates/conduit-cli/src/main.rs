@@ -50,6 +50,14 @@ enum Command {
     Rm(broker_cmd::RmArgs),
     /// A live view of every IPC object, with mailboxes' messages per second (--once [--json]: one snapshot).
     Top(top::TopArgs),
+    /// Carry this host's mailboxes to other hosts over Zenoh (--listen ENDPOINT | --connect ENDPOINT [--only PATTERN]).
+    /// Runs `conduit-bridge`, built apart (crates/conduit-zenoh), found next to this program or on PATH.
+    #[command(disable_help_flag = true)]
+    Bridge {
+        /// Passed to `conduit-bridge` (`conduit bridge --help` shows its options).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Kill -9 a random side of a random transport at a random moment, many times; check nothing is lost, duplicated, corrupted or leaked.
     Chaos(chaos::ChaosArgs),
     /// (internal) A child process of `tour`.
@@ -85,6 +93,24 @@ fn main() -> ExitCode {
         Command::Rm(a) => broker_cmd::rm(&a),
         Command::Top(a) => top::run(&a),
         Command::Chaos(a) => chaos::run(&a),
+        Command::Bridge { args } => bridge(&args),
         Command::ChaosChild => chaos::child(),
     }
+}
+
+/// `conduit bridge`: run `conduit-bridge` (next to this program, else on
+/// PATH) in this process's place, with the same arguments. The bridge is
+/// its own crate so that conduit's default build does not build Zenoh.
+fn bridge(args: &[std::ffi::OsString]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("conduit-bridge")));
+    let program = beside.filter(|p| p.is_file()).unwrap_or_else(|| "conduit-bridge".into());
+    let e = std::process::Command::new(&program).args(args).exec();
+    eprintln!(
+        "conduit bridge: cannot run {}: {e}\n\
+         The bridge is built apart, so that conduit's default build stays free of Zenoh:\n  \
+         cargo build --release --manifest-path crates/conduit-zenoh/Cargo.toml --target-dir target",
+        program.display()
+    );
+    ExitCode::from(2)
 }

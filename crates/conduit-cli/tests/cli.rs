@@ -914,3 +914,21 @@ fn top_without_a_terminal_says_how_to_use_it_from_a_script() {
     assert!(err.contains("needs a terminal") && err.contains("--once"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn bridge_runs_conduit_bridge_or_says_how_to_build_it() {
+    let beside = std::path::Path::new(env!("CARGO_BIN_EXE_conduit")).with_file_name("conduit-bridge");
+    let out = conduit().args(["bridge", "--help"]).output().unwrap();
+    if beside.is_file() {
+        // Built (crates/conduit-zenoh): its own options, through `conduit bridge`.
+        assert!(out.status.success(), "{out:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in ["--listen", "--connect", "--only"] {
+            assert!(help.contains(flag), "{flag} in {help}");
+        }
+    } else if std::process::Command::new("conduit-bridge").arg("--version").output().is_err() {
+        // Not built, not on PATH: exit 2, and how to build it.
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("crates/conduit-zenoh/Cargo.toml"), "{out:?}");
+    }
+}

@@ -1,0 +1,755 @@
+//! The bridge: one Zenoh session next to one broker.
+//!
+//! **Exports.** Every mailbox of this host (not processes' inboxes, not
+//! mailboxes imported from elsewhere) whose name `--only` admits is
+//! listed at `conduit/bridge/HOST/exports`, and served at
+//! `conduit/bridge/HOST/call`: a [`Call`] is run on the local broker with
+//! the remote caller's uid and gid (`Request::As`, so the broker checks
+//! the mailbox's mode for that user), on a connection from a pool. A
+//! received message stays held on that connection under a token until the
+//! caller's host settles it; the tokens of a host whose bridge disappears
+//! (its liveliness token goes: death or a cut link past the lease) are
+//! given back to their mailboxes.
+//!
+//! **Imports.** Once a second, and whenever a bridge appears, this bridge
+//! asks every bridge for its exports and `Import`s them into the local
+//! broker (a name this host has already stays local). The broker forwards
+//! operations on them here (`Forward`); each becomes one Zenoh query to
+//! the mailbox's host, retried with the same id while that host is alive
+//! (the answer is cached there: a retry is never run twice), answered to
+//! the broker with `Request::Answer`.
+//!
+//! Nothing is buffered here: a send is answered only when the mailbox's
+//! host has taken it (bounded capacity holds end to end: a full mailbox
+//! there makes the sender here wait, or fail, as it asked).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use conduit_broker::protocol::{BrokerError, Forward, RemoteOp, Reply, Request};
+use conduit_broker::{Client, ClientError, OnFull, WaitFor};
+use zenoh::sample::SampleKind;
+
+use crate::wire::{self, Answer, Answers, Call, Export, Exports, Op};
+
+/// How a bridge runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// This host's name among the bridges (a key-expression chunk).
+    pub host: String,
+    /// Zenoh endpoints to listen on (`tcp/ADDR:PORT`).
+    pub listen: Vec<String>,
+    /// Zenoh endpoints to connect to.
+    pub connect: Vec<String>,
+    /// Only mailboxes whose names match (`*` matches any run of bytes).
+    pub only: Option<String>,
+    /// The local broker's socket.
+    pub socket: PathBuf,
+    /// Zenoh's lease, in milliseconds: how long a silent link is kept
+    /// before its peer is declared gone (Zenoh's default: 10 s).
+    pub lease_ms: Option<u64>,
+}
+
+/// Why a bridge could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The options make no sense.
+    #[error("{0}")]
+    Options(String),
+    /// The local broker.
+    #[error("the local broker: {0}")]
+    Broker(#[from] ClientError),
+    /// Zenoh.
+    #[error("zenoh: {0}")]
+    Zenoh(String),
+}
+
+fn zerr(e: impl std::fmt::Display) -> BridgeError {
+    BridgeError::Zenoh(e.to_string())
+}
+
+/// Does `name` match `pattern` (`*`: any run of bytes)?
+pub fn matches(pattern: &str, name: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = name.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+/// Calls remembered per calling host, to answer retries: a duplicate older
+/// than this many calls from the same host would run again.
+pub const REPLY_CACHE: usize = 16384;
+
+/// Bytes of received messages the reply cache keeps at most, all hosts
+/// together: past it, the oldest answers go first (their calls could then
+/// run again if repeated: a receive would hand out the next message).
+pub const REPLY_CACHE_BYTES: usize = 64 << 20;
+
+/// How long a call waits for its answer beyond its own wait before it is
+/// asked again (with the same id, so never run twice).
+pub const ANSWER_WITHIN_MS: u64 = 1000;
+
+/// A message received here for another host, held until it settles.
+struct HeldHere {
+    origin: String,
+    client: Arc<Client>,
+    delivery: u64,
+}
+
+enum Cached {
+    Running,
+    Done(Answers),
+}
+
+impl Cached {
+    /// Message bytes it holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Cached::Done(Answers::All(all)) => all
+                .iter()
+                .map(|a| match a {
+                    Answer::Message { data, .. } => data.len(),
+                    _ => 0,
+                })
+                .sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// The sends to one mailbox of one host not yet carried, in order; one
+/// batch of them on the way at a time.
+#[derive(Default)]
+struct Lane {
+    queue: VecDeque<(u64, Op)>,
+    busy: bool,
+}
+
+#[derive(Default)]
+struct ReplyCache {
+    by_call: HashMap<(String, u64, u64), Cached>,
+    /// Message bytes in the cached answers.
+    bytes: usize,
+    order: HashMap<String, VecDeque<(u64, u64)>>,
+}
+
+struct Shared {
+    host: String,
+    session_id: u64,
+    only: Option<String>,
+    socket: PathBuf,
+    max_message: usize,
+    z: zenoh::Session,
+    control: Arc<Client>,
+    pool: Mutex<Vec<Arc<Client>>>,
+    held: Mutex<HashMap<u64, HeldHere>>,
+    next_token: AtomicU64,
+    cache: Mutex<ReplyCache>,
+    /// Imported mailbox → its host.
+    imports: Mutex<HashMap<String, String>>,
+    /// Bridges alive now.
+    alive: Mutex<HashSet<String>>,
+    /// Tokens given to the local broker → (host, that host's token).
+    tokens: Mutex<HashMap<u64, (String, u64)>>,
+    next_call: AtomicU64,
+    /// Sends waiting, by (host, mailbox).
+    lanes: Mutex<HashMap<(String, String), Lane>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Run a bridge until the process ends (or the local broker does).
+pub async fn run(opts: Options) -> Result<(), BridgeError> {
+    if !wire::valid_host(&opts.host) {
+        return Err(BridgeError::Options(format!(
+            "--name {:?}: a host name is 1 to 64 letters, digits, '-', '_' or '.'",
+            opts.host
+        )));
+    }
+    if opts.listen.is_empty() && opts.connect.is_empty() {
+        return Err(BridgeError::Options("give --listen ENDPOINT or --connect ENDPOINT (or both)".into()));
+    }
+    let mut config = zenoh::Config::default();
+    let json = |v: &[String]| serde_json_array(v);
+    config.insert_json5("mode", "\"peer\"").map_err(zerr)?;
+    // Explicit endpoints only: no multicast scouting, no gossip.
+    config.insert_json5("scouting/multicast/enabled", "false").map_err(zerr)?;
+    config.insert_json5("listen/endpoints", &json(&opts.listen)).map_err(zerr)?;
+    config.insert_json5("connect/endpoints", &json(&opts.connect)).map_err(zerr)?;
+    if let Some(ms) = opts.lease_ms {
+        config.insert_json5("transport/link/tx/lease", &ms.to_string()).map_err(zerr)?;
+        config.insert_json5("transport/link/tx/keep_alive", "4").map_err(zerr)?;
+    }
+    let z = zenoh::open(config).await.map_err(zerr)?;
+
+    let socket = opts.socket.clone();
+    let control = tokio::task::spawn_blocking(move || Client::connect_to(&socket))
+        .await
+        .map_err(|e| BridgeError::Options(e.to_string()))??;
+    let control = Arc::new(control);
+    let (calls_tx, calls) = conduit::unbounded::<Forward>().map_err(|e| BridgeError::Options(e.to_string()))?;
+    control.request(Request::Bridge { host: opts.host.clone(), calls: calls_tx })?;
+
+    // An incarnation number: time and pid (calls of an earlier life are not
+    // duplicates of this one's).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let session_id = (now.as_nanos() as u64) ^ (u64::from(std::process::id()) << 40);
+    let shared = Arc::new(Shared {
+        host: opts.host.clone(),
+        session_id,
+        only: opts.only.clone(),
+        socket: opts.socket.clone(),
+        max_message: conduit_broker::Limits::default().max_message,
+        z,
+        control,
+        pool: Mutex::default(),
+        held: Mutex::default(),
+        next_token: AtomicU64::new(1),
+        cache: Mutex::default(),
+        imports: Mutex::default(),
+        alive: Mutex::default(),
+        tokens: Mutex::default(),
+        next_call: AtomicU64::new(1),
+        lanes: Mutex::default(),
+    });
+
+    // Two bridges under one name would mix their mailboxes: refuse to be
+    // the second (as far as the peers reachable now can tell).
+    let twins = shared.z.liveliness().get(wire::alive_key(&shared.host)).timeout(Duration::from_secs(1)).await;
+    if let Ok(twins) = twins
+        && let Ok(reply) = twins.recv_async().await
+        && reply.result().is_ok()
+    {
+        return Err(BridgeError::Options(format!(
+            "a bridge named {} already runs among the peers; give this one another --name",
+            shared.host
+        )));
+    }
+    let _token = shared.z.liveliness().declare_token(wire::alive_key(&shared.host)).await.map_err(zerr)?;
+    let calls_q = shared.z.declare_queryable(wire::call_key(&shared.host)).await.map_err(zerr)?;
+    let exports_q = shared.z.declare_queryable(wire::exports_key(&shared.host)).await.map_err(zerr)?;
+    let alive_sub = shared.z.liveliness().declare_subscriber(wire::ALIVE_ALL).history(true).await.map_err(zerr)?;
+    tracing::info!(host = %shared.host, listen = ?opts.listen, connect = ?opts.connect, "bridge up");
+
+    // Calls from the local broker.
+    let (broker_gone_tx, broker_gone) = tokio::sync::oneshot::channel::<()>();
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok(f) = calls.recv_async().await {
+                tokio::spawn(forward(Arc::clone(&shared), f));
+            }
+            let _ = broker_gone_tx.send(());
+        });
+    }
+    // Calls from other hosts.
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok(q) = calls_q.recv_async().await {
+                tokio::spawn(serve_call(Arc::clone(&shared), q));
+            }
+        });
+    }
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok(q) = exports_q.recv_async().await {
+                let list = exports(&shared).await;
+                let _ = q.reply(q.key_expr().clone(), wire::encode(&list)).await;
+            }
+        });
+    }
+    let (resync_tx, mut resync) = tokio::sync::mpsc::unbounded_channel::<()>();
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok(s) = alive_sub.recv_async().await {
+                let Some(host) = s.key_expr().as_str().strip_prefix("conduit/alive/").map(str::to_string) else {
+                    continue;
+                };
+                if host == shared.host {
+                    continue;
+                }
+                match s.kind() {
+                    SampleKind::Put => {
+                        tracing::info!(peer = %host, "bridge appeared");
+                        lock(&shared.alive).insert(host);
+                    }
+                    SampleKind::Delete => {
+                        tracing::warn!(peer = %host, "bridge gone");
+                        lock(&shared.alive).remove(&host);
+                        host_gone(&shared, &host).await;
+                    }
+                }
+                let _ = resync_tx.send(());
+            }
+        });
+    }
+    // The imports follow the others' exports.
+    let sync = {
+        let shared = Arc::clone(&shared);
+        async move {
+            loop {
+                sync_imports(&shared).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = resync.recv() => {}
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = sync => Ok(()),
+        _ = broker_gone => Err(BridgeError::Broker(ClientError::Broken("the broker closed the bridge's connection".into()))),
+    }
+}
+
+fn serde_json_array(v: &[String]) -> String {
+    let quoted: Vec<String> = v.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(","))
+}
+
+/// This host's exports now.
+async fn exports(shared: &Arc<Shared>) -> Exports {
+    let control = Arc::clone(&shared.control);
+    let listing = tokio::task::spawn_blocking(move || control.list()).await;
+    let mailboxes = match listing {
+        Ok(Ok(objects)) => objects
+            .into_iter()
+            .filter(|o| o.kind == "mailbox" && !o.id.starts_with(conduit_broker::INBOX_PREFIX))
+            .filter(|o| shared.only.as_deref().is_none_or(|p| matches(p, &o.id)))
+            .map(|o| Export { name: o.id, capacity: o.capacity })
+            .collect(),
+        _ => vec![],
+    };
+    Exports { host: shared.host.clone(), mailboxes }
+}
+
+/// Ask every bridge for its exports; import what is new, drop what went.
+async fn sync_imports(shared: &Arc<Shared>) {
+    let replies = match shared.z.get(wire::EXPORTS_ALL).timeout(Duration::from_secs(2)).await {
+        Ok(r) => r,
+        Err(e) => return tracing::warn!(error = %e, "cannot ask for exports"),
+    };
+    let mut want: HashMap<String, (String, Option<u64>)> = HashMap::new();
+    let mut hosts = Vec::new();
+    while let Ok(reply) = replies.recv_async().await {
+        let Ok(sample) = reply.result() else { continue };
+        let e = match wire::decode_exports(&sample.payload().to_bytes()) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(key = %sample.key_expr(), error = %e, "a bad export list; ignored");
+                continue;
+            }
+        };
+        if e.host == shared.host || !lock(&shared.alive).contains(&e.host) {
+            continue;
+        }
+        hosts.push(e.host.clone());
+        for m in e.mailboxes {
+            if shared.only.as_deref().is_none_or(|p| matches(p, &m.name)) {
+                want.entry(m.name).or_insert((e.host.clone(), m.capacity));
+            }
+        }
+    }
+    hosts.sort();
+    let answered: HashSet<String> = hosts.iter().cloned().collect();
+    let have: HashMap<String, String> = lock(&shared.imports).clone();
+    let control = Arc::clone(&shared.control);
+    let shared2 = Arc::clone(shared);
+    let _ = tokio::task::spawn_blocking(move || {
+        // A host that did not answer this round keeps its imports while it
+        // is alive (a slow answer must not make mailboxes flap).
+        for (name, host) in &have {
+            let answered = answered.contains(host);
+            let alive = lock(&shared2.alive).contains(host);
+            if (answered || !alive) && want.get(name).is_none_or(|(h, _)| h != host) {
+                let _ = control.request(Request::Unimport { name: name.clone() });
+                lock(&shared2.imports).remove(name);
+            }
+        }
+        for (name, (host, capacity)) in want {
+            if lock(&shared2.imports).get(&name) == Some(&host) {
+                continue;
+            }
+            match control.request(Request::Import { name: name.clone(), host: host.clone(), capacity }) {
+                Ok(_) => {
+                    tracing::info!(mailbox = %name, %host, "imported");
+                    lock(&shared2.imports).insert(name, host);
+                }
+                Err(e) => tracing::debug!(mailbox = %name, %host, error = %e, "not imported"),
+            }
+        }
+        let mut peers: Vec<String> = lock(&shared2.alive).iter().cloned().collect();
+        peers.sort();
+        let _ = control.post(Request::BridgePeers { hosts: peers });
+    })
+    .await;
+}
+
+/// A bridge went (or its link stayed cut past the lease): its imports go,
+/// and what it held here goes back to the mailboxes.
+async fn host_gone(shared: &Arc<Shared>, host: &str) {
+    let held: Vec<HeldHere> = {
+        let mut h = lock(&shared.held);
+        let tokens: Vec<u64> = h.iter().filter(|(_, x)| x.origin == host).map(|(t, _)| *t).collect();
+        tokens.into_iter().filter_map(|t| h.remove(&t)).collect()
+    };
+    {
+        let mut c = lock(&shared.cache);
+        let gone: usize = c.by_call.iter().filter(|((origin, _, _), _)| origin == host).map(|(_, a)| a.bytes()).sum();
+        c.bytes -= gone;
+        c.by_call.retain(|(origin, _, _), _| origin != host);
+        c.order.remove(host);
+    }
+    lock(&shared.tokens).retain(|_, (h, _)| h != host);
+    let gone: Vec<String> = {
+        let mut imports = lock(&shared.imports);
+        let names: Vec<String> = imports.iter().filter(|(_, h)| *h == host).map(|(n, _)| n.clone()).collect();
+        for n in &names {
+            imports.remove(n);
+        }
+        names
+    };
+    let control = Arc::clone(&shared.control);
+    let _ = tokio::task::spawn_blocking(move || {
+        for h in held {
+            let _ = h.client.request(Request::Settle { delivery: h.delivery, ack: false, confirm: true });
+        }
+        for name in gone {
+            let _ = control.request(Request::Unimport { name });
+        }
+    })
+    .await;
+}
+
+/// A call from the local broker: carry it to the mailbox's host. Sends go
+/// through their mailbox's lane (in order, in batches); receives and
+/// settles go at once, each on its own.
+async fn forward(shared: Arc<Shared>, f: Forward) {
+    let Forward { call, caller, op } = f;
+    let (host, op) = match op {
+        // A settle names a token this bridge gave; it goes to that host.
+        RemoteOp::Settle { token, ack } => {
+            let Some((host, theirs)) = lock(&shared.tokens).remove(&token) else { return };
+            (host, RemoteOp::Settle { token: theirs, ack })
+        }
+        RemoteOp::Send { ref name, .. } | RemoteOp::Recv { ref name, .. } => {
+            let Some(host) = lock(&shared.imports).get(name).cloned() else {
+                let e = BrokerError::Unreachable(format!("mailbox {name}: no bridge exports it now"));
+                return answer(&shared, vec![(call, Reply::Error(e))]).await;
+            };
+            (host, op)
+        }
+    };
+    if let RemoteOp::Send { name, .. } = &op {
+        let lane = (host.clone(), name.clone());
+        let start = {
+            let mut lanes = lock(&shared.lanes);
+            let l = lanes.entry(lane.clone()).or_default();
+            l.queue.push_back((call, Op { caller, op }));
+            !std::mem::replace(&mut l.busy, true)
+        };
+        if start {
+            drain(shared, lane).await;
+        }
+        return;
+    }
+    let replies = carry(&shared, &host, vec![Op { caller, op }]).await;
+    if call != 0 {
+        answer(&shared, vec![(call, replies.into_iter().next().unwrap_or(Reply::Done))]).await;
+    }
+}
+
+/// Send a lane's queued sends, a batch at a time, until it is empty.
+async fn drain(shared: Arc<Shared>, lane: (String, String)) {
+    loop {
+        let batch: Vec<(u64, Op)> = {
+            let mut lanes = lock(&shared.lanes);
+            let Some(l) = lanes.get_mut(&lane) else { return };
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some((_, Op { op: RemoteOp::Send { data, .. }, .. })) = l.queue.front() {
+                if !batch.is_empty() && (batch.len() >= wire::MAX_OPS || bytes + data.len() > wire::BATCH_BYTES) {
+                    break;
+                }
+                bytes += data.len();
+                batch.extend(l.queue.pop_front());
+            }
+            if batch.is_empty() {
+                lanes.remove(&lane);
+                return;
+            }
+            batch
+        };
+        tracing::debug!(host = %lane.0, mailbox = %lane.1, sends = batch.len(), "a batch");
+        let (calls, ops): (Vec<u64>, Vec<Op>) = batch.into_iter().unzip();
+        let replies = carry(&shared, &lane.0, ops).await;
+        answer(&shared, calls.into_iter().zip(replies).collect()).await;
+    }
+}
+
+/// Run `ops` on `host`: one query, asked again with the same id until
+/// answered or the host is gone. One reply per op.
+async fn carry(shared: &Arc<Shared>, host: &str, ops: Vec<Op>) -> Vec<Reply> {
+    let n = ops.len();
+    let wait = ops
+        .iter()
+        .map(|o| match &o.op {
+            RemoteOp::Send { full: OnFull::Timeout(ms), .. } | RemoteOp::Recv { wait: WaitFor::Millis(ms), .. } => *ms,
+            _ => 0,
+        })
+        .sum::<u64>();
+    let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
+    let payload = wire::encode(&Call { origin: shared.host.clone(), session: shared.session_id, id, ops });
+    let key = wire::call_key(host);
+    let all = |e: BrokerError| (0..n).map(|_| Reply::Error(e.clone())).collect::<Vec<Reply>>();
+    loop {
+        if !lock(&shared.alive).contains(host) {
+            return all(BrokerError::Unreachable(format!(
+                "host {host} is gone (its bridge, or the link to it); a send may or may not have arrived"
+            )));
+        }
+        match ask(shared, &key, payload.clone(), Duration::from_millis(wait + ANSWER_WITHIN_MS)).await {
+            Some(Answers::Busy) => tokio::time::sleep(Duration::from_millis(20)).await,
+            None => {
+                tracing::warn!(%host, call = id, "no answer; asking again with the same id");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(Answers::Refused(e)) => return all(e),
+            Some(Answers::All(answers)) if answers.len() != n => {
+                let e = format!("host {host} answered {} of {n} operations", answers.len());
+                return all(BrokerError::Invalid(e));
+            }
+            Some(Answers::All(answers)) => {
+                return answers
+                    .into_iter()
+                    .map(|a| match a {
+                        Answer::Sent { receiver } => Reply::Sent { receiver, deferred: false },
+                        Answer::Done => Reply::Done,
+                        Answer::Refused(e) => Reply::Error(e),
+                        Answer::Message { mtype, data, sender, token, durable } => {
+                            let mine = shared.next_call.fetch_add(1, Ordering::Relaxed);
+                            lock(&shared.tokens).insert(mine, (host.to_string(), token));
+                            Reply::Message { mtype, data, sender, delivery: mine, durable }
+                        }
+                    })
+                    .collect();
+            }
+        }
+    }
+}
+
+/// One query; `None` if no (well-formed) answer came in time.
+async fn ask(shared: &Shared, key: &str, payload: Vec<u8>, timeout: Duration) -> Option<Answers> {
+    let replies = shared.z.get(key).payload(payload).timeout(timeout).await.ok()?;
+    while let Ok(reply) = replies.recv_async().await {
+        if let Ok(sample) = reply.result() {
+            match wire::decode_answers(&sample.payload().to_bytes(), shared.max_message) {
+                Ok(a) => return Some(a),
+                Err(e) => tracing::warn!(%key, error = %e, "a bad answer; asking again"),
+            }
+        }
+    }
+    None
+}
+
+/// Answer the local broker's calls (call 0 expects none).
+async fn answer(shared: &Arc<Shared>, replies: Vec<(u64, Reply)>) {
+    // A post does not wait for the broker: on this thread, no hop.
+    tokio::task::block_in_place(|| {
+        for (call, reply) in replies.into_iter().filter(|(c, _)| *c != 0) {
+            let _ = shared.control.post(Request::Answer { call, reply });
+        }
+    });
+}
+
+/// A call from another host: run it here once, answer it (again).
+async fn serve_call(shared: Arc<Shared>, q: zenoh::query::Query) {
+    let bytes = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
+    let call = match wire::decode_call(&bytes, shared.max_message) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "a bad call; refused");
+            let a = Answers::Refused(BrokerError::Invalid(e.to_string()));
+            let _ = q.reply(q.key_expr().clone(), wire::encode(&a)).await;
+            return;
+        }
+    };
+    let key = (call.origin.clone(), call.session, call.id);
+    let cached = {
+        let mut c = lock(&shared.cache);
+        match c.by_call.get(&key) {
+            Some(Cached::Running) => Some(Answers::Busy),
+            Some(Cached::Done(a)) => Some(a.clone()),
+            None => {
+                c.by_call.insert(key.clone(), Cached::Running);
+                let order = c.order.entry(call.origin.clone()).or_default();
+                order.push_back((call.session, call.id));
+                if order.len() > REPLY_CACHE
+                    && let Some((s, i)) = order.pop_front()
+                    && let Some(old) = c.by_call.remove(&(call.origin.clone(), s, i))
+                {
+                    c.bytes -= old.bytes();
+                }
+                None
+            }
+        }
+    };
+    let a = match cached {
+        Some(a) => a,
+        None => {
+            // Sends and settles take the local broker microseconds: run
+            // them on this thread (no hop); a receive may wait (up to a
+            // slice), on a blocking thread.
+            let waits = call.ops.iter().any(|o| matches!(o.op, RemoteOp::Recv { wait: WaitFor::Millis(_), .. }));
+            let a = if waits {
+                let s = Arc::clone(&shared);
+                tokio::task::spawn_blocking(move || Answers::All(run_call(&s, call)))
+                    .await
+                    .unwrap_or_else(|e| Answers::Refused(BrokerError::Invalid(format!("the bridge failed: {e}"))))
+            } else {
+                tokio::task::block_in_place(|| Answers::All(run_call(&shared, call)))
+            };
+            let mut c = lock(&shared.cache);
+            let done = Cached::Done(a.clone());
+            c.bytes += done.bytes();
+            if let Some(slot) = c.by_call.get_mut(&key) {
+                *slot = done;
+            }
+            // Over the byte bound: the oldest answers of the host that
+            // called go (not the one just made).
+            while c.bytes > REPLY_CACHE_BYTES {
+                let origin = key.0.clone();
+                let Some((s, i)) = c.order.get_mut(&origin).and_then(VecDeque::pop_front) else { break };
+                if (s, i) == (key.1, key.2) {
+                    c.order.entry(origin).or_default().push_back((s, i));
+                    break;
+                }
+                if let Some(old) = c.by_call.remove(&(origin, s, i)) {
+                    c.bytes -= old.bytes();
+                }
+            }
+            a
+        }
+    };
+    let _ = q.reply(q.key_expr().clone(), wire::encode(&a)).await;
+}
+
+impl Shared {
+    fn client(&self) -> Result<Arc<Client>, ClientError> {
+        if let Some(c) = lock(&self.pool).pop() {
+            return Ok(c);
+        }
+        Client::connect_to(&self.socket).map(Arc::new)
+    }
+
+    fn give(&self, c: Arc<Client>) {
+        lock(&self.pool).push(c);
+    }
+}
+
+fn refused(e: ClientError) -> Answer {
+    match e {
+        ClientError::Broker(e) => Answer::Refused(e),
+        e => Answer::Refused(BrokerError::Unreachable(format!("the broker of the mailbox's host: {e}"))),
+    }
+}
+
+/// Run a call's operations on the local broker, in order, with each
+/// caller's credentials (`Request::As`): the sends pipelined on one
+/// connection, a receive holding its message there under a token.
+fn run_call(shared: &Shared, call: Call) -> Vec<Answer> {
+    let Call { origin, ops, .. } = call;
+    let n = ops.len();
+    let c = match shared.client() {
+        Ok(c) => c,
+        Err(e) => {
+            let a = refused(e);
+            return (0..n).map(|_| a.clone()).collect();
+        }
+    };
+    let mut out = Vec::with_capacity(n);
+    let mut ops = ops.into_iter().peekable();
+    while let Some(Op { caller, op }) = ops.next() {
+        let as_caller = |request| Request::As { uid: caller.uid, gid: caller.gid, request: Box::new(request) };
+        match op {
+            RemoteOp::Settle { token, ack } => {
+                out.push(match lock(&shared.held).remove(&token) {
+                    None => Answer::Done,
+                    Some(h) => match h.client.request(Request::Settle { delivery: h.delivery, ack, confirm: true }) {
+                        Ok(_) => Answer::Done,
+                        Err(e) => refused(e),
+                    },
+                });
+            }
+            RemoteOp::Send { name, mtype, data, full } => {
+                // This send and the sends right after it, pipelined.
+                let mut reqs = vec![as_caller(Request::Send { name, mtype, data, full })];
+                while let Some(Op { caller, op: RemoteOp::Send { .. } }) = ops.peek() {
+                    let caller = *caller;
+                    let Some(Op { op: RemoteOp::Send { name, mtype, data, full }, .. }) = ops.next() else { break };
+                    let request = Box::new(Request::Send { name, mtype, data, full });
+                    reqs.push(Request::As { uid: caller.uid, gid: caller.gid, request });
+                }
+                let k = reqs.len();
+                match c.request_many(reqs) {
+                    Ok(replies) => out.extend(replies.into_iter().map(|r| match r {
+                        Ok(Reply::Sent { receiver, .. }) => Answer::Sent { receiver },
+                        Ok(other) => Answer::Refused(BrokerError::Invalid(format!("the broker answered {other:?}"))),
+                        Err(e) => Answer::Refused(e),
+                    })),
+                    Err(e) => {
+                        let a = refused(e);
+                        out.extend((0..k).map(|_| a.clone()));
+                    }
+                }
+            }
+            RemoteOp::Recv { name, select, wait } => {
+                out.push(match c.request(as_caller(Request::Recv { name, select, wait })) {
+                    Ok(Reply::Message { mtype, data, sender, delivery, durable }) => {
+                        let token = shared.next_token.fetch_add(1, Ordering::Relaxed);
+                        let held = HeldHere { origin: origin.clone(), client: Arc::clone(&c), delivery };
+                        lock(&shared.held).insert(token, held);
+                        Answer::Message { mtype, data, sender, token, durable }
+                    }
+                    Ok(other) => Answer::Refused(BrokerError::Invalid(format!("the broker answered {other:?}"))),
+                    Err(e) => refused(e),
+                });
+            }
+        }
+    }
+    shared.give(c);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn only_patterns() {
+        assert!(matches("jobs", "jobs"));
+        assert!(!matches("jobs", "jobs2"));
+        assert!(matches("jobs*", "jobs2"));
+        assert!(matches("*", ""));
+        assert!(matches("a*b*c", "aXXbYYc"));
+        assert!(!matches("a*b*c", "aXXcYYb"));
+        assert!(matches("*.in", "x.in"));
+        assert!(!matches("ab*ba", "aba"));
+    }
+}

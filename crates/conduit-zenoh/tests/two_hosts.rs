@@ -1,0 +1,222 @@
+//! Two hosts on one machine: two network namespaces joined by a veth pair,
+//! a broker (`conduit daemon`) and a bridge (`conduit bridge`) in each;
+//! real `conduit send`/`recv` processes, and streaming helpers (this test
+//! binary, run again inside a namespace), on opposite sides. Needs root
+//! (`ip netns`), as CI has; elsewhere it says why and passes without
+//! checking anything.
+
+use std::io::{BufRead, BufReader};
+
+use conduit_zenoh::testbed::{self, TwoHosts};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use conduit_broker::{Client, OnFull, WaitFor};
+
+/// The `conduit` command of the workspace (built if the root's tests have
+/// not built it yet).
+fn conduit_bin() -> PathBuf {
+    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_conduit-bridge"));
+    let dir = bridge.parent().unwrap().to_path_buf();
+    let bin = dir.join("conduit");
+    if !bin.is_file() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let target = dir.parent().unwrap();
+        let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-q", "-p", "conduit-ipc-cli", "--target-dir"])
+            .arg(target)
+            .current_dir(&root)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot build the conduit command");
+    }
+    bin
+}
+
+/// Two hosts with their bridges up, or `None` (and why) without root.
+fn hosts(tag: &str) -> Option<TwoHosts> {
+    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_conduit-bridge"));
+    match TwoHosts::new(tag, &conduit_bin(), &bridge) {
+        Ok(mut h) => {
+            h.start_bridges().unwrap();
+            Some(h)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {
+            eprintln!("SKIPPED: {e}");
+            None
+        }
+        Err(e) => panic!("cannot set up two hosts: {e}"),
+    }
+}
+
+/// This test binary, run again inside host `i` as helper `role`.
+fn run_helper(h: &TwoHosts, i: usize, role: &str, args: &str) -> Child {
+    let me = std::env::current_exe().unwrap();
+    h.command(i, &me)
+        .args(["--exact", "helper", "--nocapture", "--test-threads=1"])
+        .env("CONDUIT_ZENOH_HELPER", role)
+        .env("CONDUIT_ZENOH_ARGS", args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Lines a helper prints, as they come.
+fn lines(child: &mut Child) -> impl Iterator<Item = String> + use<> {
+    // (libtest may print "test helper ... " before the first, on its line.)
+    BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| Some(l[l.find("> ")?..].to_string()))
+}
+
+#[test]
+fn mailboxes_cross_hosts_through_the_bridges() {
+    let Some(h) = hosts("m") else { return };
+    // A mailbox of host a, seen on host b.
+    assert!(h.conduit(0, &["mailbox", "create", "jobs", "--capacity", "3"]).status.success());
+    h.wait_listed(1, "remote", "jobs@a", true).unwrap();
+    h.wait_listed(1, "bridge-peer", "b→a", true).unwrap();
+    // `conduit top` shows the bridge, its peer and the remote mailbox.
+    let top = h.conduit(1, &["top", "--once", "--json", "--interval", "0.1"]);
+    let v: serde_json::Value = serde_json::from_slice(&top.stdout).unwrap();
+    for (kind, id) in [("bridge", "b"), ("bridge-peer", "b→a"), ("remote", "jobs@a")] {
+        let seen = v["objects"].as_array().unwrap().iter().any(|o| o["kind"] == kind && o["id"] == id);
+        assert!(seen, "top lists {kind} {id}: {v}");
+    }
+
+    // b sends, a receives; a sends, b receives.
+    assert!(h.conduit(1, &["send", "jobs", "hello from b"]).status.success());
+    assert_eq!(text(&h.conduit(0, &["recv", "--nowait", "jobs"])), "hello from b");
+    assert!(h.conduit(0, &["send", "jobs", "hello from a"]).status.success());
+    assert_eq!(text(&h.conduit(1, &["recv", "--nowait", "jobs"])), "hello from a");
+    assert_eq!(h.conduit(1, &["recv", "--nowait", "jobs"]).status.code(), Some(3), "empty");
+    let t = Instant::now();
+    assert_eq!(h.conduit(1, &["recv", "--timeout", "1500", "jobs"]).status.code(), Some(5), "timed out");
+    assert!(t.elapsed() >= Duration::from_millis(1500), "a wait longer than one forwarded slice");
+
+    // Bounded capacity holds end to end: the bridge buffers nothing.
+    for n in 0..3 {
+        assert!(h.conduit(1, &["send", "jobs", &format!("m{n}")]).status.success());
+    }
+    assert_eq!(h.conduit(1, &["send", "--nowait", "jobs", "m3"]).status.code(), Some(4), "full");
+    assert_eq!(h.conduit(1, &["send", "--timeout", "300", "jobs", "m3"]).status.code(), Some(5), "full for 300 ms");
+    assert_eq!(h.conduit(1, &["send", "--leave", "jobs", "m3"]).status.code(), Some(1), "cannot be left here");
+    for n in 0..3 {
+        assert_eq!(text(&h.conduit(0, &["recv", "--nowait", "jobs"])), format!("m{n}"), "in order, once");
+    }
+    assert_eq!(h.conduit(0, &["recv", "--nowait", "jobs"]).status.code(), Some(3), "nothing more");
+
+    // Permissions are checked on a, for b's caller: nobody may not send to
+    // root's 0600 mailbox, and may to a 0622 one.
+    let o = h.conduit_as_nobody(1, &["send", "jobs", "x"]);
+    assert_eq!(o.status.code(), Some(6), "denied on host a: {o:?}");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("uid 65534"), "{o:?}");
+    assert!(h.conduit(0, &["mailbox", "create", "open", "--mode", "0622"]).status.success());
+    h.wait_listed(1, "remote", "open@a", true).unwrap();
+    assert!(h.conduit_as_nobody(1, &["send", "open", "from nobody"]).status.success());
+    assert_eq!(text(&h.conduit(0, &["recv", "--nowait", "open"])), "from nobody");
+    // Names are each host's: b cannot make its own `jobs` while a's is seen.
+    assert_eq!(h.conduit(1, &["mailbox", "create", "jobs"]).status.code(), Some(10));
+    assert_eq!(h.conduit(1, &["rm", "mailbox", "jobs"]).status.code(), Some(6), "removed where it lives");
+
+    // A receiver on b that dies holding a message (received, not
+    // acknowledged): the message goes back to a's mailbox.
+    assert!(h.conduit(0, &["send", "jobs", "held"]).status.success());
+    let mut holder = run_helper(&h, 1, "hold", "jobs");
+    assert_eq!(lines(&mut holder).next().as_deref(), Some("> holding held"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let back =
+        h.wait_for(0, "the held message to come back", |o| o.status.success(), &["recv", "--nowait", "jobs"]).unwrap();
+    assert_eq!(text(&back), "held");
+
+    // A second bridge under a name already taken is refused.
+    let bridge = PathBuf::from(env!("CARGO_BIN_EXE_conduit-bridge"));
+    let twin = h.command(1, &bridge).args(["--name", "a", "--connect", &testbed::endpoint_a()]).output().unwrap();
+    assert_eq!(twin.status.code(), Some(1), "{twin:?}");
+    assert!(String::from_utf8_lossy(&twin.stderr).contains("already runs"), "{twin:?}");
+}
+
+#[test]
+fn a_stream_crosses_a_cut_link_and_a_dead_bridge_is_noticed() {
+    let Some(mut h) = hosts("s") else { return };
+    assert!(h.conduit(0, &["mailbox", "create", "stream", "--capacity", "8"]).status.success());
+    h.wait_listed(1, "remote", "stream@a", true).unwrap();
+    const N: u32 = 3000;
+    // A consumer on a, a producer on b (blocking sends into 8 slots).
+    let mut consumer = run_helper(&h, 0, "consume", &N.to_string());
+    let mut producer = run_helper(&h, 1, "produce", &N.to_string());
+    let mut progress = lines(&mut producer);
+    assert_eq!(progress.next().as_deref(), Some("> sent 100"));
+    // Cut the link for 3 s (longer than a call waits for its answer, 2 s for
+    // a blocking send, and shorter than the 8 s lease): the calls on the
+    // way are lost and retried with their ids; nothing is lost, nothing
+    // runs twice.
+    h.link(false).unwrap();
+    std::thread::sleep(Duration::from_millis(3000));
+    h.link(true).unwrap();
+    assert!(producer.try_wait().unwrap().is_none(), "the producer was still sending when the link came back");
+    assert_eq!(progress.last().as_deref(), Some(&*format!("> sent {N}")));
+    assert!(producer.wait().unwrap().success());
+    let got: Vec<String> = lines(&mut consumer).collect();
+    assert_eq!(got.last().map(String::as_str), Some(&*format!("> received {N} in order, no duplicate")), "{got:?}");
+    assert!(consumer.wait().unwrap().success());
+    let log = std::fs::read_to_string(h.host_dir(1).join("bridge.log")).unwrap();
+    assert!(log.contains("asking again with the same id"), "a call was lost in the cut and retried: {log}");
+
+    // The bridge of a dies: b sees it (liveliness, within the lease) and
+    // its import goes; a send from b then fails as not found.
+    let mut bridge = h.bridges[0].take().unwrap();
+    bridge.kill().unwrap();
+    bridge.wait().unwrap();
+    h.wait_listed(1, "remote", "stream@a", false).unwrap();
+    assert_eq!(h.conduit(1, &["send", "--nowait", "stream", "x"]).status.code(), Some(7));
+    // A new bridge on a: the mailbox is back on b.
+    h.bridges[0] = Some(h.start_bridge(0).unwrap());
+    h.wait_listed(1, "remote", "stream@a", true).unwrap();
+    assert!(h.conduit(1, &["send", "stream", "again"]).status.success());
+    assert_eq!(text(&h.conduit(0, &["recv", "--nowait", "stream"])), "again");
+}
+
+/// Not a test: the helpers the tests above run inside a namespace.
+#[test]
+fn helper() {
+    let Ok(role) = std::env::var("CONDUIT_ZENOH_HELPER") else { return };
+    let args = std::env::var("CONDUIT_ZENOH_ARGS").unwrap();
+    let c = Client::connect().unwrap();
+    match role.as_str() {
+        "hold" => {
+            let d = c.recv_held(&args, 0, WaitFor::Millis(10_000)).unwrap();
+            println!("> holding {}", String::from_utf8_lossy(&d.message().data));
+            // Killed here, before the acknowledgement.
+            std::thread::sleep(Duration::from_secs(60));
+        }
+        "produce" => {
+            let n: u32 = args.parse().unwrap();
+            for i in 1..=n {
+                c.send("stream", 1, &i.to_le_bytes(), OnFull::Block).unwrap();
+                if i % 100 == 0 {
+                    println!("> sent {i}");
+                }
+            }
+        }
+        "consume" => {
+            let n: u32 = args.parse().unwrap();
+            for want in 1..=n {
+                let m = c.recv("stream", 0, WaitFor::Millis(30_000)).unwrap();
+                let got = u32::from_le_bytes(m.data[..4].try_into().unwrap());
+                assert_eq!(got, want, "in order, once");
+            }
+            assert!(c.recv("stream", 0, WaitFor::Millis(500)).is_err(), "no duplicate after the last");
+            println!("> received {n} in order, no duplicate");
+        }
+        r => panic!("no helper {r}"),
+    }
+}

@@ -1,0 +1,25 @@
+//! What one bridge receives from another over Zenoh (`conduit bridge`): a
+//! call, the answers to its own, an export list — decoded by the pure
+//! functions of `conduit_zenoh::wire`, compiled here from their source so
+//! that the fuzz build does not build Zenoh. Typed errors, never a panic,
+//! never an allocation a declared length asked for before it was checked;
+//! a call that decodes encodes back to what decodes to it again.
+#![no_main]
+
+#[path = "../../crates/conduit-zenoh/src/wire.rs"]
+#[allow(dead_code)]
+mod wire;
+
+use libfuzzer_sys::fuzz_target;
+
+/// This host's largest message, small, so that the size check is reached.
+const MAX: usize = 1 << 12;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(call) = wire::decode_call(data, MAX) {
+        let again = wire::encode(&call);
+        assert_eq!(wire::decode_call(&again, MAX).ok(), Some(call));
+    }
+    let _ = wire::decode_answers(data, MAX);
+    let _ = wire::decode_exports(data);
+});
