@@ -71,8 +71,12 @@ fn main() {
     write("bridge_call", "one_send", &call);
     // Answers::All([Sent { receiver: None }, Refused(Full)]).
     write("bridge_call", "answers", &[0u8, 2, 0, 0, 3, 3]);
-    // Exports { host: "a", mailboxes: [jobs, capacity Some(3)] }.
-    write("bridge_call", "exports", &[1u8, b'a', 1, 4, b'j', b'o', b'b', b's', 1, 3]);
+    // Exports { host: "a", mailboxes: [jobs, capacity Some(3)], services: [calc] }.
+    write("bridge_call", "exports", &[1u8, b'a', 1, 4, b'j', b'o', b'b', b's', 1, 3, 1, 4, b'c', b'a', b'l', b'c']);
+    // RpcFrame::Call { origin "b", session 1, call: client 0, id 2, done_below 2, "add", no budget, args [2, 4] }.
+    write("bridge_call", "rpc_call", &[0u8, 1, b'b', 1, 0, 2, 2, 3, b'a', b'd', b'd', 0, 2, 2, 4]);
+    // RpcOpen { origin "b", session 1, name "calc" }.
+    write("bridge_call", "rpc_open", &[1u8, b'b', 1, 4, b'c', b'a', b'l', b'c']);
 
     // rights_table: flags, rights, descriptors, payload (see the target):
     // a plain message; a send right (two descriptors: socket, control

@@ -19,6 +19,13 @@
 //! (the answer is cached there: a retry is never run twice), answered to
 //! the broker with `Request::Answer`.
 //!
+//! **RPC services.** The names of this host are exported too; a bridge
+//! registers the other hosts' names with its broker as its own, and relays
+//! each connection a client makes to one (`connect_rpc`) to the service on
+//! its host: there the bridge connects through its broker (the matchmaker)
+//! and both carry calls and answers as Zenoh `put`s on
+//! `conduit/bridge/HOST/rpc`. Either side's end is a `Close` frame.
+//!
 //! Nothing is buffered here: a send is answered only when the mailbox's
 //! host has taken it (bounded capacity holds end to end: a full mailbox
 //! there makes the sender here wait, or fail, as it asked).
@@ -33,7 +40,13 @@ use conduit_broker::protocol::{BrokerError, Forward, RemoteOp, Reply, Request};
 use conduit_broker::{Client, ClientError, OnFull, WaitFor};
 use zenoh::sample::SampleKind;
 
-use crate::wire::{self, Answer, Answers, Call, Export, Exports, Op};
+use conduit::rpc::Call;
+use conduit_broker::Connect;
+use zenoh::qos::CongestionControl;
+
+use crate::wire::{
+    self, Answer, Answers, Call as BridgeCall, Export, Exports, Op, RpcAnswer, RpcCall, RpcFrame, RpcOpen,
+};
 
 /// How a bridge runs.
 #[derive(Clone, Debug)]
@@ -165,6 +178,15 @@ struct Shared {
     next_call: AtomicU64,
     /// Sends waiting, by (host, mailbox).
     lanes: Mutex<HashMap<(String, String), Lane>>,
+    /// RPC services imported (registered here by this bridge): name →
+    /// (host, the task taking their connections).
+    services: Mutex<HashMap<String, (String, tokio::task::AbortHandle)>>,
+    /// Relayed RPC connections of clients here: (service host, session)
+    /// → where their answers go.
+    clients: Mutex<HashMap<(String, u64), conduit::Sender<conduit::rpc::Answer>>>,
+    /// Relayed RPC connections to services here: (client host, session)
+    /// → where their calls go.
+    servers: Mutex<HashMap<(String, u64), conduit::Sender<conduit::rpc::Call>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -224,6 +246,9 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
         tokens: Mutex::default(),
         next_call: AtomicU64::new(1),
         lanes: Mutex::default(),
+        services: Mutex::default(),
+        clients: Mutex::default(),
+        servers: Mutex::default(),
     });
 
     // Two bridges under one name would mix their mailboxes: refuse to be
@@ -242,6 +267,8 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
     let calls_q = shared.z.declare_queryable(wire::call_key(&shared.host)).await.map_err(zerr)?;
     let exports_q = shared.z.declare_queryable(wire::exports_key(&shared.host)).await.map_err(zerr)?;
     let alive_sub = shared.z.liveliness().declare_subscriber(wire::ALIVE_ALL).history(true).await.map_err(zerr)?;
+    let rpc_open_q = shared.z.declare_queryable(wire::rpc_open_key(&shared.host)).await.map_err(zerr)?;
+    let rpc_sub = shared.z.declare_subscriber(wire::rpc_key(&shared.host)).await.map_err(zerr)?;
     tracing::info!(host = %shared.host, listen = ?opts.listen, connect = ?opts.connect, "bridge up");
 
     // Calls from the local broker.
@@ -253,6 +280,23 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
                 tokio::spawn(forward(Arc::clone(&shared), f));
             }
             let _ = broker_gone_tx.send(());
+        });
+    }
+    // RPC connections relayed from other hosts, and their frames.
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok(q) = rpc_open_q.recv_async().await {
+                tokio::spawn(rpc_open(Arc::clone(&shared), q));
+            }
+        });
+    }
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok(sample) = rpc_sub.recv_async().await {
+                rpc_frame(&shared, &sample.payload().to_bytes());
+            }
         });
     }
     // Calls from other hosts.
@@ -327,16 +371,24 @@ fn serde_json_array(v: &[String]) -> String {
 async fn exports(shared: &Arc<Shared>) -> Exports {
     let control = Arc::clone(&shared.control);
     let listing = tokio::task::spawn_blocking(move || control.list()).await;
-    let mailboxes = match listing {
-        Ok(Ok(objects)) => objects
-            .into_iter()
-            .filter(|o| o.kind == "mailbox" && !o.id.starts_with(conduit_broker::INBOX_PREFIX))
-            .filter(|o| shared.only.as_deref().is_none_or(|p| matches(p, &o.id)))
-            .map(|o| Export { name: o.id, capacity: o.capacity })
-            .collect(),
+    let objects = match listing {
+        Ok(Ok(objects)) => objects,
         _ => vec![],
     };
-    Exports { host: shared.host.clone(), mailboxes }
+    let admitted = |id: &str| shared.only.as_deref().is_none_or(|p| matches(p, id));
+    let mailboxes = objects
+        .iter()
+        .filter(|o| o.kind == "mailbox" && !o.id.starts_with(conduit_broker::INBOX_PREFIX) && admitted(&o.id))
+        .map(|o| Export { name: o.id.clone(), capacity: o.capacity })
+        .collect();
+    // Names, but not those this bridge registered for other hosts.
+    let imported = lock(&shared.services).keys().cloned().collect::<HashSet<String>>();
+    let services = objects
+        .iter()
+        .filter(|o| o.kind == "name" && admitted(&o.id) && !imported.contains(&o.id))
+        .map(|o| o.id.clone())
+        .collect();
+    Exports { host: shared.host.clone(), mailboxes, services }
 }
 
 /// Ask every bridge for its exports; import what is new, drop what went.
@@ -346,6 +398,7 @@ async fn sync_imports(shared: &Arc<Shared>) {
         Err(e) => return tracing::warn!(error = %e, "cannot ask for exports"),
     };
     let mut want: HashMap<String, (String, Option<u64>)> = HashMap::new();
+    let mut want_services: HashMap<String, String> = HashMap::new();
     let mut hosts = Vec::new();
     while let Ok(reply) = replies.recv_async().await {
         let Ok(sample) = reply.result() else { continue };
@@ -365,9 +418,15 @@ async fn sync_imports(shared: &Arc<Shared>) {
                 want.entry(m.name).or_insert((e.host.clone(), m.capacity));
             }
         }
+        for name in e.services {
+            if shared.only.as_deref().is_none_or(|p| matches(p, &name)) {
+                want_services.entry(name).or_insert(e.host.clone());
+            }
+        }
     }
     hosts.sort();
     let answered: HashSet<String> = hosts.iter().cloned().collect();
+    sync_services(shared, &answered, want_services);
     let have: HashMap<String, String> = lock(&shared.imports).clone();
     let control = Arc::clone(&shared.control);
     let shared2 = Arc::clone(shared);
@@ -401,6 +460,186 @@ async fn sync_imports(shared: &Arc<Shared>) {
     .await;
 }
 
+/// Register the services other hosts offer (as this bridge's names), and
+/// release those that went. A host that did not answer this round keeps
+/// its services while it is alive.
+fn sync_services(shared: &Arc<Shared>, answered: &HashSet<String>, want: HashMap<String, String>) {
+    let have: Vec<(String, String)> = lock(&shared.services).iter().map(|(n, (h, _))| (n.clone(), h.clone())).collect();
+    for (name, host) in have {
+        let alive = lock(&shared.alive).contains(&host);
+        if (answered.contains(&host) || !alive) && want.get(&name) != Some(&host) {
+            if let Some((_, task)) = lock(&shared.services).remove(&name) {
+                task.abort();
+            }
+            let _ = tokio::task::block_in_place(|| shared.control.release(&name));
+        }
+    }
+    for (name, host) in want {
+        if lock(&shared.services).contains_key(&name) {
+            continue;
+        }
+        let Ok((port, connections)) = conduit::unbounded::<Connect<Call, conduit::rpc::Answer>>() else { continue };
+        let flags = conduit_broker::NameFlags::default();
+        match tokio::task::block_in_place(|| shared.control.register(&name, port, flags)) {
+            Ok(conduit_broker::NameReply::PrimaryOwner | conduit_broker::NameReply::AlreadyOwner) => {}
+            // Taken here (a local service of that name stays local).
+            _ => continue,
+        }
+        tracing::info!(service = %name, %host, "imported");
+        let task = {
+            let (shared, host, name) = (Arc::clone(shared), host.clone(), name.clone());
+            tokio::spawn(async move {
+                while let Ok(c) = connections.recv_async().await {
+                    tokio::spawn(relay_client(Arc::clone(&shared), host.clone(), name.clone(), c));
+                }
+            })
+        };
+        lock(&shared.services).insert(name, (host, task.abort_handle()));
+    }
+}
+
+/// A client here connected to a service of `host`: open the connection
+/// there, then carry its calls (answers come back through `rpc_frame`).
+async fn relay_client(shared: Arc<Shared>, host: String, name: String, c: Connect<Call, conduit::rpc::Answer>) {
+    let session = shared.next_call.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(service = %name, %host, session, "a client connects");
+    let open = wire::encode(&RpcOpen { origin: shared.host.clone(), session, name: name.clone() });
+    match ask(&shared, &wire::rpc_open_key(&host), open, Duration::from_millis(ANSWER_WITHIN_MS * 3)).await {
+        Some(Answers::All(_)) => {}
+        other => {
+            // Dropping the connection's ends: the client sees ServerDied.
+            return tracing::warn!(service = %name, %host, answer = ?other, "cannot connect to the service");
+        }
+    }
+    // The only holder of the answers' sender: when the service's side
+    // ends (`Close`, or its host gone) it is dropped, and the client sees
+    // ServerDied.
+    let Connect { requests, replies } = c;
+    lock(&shared.clients).insert((host.clone(), session), replies);
+    let key = wire::rpc_key(&host);
+    while let Ok(call) = requests.recv_async().await {
+        if !call.rights.is_empty() {
+            // Descriptors cannot cross hosts: a typed error, here.
+            let outcome = conduit::rpc::Outcome::BadArguments(format!(
+                "{}: arguments holding rights (channel ends, remote objects) cannot cross to host {host}",
+                call.method
+            ));
+            if let Some(tx) = lock(&shared.clients).get(&(host.clone(), session)) {
+                let _ = tx.send(conduit::rpc::Answer { id: call.id, outcome, rights: Default::default() });
+            }
+            continue;
+        }
+        let Call { client, id, done_below, method, budget_us, args, .. } = call;
+        let call = RpcCall { client, id, done_below, method, budget_us, args };
+        let frame = RpcFrame::Call { origin: shared.host.clone(), session, call };
+        if shared.z.put(&key, wire::encode(&frame)).congestion_control(CongestionControl::Block).await.is_err() {
+            break;
+        }
+    }
+    lock(&shared.clients).remove(&(host.clone(), session));
+    let close = RpcFrame::Close { origin: shared.host.clone(), session };
+    let _ = shared.z.put(&key, wire::encode(&close)).congestion_control(CongestionControl::Block).await;
+}
+
+/// A client of another host connects to a service here: connect to it
+/// through the local broker (the matchmaker), relay its answers back.
+async fn rpc_open(shared: Arc<Shared>, q: zenoh::query::Query) {
+    let bytes = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
+    let answer = match wire::decode_rpc_open(&bytes) {
+        Err(e) => Answers::Refused(BrokerError::Invalid(e.to_string())),
+        Ok(open) => {
+            tracing::debug!(service = %open.name, origin = %open.origin, session = open.session, "a remote client connects");
+            let admitted = shared.only.as_deref().is_none_or(|p| matches(p, &open.name));
+            let s = Arc::clone(&shared);
+            let connected = tokio::task::spawn_blocking(move || {
+                if !admitted {
+                    return Err(ClientError::Broker(BrokerError::NotFound(format!("name {}", open.name))));
+                }
+                let c = s.client()?;
+                let port = c.lookup::<Connect<Call, conduit::rpc::Answer>>(&open.name);
+                s.give(c);
+                let broken = |e: conduit::Error| ClientError::Broken(e.to_string());
+                let (call_tx, call_rx) = conduit::unbounded::<Call>().map_err(broken)?;
+                let (answer_tx, answer_rx) = conduit::unbounded::<conduit::rpc::Answer>().map_err(broken)?;
+                port?
+                    .send(Connect { requests: call_rx, replies: answer_tx })
+                    .map_err(|e| ClientError::Broken(e.to_string()))?;
+                Ok((open, call_tx, answer_rx))
+            })
+            .await;
+            match connected {
+                Ok(Ok((open, call_tx, answers))) => {
+                    lock(&shared.servers).insert((open.origin.clone(), open.session), call_tx);
+                    tokio::spawn(relay_answers(Arc::clone(&shared), open.origin, open.session, answers));
+                    Answers::All(vec![Answer::Done])
+                }
+                Ok(Err(e)) => Answers::Refused(match e {
+                    ClientError::Broker(e) => e,
+                    e => BrokerError::Unreachable(e.to_string()),
+                }),
+                Err(e) => Answers::Refused(BrokerError::Invalid(e.to_string())),
+            }
+        }
+    };
+    let _ = q.reply(q.key_expr().clone(), wire::encode(&answer)).await;
+}
+
+/// A service here answers a client of `origin`: carry the answers back.
+async fn relay_answers(
+    shared: Arc<Shared>,
+    origin: String,
+    session: u64,
+    answers: conduit::Receiver<conduit::rpc::Answer>,
+) {
+    let key = wire::rpc_key(&origin);
+    while let Ok(a) = answers.recv_async().await {
+        let outcome = if a.rights.is_empty() {
+            a.outcome
+        } else {
+            conduit::rpc::Outcome::Panicked(format!(
+                "the return value holds rights (channel ends, remote objects): they cannot cross to host {origin}"
+            ))
+        };
+        let frame = RpcFrame::Answer { origin: shared.host.clone(), session, answer: RpcAnswer { id: a.id, outcome } };
+        if shared.z.put(&key, wire::encode(&frame)).congestion_control(CongestionControl::Block).await.is_err() {
+            break;
+        }
+    }
+    // The service closed the connection (or died).
+    lock(&shared.servers).remove(&(origin.clone(), session));
+    let close = RpcFrame::Close { origin: shared.host.clone(), session };
+    let _ = shared.z.put(&key, wire::encode(&close)).congestion_control(CongestionControl::Block).await;
+}
+
+/// A frame of a relayed RPC connection.
+fn rpc_frame(shared: &Shared, bytes: &[u8]) {
+    let frame = match wire::decode_rpc_frame(bytes, shared.max_message) {
+        Ok(f) => f,
+        Err(e) => return tracing::warn!(error = %e, "a bad RPC frame; ignored"),
+    };
+    tracing::trace!(?frame, "an RPC frame");
+    match frame {
+        RpcFrame::Call { origin, session, call } => {
+            let RpcCall { client, id, done_below, method, budget_us, args } = call;
+            let call = Call { client, id, done_below, method, budget_us, args, rights: Default::default() };
+            if let Some(tx) = lock(&shared.servers).get(&(origin, session)) {
+                let _ = tx.send(call);
+            }
+        }
+        RpcFrame::Answer { origin, session, answer } => {
+            let a = conduit::rpc::Answer { id: answer.id, outcome: answer.outcome, rights: Default::default() };
+            if let Some(tx) = lock(&shared.clients).get(&(origin, session)) {
+                let _ = tx.send(a);
+            }
+        }
+        RpcFrame::Close { origin, session } => {
+            // Either side's end: the other sees its peer gone.
+            lock(&shared.servers).remove(&(origin.clone(), session));
+            lock(&shared.clients).remove(&(origin, session));
+        }
+    }
+}
+
 /// A bridge went (or its link stayed cut past the lease): its imports go,
 /// and what it held here goes back to the mailboxes.
 async fn host_gone(shared: &Arc<Shared>, host: &str) {
@@ -417,6 +656,20 @@ async fn host_gone(shared: &Arc<Shared>, host: &str) {
         c.order.remove(host);
     }
     lock(&shared.tokens).retain(|_, (h, _)| h != host);
+    // Its relayed RPC connections end: clients here see ServerDied,
+    // services here see their client go.
+    lock(&shared.clients).retain(|(h, _), _| h != host);
+    lock(&shared.servers).retain(|(h, _), _| h != host);
+    let gone_services: Vec<String> = {
+        let mut services = lock(&shared.services);
+        let names: Vec<String> = services.iter().filter(|(_, (h, _))| h == host).map(|(n, _)| n.clone()).collect();
+        for n in &names {
+            if let Some((_, task)) = services.remove(n) {
+                task.abort();
+            }
+        }
+        names
+    };
     let gone: Vec<String> = {
         let mut imports = lock(&shared.imports);
         let names: Vec<String> = imports.iter().filter(|(_, h)| *h == host).map(|(n, _)| n.clone()).collect();
@@ -432,6 +685,9 @@ async fn host_gone(shared: &Arc<Shared>, host: &str) {
         }
         for name in gone {
             let _ = control.request(Request::Unimport { name });
+        }
+        for name in gone_services {
+            let _ = control.release(&name);
         }
     })
     .await;
@@ -515,7 +771,7 @@ async fn carry(shared: &Arc<Shared>, host: &str, ops: Vec<Op>) -> Vec<Reply> {
         })
         .sum::<u64>();
     let id = shared.next_call.fetch_add(1, Ordering::Relaxed);
-    let payload = wire::encode(&Call { origin: shared.host.clone(), session: shared.session_id, id, ops });
+    let payload = wire::encode(&BridgeCall { origin: shared.host.clone(), session: shared.session_id, id, ops });
     let key = wire::call_key(host);
     let all = |e: BrokerError| (0..n).map(|_| Reply::Error(e.clone())).collect::<Vec<Reply>>();
     loop {
@@ -673,8 +929,8 @@ fn refused(e: ClientError) -> Answer {
 /// Run a call's operations on the local broker, in order, with each
 /// caller's credentials (`Request::As`): the sends pipelined on one
 /// connection, a receive holding its message there under a token.
-fn run_call(shared: &Shared, call: Call) -> Vec<Answer> {
-    let Call { origin, ops, .. } = call;
+fn run_call(shared: &Shared, call: BridgeCall) -> Vec<Answer> {
+    let BridgeCall { origin, ops, .. } = call;
     let n = ops.len();
     let c = match shared.client() {
         Ok(c) => c,

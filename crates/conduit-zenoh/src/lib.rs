@@ -5,10 +5,15 @@
 //! to the other hosts' brokers, so that `conduit send jobs` on host B
 //! delivers to host A's mailbox `jobs`, and `conduit recv jobs` on B takes
 //! from it, through the same client API ([`conduit_broker::Client`], the
-//! CLI, typed `send_value`/`recv_value`).
+//! CLI, typed `send_value`/`recv_value`); and `connect_rpc("calc")` on B
+//! reaches the RPC service registered as `calc` on A, through the same
+//! stubs (the bridge relays its calls and answers).
 //!
 //! * [`wire`]: what bridges say to each other (pure decoders, typed errors).
-//! * [`bridge`]: the bridge itself — exports, imports, calls, liveliness.
+//! * [`bridge`]: the bridge itself — exports, imports, calls, lanes, the
+//!   reply cache, the RPC relay, liveliness.
+//! * [`testbed`]: two hosts on one machine (network namespaces), for the
+//!   tests and `conduit bench`.
 //!
 //! Guarantees, stated in `docs/BRIDGE.md` and tested between two network
 //! namespaces (`tests/two_hosts.rs`):
@@ -20,9 +25,11 @@
 //! * permissions are checked on the mailbox's host, with the caller's uid
 //!   and gid (uids are taken to mean the same user on every host, as NFS
 //!   without an id map does);
-//! * what cannot cross — descriptors, shared memory, ports in names — stays
-//!   home: an imported mailbox is always used through the broker, and a
-//!   message left with the broker (`OnFull::Leave`) is refused there.
+//! * what cannot cross — descriptors, shared memory — stays home: an
+//!   imported mailbox is always used through the broker, a name's port is
+//!   replaced by the bridge's own, rights in RPC arguments are refused
+//!   (`BadArguments`), and a message left with the broker (`OnFull::Leave`)
+//!   is refused there.
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]

@@ -66,9 +66,9 @@ impl TwoHosts {
         };
         check(ip(&["netns", "add", &h.ns[1]]), "add a namespace")?;
         check(ip(&["link", "add", &h.veth[0], "type", "veth", "peer", "name", &h.veth[1]]), "add a veth pair")?;
-        for i in 0..2 {
+        for (i, addr) in ADDR.iter().enumerate() {
             check(ip(&["link", "set", &h.veth[i], "netns", &h.ns[i]]), "move a veth")?;
-            check(ip(&["-n", &h.ns[i], "addr", "add", &format!("{}/24", ADDR[i]), "dev", &h.veth[i]]), "address")?;
+            check(ip(&["-n", &h.ns[i], "addr", "add", &format!("{addr}/24"), "dev", &h.veth[i]]), "address")?;
             check(ip(&["-n", &h.ns[i], "link", "set", &h.veth[i], "up"]), "link up")?;
             check(ip(&["-n", &h.ns[i], "link", "set", "lo", "up"]), "loopback up")?;
             // Open to nobody: the permission checks are the mailboxes' own.

@@ -10,7 +10,9 @@
 //! |---|---|
 //! | `conduit/alive/HOST` | the bridge's liveliness token: its death or a cut link is seen by the others |
 //! | `conduit/bridge/HOST/exports` | queryable: the mailboxes HOST exports ([`Exports`]) |
-//! | `conduit/bridge/HOST/call` | queryable: an operation on one of them ([`Call`] → [`Answer`]) |
+//! | `conduit/bridge/HOST/call` | queryable: an operation on one of them ([`Call`] → [`Answers`]) |
+//! | `conduit/bridge/HOST/rpc-open` | queryable: connect to an RPC service registered there ([`RpcOpen`] → [`Answers`]) |
+//! | `conduit/bridge/HOST/rpc` | subscriber: calls, answers and ends of the RPC connections relayed with HOST ([`RpcFrame`]) |
 
 use conduit_broker::protocol::{BrokerError, Caller, RemoteOp};
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,16 @@ pub fn call_key(host: &str) -> String {
 /// The key a bridge answers its export list on.
 pub fn exports_key(host: &str) -> String {
     format!("conduit/bridge/{host}/exports")
+}
+
+/// The key a bridge takes RPC connections on.
+pub fn rpc_open_key(host: &str) -> String {
+    format!("conduit/bridge/{host}/rpc-open")
+}
+
+/// The key a bridge takes RPC frames on.
+pub fn rpc_key(host: &str) -> String {
+    format!("conduit/bridge/{host}/rpc")
 }
 
 /// Every bridge's export list.
@@ -131,6 +143,81 @@ pub struct Exports {
     pub host: String,
     /// Its mailboxes.
     pub mailboxes: Vec<Export>,
+    /// Its names, offered as RPC services (the matchmaker's connect
+    /// handshake: `Client::serve_rpc` / `connect_rpc`).
+    pub services: Vec<String>,
+}
+
+/// Open an RPC connection to the service `name` of the answering host,
+/// relayed as `session` of `origin` (answered `Answers::All([Done])`, or
+/// `Answers::Refused`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcOpen {
+    /// The calling bridge's host.
+    pub origin: String,
+    /// The connection's number there.
+    pub session: u64,
+    /// The service's name.
+    pub name: String,
+}
+
+/// A call relayed to a service on another host: `conduit::rpc::Call`
+/// without rights (they are descriptors: they cannot cross, and a call
+/// that holds some is answered `BadArguments` where it was made).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcCall {
+    /// As `Call::client`.
+    pub client: u64,
+    /// As `Call::id`.
+    pub id: u64,
+    /// As `Call::done_below`.
+    pub done_below: u64,
+    /// As `Call::method`.
+    pub method: String,
+    /// As `Call::budget_us`.
+    pub budget_us: Option<u64>,
+    /// As `Call::args`.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+}
+
+/// An answer relayed back (`conduit::rpc::Answer` without rights).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RpcAnswer {
+    /// As `Answer::id`.
+    pub id: u64,
+    /// As `Answer::outcome`.
+    pub outcome: conduit::rpc::Outcome,
+}
+
+/// What travels on a relayed RPC connection, both ways.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RpcFrame {
+    /// A call, client's host → service's host.
+    Call {
+        /// The client's host.
+        origin: String,
+        /// Its connection number.
+        session: u64,
+        /// The call.
+        call: RpcCall,
+    },
+    /// An answer, service's host → client's host.
+    Answer {
+        /// The service's host.
+        origin: String,
+        /// The connection number (the client host's).
+        session: u64,
+        /// The answer.
+        answer: RpcAnswer,
+    },
+    /// The connection ended on the sender's side.
+    Close {
+        /// The sender's host.
+        origin: String,
+        /// The connection number (the client host's).
+        session: u64,
+    },
 }
 
 /// Why a payload from another bridge was refused.
@@ -206,6 +293,25 @@ pub fn decode_answers(bytes: &[u8], max_message: usize) -> Result<Answers, WireE
     decode(bytes, call_limit(max_message), "answer")
 }
 
+/// Decode an RPC connection request.
+pub fn decode_rpc_open(bytes: &[u8]) -> Result<RpcOpen, WireError> {
+    let o: RpcOpen = decode(bytes, 4096, "RPC open")?;
+    if !valid_host(&o.origin) || o.name.is_empty() || o.name.len() > 255 {
+        return Err(WireError::Invalid { what: "RPC open", why: format!("{:?} from {:?}", o.name, o.origin) });
+    }
+    Ok(o)
+}
+
+/// Decode an RPC frame; `max_message` is this host's largest message.
+pub fn decode_rpc_frame(bytes: &[u8], max_message: usize) -> Result<RpcFrame, WireError> {
+    let f: RpcFrame = decode(bytes, max_message + OVERHEAD, "RPC frame")?;
+    let (RpcFrame::Call { origin, .. } | RpcFrame::Answer { origin, .. } | RpcFrame::Close { origin, .. }) = &f;
+    if !valid_host(origin) {
+        return Err(WireError::Invalid { what: "RPC frame", why: format!("origin {origin:?}") });
+    }
+    Ok(f)
+}
+
 /// Decode an export list (at most 64 KiB names' worth: 1 MiB).
 pub fn decode_exports(bytes: &[u8]) -> Result<Exports, WireError> {
     let e: Exports = decode(bytes, 1 << 20, "export list")?;
@@ -214,6 +320,9 @@ pub fn decode_exports(bytes: &[u8]) -> Result<Exports, WireError> {
     }
     if let Some(m) = e.mailboxes.iter().find(|m| m.name.is_empty() || m.name.len() > 255) {
         return Err(WireError::Invalid { what: "export list", why: format!("mailbox name {:?}", m.name) });
+    }
+    if let Some(n) = e.services.iter().find(|n| n.is_empty() || n.len() > 255) {
+        return Err(WireError::Invalid { what: "export list", why: format!("service name {n:?}") });
     }
     Ok(e)
 }
@@ -245,6 +354,32 @@ mod tests {
     }
 
     #[test]
+    fn exports_rpc_frames_and_answers_are_these_bytes() {
+        // (The same bytes seed the fuzz target bridge_call.)
+        let e = Exports {
+            host: "a".into(),
+            mailboxes: vec![Export { name: "jobs".into(), capacity: Some(3) }],
+            services: vec!["calc".into()],
+        };
+        let bytes = [1u8, b'a', 1, 4, b'j', b'o', b'b', b's', 1, 3, 1, 4, b'c', b'a', b'l', b'c'];
+        assert_eq!(encode(&e), bytes);
+        assert_eq!(decode_exports(&bytes).unwrap(), e);
+        let f = RpcFrame::Call {
+            origin: "b".into(),
+            session: 1,
+            call: RpcCall { client: 0, id: 2, done_below: 2, method: "add".into(), budget_us: None, args: vec![2, 4] },
+        };
+        let bytes = [0u8, 1, b'b', 1, 0, 2, 2, 3, b'a', b'd', b'd', 0, 2, 2, 4];
+        assert_eq!(encode(&f), bytes);
+        assert_eq!(decode_rpc_frame(&bytes, 16).unwrap(), f);
+        let o = RpcOpen { origin: "b".into(), session: 1, name: "calc".into() };
+        assert_eq!(encode(&o), [1u8, b'b', 1, 4, b'c', b'a', b'l', b'c']);
+        let a = Answers::All(vec![Answer::Sent { receiver: None }, Answer::Refused(BrokerError::Full)]);
+        assert_eq!(encode(&a), [0u8, 2, 0, 0, 3, 3]);
+        assert_eq!(decode_answers(&[0u8, 2, 0, 0, 3, 3], 16).unwrap(), a);
+    }
+
+    #[test]
     fn hostile_payloads_are_typed_errors() {
         let bytes = encode(&call());
         assert!(decode_call(&bytes, 0).is_ok(), "the limit is the message's, plus the framing");
@@ -265,7 +400,11 @@ mod tests {
         let mut none = call();
         none.ops.clear();
         assert!(matches!(decode_call(&encode(&none), 16), Err(WireError::Invalid { .. })));
-        let e = Exports { host: "a".into(), mailboxes: vec![Export { name: String::new(), capacity: None }] };
+        let e = Exports {
+            host: "a".into(),
+            mailboxes: vec![Export { name: String::new(), capacity: None }],
+            services: vec![],
+        };
         assert!(matches!(decode_exports(&encode(&e)), Err(WireError::Invalid { .. })));
     }
 }

@@ -58,7 +58,7 @@ fn run_helper(h: &TwoHosts, i: usize, role: &str, args: &str) -> Child {
         .env("CONDUIT_ZENOH_HELPER", role)
         .env("CONDUIT_ZENOH_ARGS", args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
 }
@@ -185,6 +185,49 @@ fn a_stream_crosses_a_cut_link_and_a_dead_bridge_is_noticed() {
     assert_eq!(text(&h.conduit(0, &["recv", "--nowait", "stream"])), "again");
 }
 
+#[conduit::service]
+pub trait Calculator {
+    fn add(&self, a: i64, b: i64) -> i64;
+    fn pid(&self) -> u32;
+}
+
+struct Adder;
+
+impl Calculator for Adder {
+    fn add(&self, a: i64, b: i64) -> i64 {
+        a + b
+    }
+    fn pid(&self) -> u32 {
+        std::process::id()
+    }
+}
+
+#[test]
+fn an_rpc_client_calls_a_service_of_the_other_host_through_the_same_stubs() {
+    let Some(h) = hosts("r") else { return };
+    // The service on a, registered with a's broker under "calc".
+    let mut server = run_helper(&h, 0, "serve", "calc");
+    let mut said = lines(&mut server);
+    let pid = said.next().unwrap();
+    assert!(pid.starts_with("> serving as "), "{pid}");
+    h.wait_listed(1, "name", "calc", true).unwrap();
+    // A client on b: the same `connect_rpc` and stubs, 200 calls.
+    let mut client = run_helper(&h, 1, "call", "calc");
+    let got: Vec<String> = lines(&mut client).collect();
+    assert!(client.wait().unwrap().success(), "{got:?}");
+    assert_eq!(got.first().map(String::as_str), Some("> 200 calls right"), "{got:?}");
+    assert_eq!(got.get(1).map(|l| l.replace("answered by", "serving as")), Some(pid.clone()), "a's process ran them");
+    // The service killed: a client on b gets ServerDied, never a hang.
+    let mut waiting = run_helper(&h, 1, "call-until-died", "calc");
+    let mut progress = lines(&mut waiting);
+    assert_eq!(progress.next().as_deref(), Some("> calling"));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let rest: Vec<String> = progress.collect();
+    assert!(waiting.wait().unwrap().success(), "{rest:?}");
+    assert_eq!(rest.last().map(String::as_str), Some("> ServerDied"), "{rest:?}");
+}
+
 /// Not a test: the helpers the tests above run inside a namespace.
 #[test]
 fn helper() {
@@ -216,6 +259,32 @@ fn helper() {
             }
             assert!(c.recv("stream", 0, WaitFor::Millis(500)).is_err(), "no duplicate after the last");
             println!("> received {n} in order, no duplicate");
+        }
+        "serve" => {
+            let _thread = c.serve_rpc(&args, Default::default(), std::sync::Arc::new(CalculatorServer(Adder))).unwrap();
+            println!("> serving as {}", std::process::id());
+            std::thread::sleep(Duration::from_secs(120));
+        }
+        "call" => {
+            let calc = CalculatorClient::new(c.connect_rpc(&args).unwrap());
+            for i in 0..200 {
+                assert_eq!(calc.add(i, 1000).unwrap(), i + 1000);
+            }
+            println!("> 200 calls right");
+            println!("> answered by {}", calc.pid().unwrap());
+        }
+        "call-until-died" => {
+            let calc = CalculatorClient::new(c.connect_rpc(&args).unwrap());
+            calc.add(1, 2).unwrap();
+            println!("> calling");
+            let t = Instant::now();
+            loop {
+                match calc.add(1, 2) {
+                    Ok(3) if t.elapsed() < Duration::from_secs(30) => {}
+                    Err(conduit::rpc::RpcError::ServerDied) => break println!("> ServerDied"),
+                    other => panic!("{other:?}"),
+                }
+            }
         }
         r => panic!("no helper {r}"),
     }
