@@ -62,7 +62,7 @@ impl TwoHosts {
             bridges: [None, None],
             conduit: conduit.to_path_buf(),
             bridge: bridge.to_path_buf(),
-            lease_ms: 8000,
+            lease_ms: 12_000,
         };
         check(ip(&["netns", "add", &h.ns[1]]), "add a namespace")?;
         check(ip(&["link", "add", &h.veth[0], "type", "veth", "peer", "name", &h.veth[1]]), "add a veth pair")?;
@@ -84,7 +84,7 @@ impl TwoHosts {
         Ok(h)
     }
 
-    /// Start both bridges (`a` listens, `b` connects; lease 8 s).
+    /// Start both bridges (`a` listens, `b` connects; lease 12 s).
     pub fn start_bridges(&mut self) -> io::Result<()> {
         for i in 0..2 {
             self.bridges[i] = Some(self.start_bridge(i)?);

@@ -156,7 +156,7 @@ fn a_stream_crosses_a_cut_link_and_a_dead_bridge_is_noticed() {
     let mut progress = lines(&mut producer);
     assert_eq!(progress.next().as_deref(), Some("> sent 100"));
     // Cut the link for 3 s (longer than a call waits for its answer, 2 s for
-    // a blocking send, and shorter than the 8 s lease): the calls on the
+    // a blocking send, and shorter than the 12 s lease, with room for TCP's retransmission backoff): the calls on the
     // way are lost and retried with their ids; nothing is lost, nothing
     // runs twice.
     h.link(false).unwrap();
