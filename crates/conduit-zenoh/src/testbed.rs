@@ -4,6 +4,10 @@
 //! its own bridge. Needs root. Everything — processes, namespaces (the
 //! veth pair goes with them), the directory — is removed on drop, however
 //! the caller ends (a failed assertion included).
+//!
+//! For debugging: `CONDUIT_BRIDGE_LOG` sets the bridges' `RUST_LOG`
+//! (default `warn`; their logs are `bridge.log` in each host's directory),
+//! and `CONDUIT_TESTBED_KEEP` keeps that directory after the drop.
 
 use std::io;
 use std::path::{Path, PathBuf};
