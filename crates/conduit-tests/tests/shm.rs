@@ -336,3 +336,13 @@ fn parked_waiters_are_always_woken_across_processes() {
     sender.join().unwrap();
     finish(kid);
 }
+
+#[test]
+fn a_channel_with_both_ends_in_one_process_holds_one_descriptor() {
+    // Its memfd only: the socket pair is made when first needed (an end
+    // leaving, descriptors in a message, poll), and dropping gives all back.
+    let kid = spawn("shm-fds");
+    let FromChild::Outcome(said) = report(&kid) else { panic!("want an outcome") };
+    assert_eq!(said, "1000 channels: 1000 descriptors; after dropping them: 0");
+    finish(kid);
+}

@@ -750,6 +750,26 @@ fn main() {
                 }
             }
         }
+        "shm-fds" => {
+            // Shared-memory channels with both ends here, used for a
+            // message each: the descriptors they hold, all together.
+            let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+            let warm = conduit::channel::shm::bounded::<u64>(16).unwrap();
+            let base = fds();
+            let held: Vec<_> = (0..1000u64)
+                .map(|i| {
+                    let (tx, rx) = conduit::channel::shm::bounded::<u64>(16).unwrap();
+                    tx.send(i).unwrap();
+                    assert_eq!(rx.recv().unwrap(), i);
+                    (tx, rx)
+                })
+                .collect();
+            let used = fds() - base;
+            drop(held);
+            let after = fds() - base;
+            drop(warm);
+            outcome(&up, &format!("1000 channels: {used} descriptors; after dropping them: {after}"));
+        }
         "exhaust" => {
             // Make each kind of channel with only 0, 1, 2, ... descriptors
             // left to this process, so that its constructor fails at each

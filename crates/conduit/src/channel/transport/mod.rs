@@ -167,7 +167,7 @@ impl TxLink {
         let got = match self {
             TxLink::Seqpacket(l) => l.consume_wake(),
             TxLink::Pipe(l) => l.consume_wake(),
-            TxLink::Shm(s) => s.sock().consume_wake(),
+            TxLink::Shm(s) => s.sock().and_then(|k| k.consume_wake()),
             TxLink::Stream(l) => l.take_credits(ctl),
             TxLink::Mq(l) => l.sock().consume_wake(),
             TxLink::Sysv(l) => l.sock().consume_wake(),
@@ -208,7 +208,7 @@ impl TxLink {
         match self {
             TxLink::Seqpacket(l) => l.wait_bell(wait),
             TxLink::Pipe(l) => l.wait_bell(wait),
-            TxLink::Shm(s) => s.sock().wait_bell(wait),
+            TxLink::Shm(s) => s.sock()?.wait_bell(wait),
             TxLink::Stream(l) => l.wait_bell(wait),
             TxLink::Mq(l) => l.sock().wait_bell(wait),
             TxLink::Sysv(l) => l.sock().wait_bell(wait),
@@ -238,7 +238,7 @@ impl TxLink {
         match self {
             TxLink::Seqpacket(l) => l.write_fd(),
             TxLink::Pipe(l) => l.write_fd(),
-            TxLink::Shm(s) => s.sock().fd(),
+            TxLink::Shm(s) => s.poll_fd(),
             TxLink::Stream(l) => l.fd(),
             TxLink::Mq(l) => l.write_fd(),
             TxLink::Sysv(l) => l.write_fd(),
@@ -260,7 +260,7 @@ impl TxLink {
         match self {
             TxLink::Seqpacket(l) => l.bell_fd(),
             TxLink::Pipe(l) => l.bell_fd(),
-            TxLink::Shm(s) => s.sock().fd(),
+            TxLink::Shm(s) => s.poll_fd(),
             TxLink::Stream(l) => l.fd(),
             TxLink::Mq(l) => l.sock().fd(),
             TxLink::Sysv(l) => l.sock().fd(),
@@ -375,7 +375,7 @@ impl TxLink {
         match self {
             TxLink::Seqpacket(l) => right(RightKind::Send, l.dup_fds()?, ctl, None),
             TxLink::Pipe(l) => right(RightKind::PipeSend, l.dup_fds()?, ctl, None),
-            TxLink::Shm(s) => right(RightKind::ShmSend, s.sock().dup_fds()?, ctl, Some(&s.end.ring)),
+            TxLink::Shm(s) => right(RightKind::ShmSend, s.sock()?.dup_fds()?, ctl, Some(&s.end.ring)),
             TxLink::Stream(l) => {
                 if !l.can_move() {
                     return Err(io::Error::other("a stream sender holding part of a frame cannot be moved"));
@@ -437,7 +437,7 @@ impl RxLink {
         match self {
             RxLink::Seqpacket(l) => l.ready_fd(),
             RxLink::Pipe(l) => l.ready_fd(),
-            RxLink::Shm(s) => s.sock().fd(),
+            RxLink::Shm(s) => s.poll_fd(),
             RxLink::Stream(l) => l.ready_fd(),
             RxLink::Mq(l) => l.ready_fd(),
             RxLink::Sysv(l) => l.ready_fd(),
@@ -570,7 +570,7 @@ impl RxLink {
                 }
                 right(RightKind::PipeReceive, l.dup_fds()?, ctl, None)
             }
-            RxLink::Shm(s) => right(RightKind::ShmReceive, s.sock().dup_fds()?, ctl, Some(&s.end.ring)),
+            RxLink::Shm(s) => right(RightKind::ShmReceive, s.sock()?.dup_fds()?, ctl, Some(&s.end.ring)),
             RxLink::Stream(l) => {
                 if !l.can_move() {
                     return Err(io::Error::other("a stream receiver holding part of a frame cannot be moved"));

@@ -7,7 +7,12 @@
 //! sent just before their ring record is committed), telling each side
 //! that the other is gone (the process's monitor thread watches it, so a
 //! futex sleeper learns of a `kill -9` at once), and passing the channel
-//! on as a right.
+//! on as a right. A channel made here gets its socket pair only when one
+//! of those jobs (or `poll`: a port set, an async receive, [`AsFd`]) first
+//! needs it; until then its two ends, both in this process, are linked by
+//! the ring alone and cost one descriptor together, the ring's memfd.
+//!
+//! [`AsFd`]: std::os::fd::AsFd
 //!
 //! ```
 //! use conduit::channel::shm;
@@ -25,7 +30,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -78,11 +83,15 @@ pub(crate) struct RingEnd {
     /// Frames carry a checksum and are copied out before they are read
     /// (read from the ring once, when this end was made).
     pub checked: bool,
-    /// The other side is gone (set by the monitor thread).
+    /// The other side is gone (set by the monitor thread, or by the other
+    /// side's drop while both are in this process without sockets).
     pub gone: AtomicBool,
     /// Unbounded channels: this process's threads take turns with the
     /// outbox (bounded ones take turns by the producers' lock alone).
     pub local: Mutex<()>,
+    /// This side's socket: set when the end came from elsewhere, or when a
+    /// channel made here first needs its socket pair (see [`Pair`]).
+    sock: OnceLock<Seqpacket>,
     watch: Mutex<Option<Watch>>,
 }
 
@@ -100,28 +109,34 @@ impl PeerGone for RingEnd {
 }
 
 impl RingEnd {
-    /// Wrap `ring` and start watching `sock` for the peer's death.
-    pub fn new(ring: Ring, sock: BorrowedFd<'_>) -> io::Result<Arc<RingEnd>> {
+    fn new(ring: Ring) -> Arc<RingEnd> {
         let strategy = ring.strategy();
         let checked = ring.checked();
-        let end = Arc::new(RingEnd {
+        Arc::new(RingEnd {
             ring,
             strategy,
             checked,
             gone: AtomicBool::new(false),
             local: Mutex::new(()),
+            sock: OnceLock::new(),
             watch: Mutex::new(None),
-        });
-        let weak: Weak<dyn PeerGone> = Arc::downgrade(&end) as Weak<dyn PeerGone>;
-        let w = monitor::watch(sock, weak)?;
-        *end.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
-        Ok(end)
+        })
+    }
+
+    /// Give this side its socket and start watching it for the peer's
+    /// death (the monitor thread).
+    fn attach(self: &Arc<Self>, sock: Seqpacket) -> io::Result<()> {
+        let sock = self.sock.get_or_init(|| sock);
+        let weak: Weak<dyn PeerGone> = Arc::downgrade(self) as Weak<dyn PeerGone>;
+        let w = monitor::watch(sock.fd(), weak)?;
+        *self.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
+        Ok(())
     }
 
     /// Stop watching; call before the socket closes.
-    pub fn unwatch(&self, sock: BorrowedFd<'_>) {
-        if let Some(w) = self.watch.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            w.end(sock);
+    fn unwatch(&self) {
+        if let (Some(w), Some(sock)) = (self.watch.lock().unwrap_or_else(|p| p.into_inner()).take(), self.sock.get()) {
+            w.end(sock.fd());
         }
     }
 
@@ -130,31 +145,132 @@ impl RingEnd {
     }
 }
 
+// ---- both sides made here ----
+
+/// The two sides of a channel made in this process, until its socket pair
+/// is made. While both ends stay here the ring alone links them: sleepers
+/// wait on its futex words, and a side that is dropped tells the other
+/// directly. The pair of sockets — for descriptors in messages, for `poll`
+/// (port sets, async tasks, [`AsFd`]) and for an end that leaves the
+/// process — is made the first time one of those is asked for, so a
+/// channel that never needs it costs one descriptor (its memfd), not three.
+#[derive(Debug)]
+struct Pair {
+    state: Mutex<PairState>,
+}
+
+#[derive(Debug)]
+struct PairState {
+    made: bool,
+    /// 0: the senders' side, 1: the receiver's.
+    ends: [Weak<RingEnd>; 2],
+    dropped: [bool; 2],
+}
+
+impl Pair {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PairState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Make the socket pair (once) and give each living side its end.
+    fn make(&self) -> io::Result<()> {
+        let mut st = self.lock();
+        if st.made {
+            return Ok(());
+        }
+        let (a, b) = socket::seqpacket_pair()?;
+        st.made = true;
+        let mut failed = Ok(());
+        for (i, fd) in [a, b].into_iter().enumerate() {
+            // A side already dropped gets none: its socket closes here, so
+            // the other side's end shows the hang-up, as it would have.
+            if st.dropped[i] {
+                continue;
+            }
+            if let Some(end) = st.ends[i].upgrade()
+                && let Err(e) = end.attach(Seqpacket::new(fd))
+            {
+                failed = Err(e);
+            }
+        }
+        failed
+    }
+}
+
 // ---- either end ----
 
 /// One side of a shared-memory channel in this process: the ring, and the
 /// socket for its three jobs (carrier, death notice, doorbell), watched by
-/// the monitor thread while this lives.
+/// the monitor thread while this lives — made only when first needed if
+/// both sides were made here ([`Pair`]).
 #[derive(Debug)]
 pub(crate) struct Side {
-    sock: Seqpacket,
     pub end: Arc<RingEnd>,
+    /// Made here with the other side: the pair and which side this is.
+    pair: Option<(Arc<Pair>, usize)>,
 }
 
 impl Drop for Side {
     fn drop(&mut self) {
-        self.end.unwatch(self.sock.fd());
+        if let Some((pair, i)) = &self.pair {
+            let mut st = pair.lock();
+            st.dropped[*i] = true;
+            if !st.made
+                && let Some(other) = st.ends[1 - *i].upgrade()
+            {
+                other.peer_gone();
+            }
+        }
+        self.end.unwatch();
     }
 }
 
 impl Side {
-    fn new(sock: Seqpacket, ring: Ring) -> io::Result<Side> {
-        let end = RingEnd::new(ring, sock.fd())?;
-        Ok(Side { sock, end })
+    /// A side put together from a received socket and ring.
+    fn adopted(sock: Seqpacket, ring: Ring) -> io::Result<Side> {
+        let end = RingEnd::new(ring);
+        end.attach(sock)?;
+        Ok(Side { end, pair: None })
     }
 
-    pub fn sock(&self) -> &Seqpacket {
-        &self.sock
+    /// Both sides of a channel made here, without sockets yet.
+    fn both(tx_ring: Ring, rx_ring: Ring) -> (Side, Side) {
+        let (tx, rx) = (RingEnd::new(tx_ring), RingEnd::new(rx_ring));
+        let pair = Arc::new(Pair {
+            state: Mutex::new(PairState {
+                made: false,
+                ends: [Arc::downgrade(&tx), Arc::downgrade(&rx)],
+                dropped: [false; 2],
+            }),
+        });
+        (Side { end: tx, pair: Some((Arc::clone(&pair), 0)) }, Side { end: rx, pair: Some((pair, 1)) })
+    }
+
+    /// This side's socket, making the pair if it is not made yet.
+    pub fn sock(&self) -> io::Result<&Seqpacket> {
+        if let Some(s) = self.end.sock.get() {
+            return Ok(s);
+        }
+        if let Some((pair, _)) = &self.pair {
+            pair.make()?;
+        }
+        self.end.sock.get().ok_or_else(|| io::Error::other("this shared-memory channel end has no socket"))
+    }
+
+    /// This side's socket if it is made (nothing is made here).
+    pub fn sock_if_made(&self) -> Option<&Seqpacket> {
+        self.end.sock.get()
+    }
+
+    /// The descriptor for `poll`: the socket, made if need be. If it cannot
+    /// be made (no descriptor left) the ring's memfd stands in, which
+    /// `poll` always shows ready: callers then find nothing to take and
+    /// look again, busier but never stuck.
+    pub fn poll_fd(&self) -> BorrowedFd<'_> {
+        match self.sock() {
+            Ok(s) => s.fd(),
+            Err(_) => self.end.ring.segment().fd(),
+        }
     }
 
     /// What a shared-memory end carries (its ring bounds the inline size).
@@ -168,7 +284,7 @@ impl Side {
     }
 
     pub fn peer_gone(&self) -> bool {
-        self.end.is_gone() || self.sock.peer_gone()
+        self.end.is_gone() || self.sock_if_made().is_some_and(|s| s.peer_gone())
     }
 }
 
@@ -187,7 +303,7 @@ impl std::ops::Deref for ShmTx {
 
 impl ShmTx {
     pub fn new(sock: Seqpacket, ring: Ring) -> io::Result<ShmTx> {
-        Side::new(sock, ring).map(ShmTx)
+        Side::adopted(sock, ring).map(ShmTx)
     }
 
     /// The right to write one message: bounded channels count credits in
@@ -232,10 +348,11 @@ impl ShmTx {
             // order (we hold the producers' lock); the receiver picks them
             // up when it reaches this record.
             let carrier = wire::simple_frame(Kind::Carrier, &[]);
+            let sock = self.sock().map_err(|e| WriteFail::Failed(e.into()))?;
             loop {
-                match self.sock.try_send(&carrier, &fds) {
+                match sock.try_send(&carrier, &fds) {
                     Ok(()) => break,
-                    Err(WriteFail::NoRoom) => self.sock.wait_writable().map_err(|e| WriteFail::Failed(e.into()))?,
+                    Err(WriteFail::NoRoom) => sock.wait_writable().map_err(|e| WriteFail::Failed(e.into()))?,
                     Err(e) => return Err(e),
                 }
             }
@@ -301,8 +418,10 @@ impl ShmTx {
     /// it. A full socket already holds a wake, so a failed write is fine.
     #[inline(always)]
     pub(crate) fn ring_doorbell(&self) {
-        if self.end.ring.doorbell_wanted() {
-            let _ = socket::send_frame(self.sock.fd(), wire::wake_frame(), &[]);
+        if self.end.ring.doorbell_wanted()
+            && let Some(sock) = self.sock_if_made()
+        {
+            let _ = socket::send_frame(sock.fd(), wire::wake_frame(), &[]);
         }
     }
 
@@ -379,7 +498,7 @@ pub(crate) enum Waited {
 
 impl ShmRx {
     pub fn new(sock: Seqpacket, ring: Ring) -> io::Result<ShmRx> {
-        Side::new(sock, ring).map(ShmRx)
+        Side::adopted(sock, ring).map(ShmRx)
     }
 
     /// Something to take without waiting (or the senders are gone).
@@ -389,12 +508,17 @@ impl ShmRx {
 
     /// Ask producers to ring the doorbell (a wake frame on the socket)
     /// while this process sleeps in `poll`; disarming drops the wakes.
+    /// Arming makes the socket pair if it is not made yet (a producer rings
+    /// only a socket it has).
     pub fn arm(&self, on: bool) {
         if on {
+            let _ = self.sock();
             self.end.ring.doorbell_on();
         } else {
             self.end.ring.doorbell_off();
-            socket::drain_wakes(self.sock.fd());
+            if let Some(sock) = self.sock_if_made() {
+                socket::drain_wakes(sock.fd());
+            }
         }
     }
 
@@ -412,7 +536,7 @@ impl ShmRx {
             return Waited::Gone;
         }
         // The monitor thread may not have seen a hang-up yet.
-        if self.sock.peer_gone() {
+        if self.sock_if_made().is_some_and(|s| s.peer_gone()) {
             end.gone.store(true, SeqCst);
             return Waited::Gone;
         }
@@ -471,14 +595,17 @@ impl ShmRx {
     /// producer sent by the socket before committing it.
     fn recv_carrier(&self) -> Result<Vec<OwnedFd>, RecvFail> {
         let mut buf = [0u8; 64];
+        // Without a socket nobody can have sent descriptors.
+        let no_fds = || RecvFail::Failed(WireError::Descriptors { declared: 1, actual: 0 }.into());
+        let sock = self.sock_if_made().ok_or_else(no_fds)?;
         loop {
-            let rec = match socket::recv_frame(self.sock.fd(), &mut buf, true) {
+            let rec = match socket::recv_frame(sock.fd(), &mut buf, true) {
                 Ok(r) => r,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => continue,
                 Err(e) => return Err(RecvFail::Failed(Error::Io(e))),
             };
             if rec.len == 0 && rec.fds.is_empty() {
-                return Err(RecvFail::Failed(WireError::Descriptors { declared: 1, actual: 0 }.into()));
+                return Err(no_fds());
             }
             match wire::parse(&buf[..rec.len.min(buf.len())]) {
                 Ok((h, _)) if h.kind == Kind::Carrier => return Ok(rec.fds),
@@ -611,7 +738,6 @@ impl Builder {
 
     /// Create the channel.
     pub fn build<T>(self) -> Result<(Sender<T>, Receiver<T>), Error> {
-        let (send_end, recv_end) = socket::seqpacket_pair()?;
         let ring = Ring::new(self.ring_bytes.unwrap_or_else(|| default_ring_bytes::<T>(self.capacity)))?;
         ring.set_strategy(self.wait);
         ring.set_checked(self.checked);
@@ -620,8 +746,9 @@ impl Builder {
         let ctl = Ctl::create_in_ring(&ring, self.capacity);
         let ctl2 = ctl.share()?;
         let ring2 = ring.share();
-        let tx = ShmTx::new(Seqpacket::new(send_end), ring)?;
-        let rx = ShmRx::new(Seqpacket::new(recv_end), ring2)?;
+        // No sockets yet: they are made when first needed (see `Pair`).
+        let (tx, rx) = Side::both(ring, ring2);
+        let (tx, rx) = (ShmTx(tx), ShmRx(rx));
         Ok((Sender::from_link(TxLink::Shm(tx), ctl), Receiver::from_link(RxLink::Shm(rx), ctl2)))
     }
 }
@@ -648,4 +775,105 @@ pub fn unbounded<T>() -> Result<(Sender<T>, Receiver<T>), Error> {
 /// Backoff for the async methods on shared-memory channels.
 pub(crate) fn async_backoff(step: u32) -> Duration {
     Duration::from_micros((1u64 << step.min(10)).min(1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::channel::{PortSet, RecvError, SendError};
+    use crate::memory::Segment;
+
+    fn made<T>(tx: &Sender<T>) -> bool {
+        tx.tx_link().shm().and_then(|s| s.sock_if_made()).is_some()
+    }
+
+    #[test]
+    fn a_channel_used_here_makes_no_sockets() {
+        let (tx, rx) = bounded::<u64>(2).unwrap();
+        tx.send(1).unwrap();
+        assert_eq!(rx.recv().unwrap(), 1);
+        assert!(!made(&tx));
+    }
+
+    #[test]
+    fn a_blocked_receiver_learns_of_the_senders_drop_without_sockets() {
+        for wait in [WaitStrategy::Park, WaitStrategy::default(), WaitStrategy::Spin] {
+            let (tx, rx) = Builder::new().bounded(2).wait(wait).build::<u64>().unwrap();
+            tx.send(5).unwrap();
+            let t = std::thread::spawn(move || (rx.recv(), rx.recv()));
+            // The receiver may or may not be asleep yet: either way it ends.
+            drop(tx);
+            let (first, second) = t.join().unwrap();
+            assert!(matches!(first, Ok(5)), "{wait:?}: what was sent before the drop arrives");
+            assert!(matches!(second, Err(RecvError::Disconnected)), "{wait:?}");
+        }
+    }
+
+    #[test]
+    fn a_blocked_sender_learns_of_the_receivers_drop_without_sockets() {
+        let (tx, rx) = Builder::new().bounded(1).wait(WaitStrategy::Park).build::<u64>().unwrap();
+        tx.send(1).unwrap();
+        let t = std::thread::spawn(move || tx.send(2));
+        drop(rx);
+        assert!(matches!(t.join().unwrap(), Err(SendError::Disconnected(2))));
+    }
+
+    #[test]
+    fn a_port_set_makes_the_sockets_and_sees_an_earlier_drop() {
+        let (tx, rx) = bounded::<u64>(2).unwrap();
+        drop(tx);
+        let mut set = PortSet::new();
+        set.add(&rx);
+        assert_eq!(set.ready_timeout(Duration::from_secs(5)), Some(0));
+        assert!(matches!(rx.recv(), Err(RecvError::Disconnected)));
+    }
+
+    #[test]
+    fn a_port_set_is_woken_by_a_send_after_it_made_the_sockets() {
+        let (tx, rx) = bounded::<u64>(2).unwrap();
+        // Whether the send comes before or during the wait, it is seen.
+        let t = std::thread::spawn(move || {
+            tx.send(9).unwrap();
+            tx
+        });
+        let mut set = PortSet::new();
+        set.add(&rx);
+        assert_eq!(set.ready_timeout(Duration::from_secs(10)), Some(0));
+        assert_eq!(rx.recv().unwrap(), 9);
+        let tx = t.join().unwrap();
+        assert!(made(&tx), "arming for poll made the pair");
+    }
+
+    #[test]
+    fn descriptors_in_a_message_make_the_sockets_on_the_way() {
+        let (tx, rx) = bounded::<Segment>(2).unwrap();
+        let seg = Segment::new(4096).unwrap();
+        seg.write_at(0, b"hello").unwrap();
+        tx.send(seg).unwrap();
+        let got = rx.recv().unwrap();
+        let mut back = [0u8; 5];
+        got.read_at(0, &mut back).unwrap();
+        assert_eq!(&back, b"hello");
+        assert!(made(&tx));
+    }
+
+    #[test]
+    fn an_end_sent_on_after_its_peer_was_dropped_shows_the_drop() {
+        // The sender goes before the pair is made; the receiver then
+        // travels (here: through another channel), which makes the pair
+        // with the sender's socket closed at once.
+        let (tx, rx) = bounded::<u64>(2).unwrap();
+        tx.send(3).unwrap();
+        drop(tx);
+        let (carry_tx, carry_rx) = crate::channel::bounded::<Receiver<u64>>(1).unwrap();
+        carry_tx.send(rx).unwrap();
+        let rx = carry_rx.recv().unwrap();
+        assert!(matches!(rx.recv(), Ok(3)));
+        assert!(matches!(
+            rx.recv_timeout(Duration::from_secs(10)),
+            Err(crate::channel::RecvTimeoutError::Disconnected)
+        ));
+    }
 }
