@@ -305,10 +305,19 @@ impl Ctl {
         self.u32_at(OFF_COUNTED).store(1, SeqCst);
     }
 
-    /// Sender: one more message is in the link (after it is there).
+    /// Sender: one more message is on its way into the link (counted just
+    /// before the send, so that a spinning receiver starts its receive
+    /// while the send is under way).
     #[inline]
     pub fn note_sent(&self) {
         self.u64_at(OFF_SENT).fetch_add(1, Release);
+    }
+
+    /// Sender: the message just counted did not go (the link was full, or
+    /// failed): take the count back.
+    #[inline]
+    pub fn unnote_sent(&self) {
+        self.u64_at(OFF_SENT).fetch_sub(1, Release);
     }
 
     /// Receiver: the senders' count, if they keep one — a hint only (a

@@ -120,6 +120,9 @@ pub(crate) fn spin_recv<T: DeserializeOwned>(
         return None;
     }
     let start = Instant::now();
+    // Senders count a message just before they send it: once the count
+    // moved, receive again and again for a moment, until it lands.
+    let mut landing: Option<Instant> = None;
     loop {
         // Read before the receive: a message sent after it moves the count.
         let sent = rx.sent_hint();
@@ -129,21 +132,44 @@ pub(crate) fn spin_recv<T: DeserializeOwned>(
             Err(crate::TryRecvError::Disconnected) => return Some(Err(RecvTimeoutError::Disconnected)),
             Err(crate::TryRecvError::Failed(e)) => return Some(Err(RecvTimeoutError::Failed(e))),
         }
+        let over = |now: Instant| now.duration_since(start) >= SPIN || until.is_some_and(|u| now >= u);
+        if let Some(t) = landing {
+            let now = Instant::now();
+            if over(now) {
+                return None;
+            }
+            if now < t {
+                std::hint::spin_loop();
+                continue;
+            }
+            landing = None;
+        }
         // Look again once the senders' count moved (a load from shared
         // memory, not a system call that also contends for the socket's
         // lock with the sender), or at once on links without one.
         loop {
             let now = Instant::now();
-            if now.duration_since(start) >= SPIN || until.is_some_and(|u| now >= u) {
+            if over(now) {
                 return None;
             }
             std::hint::spin_loop();
-            if sent.is_none() || rx.sent_hint() != sent {
+            if sent.is_none() {
+                break;
+            }
+            if rx.sent_hint() != sent {
+                landing = Some(now + LANDING);
                 break;
             }
         }
     }
 }
+
+/// How long a spinning receiver keeps receiving after the senders' count
+/// moved, for the message counted just before its send (a send takes a
+/// microsecond or two here; a count that moved for nothing — a send that
+/// failed, a hostile sender — costs this much, then the count is watched
+/// again).
+const LANDING: Duration = Duration::from_micros(10);
 
 /// A call on the wire.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -113,9 +113,14 @@ impl TxLink {
         let fds = || frame.fds().iter().map(|f| f.as_fd()).collect::<Vec<BorrowedFd<'_>>>();
         match self {
             TxLink::Seqpacket(l) => {
-                l.try_send(&encoded().bytes, &fds())?;
+                // Counted first: a receiver spinning on the count starts
+                // its `recvmsg` while this `sendmsg` is under way.
                 ctl.note_sent();
-                Ok(())
+                let sent = l.try_send(&encoded().bytes, &fds());
+                if sent.is_err() {
+                    ctl.unnote_sent();
+                }
+                sent
             }
             TxLink::Pipe(l) => l.try_send(&encoded().bytes, &fds()),
             TxLink::Shm(s) => s.try_write(ctl, frame),
