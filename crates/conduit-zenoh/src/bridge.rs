@@ -489,8 +489,18 @@ fn sync_services(shared: &Arc<Shared>, answered: &HashSet<String>, want: HashMap
         let task = {
             let (shared, host, name) = (Arc::clone(shared), host.clone(), name.clone());
             tokio::spawn(async move {
-                while let Ok(c) = connections.recv_async().await {
-                    tokio::spawn(relay_client(Arc::clone(&shared), host.clone(), name.clone(), c));
+                loop {
+                    match connections.recv_async().await {
+                        Ok(c) => {
+                            tokio::spawn(relay_client(Arc::clone(&shared), host.clone(), name.clone(), c));
+                        }
+                        Err(conduit::RecvError::Disconnected) => break,
+                        // Anyone here may send anything to the name's port:
+                        // what is not an RPC connection is dropped, and the
+                        // import goes on serving the others.
+                        Err(e) => tracing::warn!(service = %name, %host, error = %e,
+                            "not an RPC connection (only RPC services cross hosts); dropped"),
+                    }
                 }
             })
         };

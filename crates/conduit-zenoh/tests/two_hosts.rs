@@ -155,12 +155,14 @@ fn a_stream_crosses_a_cut_link_and_a_dead_bridge_is_noticed() {
     let mut producer = run_helper(&h, 1, "produce", &N.to_string());
     let mut progress = lines(&mut producer);
     assert_eq!(progress.next().as_deref(), Some("> sent 100"));
-    // Cut the link for 3 s (longer than a call waits for its answer, 2 s for
-    // a blocking send, and shorter than the 12 s lease, with room for TCP's retransmission backoff): the calls on the
-    // way are lost and retried with their ids; nothing is lost, nothing
-    // runs twice.
+    // Cut the link for 4 s: twice as long as a call waits for its answer
+    // (2 s for a blocking send: its 1 s slice and 1 s more), so that a
+    // call started in the first half of the cut is asked again even on a
+    // busy machine, and shorter than the 12 s lease, with room for TCP's
+    // retransmission backoff. The calls on the way are lost and retried
+    // with their ids; nothing is lost, nothing runs twice.
     h.link(false).unwrap();
-    std::thread::sleep(Duration::from_millis(3000));
+    std::thread::sleep(Duration::from_millis(4000));
     h.link(true).unwrap();
     assert!(producer.try_wait().unwrap().is_none(), "the producer was still sending when the link came back");
     assert_eq!(progress.last().as_deref(), Some(&*format!("> sent {N}")));
@@ -211,6 +213,12 @@ fn an_rpc_client_calls_a_service_of_the_other_host_through_the_same_stubs() {
     let pid = said.next().unwrap();
     assert!(pid.starts_with("> serving as "), "{pid}");
     h.wait_listed(1, "name", "calc", true).unwrap();
+    // Something that is not an RPC connection, sent on b to the imported
+    // name's port: dropped by b's bridge, which goes on serving the name.
+    let mut garbage = run_helper(&h, 1, "garbage", "calc");
+    let said_garbage: Vec<String> = lines(&mut garbage).collect();
+    assert!(garbage.wait().unwrap().success(), "{said_garbage:?}");
+    assert_eq!(said_garbage, ["> sent 3 frames that are not connections"]);
     // A client on b: the same `connect_rpc` and stubs, 200 calls.
     let mut client = run_helper(&h, 1, "call", "calc");
     let got: Vec<String> = lines(&mut client).collect();
@@ -272,6 +280,13 @@ fn helper() {
             }
             println!("> 200 calls right");
             println!("> answered by {}", calc.pid().unwrap());
+        }
+        "garbage" => {
+            let port = c.lookup::<u64>(&args).unwrap();
+            for v in [7u64, u64::MAX, 0] {
+                port.send(v).unwrap();
+            }
+            println!("> sent 3 frames that are not connections");
         }
         "call-until-died" => {
             let calc = CalculatorClient::new(c.connect_rpc(&args).unwrap());
