@@ -387,9 +387,9 @@ impl<T: DeserializeOwned> Receiver<T> {
         })
     }
 
-    /// The senders' count of messages put into a socket link, if they keep
-    /// one (see `Ctl::sent_hint`): a spinning receiver looks at it instead
-    /// of calling `recvmsg` again and again.
+    /// The senders' count of messages sent (or being sent) into a socket
+    /// link, if they keep one (see `Ctl::sent_hint`): a spinning receiver
+    /// looks at it instead of calling `recvmsg` again and again.
     #[inline]
     pub(crate) fn sent_hint(&self) -> Option<u64> {
         match self.link {
