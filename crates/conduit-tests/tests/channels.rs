@@ -295,3 +295,36 @@ fn a_sender_with_messages_in_its_outbox_does_not_move_until_they_are_out() {
     assert_eq!(rx.recv().unwrap(), n);
     assert!(matches!(rx.try_recv(), Err(TryRecvError::Empty)));
 }
+
+/// A socket channel with both ends in one process holds no socket until
+/// it needs one: its control block is its one descriptor, and dropping
+/// it gives that back.
+#[test]
+fn a_socket_channel_with_both_ends_in_one_process_holds_one_descriptor() {
+    let kid = spawn("socket-fds");
+    let FromChild::Outcome(said) = report(&kid) else { panic!("want an outcome") };
+    assert_eq!(said, "1000 channels: 1000 descriptors; after dropping them: 0");
+    finish(kid);
+}
+
+/// Messages queued in this process before the receiver leaves for
+/// another process all reach it there, in order, before any sent after
+/// the move — far more of them than a socket buffer holds.
+#[test]
+fn messages_queued_before_the_receiver_leaves_arrive_first_and_in_order() {
+    let kid = spawn("per-thread");
+    let (tx, rx) = conduit::unbounded::<u64>().unwrap();
+    let n = 30_000u64;
+    for i in 0..n {
+        tx.send(i).unwrap();
+    }
+    kid.tx.send(ToChild::RecvU64(rx)).unwrap();
+    for i in n..n + 1000 {
+        tx.send(i).unwrap();
+    }
+    // No flush: the backlog's thread and the outbox's flusher finish
+    // their work after the last sender is dropped.
+    drop(tx);
+    assert_eq!(report(&kid), FromChild::Sent(n + 1000));
+    finish(kid);
+}

@@ -750,15 +750,19 @@ fn main() {
                 }
             }
         }
-        "shm-fds" => {
-            // Shared-memory channels with both ends here, used for a
-            // message each: the descriptors they hold, all together.
+        "shm-fds" | "socket-fds" => {
+            // Channels with both ends here, used for a message each: the
+            // descriptors they hold, all together.
+            let make = || match role.as_str() {
+                "shm-fds" => conduit::channel::shm::bounded::<u64>(16).unwrap(),
+                _ => conduit::bounded::<u64>(16).unwrap(),
+            };
             let fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
-            let warm = conduit::channel::shm::bounded::<u64>(16).unwrap();
+            let warm = make();
             let base = fds();
             let held: Vec<_> = (0..1000u64)
                 .map(|i| {
-                    let (tx, rx) = conduit::channel::shm::bounded::<u64>(16).unwrap();
+                    let (tx, rx) = make();
                     tx.send(i).unwrap();
                     assert_eq!(rx.recv().unwrap(), i);
                     (tx, rx)

@@ -24,6 +24,15 @@
 //! it, returns the credit, decodes. What differs between links is in
 //! `transport` (one file each).
 //!
+//! A socket channel (or a shared-memory one) whose two ends are both in
+//! the process that made it has no socket pair yet: its frames wait in a
+//! queue in memory (shared memory: in its ring), so it costs one
+//! descriptor. The pair is made, the queue going into it first and in
+//! order, when an end leaves the process (inside a message, or handed to
+//! a child by [`crate::process::Command`]) or a descriptor is asked for
+//! (`AsFd`, a [`PortSet`], an async task). Ends reach other processes
+//! that way: a bare `fork()` would copy the queue, not share it.
+//!
 //! ```
 //! let (tx, rx) = conduit::bounded::<String>(4)?;
 //! tx.send("hello".to_string()).unwrap();
@@ -59,7 +68,7 @@ use crate::error::Error;
 use ctl::Capacity;
 
 fn with_capacity<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
-    transport::seqpacket::channel(capacity)
+    transport::local::channel(capacity)
 }
 
 /// The capacity `bounded(n)` means.

@@ -135,7 +135,7 @@ impl SenderCore {
 
     /// Frames wait in this process's outbox.
     pub fn outbox_busy(&self) -> bool {
-        !self.outbox.lock().unwrap_or_else(|p| p.into_inner()).pending.is_empty()
+        !self.outbox.lock().unwrap_or_else(|p| p.into_inner()).pending.is_empty() || self.link.backlog()
     }
 
     /// An async sender on a socket: write `frame` now if nothing waits in
@@ -288,13 +288,26 @@ impl SenderCore {
         while ob.flushing {
             ob = self.drained.wait(ob).unwrap_or_else(|p| p.into_inner());
         }
+        drop(ob);
+        // Frames waiting in the link itself (written by a thread of its
+        // own, or here).
+        while self.link.backlog() {
+            match self.link.flush_backlog() {
+                Err(WriteFail::NoRoom) => {
+                    if self.link.wait_room(0).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
     }
 
     /// Frames of this process still wait in the outbox (a flusher is on
-    /// them).
+    /// them) or in the link.
     pub fn has_pending(&self) -> bool {
         let ob = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
-        ob.flushing || !ob.pending.is_empty()
+        ob.flushing || !ob.pending.is_empty() || self.link.backlog()
     }
 }
 

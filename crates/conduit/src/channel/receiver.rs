@@ -393,7 +393,7 @@ impl<T: DeserializeOwned> Receiver<T> {
     #[inline]
     pub(crate) fn sent_hint(&self) -> Option<u64> {
         match self.link {
-            RxLink::Seqpacket(_) => self.ctl.sent_hint(),
+            RxLink::Seqpacket(_) | RxLink::Local(_) => self.ctl.sent_hint(),
             _ => None,
         }
     }

@@ -342,7 +342,13 @@ impl<T> Sender<T> {
             // Its new holder's sends would overtake them.
             return Err(std::io::Error::other(PENDING));
         }
-        self.core.link.to_right(&self.core.ctl)
+        let right = self.core.link.to_right(&self.core.ctl)?;
+        // A channel made here gets its socket now: what of its queue did
+        // not fit waits in this process, like an outbox.
+        if self.core.has_pending() {
+            return Err(std::io::Error::other(PENDING));
+        }
+        Ok(right)
     }
 }
 

@@ -154,7 +154,9 @@ fn corrupt<T: Serialize>(to: &Sender<T>, msg: &T, rng: &mut Rng) -> bool {
     // Only where a write to the descriptor is the data path.
     if !matches!(
         to.tx_link(),
-        crate::channel::transport::TxLink::Seqpacket(_) | crate::channel::transport::TxLink::Pipe(_)
+        crate::channel::transport::TxLink::Seqpacket(_)
+            | crate::channel::transport::TxLink::Local(_)
+            | crate::channel::transport::TxLink::Pipe(_)
     ) {
         return true;
     }

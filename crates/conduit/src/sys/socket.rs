@@ -24,10 +24,21 @@ pub const MAX_FDS: usize = 200;
 pub struct Credentials {
     /// Process id of the sender at the time of sending.
     pub pid: u32,
-    /// Effective user id of the sender.
+    /// User id (real) of the sender, as the kernel attaches it.
     pub uid: u32,
-    /// Effective group id of the sender.
+    /// Group id (real) of the sender.
     pub gid: u32,
+}
+
+/// This process's credentials as the kernel attaches them to a message
+/// (`SCM_CREDENTIALS` without explicit ones: the process id and the real
+/// user and group ids).
+pub fn own_credentials() -> Credentials {
+    Credentials {
+        pid: rustix::process::getpid().as_raw_nonzero().get() as u32,
+        uid: rustix::process::getuid().as_raw(),
+        gid: rustix::process::getgid().as_raw(),
+    }
 }
 
 /// A connected pair of `SOCK_SEQPACKET` sockets, close-on-exec and blocking.

@@ -19,7 +19,9 @@
 //! | short paths | `send_plain` (shm) | `recv_plain` (shm) |
 //!
 //! One file per transport: [`seqpacket`] (`AF_UNIX` `SOCK_SEQPACKET`:
-//! rights and credentials), [`pipe`] (ordinary pipes and FIFOs: a byte
+//! rights and credentials), [`local`] (a socket channel with both ends in
+//! this process: a queue in memory until it needs its socket pair),
+//! [`pipe`] (ordinary pipes and FIFOs: a byte
 //! stream, framed here), and [`shm`] (a ring in shared memory, which keeps
 //! a seqpacket socket for three jobs: the *carrier* of descriptors, the
 //! *death notice* of the peer, and the *doorbell* for sleepers in `poll`).
@@ -29,6 +31,7 @@
 //! `rights.rs`.
 
 mod framing;
+pub(crate) mod local;
 pub mod mqueue;
 pub mod pipe;
 mod queued;
@@ -85,6 +88,7 @@ pub(crate) enum WriteFail {
 /// The senders' end of a channel's transport.
 #[derive(Debug)]
 pub(crate) enum TxLink {
+    Local(local::LocalTx),
     Seqpacket(seqpacket::Seqpacket),
     Pipe(pipe::PipeTx),
     Shm(shm::ShmTx),
@@ -96,6 +100,7 @@ pub(crate) enum TxLink {
 /// The receiver's end of a channel's transport.
 #[derive(Debug)]
 pub(crate) enum RxLink {
+    Local(local::LocalRx),
     Seqpacket(seqpacket::Seqpacket),
     Pipe(pipe::PipeRx),
     Shm(shm::ShmRx),
@@ -115,6 +120,14 @@ impl TxLink {
             TxLink::Seqpacket(l) => {
                 // Counted first: a receiver spinning on the count starts
                 // its `recvmsg` while this `sendmsg` is under way.
+                ctl.note_sent();
+                let sent = l.try_send(&encoded().bytes, &fds());
+                if sent.is_err() {
+                    ctl.unnote_sent();
+                }
+                sent
+            }
+            TxLink::Local(l) => {
                 ctl.note_sent();
                 let sent = l.try_send(&encoded().bytes, &fds());
                 if sent.is_err() {
@@ -170,6 +183,7 @@ impl TxLink {
     /// that came, into `ctl`).
     pub fn take_wake(&self, ctl: &Ctl) -> Result<(), SendFail> {
         let got = match self {
+            TxLink::Local(l) => l.consume_wake(),
             TxLink::Seqpacket(l) => l.consume_wake(),
             TxLink::Pipe(l) => l.consume_wake(),
             TxLink::Shm(s) => s.sock().and_then(|k| k.consume_wake()),
@@ -196,6 +210,7 @@ impl TxLink {
     /// gone): the outbox's flusher.
     pub fn wait_room(&self, len: usize) -> io::Result<()> {
         match self {
+            TxLink::Local(l) => l.wait_room(),
             TxLink::Seqpacket(l) => l.wait_writable(),
             TxLink::Pipe(l) => l.wait_writable(),
             TxLink::Shm(s) => {
@@ -211,6 +226,7 @@ impl TxLink {
     /// Sleep until the receiver rings (`readable`) or goes (`hangup`).
     pub fn wait_bell(&self, wait: Deadline) -> io::Result<Ready> {
         match self {
+            TxLink::Local(l) => l.wait_bell(wait),
             TxLink::Seqpacket(l) => l.wait_bell(wait),
             TxLink::Pipe(l) => l.wait_bell(wait),
             TxLink::Shm(s) => s.sock()?.wait_bell(wait),
@@ -223,6 +239,7 @@ impl TxLink {
     /// True if the receiver is gone.
     pub fn peer_gone(&self) -> bool {
         match self {
+            TxLink::Local(l) => l.peer_gone(),
             TxLink::Seqpacket(l) => l.peer_gone(),
             TxLink::Pipe(l) => l.peer_gone(),
             TxLink::Shm(s) => s.peer_gone(),
@@ -235,12 +252,17 @@ impl TxLink {
     /// The receiver is known gone without asking the kernel (the monitor
     /// thread said so): an outbox stops waiting.
     pub fn known_gone(&self) -> bool {
-        matches!(self, TxLink::Shm(s) if s.end.is_gone())
+        match self {
+            TxLink::Shm(s) => s.end.is_gone(),
+            TxLink::Local(l) => l.known_gone(),
+            _ => false,
+        }
     }
 
     /// The descriptor that is writable when a frame may fit.
     pub fn write_fd(&self) -> BorrowedFd<'_> {
         match self {
+            TxLink::Local(l) => l.fd(),
             TxLink::Seqpacket(l) => l.write_fd(),
             TxLink::Pipe(l) => l.write_fd(),
             TxLink::Shm(s) => s.poll_fd(),
@@ -263,6 +285,7 @@ impl TxLink {
     /// The descriptor that is readable when the receiver rang.
     pub fn bell_fd(&self) -> BorrowedFd<'_> {
         match self {
+            TxLink::Local(l) => l.fd(),
             TxLink::Seqpacket(l) => l.bell_fd(),
             TxLink::Pipe(l) => l.bell_fd(),
             TxLink::Shm(s) => s.poll_fd(),
@@ -275,6 +298,7 @@ impl TxLink {
     /// What this transport carries.
     pub fn caps(&self) -> Caps {
         match self {
+            TxLink::Local(l) => l.caps(),
             TxLink::Seqpacket(l) => l.caps(),
             TxLink::Pipe(l) => l.caps(),
             TxLink::Shm(s) => s.caps(),
@@ -290,16 +314,22 @@ impl TxLink {
         !matches!(self, TxLink::Stream(_))
     }
 
-    /// Part of a frame waits in the link itself (a stream socket took it
-    /// in part): the outbox's flusher finishes it.
+    /// Frames wait in the link itself (a stream socket took one in part;
+    /// a channel made here whose queue did not all fit its new socket):
+    /// the outbox's flusher finishes them, and nothing overtakes them.
     pub fn backlog(&self) -> bool {
-        matches!(self, TxLink::Stream(l) if l.backlog())
+        match self {
+            TxLink::Stream(l) => l.backlog(),
+            TxLink::Local(l) => l.backlog(),
+            _ => false,
+        }
     }
 
     /// Write the link's backlog now if there is room (`NoRoom` if not).
     pub fn flush_backlog(&self) -> Result<(), WriteFail> {
         match self {
             TxLink::Stream(l) => l.flush_backlog(),
+            TxLink::Local(l) => l.flush_backlog(),
             _ => Ok(()),
         }
     }
@@ -378,6 +408,7 @@ impl TxLink {
     /// The descriptors of a right, in wire order, and its kind.
     pub fn to_right(&self, ctl: &Ctl) -> io::Result<(RightKind, Vec<OwnedFd>)> {
         match self {
+            TxLink::Local(l) => right(RightKind::Send, l.dup_fds()?, ctl, None),
             TxLink::Seqpacket(l) => right(RightKind::Send, l.dup_fds()?, ctl, None),
             TxLink::Pipe(l) => right(RightKind::PipeSend, l.dup_fds()?, ctl, None),
             TxLink::Shm(s) => right(RightKind::ShmSend, s.sock()?.dup_fds()?, ctl, Some(&s.end.ring)),
@@ -401,6 +432,7 @@ impl RxLink {
     #[inline]
     pub fn recv(&self, buf: &mut Vec<u8>, block: bool, limit: usize) -> Result<Option<Received>, Error> {
         match self {
+            RxLink::Local(l) => l.recv(buf, block, limit),
             RxLink::Seqpacket(l) => l.recv(buf, block, limit),
             RxLink::Pipe(l) => l.recv(buf, block, limit),
             RxLink::Stream(l) => l.recv(buf, block, limit),
@@ -416,6 +448,11 @@ impl RxLink {
     pub fn wait_data(&self, wait: Deadline) -> Result<Waited, Error> {
         if let RxLink::Shm(s) = self {
             return Ok(s.wait_data(wait));
+        }
+        if let RxLink::Local(l) = self
+            && let Some(data) = l.wait_data(wait)
+        {
+            return Ok(if data { Waited::Data } else { Waited::TimedOut });
         }
         if wait == Deadline::Forever {
             return Ok(Waited::Data);
@@ -433,6 +470,7 @@ impl RxLink {
     /// (Unix seqpacket sockets; the other links never have them).
     pub fn drop_credentials(&self) -> io::Result<()> {
         match self {
+            RxLink::Local(l) => l.drop_credentials(),
             RxLink::Seqpacket(l) => crate::sys::socket::clear_passcred(l.ready_fd()),
             _ => Ok(()),
         }
@@ -440,6 +478,7 @@ impl RxLink {
 
     pub fn ready_fd(&self) -> BorrowedFd<'_> {
         match self {
+            RxLink::Local(l) => l.fd(),
             RxLink::Seqpacket(l) => l.ready_fd(),
             RxLink::Pipe(l) => l.ready_fd(),
             RxLink::Shm(s) => s.poll_fd(),
@@ -454,6 +493,7 @@ impl RxLink {
     /// are gone.
     pub fn ready_now(&self) -> bool {
         match self {
+            RxLink::Local(l) => l.ready_now(),
             RxLink::Seqpacket(_) => false,
             RxLink::Pipe(p) => p.has_buffered(),
             RxLink::Shm(s) => s.ready_now(),
@@ -485,6 +525,7 @@ impl RxLink {
     /// Tell sleeping senders to look at their credits again.
     pub fn ring_senders(&self) {
         match self {
+            RxLink::Local(l) => l.ring_senders(),
             RxLink::Seqpacket(l) => l.ring_senders(),
             RxLink::Pipe(l) => l.ring_senders(),
             RxLink::Shm(s) => s.ring_senders(),
@@ -528,6 +569,7 @@ impl RxLink {
     /// True if every sender is gone (or the link is broken).
     pub fn peer_gone(&self) -> bool {
         match self {
+            RxLink::Local(l) => l.peer_gone(),
             RxLink::Seqpacket(l) => l.peer_gone(),
             RxLink::Pipe(l) => l.peer_gone(),
             RxLink::Shm(s) => s.peer_gone(),
@@ -540,6 +582,7 @@ impl RxLink {
     /// What this transport carries.
     pub fn caps(&self) -> Caps {
         match self {
+            RxLink::Local(l) => l.caps(),
             RxLink::Seqpacket(l) => l.caps(),
             RxLink::Pipe(l) => l.caps(),
             RxLink::Shm(s) => s.caps(),
@@ -568,6 +611,7 @@ impl RxLink {
     /// The descriptors of a right, in wire order, and its kind.
     pub fn to_right(&self, ctl: &Ctl) -> io::Result<(RightKind, Vec<OwnedFd>)> {
         match self {
+            RxLink::Local(l) => right(RightKind::Receive, l.dup_fds()?, ctl, None),
             RxLink::Seqpacket(l) => right(RightKind::Receive, l.dup_fds()?, ctl, None),
             RxLink::Pipe(l) => {
                 if !l.can_move() {

@@ -144,19 +144,6 @@ use super::{RxLink, TxLink};
 use crate::channel::ctl::{Capacity, Ctl};
 use crate::channel::{Receiver, Sender};
 
-/// A channel over a fresh socket pair: the default transport.
-pub(crate) fn channel<T>(capacity: Capacity) -> Result<(Sender<T>, Receiver<T>), Error> {
-    let (send_end, recv_end) = socket::seqpacket_pair()?;
-    socket::set_passcred(recv_end.as_fd())?;
-    let ctl = Ctl::create(capacity)?;
-    ctl.count_sends();
-    let ctl2 = ctl.share()?;
-    Ok((
-        Sender::from_link(TxLink::Seqpacket(Seqpacket::new(send_end)), ctl),
-        Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(recv_end)), ctl2),
-    ))
-}
-
 /// Both directions of a connected seqpacket socket, unbounded.
 pub(crate) fn connection<Tx, Rx>(sock: OwnedFd) -> Result<(Sender<Tx>, Receiver<Rx>), Error> {
     if !socket::is_unix_seqpacket(sock.as_fd()) {
@@ -173,25 +160,4 @@ pub(crate) fn connection<Tx, Rx>(sock: OwnedFd) -> Result<(Sender<Tx>, Receiver<
         Sender::from_link(TxLink::Seqpacket(Seqpacket::new(sock)), ctl_tx),
         Receiver::from_link(RxLink::Seqpacket(Seqpacket::new(dup)), ctl_rx),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::channel::Capacity;
-
-    #[test]
-    fn senders_count_what_they_put_in_the_socket_for_a_spinning_receiver() {
-        let (tx, rx) = super::channel::<u64>(Capacity::Bounded(4)).unwrap();
-        let before = rx.sent_hint().expect("a socket channel's senders count");
-        tx.send(1).unwrap();
-        tx.clone().send(2).unwrap();
-        assert_eq!(rx.sent_hint(), Some(before + 2));
-        assert_eq!((rx.recv().unwrap(), rx.recv().unwrap()), (1, 2));
-        // A connection's ends have control blocks of their own: no count,
-        // and a spinning receiver calls `recvmsg` as before.
-        let (a, b) = crate::sys::socket::seqpacket_pair().unwrap();
-        let (_tx, rx) = super::connection::<u64, u64>(a).unwrap();
-        assert_eq!(rx.sent_hint(), None);
-        drop(b);
-    }
 }
