@@ -1,6 +1,6 @@
 //! What one bridge receives from another over Zenoh (`conduit bridge`): a
 //! call, the answers to its own, an export list, an RPC connection and its
-//! frames — decoded by the pure
+//! frames, a message for a name's port — decoded by the pure
 //! functions of `conduit_zenoh::wire`, compiled here from their source so
 //! that the fuzz build does not build Zenoh. Typed errors, never a panic,
 //! never an allocation a declared length asked for before it was checked;
@@ -26,5 +26,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = wire::decode_rpc_open(data);
     if let Ok(frame) = wire::decode_rpc_frame(data, MAX) {
         assert_eq!(wire::decode_rpc_frame(&wire::encode(&frame), MAX).ok(), Some(frame));
+    }
+    if let Ok(p) = wire::decode_port_send(data, MAX) {
+        assert_eq!(wire::decode_port_send(&wire::encode(&p), MAX).ok(), Some(p));
     }
 });

@@ -19,12 +19,20 @@
 //! (the answer is cached there: a retry is never run twice), answered to
 //! the broker with `Request::Answer`.
 //!
-//! **RPC services.** The names of this host are exported too; a bridge
-//! registers the other hosts' names with its broker as its own, and relays
-//! each connection a client makes to one (`connect_rpc`) to the service on
-//! its host: there the bridge connects through its broker (the matchmaker)
-//! and both carry calls and answers as Zenoh `put`s on
-//! `conduit/bridge/HOST/rpc`. Either side's end is a `Close` frame.
+//! **Names: RPC services and plain ports.** The names of this host are
+//! exported too; a bridge registers the other hosts' names with its broker
+//! as its own, on a port of its own, and serves what arrives there:
+//! * a connection a client makes (`connect_rpc`) is relayed to the service
+//!   on its host: there the bridge connects through its broker (the
+//!   matchmaker) and both carry calls and answers as Zenoh `put`s on
+//!   `conduit/bridge/HOST/rpc`. Either side's end is a `Close` frame.
+//! * any other message (a typed `Sender` looked up by the name: `lookup`)
+//!   is carried as its encoded bytes, without its type, to the name's port
+//!   on its host (`conduit/bridge/HOST/port`), one at a time and in order,
+//!   each answered only once that port took it: a full port there holds
+//!   the messages back here, and its senders here wait once this bridge's
+//!   own port ([`PORT_DEPTH`]) is full too. Messages carrying descriptors
+//!   cannot cross: they are dropped here with a warning.
 //!
 //! Nothing is buffered here: a send is answered only when the mailbox's
 //! host has taken it (bounded capacity holds end to end: a full mailbox
@@ -45,7 +53,7 @@ use conduit_broker::Connect;
 use zenoh::qos::CongestionControl;
 
 use crate::wire::{
-    self, Answer, Answers, Call as BridgeCall, Export, Exports, Op, RpcAnswer, RpcCall, RpcFrame, RpcOpen,
+    self, Answer, Answers, Call as BridgeCall, Export, Exports, Op, PortSend, RpcAnswer, RpcCall, RpcFrame, RpcOpen,
 };
 
 /// How a bridge runs.
@@ -113,6 +121,24 @@ pub const REPLY_CACHE_BYTES: usize = 64 << 20;
 /// asked again (with the same id, so never run twice).
 pub const ANSWER_WITHIN_MS: u64 = 1000;
 
+/// Messages the port a bridge registers for an imported name holds (plus
+/// the one on its way): beyond it, senders here wait for the name's host.
+pub const PORT_DEPTH: usize = 16;
+
+/// A name imported from another host, served by a thread of its own.
+struct Imported {
+    host: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Imported {
+    /// Stop serving it: the thread ends and drops the port (senders here
+    /// see `Disconnected`).
+    fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A message received here for another host, held until it settles.
 struct HeldHere {
     origin: String,
@@ -178,9 +204,13 @@ struct Shared {
     next_call: AtomicU64,
     /// Sends waiting, by (host, mailbox).
     lanes: Mutex<HashMap<(String, String), Lane>>,
-    /// RPC services imported (registered here by this bridge): name →
-    /// (host, the task taking their connections).
-    services: Mutex<HashMap<String, (String, tokio::task::AbortHandle)>>,
+    /// Names imported (registered here by this bridge): name → its host,
+    /// and the thread serving its port.
+    services: Mutex<HashMap<String, Imported>>,
+    /// Ports of names here that other hosts sent to: one send right each,
+    /// so that their messages stay in order (looked up again when its
+    /// receiver is gone: the name may have a new owner).
+    ports: Mutex<HashMap<String, conduit::Sender<conduit::Opaque>>>,
     /// Relayed RPC connections of clients here: (service host, session)
     /// → where their answers go.
     clients: Mutex<HashMap<(String, u64), conduit::Sender<conduit::rpc::Answer>>>,
@@ -247,6 +277,7 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
         next_call: AtomicU64::new(1),
         lanes: Mutex::default(),
         services: Mutex::default(),
+        ports: Mutex::default(),
         clients: Mutex::default(),
         servers: Mutex::default(),
     });
@@ -269,6 +300,7 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
     let alive_sub = shared.z.liveliness().declare_subscriber(wire::ALIVE_ALL).history(true).await.map_err(zerr)?;
     let rpc_open_q = shared.z.declare_queryable(wire::rpc_open_key(&shared.host)).await.map_err(zerr)?;
     let rpc_sub = shared.z.declare_subscriber(wire::rpc_key(&shared.host)).await.map_err(zerr)?;
+    let port_q = shared.z.declare_queryable(wire::port_key(&shared.host)).await.map_err(zerr)?;
     tracing::info!(host = %shared.host, listen = ?opts.listen, connect = ?opts.connect, "bridge up");
 
     // Calls from the local broker.
@@ -296,6 +328,15 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
         tokio::spawn(async move {
             while let Ok(sample) = rpc_sub.recv_async().await {
                 rpc_frame(&shared, &sample.payload().to_bytes());
+            }
+        });
+    }
+    // Messages from other hosts for the ports of names here.
+    {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            while let Ok(q) = port_q.recv_async().await {
+                tokio::spawn(serve_port(Arc::clone(&shared), q));
             }
         });
     }
@@ -464,12 +505,12 @@ async fn sync_imports(shared: &Arc<Shared>) {
 /// release those that went. A host that did not answer this round keeps
 /// its services while it is alive.
 fn sync_services(shared: &Arc<Shared>, answered: &HashSet<String>, want: HashMap<String, String>) {
-    let have: Vec<(String, String)> = lock(&shared.services).iter().map(|(n, (h, _))| (n.clone(), h.clone())).collect();
+    let have: Vec<(String, String)> = lock(&shared.services).iter().map(|(n, i)| (n.clone(), i.host.clone())).collect();
     for (name, host) in have {
         let alive = lock(&shared.alive).contains(&host);
         if (answered.contains(&host) || !alive) && want.get(&name) != Some(&host) {
-            if let Some((_, task)) = lock(&shared.services).remove(&name) {
-                task.abort();
+            if let Some(i) = lock(&shared.services).remove(&name) {
+                i.stop();
             }
             let _ = tokio::task::block_in_place(|| shared.control.release(&name));
         }
@@ -478,34 +519,158 @@ fn sync_services(shared: &Arc<Shared>, answered: &HashSet<String>, want: HashMap
         if lock(&shared.services).contains_key(&name) {
             continue;
         }
-        let Ok((port, connections)) = conduit::unbounded::<Connect<Call, conduit::rpc::Answer>>() else { continue };
+        let Ok((port, arrivals)) = conduit::bounded::<Connect<Call, conduit::rpc::Answer>>(PORT_DEPTH) else {
+            continue;
+        };
         let flags = conduit_broker::NameFlags::default();
         match tokio::task::block_in_place(|| shared.control.register(&name, port, flags)) {
             Ok(conduit_broker::NameReply::PrimaryOwner | conduit_broker::NameReply::AlreadyOwner) => {}
-            // Taken here (a local service of that name stays local).
+            // Taken here (a local name stays local).
             _ => continue,
         }
-        tracing::info!(service = %name, %host, "imported");
-        let task = {
-            let (shared, host, name) = (Arc::clone(shared), host.clone(), name.clone());
-            tokio::spawn(async move {
-                loop {
-                    match connections.recv_async().await {
-                        Ok(c) => {
-                            tokio::spawn(relay_client(Arc::clone(&shared), host.clone(), name.clone(), c));
-                        }
-                        Err(conduit::RecvError::Disconnected) => break,
-                        // Anyone here may send anything to the name's port:
-                        // what is not an RPC connection is dropped, and the
-                        // import goes on serving the others.
-                        Err(e) => tracing::warn!(service = %name, %host, error = %e,
-                            "not an RPC connection (only RPC services cross hosts); dropped"),
-                    }
-                }
-            })
+        tracing::info!(%name, %host, "imported");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let serving = {
+            let (shared, host, name, stop) = (Arc::clone(shared), host.clone(), name.clone(), Arc::clone(&stop));
+            let rt = tokio::runtime::Handle::current();
+            std::thread::Builder::new()
+                .name(format!("bridge-{name}"))
+                .spawn(move || serve_import(&shared, &rt, &host, &name, &arrivals, &stop))
         };
-        lock(&shared.services).insert(name, (host, task.abort_handle()));
+        if let Err(e) = serving {
+            tracing::warn!(%name, error = %e, "no thread to serve an imported name");
+            let _ = tokio::task::block_in_place(|| shared.control.release(&name));
+            continue;
+        }
+        lock(&shared.services).insert(name, Imported { host, stop });
     }
+}
+
+/// Serve an imported name's port: RPC connections are relayed, any other
+/// message is carried to the name's port on its host, in order.
+fn serve_import(
+    shared: &Arc<Shared>,
+    rt: &tokio::runtime::Handle,
+    host: &str,
+    name: &str,
+    arrivals: &conduit::Receiver<Connect<Call, conduit::rpc::Answer>>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        match arrivals.recv_timeout_or_opaque(Duration::from_millis(200)) {
+            Ok(Ok(c)) => {
+                rt.spawn(relay_client(Arc::clone(shared), host.to_string(), name.to_string(), c));
+            }
+            Ok(Err(msg)) => {
+                if let Err(why) = rt.block_on(port_send(shared, host, name, msg.0)) {
+                    tracing::warn!(%name, %host, %why, "a message for the name's port was not delivered");
+                }
+            }
+            Err(conduit::RecvTimeoutError::Timeout) => {}
+            Err(conduit::RecvTimeoutError::Disconnected) => break,
+            // Anyone here may send anything to the name's port: a message
+            // carrying descriptors (they cannot cross) or a bad frame is
+            // dropped, and the import goes on serving the others.
+            Err(e) => tracing::warn!(%name, %host, error = %e,
+                "a message that cannot cross hosts (descriptors, or not well formed); dropped"),
+        }
+    }
+}
+
+/// Carry one message to the port of `name` on `host`: asked again with the
+/// same id until answered (never delivered twice), and with a new id while
+/// that port is full. `Err`: not delivered, or not known to be.
+async fn port_send(shared: &Arc<Shared>, host: &str, name: &str, data: Vec<u8>) -> Result<(), String> {
+    let key = wire::port_key(host);
+    let mut send = PortSend { origin: shared.host.clone(), session: shared.session_id, id: 0, name: name.into(), data };
+    loop {
+        send.id = shared.next_call.fetch_add(1, Ordering::Relaxed);
+        let payload = wire::encode(&send);
+        loop {
+            if !lock(&shared.alive).contains(host) {
+                return Err(format!("host {host} is gone; the message may or may not have arrived"));
+            }
+            let within = Duration::from_millis(wire::PORT_SLICE_MS + ANSWER_WITHIN_MS);
+            match ask(shared, &key, payload.clone(), within).await {
+                Some(Answers::All(a)) => match a.as_slice() {
+                    [Answer::Sent { .. }] => return Ok(()),
+                    // Still full there: again, as a new attempt.
+                    [Answer::Refused(BrokerError::Full)] => break,
+                    [Answer::Refused(e)] => return Err(e.to_string()),
+                    other => return Err(format!("host {host} answered {other:?}")),
+                },
+                Some(Answers::Busy) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Some(Answers::Refused(e)) => return Err(e.to_string()),
+                None => {
+                    tracing::warn!(%host, %name, "no answer; asking again with the same id");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A message from another host for the port of one of this host's names:
+/// delivered once (a retry gets the first answer).
+async fn serve_port(shared: Arc<Shared>, q: zenoh::query::Query) {
+    let bytes = q.payload().map(|p| p.to_bytes().into_owned()).unwrap_or_default();
+    let a = match wire::decode_port_send(&bytes, shared.max_message) {
+        Err(e) => {
+            tracing::warn!(error = %e, "a bad port message; refused");
+            Answers::Refused(BrokerError::Invalid(e.to_string()))
+        }
+        Ok(p) => {
+            let key = (p.origin.clone(), p.session, p.id);
+            match begin_once(&shared, &key) {
+                Some(a) => a,
+                None => {
+                    let s = Arc::clone(&shared);
+                    let a = tokio::task::spawn_blocking(move || Answers::All(vec![deliver(&s, p)]))
+                        .await
+                        .unwrap_or_else(|e| Answers::Refused(BrokerError::Invalid(format!("the bridge failed: {e}"))));
+                    end_once(&shared, key, &a);
+                    a
+                }
+            }
+        }
+    };
+    let _ = q.reply(q.key_expr().clone(), wire::encode(&a)).await;
+}
+
+/// Send a message from another host into the port registered here under
+/// its name.
+fn deliver(shared: &Shared, p: PortSend) -> Answer {
+    if lock(&shared.services).contains_key(&p.name) {
+        // Imported here from another host: not ours to serve.
+        return Answer::Refused(BrokerError::NotFound(format!("name {}", p.name)));
+    }
+    let mut msg = conduit::Opaque(p.data);
+    for fresh in [false, true] {
+        let cached = if fresh { None } else { lock(&shared.ports).get(&p.name).cloned() };
+        let port = match cached {
+            Some(port) => port,
+            None => match shared.control.lookup::<conduit::Opaque>(&p.name) {
+                Ok(port) => {
+                    lock(&shared.ports).insert(p.name.clone(), port.clone());
+                    port
+                }
+                Err(e) => return refused(e),
+            },
+        };
+        match port.send_timeout(msg, Duration::from_millis(wire::PORT_SLICE_MS)) {
+            Ok(()) => return Answer::Sent { receiver: None },
+            Err(conduit::SendTimeoutError::Timeout(_)) => return Answer::Refused(BrokerError::Full),
+            Err(conduit::SendTimeoutError::Disconnected(back)) => {
+                // Its receiver is gone: the name may have a new owner.
+                lock(&shared.ports).remove(&p.name);
+                msg = back;
+            }
+            Err(conduit::SendTimeoutError::Failed(_, e)) => {
+                return Answer::Refused(BrokerError::Invalid(e.to_string()));
+            }
+        }
+    }
+    Answer::Refused(BrokerError::Unreachable(format!("name {}: its receiver is gone", p.name)))
 }
 
 /// A client here connected to a service of `host`: open the connection
@@ -672,10 +837,10 @@ async fn host_gone(shared: &Arc<Shared>, host: &str) {
     lock(&shared.servers).retain(|(h, _), _| h != host);
     let gone_services: Vec<String> = {
         let mut services = lock(&shared.services);
-        let names: Vec<String> = services.iter().filter(|(_, (h, _))| h == host).map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = services.iter().filter(|(_, i)| i.host == host).map(|(n, _)| n.clone()).collect();
         for n in &names {
-            if let Some((_, task)) = services.remove(n) {
-                task.abort();
+            if let Some(i) = services.remove(n) {
+                i.stop();
             }
         }
         names
@@ -857,25 +1022,7 @@ async fn serve_call(shared: Arc<Shared>, q: zenoh::query::Query) {
         }
     };
     let key = (call.origin.clone(), call.session, call.id);
-    let cached = {
-        let mut c = lock(&shared.cache);
-        match c.by_call.get(&key) {
-            Some(Cached::Running) => Some(Answers::Busy),
-            Some(Cached::Done(a)) => Some(a.clone()),
-            None => {
-                c.by_call.insert(key.clone(), Cached::Running);
-                let order = c.order.entry(call.origin.clone()).or_default();
-                order.push_back((call.session, call.id));
-                if order.len() > REPLY_CACHE
-                    && let Some((s, i)) = order.pop_front()
-                    && let Some(old) = c.by_call.remove(&(call.origin.clone(), s, i))
-                {
-                    c.bytes -= old.bytes();
-                }
-                None
-            }
-        }
-    };
+    let cached = begin_once(&shared, &key);
     let a = match cached {
         Some(a) => a,
         None => {
@@ -891,29 +1038,57 @@ async fn serve_call(shared: Arc<Shared>, q: zenoh::query::Query) {
             } else {
                 tokio::task::block_in_place(|| Answers::All(run_call(&shared, call)))
             };
-            let mut c = lock(&shared.cache);
-            let done = Cached::Done(a.clone());
-            c.bytes += done.bytes();
-            if let Some(slot) = c.by_call.get_mut(&key) {
-                *slot = done;
-            }
-            // Over the byte bound: the oldest answers of the host that
-            // called go (not the one just made).
-            while c.bytes > REPLY_CACHE_BYTES {
-                let origin = key.0.clone();
-                let Some((s, i)) = c.order.get_mut(&origin).and_then(VecDeque::pop_front) else { break };
-                if (s, i) == (key.1, key.2) {
-                    c.order.entry(origin).or_default().push_back((s, i));
-                    break;
-                }
-                if let Some(old) = c.by_call.remove(&(origin, s, i)) {
-                    c.bytes -= old.bytes();
-                }
-            }
+            end_once(&shared, key, &a);
             a
         }
     };
     let _ = q.reply(q.key_expr().clone(), wire::encode(&a)).await;
+}
+
+/// The first run of a call `key` (origin, session, id) begins: `None`, and
+/// it is marked running; or a retry: the first run's answer (`Busy` while
+/// it runs).
+fn begin_once(shared: &Shared, key: &(String, u64, u64)) -> Option<Answers> {
+    let mut c = lock(&shared.cache);
+    match c.by_call.get(key) {
+        Some(Cached::Running) => Some(Answers::Busy),
+        Some(Cached::Done(a)) => Some(a.clone()),
+        None => {
+            c.by_call.insert(key.clone(), Cached::Running);
+            let order = c.order.entry(key.0.clone()).or_default();
+            order.push_back((key.1, key.2));
+            if order.len() > REPLY_CACHE
+                && let Some((s, i)) = order.pop_front()
+                && let Some(old) = c.by_call.remove(&(key.0.clone(), s, i))
+            {
+                c.bytes -= old.bytes();
+            }
+            None
+        }
+    }
+}
+
+/// The first run of a call `key` ended with `a`: kept for its retries.
+fn end_once(shared: &Shared, key: (String, u64, u64), a: &Answers) {
+    let mut c = lock(&shared.cache);
+    let done = Cached::Done(a.clone());
+    c.bytes += done.bytes();
+    if let Some(slot) = c.by_call.get_mut(&key) {
+        *slot = done;
+    }
+    // Over the byte bound: the oldest answers of the host that called go
+    // (not the one just made).
+    while c.bytes > REPLY_CACHE_BYTES {
+        let origin = key.0.clone();
+        let Some((s, i)) = c.order.get_mut(&origin).and_then(VecDeque::pop_front) else { break };
+        if (s, i) == (key.1, key.2) {
+            c.order.entry(origin).or_default().push_back((s, i));
+            break;
+        }
+        if let Some(old) = c.by_call.remove(&(origin, s, i)) {
+            c.bytes -= old.bytes();
+        }
+    }
 }
 
 impl Shared {

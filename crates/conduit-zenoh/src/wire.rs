@@ -13,6 +13,7 @@
 //! | `conduit/bridge/HOST/call` | queryable: an operation on one of them ([`Call`] → [`Answers`]) |
 //! | `conduit/bridge/HOST/rpc-open` | queryable: connect to an RPC service registered there ([`RpcOpen`] → [`Answers`]) |
 //! | `conduit/bridge/HOST/rpc` | subscriber: calls, answers and ends of the RPC connections relayed with HOST ([`RpcFrame`]) |
+//! | `conduit/bridge/HOST/port` | queryable: a message for the port registered under a name there ([`PortSend`] → [`Answers`]) |
 
 use conduit_broker::protocol::{BrokerError, Caller, RemoteOp};
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,11 @@ pub fn rpc_open_key(host: &str) -> String {
 /// The key a bridge takes RPC frames on.
 pub fn rpc_key(host: &str) -> String {
     format!("conduit/bridge/{host}/rpc")
+}
+
+/// The key a bridge takes messages for its names' ports on.
+pub fn port_key(host: &str) -> String {
+    format!("conduit/bridge/{host}/port")
 }
 
 /// Every bridge's export list.
@@ -143,8 +149,10 @@ pub struct Exports {
     pub host: String,
     /// Its mailboxes.
     pub mailboxes: Vec<Export>,
-    /// Its names, offered as RPC services (the matchmaker's connect
-    /// handshake: `Client::serve_rpc` / `connect_rpc`).
+    /// Its names: RPC services (the matchmaker's connect handshake:
+    /// `Client::serve_rpc` / `connect_rpc`) and plain ports
+    /// (`Client::register` / `lookup`) alike — the importing bridge tells
+    /// them apart by what arrives on its port for the name.
     pub services: Vec<String>,
 }
 
@@ -219,6 +227,32 @@ pub enum RpcFrame {
         session: u64,
     },
 }
+
+/// A message sent on another host to a name of the answering host (a
+/// plain port, not an RPC service: `Client::register` / `lookup`), its
+/// payload as its sender encoded it. Answered `Answers::All([Sent])` once
+/// the port there took it, `[Refused(Full)]` if it stayed full for
+/// [`PORT_SLICE_MS`] (asked again, with a new id), or `[Refused(_)]`. A
+/// retry with the same id is answered from the first run: never run
+/// twice.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSend {
+    /// The calling bridge's host.
+    pub origin: String,
+    /// Its incarnation (as in [`Call`]).
+    pub session: u64,
+    /// This attempt's id there.
+    pub id: u64,
+    /// The name.
+    pub name: String,
+    /// The message's payload, as encoded.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// How long a port send waits for room on the port's host before it is
+/// answered `Full` (and asked again).
+pub const PORT_SLICE_MS: u64 = 200;
 
 /// Why a payload from another bridge was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -310,6 +344,16 @@ pub fn decode_rpc_frame(bytes: &[u8], max_message: usize) -> Result<RpcFrame, Wi
         return Err(WireError::Invalid { what: "RPC frame", why: format!("origin {origin:?}") });
     }
     Ok(f)
+}
+
+/// Decode a message for a port; `max_message` is this host's largest
+/// message.
+pub fn decode_port_send(bytes: &[u8], max_message: usize) -> Result<PortSend, WireError> {
+    let p: PortSend = decode(bytes, max_message + OVERHEAD, "port message")?;
+    if !valid_host(&p.origin) || p.name.is_empty() || p.name.len() > 255 {
+        return Err(WireError::Invalid { what: "port message", why: format!("{:?} from {:?}", p.name, p.origin) });
+    }
+    Ok(p)
 }
 
 /// Decode an export list (at most 64 KiB names' worth: 1 MiB).
@@ -406,5 +450,25 @@ mod tests {
             services: vec![],
         };
         assert!(matches!(decode_exports(&encode(&e)), Err(WireError::Invalid { .. })));
+    }
+
+    #[test]
+    fn a_port_message_is_these_bytes_and_hostile_ones_are_typed_errors() {
+        let p = PortSend { origin: "b".into(), session: 7, id: 3, name: "n".into(), data: vec![9, 9] };
+        let bytes = [1u8, b'b', 7, 3, 1, b'n', 2, 9, 9];
+        assert_eq!(encode(&p), bytes);
+        assert_eq!(decode_port_send(&bytes, 16).unwrap(), p);
+        for cut in 0..bytes.len() {
+            assert!(matches!(decode_port_send(&bytes[..cut], 16), Err(WireError::Malformed { .. })), "cut at {cut}");
+        }
+        let limit = 10 + OVERHEAD;
+        assert_eq!(decode_port_send(&vec![0; limit + 1], 10), Err(WireError::TooLarge { size: limit + 1, limit }));
+        // A declared length far beyond the bytes is refused, not allocated.
+        let huge = [1u8, b'b', 7, 3, 1, b'n', 0xff, 0xff, 0xff, 0xff, 0x0f];
+        assert!(matches!(decode_port_send(&huge, 16), Err(WireError::Malformed { .. })));
+        let nameless = PortSend { name: String::new(), ..p.clone() };
+        assert!(matches!(decode_port_send(&encode(&nameless), 16), Err(WireError::Invalid { .. })));
+        let bad = PortSend { origin: "a/b".into(), ..p };
+        assert!(matches!(decode_port_send(&encode(&bad), 16), Err(WireError::Invalid { .. })));
     }
 }

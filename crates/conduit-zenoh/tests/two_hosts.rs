@@ -214,7 +214,9 @@ fn an_rpc_client_calls_a_service_of_the_other_host_through_the_same_stubs() {
     assert!(pid.starts_with("> serving as "), "{pid}");
     h.wait_listed(1, "name", "calc", true).unwrap();
     // Something that is not an RPC connection, sent on b to the imported
-    // name's port: dropped by b's bridge, which goes on serving the name.
+    // name's port: carried to a's port like any message (where the
+    // service's accepting thread skips what is not a connection), and b's
+    // bridge goes on serving the name.
     let mut garbage = run_helper(&h, 1, "garbage", "calc");
     let said_garbage: Vec<String> = lines(&mut garbage).collect();
     assert!(garbage.wait().unwrap().success(), "{said_garbage:?}");
@@ -234,6 +236,34 @@ fn an_rpc_client_calls_a_service_of_the_other_host_through_the_same_stubs() {
     let rest: Vec<String> = progress.collect();
     assert!(waiting.wait().unwrap().success(), "{rest:?}");
     assert_eq!(rest.last().map(String::as_str), Some("> ServerDied"), "{rest:?}");
+}
+
+#[test]
+fn a_typed_sender_on_one_host_sends_to_a_receiver_on_the_other() {
+    let Some(h) = hosts("p") else { return };
+    assert!(h.conduit(0, &["mailbox", "create", "go"]).status.success());
+    // A receiver on a, its port registered with a's broker as "numbers",
+    // bounded(4); it reads nothing until told to.
+    let mut receiver = run_helper(&h, 0, "port-recv", "numbers");
+    let mut heard = lines(&mut receiver);
+    assert_eq!(heard.next().as_deref(), Some("> registered"));
+    h.wait_listed(1, "name", "numbers", true).unwrap();
+    // A sender on b: `lookup::<(u32, String)>("numbers")`, the same API as
+    // on one host. Capacity holds end to end: a's port (4), the one on its
+    // way, b's bridge's port (PORT_DEPTH) — then the sender waits.
+    let mut sender = run_helper(&h, 1, "port-send", "numbers");
+    let mut said = lines(&mut sender);
+    let full = 4 + 1 + conduit_zenoh::bridge::PORT_DEPTH;
+    assert_eq!(said.next(), Some(format!("> full after {full}")));
+    assert!(h.conduit(0, &["send", "go", "now"]).status.success());
+    let rest: Vec<String> = said.collect();
+    assert!(sender.wait().unwrap().success(), "{rest:?}");
+    assert_eq!(rest, ["> sent 301 and one with a right"]);
+    // Every message once, in order; the one holding a right (descriptors
+    // cannot cross) was dropped on b, and what followed it still came.
+    let got: Vec<String> = heard.collect();
+    assert!(receiver.wait().unwrap().success(), "{got:?}");
+    assert_eq!(got, ["> received 301 in order, nothing else"]);
 }
 
 /// Not a test: the helpers the tests above run inside a namespace.
@@ -287,6 +317,47 @@ fn helper() {
                 port.send(v).unwrap();
             }
             println!("> sent 3 frames that are not connections");
+        }
+        "port-recv" => {
+            let (tx, rx) = conduit::bounded::<(u32, String)>(4).unwrap();
+            c.register(&args, tx, Default::default()).unwrap();
+            println!("> registered");
+            c.recv("go", 0, WaitFor::Millis(60_000)).unwrap();
+            for want in 0..=300u32 {
+                let got = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+                assert_eq!(got, (want, format!("m{want}")), "in order, once");
+            }
+            let more = rx.recv_timeout(Duration::from_secs(1));
+            assert!(matches!(more, Err(conduit::RecvTimeoutError::Timeout)), "{more:?}");
+            println!("> received 301 in order, nothing else");
+        }
+        "port-send" => {
+            let port = c.lookup::<(u32, String)>(&args).unwrap();
+            let msg = |i: u32| (i, format!("m{i}"));
+            // Until a send has waited 2 s in vain: everything on the way
+            // is full.
+            let mut i = 0u32;
+            loop {
+                match port.try_send(msg(i)) {
+                    Ok(()) => i += 1,
+                    Err(conduit::TrySendError::Full(m)) => match port.send_timeout(m, Duration::from_secs(2)) {
+                        Ok(()) => i += 1,
+                        Err(conduit::SendTimeoutError::Timeout(_)) => break,
+                        Err(e) => panic!("{e:?}"),
+                    },
+                    Err(e) => panic!("{e:?}"),
+                }
+            }
+            println!("> full after {i}");
+            while i < 300 {
+                port.send(msg(i)).unwrap();
+                i += 1;
+            }
+            // A message holding a right: it cannot cross.
+            let (right, _keep) = conduit::unbounded::<u64>().unwrap();
+            c.lookup::<conduit::Sender<u64>>(&args).unwrap().send(right).unwrap();
+            port.send(msg(300)).unwrap();
+            println!("> sent 301 and one with a right");
         }
         "call-until-died" => {
             let calc = CalculatorClient::new(c.connect_rpc(&args).unwrap());

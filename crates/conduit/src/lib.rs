@@ -62,8 +62,8 @@ pub mod wire;
 
 pub use channel::pipe::fifo;
 pub use channel::{
-    Bytes, CallError, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError, Sender,
-    TryRecvError, TrySendError, bounded, unbounded,
+    Bytes, CallError, Opaque, PortSet, Receiver, RecvError, RecvTimeoutError, ReplyTo, SendError, SendTimeoutError,
+    Sender, TryRecvError, TrySendError, bounded, unbounded,
 };
 pub use error::{Error, WireError};
 pub use notify::notify;

@@ -87,14 +87,13 @@ pub fn encode<T: Serialize + ?Sized>(msg: &T, how: Encoding, bulk: Option<&BulkP
 /// A frame whose payload is in its sender's bulk buffer: copied out into
 /// this thread's buffer (so a sender writing the buffer meanwhile changes
 /// nothing decoded), handed back, then decoded. Such frames carry no rights.
-fn decode_bulk<T: DeserializeOwned>(
+fn decode_bulk<R>(
     frame: &[u8],
     header: &wire::Header,
     fds: &mut Vec<OwnedFd>,
-    from_ring: bool,
-    limit: usize,
-    owner: u64,
-) -> Result<T, Error> {
+    (from_ring, limit, owner): (bool, usize, u64),
+    plain: impl FnOnce(&[u8]) -> Result<R, Error>,
+) -> Result<R, Error> {
     let view = wire::parse_frame(frame, from_ring, limit)?;
     if fds.len() != view.descriptors || !view.rights.is_empty() {
         return Err(WireError::Descriptors { declared: view.descriptors, actual: fds.len() }.into());
@@ -104,7 +103,7 @@ fn decode_bulk<T: DeserializeOwned>(
         let fd = fds.last().expect("counted above");
         bulk::take(owner, fd, header.len, &mut buf).map_err(|why| WireError::BadRight { index: 0, why })?;
         fds.clear();
-        let got = postcard::from_bytes(&buf).map_err(Error::Decode);
+        let got = plain(&buf);
         if buf.capacity() > 64 << 20 {
             // Do not keep a huge buffer for the thread's life.
             *buf = Vec::new();
@@ -143,6 +142,33 @@ pub fn decode<T: DeserializeOwned>(
     bulk_owner: u64,
     on_data: impl FnOnce(),
 ) -> Result<T, Error> {
+    let plain = |p: &[u8]| postcard::from_bytes(p).map_err(Error::Decode);
+    decode_as(frame, rec, (from_ring, limit, bulk_owner), on_data, plain, |p| postcard::from_bytes(p))
+}
+
+/// [`decode`], but a frame that carries no rights is not decoded: its
+/// payload comes as an [`Opaque`] (a relay that does not know the type).
+pub fn decode_or_opaque<T: DeserializeOwned>(
+    frame: &[u8],
+    rec: Received,
+    limit: usize,
+    bulk_owner: u64,
+    on_data: impl FnOnce(),
+) -> Result<Result<T, Opaque>, Error> {
+    let plain = |p: &[u8]| Ok(Err(Opaque(p.to_vec())));
+    decode_as(frame, rec, (false, limit, bulk_owner), on_data, plain, |p| postcard::from_bytes(p).map(Ok))
+}
+
+/// The checks and the rights of [`decode`]; the payload is finished by
+/// `plain` (no rights) or by `rich` (with the rights provided).
+fn decode_as<R>(
+    frame: &[u8],
+    rec: Received,
+    (from_ring, limit, bulk_owner): (bool, usize, u64),
+    on_data: impl FnOnce(),
+    plain: impl FnOnce(&[u8]) -> Result<R, Error>,
+    rich: impl FnOnce(&[u8]) -> Result<R, postcard::Error>,
+) -> Result<R, Error> {
     if rec.truncated {
         return Err(WireError::TooLarge { size: rec.len, limit: MAX_FRAME }.into());
     }
@@ -162,7 +188,7 @@ pub fn decode<T: DeserializeOwned>(
     let mut fds = rec.fds;
     if header.bulk() {
         // Whatever becomes of this frame, its sender gets the buffer back.
-        return match decode_bulk(frame, &header, &mut fds, from_ring, limit, bulk_owner) {
+        return match decode_bulk(frame, &header, &mut fds, (from_ring, limit, bulk_owner), plain) {
             Err(e) => {
                 if let Some(fd) = fds.last() {
                     bulk::hand_back(fd);
@@ -199,7 +225,7 @@ pub fn decode<T: DeserializeOwned>(
     };
     if kinds.is_empty() {
         // No rights (the common case): nothing to hand the deserializer.
-        return postcard::from_bytes(payload).map_err(Error::Decode);
+        return plain(payload);
     }
     let mut incoming = Vec::with_capacity(header.rights);
     let mut fds = fds.into_iter();
@@ -211,5 +237,71 @@ pub fn decode<T: DeserializeOwned>(
         }
         incoming.push(Incoming::Port(super::transport::adopt(kind, index, &mut next)?));
     }
-    rights::provide(incoming, || postcard::from_bytes(payload)).map_err(Error::Decode)
+    rights::provide(incoming, || rich(payload)).map_err(Error::Decode)
+}
+
+/// A message without its type: its payload as encoded (postcard). Sent
+/// on a `Sender<Opaque>` (a send right looked up or cast as such), its
+/// bytes are written as they are, so the receiver decodes them as its own
+/// type — what a relay between hosts needs, which carries messages it
+/// cannot decode
+/// ([`Receiver::recv_timeout_or_opaque`](crate::Receiver::recv_timeout_or_opaque)
+/// takes them). It holds no rights: descriptors do not travel as bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Opaque(pub Vec<u8>);
+
+impl Serialize for Opaque {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // A tuple of bytes: postcard writes each byte as it is, with no
+        // length before them.
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(self.0.len())?;
+        for b in &self.0 {
+            t.serialize_element(b)?;
+        }
+        t.end()
+    }
+}
+
+#[cfg(test)]
+mod opaque_tests {
+    use std::time::Duration;
+
+    use super::Opaque;
+
+    #[test]
+    fn an_opaque_payload_is_sent_as_it_is_and_decodes_as_its_type() {
+        let (tx, rx) = crate::bounded::<(u32, String)>(4).unwrap();
+        let raw = postcard::to_stdvec(&(7u32, "seven".to_string())).unwrap();
+        tx.clone().cast::<Opaque>().send(Opaque(raw.clone())).unwrap();
+        assert_eq!(rx.recv().unwrap(), (7, "seven".to_string()));
+        // Taken back as bytes, without the type.
+        tx.send((8, "eight".into())).unwrap();
+        let back = rx.recv_timeout_or_opaque(Duration::from_secs(5)).unwrap();
+        assert_eq!(back, Err(Opaque(postcard::to_stdvec(&(8u32, "eight")).unwrap())));
+        // A large one goes out of line, and still arrives as it was.
+        let big = vec![3u8; 200_000];
+        let (btx, brx) = crate::bounded::<Vec<u8>>(1).unwrap();
+        btx.cast::<Opaque>().send(Opaque(postcard::to_stdvec(&big).unwrap())).unwrap();
+        assert_eq!(brx.recv().unwrap(), big);
+    }
+
+    #[test]
+    fn a_message_with_rights_is_decoded_by_an_opaque_receive() {
+        let (tx, rx) = crate::unbounded::<crate::Sender<u64>>().unwrap();
+        let (itx, irx) = crate::unbounded::<u64>().unwrap();
+        tx.send(itx).unwrap();
+        let Ok(Ok(itx)) = rx.recv_timeout_or_opaque(Duration::from_secs(5)) else { panic!("want the sender") };
+        itx.send(5).unwrap();
+        assert_eq!(irx.recv().unwrap(), 5);
+        // Anything else on the same port comes as bytes.
+        tx.clone().cast::<u64>().send(9).unwrap();
+        assert_eq!(rx.recv_timeout_or_opaque(Duration::from_secs(5)).unwrap().err(), Some(Opaque(vec![9])));
+        assert!(matches!(rx.recv_timeout_or_opaque(Duration::from_millis(10)), Err(crate::RecvTimeoutError::Timeout)));
+        drop(tx);
+        assert!(matches!(
+            rx.recv_timeout_or_opaque(Duration::from_secs(5)),
+            Err(crate::RecvTimeoutError::Disconnected)
+        ));
+    }
 }

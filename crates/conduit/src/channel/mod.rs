@@ -57,6 +57,7 @@ pub use transport::{mqueue, pipe, shm, sysv};
 
 use serde::{Deserialize, Serialize};
 
+pub use codec::Opaque;
 pub(crate) use error::SendFail;
 pub use error::{RecvError, RecvTimeoutError, SendError, SendTimeoutError, TryRecvError, TrySendError};
 pub use loan::{Bytes, InPlace, Loan};

@@ -250,6 +250,83 @@ impl<T: DeserializeOwned> Receiver<T> {
         }
     }
 
+    /// Wait for a message at most `timeout`, decoding it only if it
+    /// carries rights: one that carries none comes as its encoded payload,
+    /// an [`Opaque`](super::Opaque) — for a relay that serves a port
+    /// whose senders may send any type (the bridge between hosts: RPC
+    /// connections, which carry rights, are decoded; plain messages are
+    /// carried on as bytes). Socket and pipe channels; on shared memory,
+    /// [`Error::Unsupported`].
+    pub fn recv_timeout_or_opaque(&self, timeout: Duration) -> Result<Result<T, super::Opaque>, RecvTimeoutError> {
+        if self.link.shm().is_some() {
+            return Err(RecvTimeoutError::Failed(Error::Unsupported(
+                "an opaque receive on shared memory (its frames are decoded in place)",
+            )));
+        }
+        let wait = Deadline::Until(Instant::now() + timeout);
+        let failed = |e: RecvFail| RecvFail::recv_timeout(e);
+        self.begin();
+        let mut grace = false;
+        loop {
+            if let Some(got) = self.read_opaque().map_err(failed)? {
+                return Ok(got);
+            }
+            if grace {
+                return Err(RecvTimeoutError::Timeout);
+            }
+            match self.link.wait_data(wait).map_err(|e| failed(RecvFail::Failed(e)))? {
+                Waited::Data => continue,
+                Waited::Gone => {
+                    return self.read_opaque().map_err(failed)?.ok_or(RecvTimeoutError::Disconnected);
+                }
+                Waited::TimedOut => {
+                    if self.retract() {
+                        return Err(RecvTimeoutError::Timeout);
+                    }
+                    // A sender took our rendezvous token: its message is on
+                    // the way.
+                    let _ = self.link.wait_data(Deadline::Until(Instant::now() + IN_FLIGHT_GRACE));
+                    grace = true;
+                }
+            }
+        }
+    }
+
+    fn read_opaque(&self) -> Result<Option<Result<T, super::Opaque>>, RecvFail> {
+        let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        let out = self.read_link_opaque(&mut buf);
+        if buf.capacity() > 2 * MAX_FRAME {
+            buf = Vec::new();
+        }
+        RECV_BUF.with(|b| *b.borrow_mut() = buf);
+        out
+    }
+
+    fn read_link_opaque(&self, buf: &mut Vec<u8>) -> Result<Option<Result<T, super::Opaque>>, RecvFail> {
+        let rec = match self.link.recv(buf, false, self.max_message()) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                if let Error::Wire(WireError::TooLarge { .. }) = e {
+                    self.on_data();
+                }
+                return Err(RecvFail::Failed(e));
+            }
+        };
+        if rec.len == 0 && rec.fds.is_empty() {
+            return Err(if self.link.peer_gone() {
+                RecvFail::Disconnected
+            } else {
+                RecvFail::Failed(WireError::Empty.into())
+            });
+        }
+        let n = rec.len.min(buf.len());
+        match codec::decode_or_opaque(&buf[..n], rec, self.max_message(), self.bulk.id(), || self.on_data()) {
+            Ok(msg) => Ok(Some(msg)),
+            Err(e) => Err(RecvFail::Failed(e)),
+        }
+    }
+
     /// Stop waiting: retract a rendezvous token, or read the message of
     /// the sender who took it.
     fn give_up(&self) -> Result<Got<T>, RecvFail> {
