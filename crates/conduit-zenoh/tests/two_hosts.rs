@@ -264,6 +264,12 @@ fn a_typed_sender_on_one_host_sends_to_a_receiver_on_the_other() {
     let got: Vec<String> = heard.collect();
     assert!(receiver.wait().unwrap().success(), "{got:?}");
     assert_eq!(got, ["> received 301 in order, nothing else"]);
+    // The receiver's process has exited: its name goes on a, then on b,
+    // and a sender on b learns it (Disconnected), never a hang.
+    let mut late = run_helper(&h, 1, "port-send-until-gone", "numbers");
+    let said: Vec<String> = lines(&mut late).collect();
+    assert!(late.wait().unwrap().success(), "{said:?}");
+    assert_eq!(said.last().map(String::as_str), Some("> Disconnected"), "{said:?}");
 }
 
 /// Not a test: the helpers the tests above run inside a namespace.
@@ -358,6 +364,19 @@ fn helper() {
             c.lookup::<conduit::Sender<u64>>(&args).unwrap().send(right).unwrap();
             port.send(msg(300)).unwrap();
             println!("> sent 301 and one with a right");
+        }
+        "port-send-until-gone" => {
+            // The name may still be listed here for a moment: a lookup that
+            // fails says the same.
+            let Ok(port) = c.lookup::<(u32, String)>(&args) else { return println!("> Disconnected") };
+            let t = Instant::now();
+            loop {
+                match port.send_timeout((0, "late".into()), Duration::from_secs(1)) {
+                    Ok(()) | Err(conduit::SendTimeoutError::Timeout(_)) if t.elapsed() < Duration::from_secs(30) => {}
+                    Err(conduit::SendTimeoutError::Disconnected(_)) => break println!("> Disconnected"),
+                    other => panic!("{other:?}"),
+                }
+            }
         }
         "call-until-died" => {
             let calc = CalculatorClient::new(c.connect_rpc(&args).unwrap());
