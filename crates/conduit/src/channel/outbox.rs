@@ -15,7 +15,10 @@
 //!
 //! Frames in an outbox belong to the sending process: if it exits before
 //! they are flushed, they are gone, as with any user-space buffer. Call
-//! [`Sender::flush`](super::Sender::flush) before exiting to be sure.
+//! [`Sender::flush`](super::Sender::flush) before exiting to be sure. (So
+//! do the frames a channel made in this process had queued when it got its
+//! socket pair and that did not fit it at once: its link's *backlog*,
+//! which `flush` waits for too; see `transport::local`.)
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;

@@ -60,7 +60,8 @@ impl<T> fmt::Debug for Receiver<T> {
 /// The descriptor that is readable when a message (or the end of the
 /// channel) may be there (for use with `poll` or an event loop; on
 /// shared-memory channels only while a port set or async task armed the
-/// doorbell).
+/// doorbell). A channel whose ends were both made in this process gets its
+/// socket pair here, if it has none yet (see the [`channel`](super) module).
 impl<T> AsFd for Receiver<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.link.ready_fd()

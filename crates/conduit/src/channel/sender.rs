@@ -44,7 +44,9 @@ impl<T> fmt::Debug for Sender<T> {
 }
 
 /// The descriptor that is writable when the channel's link may take a
-/// frame (for use with `poll` or an event loop).
+/// frame (for use with `poll` or an event loop). A channel whose ends were
+/// both made in this process gets its socket pair here, if it has none
+/// yet (see the [`channel`](super) module).
 impl<T> AsFd for Sender<T> {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.core.link.write_fd()
