@@ -640,8 +640,10 @@ async fn serve_port(shared: Arc<Shared>, q: zenoh::query::Query) {
 /// Send a message from another host into the port registered here under
 /// its name.
 fn deliver(shared: &Shared, p: PortSend) -> Answer {
-    if lock(&shared.services).contains_key(&p.name) {
-        // Imported here from another host: not ours to serve.
+    let exported = shared.only.as_deref().is_none_or(|pattern| matches(pattern, &p.name));
+    if !exported || lock(&shared.services).contains_key(&p.name) {
+        // Not exported (`--only`), or imported here from another host: not
+        // ours to serve.
         return Answer::Refused(BrokerError::NotFound(format!("name {}", p.name)));
     }
     let mut msg = conduit::Opaque(p.data);
@@ -1126,9 +1128,16 @@ fn run_call(shared: &Shared, call: BridgeCall) -> Vec<Answer> {
     };
     let mut out = Vec::with_capacity(n);
     let mut ops = ops.into_iter().peekable();
+    // A mailbox `--only` does not admit is not exported: as if it did not
+    // exist, whatever another bridge asks.
+    let admitted = |name: &str| shared.only.as_deref().is_none_or(|p| matches(p, name));
+    let not_exported = |name: &str| Answer::Refused(BrokerError::NotFound(format!("mailbox {name}")));
     while let Some(Op { caller, op }) = ops.next() {
         let as_caller = |request| Request::As { uid: caller.uid, gid: caller.gid, request: Box::new(request) };
         match op {
+            RemoteOp::Send { name, .. } | RemoteOp::Recv { name, .. } if !admitted(&name) => {
+                out.push(not_exported(&name));
+            }
             RemoteOp::Settle { token, ack } => {
                 out.push(match lock(&shared.held).remove(&token) {
                     None => Answer::Done,
@@ -1141,7 +1150,9 @@ fn run_call(shared: &Shared, call: BridgeCall) -> Vec<Answer> {
             RemoteOp::Send { name, mtype, data, full } => {
                 // This send and the sends right after it, pipelined.
                 let mut reqs = vec![as_caller(Request::Send { name, mtype, data, full })];
-                while let Some(Op { caller, op: RemoteOp::Send { .. } }) = ops.peek() {
+                while let Some(Op { caller, op: RemoteOp::Send { name, .. } }) = ops.peek()
+                    && admitted(name)
+                {
                     let caller = *caller;
                     let Some(Op { op: RemoteOp::Send { name, mtype, data, full }, .. }) = ops.next() else { break };
                     let request = Box::new(Request::Send { name, mtype, data, full });

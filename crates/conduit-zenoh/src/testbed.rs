@@ -41,6 +41,8 @@ pub struct TwoHosts {
     conduit: PathBuf,
     bridge: PathBuf,
     lease_ms: u64,
+    /// Each bridge's `--only` (none by default), set before they start.
+    pub only: [Option<String>; 2],
 }
 
 impl TwoHosts {
@@ -67,6 +69,7 @@ impl TwoHosts {
             conduit: conduit.to_path_buf(),
             bridge: bridge.to_path_buf(),
             lease_ms: 12_000,
+            only: [None, None],
         };
         check(ip(&["netns", "add", &h.ns[1]]), "add a namespace")?;
         check(ip(&["link", "add", &h.veth[0], "type", "veth", "peer", "name", &h.veth[1]]), "add a veth pair")?;
@@ -100,6 +103,9 @@ impl TwoHosts {
     pub fn start_bridge(&self, i: usize) -> io::Result<Child> {
         let mut c = self.command(i, &self.bridge.clone());
         c.args(["--name", ["a", "b"][i], "--lease-ms", &self.lease_ms.to_string()]);
+        if let Some(only) = &self.only[i] {
+            c.args(["--only", only]);
+        }
         if i == 0 {
             c.args(["--listen", &endpoint_a()]);
         } else {

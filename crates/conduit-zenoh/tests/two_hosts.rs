@@ -36,9 +36,15 @@ fn conduit_bin() -> PathBuf {
 
 /// Two hosts with their bridges up, or `None` (and why) without root.
 fn hosts(tag: &str) -> Option<TwoHosts> {
+    hosts_with(tag, |_| {})
+}
+
+/// The same, `set` first (bridges' options).
+fn hosts_with(tag: &str, set: impl FnOnce(&mut TwoHosts)) -> Option<TwoHosts> {
     let bridge = PathBuf::from(env!("CARGO_BIN_EXE_conduit-bridge"));
     match TwoHosts::new(tag, &conduit_bin(), &bridge) {
         Ok(mut h) => {
+            set(&mut h);
             h.start_bridges().unwrap();
             Some(h)
         }
@@ -272,6 +278,30 @@ fn a_typed_sender_on_one_host_sends_to_a_receiver_on_the_other() {
     assert_eq!(said.last().map(String::as_str), Some("> Disconnected"), "{said:?}");
 }
 
+#[test]
+fn a_bridge_serves_only_what_it_exports_whatever_another_bridge_asks() {
+    let Some(h) = hosts_with("o", |h| h.only[0] = Some("pub*".into())) else { return };
+    for name in ["pub-jobs", "secret", "go"] {
+        assert!(h.conduit(0, &["mailbox", "create", name, "--mode", "0666"]).status.success());
+    }
+    // A port registered on a as "secret-port" (its helper holds it while
+    // it waits for `go`, which never comes).
+    let mut port = run_helper(&h, 0, "port-recv", "secret-port");
+    assert_eq!(lines(&mut port).next().as_deref(), Some("> registered"));
+    h.wait_listed(1, "remote", "pub-jobs@a", true).unwrap();
+    assert!(!h.listed(1, "remote", "secret@a"), "not exported, not imported");
+    // A bridge that asks a's bridge directly, past what a exports: a send
+    // and a receive on the mailbox `secret`, a message for the name
+    // `secret-port`. All refused as if they did not exist; nothing reached.
+    let mut hostile = run_helper(&h, 1, "ask-past-only", "");
+    let said: Vec<String> = lines(&mut hostile).collect();
+    assert!(hostile.wait().unwrap().success(), "{said:?}");
+    assert_eq!(said, ["> call: not found, not found", "> port: not found"]);
+    assert_eq!(h.conduit(0, &["recv", "--nowait", "secret"]).status.code(), Some(3), "nothing sent there");
+    port.kill().unwrap();
+    port.wait().unwrap();
+}
+
 /// Not a test: the helpers the tests above run inside a namespace.
 #[test]
 fn helper() {
@@ -377,6 +407,41 @@ fn helper() {
                     other => panic!("{other:?}"),
                 }
             }
+        }
+        "ask-past-only" => {
+            use conduit_broker::protocol::{BrokerError, Caller, RemoteOp};
+            use conduit_zenoh::wire::{self, Answer, Answers, Call, Op, PortSend};
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            let answers = rt.block_on(async {
+                let mut config = zenoh::Config::default();
+                config.insert_json5("mode", "\"peer\"").unwrap();
+                config.insert_json5("scouting/multicast/enabled", "false").unwrap();
+                config.insert_json5("connect/endpoints", &format!("[\"{}\"]", testbed::endpoint_a())).unwrap();
+                let z = zenoh::open(config).await.unwrap();
+                let ask = async |key: String, payload: Vec<u8>| {
+                    let replies = z.get(key).payload(payload).timeout(Duration::from_secs(10)).await.unwrap();
+                    let reply = replies.recv_async().await.unwrap();
+                    wire::decode_answers(&reply.result().unwrap().payload().to_bytes(), 1 << 20).unwrap()
+                };
+                let root = Caller { uid: 0, gid: 0, pid: 1 };
+                let send =
+                    RemoteOp::Send { name: "secret".into(), mtype: 1, data: b"x".to_vec(), full: OnFull::NoWait };
+                let recv = RemoteOp::Recv { name: "secret".into(), select: 0, wait: WaitFor::NoWait };
+                let ops = vec![Op { caller: root, op: send }, Op { caller: root, op: recv }];
+                let call = Call { origin: "evil".into(), session: 1, id: 1, ops };
+                let c = ask(wire::call_key("a"), wire::encode(&call)).await;
+                let p =
+                    PortSend { origin: "evil".into(), session: 1, id: 2, name: "secret-port".into(), data: vec![1] };
+                let p = ask(wire::port_key("a"), wire::encode(&p)).await;
+                (c, p)
+            });
+            let say = |a: &Answer| match a {
+                Answer::Refused(BrokerError::NotFound(_)) => "not found".to_string(),
+                other => format!("{other:?}"),
+            };
+            let (Answers::All(c), Answers::All(p)) = answers else { panic!("{answers:?}") };
+            println!("> call: {}", c.iter().map(say).collect::<Vec<_>>().join(", "));
+            println!("> port: {}", p.iter().map(say).collect::<Vec<_>>().join(", "));
         }
         "call-until-died" => {
             let calc = CalculatorClient::new(c.connect_rpc(&args).unwrap());
