@@ -19,7 +19,7 @@ use super::transport::{Parts, RxLink, Waited};
 use crate::error::{Error, WireError};
 use crate::rights::{self, RightKind};
 use crate::sys::Deadline;
-use crate::sys::socket::Credentials;
+use crate::sys::socket::{Credentials, Received};
 use crate::wire::{self, MAX_FRAME};
 
 /// How long a rendezvous receiver that gave up waits for a message whose
@@ -213,42 +213,48 @@ impl<T: DeserializeOwned> Receiver<T> {
         if let Some(shm) = self.link.shm() {
             return Ok(shm.read(self.max_message(), self.bulk.id(), || self.on_data())?.map(|m| (m, None)));
         }
+        self.read_link(block, |frame, rec| {
+            codec::decode(frame, rec, false, self.max_message(), self.bulk.id(), || self.on_data())
+        })
+    }
+
+    /// Take one frame from a byte link into this thread's buffer and
+    /// `decode` it; with the sender's credentials, if the link has them.
+    fn read_link<R>(
+        &self,
+        block: bool,
+        decode: impl FnOnce(&[u8], Received) -> Result<R, Error>,
+    ) -> Result<Option<(R, Option<Credentials>)>, RecvFail> {
         let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let out = self.read_link(&mut buf, block);
+        let out = match self.link.recv(&mut buf, block, self.max_message()) {
+            Ok(Some(rec)) if rec.len == 0 && rec.fds.is_empty() => {
+                // End of stream, or a (hostile) empty datagram.
+                Err(if self.link.peer_gone() {
+                    RecvFail::Disconnected
+                } else {
+                    RecvFail::Failed(WireError::Empty.into())
+                })
+            }
+            Ok(Some(rec)) => {
+                let creds = rec.creds;
+                let n = rec.len.min(buf.len());
+                decode(&buf[..n], rec).map(|msg| Some((msg, creds))).map_err(RecvFail::Failed)
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                if let Error::Wire(WireError::TooLarge { .. }) = e {
+                    // A refused message still took its credit.
+                    self.on_data();
+                }
+                Err(RecvFail::Failed(e))
+            }
+        };
         if buf.capacity() > 2 * MAX_FRAME {
             // A large pipe frame: do not keep its buffer.
             buf = Vec::new();
         }
         RECV_BUF.with(|b| *b.borrow_mut() = buf);
         out
-    }
-
-    fn read_link(&self, buf: &mut Vec<u8>, block: bool) -> Result<Option<Got<T>>, RecvFail> {
-        let rec = match self.link.recv(buf, block, self.max_message()) {
-            Ok(Some(rec)) => rec,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                if let Error::Wire(WireError::TooLarge { .. }) = e {
-                    // A refused message still took its credit.
-                    self.on_data();
-                }
-                return Err(RecvFail::Failed(e));
-            }
-        };
-        if rec.len == 0 && rec.fds.is_empty() {
-            // End of stream, or a (hostile) empty datagram.
-            return Err(if self.link.peer_gone() {
-                RecvFail::Disconnected
-            } else {
-                RecvFail::Failed(WireError::Empty.into())
-            });
-        }
-        let creds = rec.creds;
-        let n = rec.len.min(buf.len());
-        match codec::decode(&buf[..n], rec, false, self.max_message(), self.bulk.id(), || self.on_data()) {
-            Ok(msg) => Ok(Some((msg, creds))),
-            Err(e) => Err(RecvFail::Failed(e)),
-        }
     }
 
     /// Wait for a message at most `timeout`, decoding it only if it
@@ -294,38 +300,10 @@ impl<T: DeserializeOwned> Receiver<T> {
     }
 
     fn read_opaque(&self) -> Result<Option<Result<T, super::Opaque>>, RecvFail> {
-        let mut buf = RECV_BUF.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        let out = self.read_link_opaque(&mut buf);
-        if buf.capacity() > 2 * MAX_FRAME {
-            buf = Vec::new();
-        }
-        RECV_BUF.with(|b| *b.borrow_mut() = buf);
-        out
-    }
-
-    fn read_link_opaque(&self, buf: &mut Vec<u8>) -> Result<Option<Result<T, super::Opaque>>, RecvFail> {
-        let rec = match self.link.recv(buf, false, self.max_message()) {
-            Ok(Some(rec)) => rec,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                if let Error::Wire(WireError::TooLarge { .. }) = e {
-                    self.on_data();
-                }
-                return Err(RecvFail::Failed(e));
-            }
-        };
-        if rec.len == 0 && rec.fds.is_empty() {
-            return Err(if self.link.peer_gone() {
-                RecvFail::Disconnected
-            } else {
-                RecvFail::Failed(WireError::Empty.into())
-            });
-        }
-        let n = rec.len.min(buf.len());
-        match codec::decode_or_opaque(&buf[..n], rec, self.max_message(), self.bulk.id(), || self.on_data()) {
-            Ok(msg) => Ok(Some(msg)),
-            Err(e) => Err(RecvFail::Failed(e)),
-        }
+        let got = self.read_link(false, |frame, rec| {
+            codec::decode_or_opaque(frame, rec, self.max_message(), self.bulk.id(), || self.on_data())
+        })?;
+        Ok(got.map(|(msg, _)| msg))
     }
 
     /// Stop waiting: retract a rendezvous token, or read the message of

@@ -228,8 +228,8 @@ impl Pair {
     }
 }
 
-/// One side of a channel made here.
-struct Side {
+/// One side of a channel made here (what both ends do alike).
+pub(crate) struct Side {
     end: Arc<End>,
     pair: Arc<Pair>,
     /// The control block, whose memfd stands in for `poll` if the socket
@@ -278,7 +278,7 @@ impl Side {
     /// cannot be made (no descriptor left) the control block's memfd
     /// stands in, which `poll` always shows ready: callers then find
     /// nothing to take and look again, busier but never stuck.
-    fn poll_fd(&self) -> BorrowedFd<'_> {
+    pub fn poll_fd(&self) -> BorrowedFd<'_> {
         match self.sock() {
             Ok(s) => s.fd(),
             Err(_) => self.ctl.fd().expect("a socket channel's control block has its own memfd"),
@@ -318,19 +318,21 @@ pub(crate) struct LocalTx(Side);
 #[derive(Debug)]
 pub(crate) struct LocalRx(Side);
 
+impl std::ops::Deref for LocalTx {
+    type Target = Side;
+    fn deref(&self) -> &Side {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for LocalRx {
+    type Target = Side;
+    fn deref(&self) -> &Side {
+        &self.0
+    }
+}
+
 impl LocalTx {
-    pub fn caps(&self) -> Caps {
-        self.0.caps()
-    }
-
-    pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        self.0.dup_fds()
-    }
-
-    pub fn peer_gone(&self) -> bool {
-        self.0.peer_gone()
-    }
-
     /// The receiver was dropped before the socket pair was made.
     pub fn known_gone(&self) -> bool {
         self.0.sock_if_made().is_none() && self.0.other_dropped() == Some(true)
@@ -430,26 +432,9 @@ impl LocalTx {
         st.wakes = st.wakes.saturating_sub(1);
         Ok(true)
     }
-
-    /// The socket, for `poll` (made if need be).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.0.poll_fd()
-    }
 }
 
 impl LocalRx {
-    pub fn caps(&self) -> Caps {
-        self.0.caps()
-    }
-
-    pub fn dup_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        self.0.dup_fds()
-    }
-
-    pub fn peer_gone(&self) -> bool {
-        self.0.peer_gone()
-    }
-
     /// Take one frame (see `RxLink::recv`): from the queue, or from the
     /// socket once it is made.
     #[inline]
@@ -539,11 +524,6 @@ impl LocalRx {
             Some(s) => socket::clear_passcred(s.fd()),
             None => Ok(()),
         }
-    }
-
-    /// The socket, for `poll` (made if need be).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.0.poll_fd()
     }
 }
 

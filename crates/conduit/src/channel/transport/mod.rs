@@ -117,24 +117,10 @@ impl TxLink {
         let encoded = || frame.out().expect("frames for a byte link are encoded, never direct");
         let fds = || frame.fds().iter().map(|f| f.as_fd()).collect::<Vec<BorrowedFd<'_>>>();
         match self {
-            TxLink::Seqpacket(l) => {
-                // Counted first: a receiver spinning on the count starts
-                // its `recvmsg` while this `sendmsg` is under way.
-                ctl.note_sent();
-                let sent = l.try_send(&encoded().bytes, &fds());
-                if sent.is_err() {
-                    ctl.unnote_sent();
-                }
-                sent
-            }
-            TxLink::Local(l) => {
-                ctl.note_sent();
-                let sent = l.try_send(&encoded().bytes, &fds());
-                if sent.is_err() {
-                    ctl.unnote_sent();
-                }
-                sent
-            }
+            // Counted first: a receiver spinning on the count starts its
+            // `recvmsg` while this `sendmsg` is under way.
+            TxLink::Seqpacket(l) => counted(ctl, || l.try_send(&encoded().bytes, &fds())),
+            TxLink::Local(l) => counted(ctl, || l.try_send(&encoded().bytes, &fds())),
             TxLink::Pipe(l) => l.try_send(&encoded().bytes, &fds()),
             TxLink::Shm(s) => s.try_write(ctl, frame),
             TxLink::Stream(l) => l.try_send(&encoded().bytes, &fds()),
@@ -262,7 +248,7 @@ impl TxLink {
     /// The descriptor that is writable when a frame may fit.
     pub fn write_fd(&self) -> BorrowedFd<'_> {
         match self {
-            TxLink::Local(l) => l.fd(),
+            TxLink::Local(l) => l.poll_fd(),
             TxLink::Seqpacket(l) => l.write_fd(),
             TxLink::Pipe(l) => l.write_fd(),
             TxLink::Shm(s) => s.poll_fd(),
@@ -285,7 +271,7 @@ impl TxLink {
     /// The descriptor that is readable when the receiver rang.
     pub fn bell_fd(&self) -> BorrowedFd<'_> {
         match self {
-            TxLink::Local(l) => l.fd(),
+            TxLink::Local(l) => l.poll_fd(),
             TxLink::Seqpacket(l) => l.bell_fd(),
             TxLink::Pipe(l) => l.bell_fd(),
             TxLink::Shm(s) => s.poll_fd(),
@@ -478,7 +464,7 @@ impl RxLink {
 
     pub fn ready_fd(&self) -> BorrowedFd<'_> {
         match self {
-            RxLink::Local(l) => l.fd(),
+            RxLink::Local(l) => l.poll_fd(),
             RxLink::Seqpacket(l) => l.ready_fd(),
             RxLink::Pipe(l) => l.ready_fd(),
             RxLink::Shm(s) => s.poll_fd(),
@@ -630,6 +616,18 @@ impl RxLink {
             RxLink::Sysv(l) => right(RightKind::SysvReceive, l.dup_fds()?, ctl, None),
         }
     }
+}
+
+/// A socket link's send, counted in the control block just before it
+/// (and the count taken back if it did not go).
+#[inline]
+fn counted(ctl: &Ctl, send: impl FnOnce() -> Result<(), WriteFail>) -> Result<(), WriteFail> {
+    ctl.note_sent();
+    let sent = send();
+    if sent.is_err() {
+        ctl.unnote_sent();
+    }
+    sent
 }
 
 /// A right of `kind`: the link's descriptors, then a duplicate of the
