@@ -6,7 +6,7 @@
 //! the caller ends (a failed assertion included).
 //!
 //! For debugging: `CONDUIT_BRIDGE_LOG` sets the bridges' `RUST_LOG`
-//! (default `warn`; their logs are `bridge.log` in each host's directory),
+//! (default `warn,conduit_zenoh=info`; their logs are `bridge.log` in each host's directory),
 //! and `CONDUIT_TESTBED_KEEP` keeps that directory after the drop.
 
 use std::io;
@@ -82,7 +82,8 @@ impl TwoHosts {
             let d = h.host_dir(i);
             std::fs::create_dir_all(&d)?;
             std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-            let daemon = h.command(i, &h.conduit.clone()).arg("daemon").stderr(Stdio::null()).spawn()?;
+            let log = std::fs::File::create(d.join("broker.log"))?;
+            let daemon = h.command(i, &h.conduit.clone()).arg("daemon").stderr(log).spawn()?;
             h.daemons.push(daemon);
         }
         for i in 0..2 {
@@ -91,10 +92,17 @@ impl TwoHosts {
         Ok(h)
     }
 
-    /// Start both bridges (`a` listens, `b` connects; lease 12 s).
+    /// Start both bridges (`a` listens, `b` connects; lease 12 s) and wait
+    /// until each lists the other as its peer: the link is up, each has
+    /// the other's liveliness, and each has synchronised at least once.
+    /// (Up to 60 s: a Zenoh connect retried while the machine is slow; the
+    /// error says what each side had.)
     pub fn start_bridges(&mut self) -> io::Result<()> {
         for i in 0..2 {
             self.bridges[i] = Some(self.start_bridge(i)?);
+        }
+        for (i, peer) in [(0, "a→b"), (1, "b→a")] {
+            self.wait_listed_for(Duration::from_secs(60), i, "bridge-peer", peer, true)?;
         }
         Ok(())
     }
@@ -112,7 +120,9 @@ impl TwoHosts {
             c.args(["--connect", &endpoint_a()]);
         }
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.host_dir(i).join("bridge.log"))?;
-        c.env("RUST_LOG", std::env::var("CONDUIT_BRIDGE_LOG").unwrap_or_else(|_| "warn".into())).stderr(log).spawn()
+        c.env("RUST_LOG", std::env::var("CONDUIT_BRIDGE_LOG").unwrap_or_else(|_| "warn,conduit_zenoh=info".into()))
+            .stderr(log)
+            .spawn()
     }
 
     /// Host `i`'s directory (its broker's socket, its bridge's log).
@@ -128,7 +138,7 @@ impl TwoHosts {
     /// `program` run inside host `i`, with its broker.
     pub fn command(&self, i: usize, program: &Path) -> Command {
         let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns[i]]).arg(program).env("CONDUIT_BROKER", self.socket(i));
+        c.args(["netns", "exec", &self.ns[i]]).arg(program).env("CONDUIT_BROKER", self.socket(i)).env("NO_COLOR", "1");
         c
     }
 
@@ -156,7 +166,8 @@ impl TwoHosts {
                 return Ok(o);
             }
             if Instant::now() > until {
-                return Err(io::Error::other(format!("waited 20 s for {what}: {o:?}")));
+                eprintln!("waited 20 s for {what}: {o:?}{}", self.report());
+                return Err(io::Error::other(format!("waited 20 s for {what} (what each host had: above)")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -171,14 +182,61 @@ impl TwoHosts {
 
     /// Wait (at most 20 s) until host `i` lists the object, or no longer.
     pub fn wait_listed(&self, i: usize, kind: &str, id: &str, present: bool) -> io::Result<()> {
-        let until = Instant::now() + Duration::from_secs(20);
+        self.wait_listed_for(Duration::from_secs(20), i, kind, id, present)
+    }
+
+    /// The same, waiting at most `limit`.
+    pub fn wait_listed_for(&self, limit: Duration, i: usize, kind: &str, id: &str, present: bool) -> io::Result<()> {
+        let until = Instant::now() + limit;
         while self.listed(i, kind, id) != present {
             if Instant::now() > until {
-                return Err(io::Error::other(format!("waited 20 s for {kind} {id} listed={present} on host {i}")));
+                let ls = self.conduit(i, &["ls", "--json"]);
+                let what = format!("waited {limit:?} for {kind} {id} listed={present} on host {i}");
+                eprintln!(
+                    "{what}\n-- `conduit ls --json` there: {}, {}{}{}",
+                    ls.status,
+                    String::from_utf8_lossy(&ls.stdout),
+                    String::from_utf8_lossy(&ls.stderr),
+                    self.report()
+                );
+                return Err(io::Error::other(format!("{what} (what each host had: above)")));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// What a failed wait prints (to the test's output) before it returns
+    /// its error: each host's broker and bridge, running or ended, and the
+    /// ends of their logs.
+    pub fn report(&self) -> String {
+        // (Read from /proc, so that the child is not reaped here: an ended
+        // one is a zombie until the drop waits for it.)
+        let state = |c: Option<&Child>| match c {
+            None => "not started".to_string(),
+            Some(c) => match std::fs::read_to_string(format!("/proc/{}/stat", c.id())) {
+                Ok(stat) if stat.rsplit(") ").next().is_some_and(|s| s.starts_with('Z')) => "ended".into(),
+                Ok(_) => "running".into(),
+                Err(_) => "gone".into(),
+            },
+        };
+        let mut r = String::new();
+        for i in 0..2 {
+            let host = ["a", "b"][i];
+            let broker = state(self.daemons.get(i));
+            let bridge = state(self.bridges[i].as_ref());
+            r += &format!("\n-- host {host}: broker {broker}, bridge {bridge}");
+            for log in ["broker.log", "bridge.log"] {
+                let text = std::fs::read_to_string(self.host_dir(i).join(log)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                r += &format!("\n-- {host}/{log} (last {} lines):", tail.len());
+                for l in tail.iter().rev() {
+                    r += "\n";
+                    r += l;
+                }
+            }
+        }
+        r
     }
 
     /// Cut (`false`) or restore the link.
