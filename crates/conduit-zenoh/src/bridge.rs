@@ -199,6 +199,9 @@ struct Shared {
     imports: Mutex<HashMap<String, String>>,
     /// Bridges alive now.
     alive: Mutex<HashSet<String>>,
+    /// Changes the liveliness subscriber made to `alive` (counted under its
+    /// lock), so that a liveliness query's older answer cannot undo them.
+    alive_changes: AtomicU64,
     /// Tokens given to the local broker → (host, that host's token).
     tokens: Mutex<HashMap<u64, (String, u64)>>,
     next_call: AtomicU64,
@@ -273,6 +276,7 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
         cache: Mutex::default(),
         imports: Mutex::default(),
         alive: Mutex::default(),
+        alive_changes: AtomicU64::new(0),
         tokens: Mutex::default(),
         next_call: AtomicU64::new(1),
         lanes: Mutex::default(),
@@ -363,20 +367,27 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             while let Ok(s) = alive_sub.recv_async().await {
-                let Some(host) = s.key_expr().as_str().strip_prefix("conduit/alive/").map(str::to_string) else {
+                let Some(host) = wire::alive_host(s.key_expr().as_str()).map(str::to_string) else {
                     continue;
                 };
                 if host == shared.host {
                     continue;
                 }
+                // (Counted under the lock: see `recheck_alive`.)
                 match s.kind() {
                     SampleKind::Put => {
                         tracing::info!(peer = %host, "bridge appeared");
-                        lock(&shared.alive).insert(host);
+                        let mut alive = lock(&shared.alive);
+                        alive.insert(host);
+                        shared.alive_changes.fetch_add(1, Ordering::Relaxed);
                     }
                     SampleKind::Delete => {
                         tracing::warn!(peer = %host, "bridge gone");
-                        lock(&shared.alive).remove(&host);
+                        {
+                            let mut alive = lock(&shared.alive);
+                            alive.remove(&host);
+                            shared.alive_changes.fetch_add(1, Ordering::Relaxed);
+                        }
                         host_gone(&shared, &host).await;
                     }
                 }
@@ -389,6 +400,7 @@ pub async fn run(opts: Options) -> Result<(), BridgeError> {
         let shared = Arc::clone(&shared);
         async move {
             loop {
+                recheck_alive(&shared).await;
                 sync_imports(&shared).await;
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -430,6 +442,37 @@ async fn exports(shared: &Arc<Shared>) -> Exports {
         .map(|o| o.id.clone())
         .collect();
     Exports { host: shared.host.clone(), mailboxes, services }
+}
+
+/// Add the bridges a liveliness query finds that `alive` lacks: the
+/// subscriber's notices are the main source, but a start-up race must not
+/// leave a live peer unseen for good. Only adds, and only if the subscriber
+/// changed nothing meanwhile (its `Delete` is never undone by an older
+/// answer); a bridge that goes is noticed by the subscriber alone.
+async fn recheck_alive(shared: &Shared) {
+    let before = shared.alive_changes.load(Ordering::Relaxed);
+    let Ok(replies) = shared.z.liveliness().get(wire::ALIVE_ALL).timeout(Duration::from_secs(1)).await else {
+        return;
+    };
+    let mut found = Vec::new();
+    while let Ok(reply) = replies.recv_async().await {
+        if let Ok(sample) = reply.result()
+            && let Some(host) = wire::alive_host(sample.key_expr().as_str())
+            && host != shared.host
+        {
+            found.push(host.to_string());
+        }
+    }
+    let mut alive = lock(&shared.alive);
+    if shared.alive_changes.load(Ordering::Relaxed) != before {
+        return;
+    }
+    for host in found {
+        if !alive.contains(&host) {
+            tracing::warn!(peer = %host, "bridge found by a liveliness query, not by its notice");
+            alive.insert(host);
+        }
+    }
 }
 
 /// Ask every bridge for its exports; import what is new, drop what went.

@@ -26,6 +26,11 @@ pub fn alive_key(host: &str) -> String {
 /// Every bridge's liveliness key.
 pub const ALIVE_ALL: &str = "conduit/alive/*";
 
+/// The host a liveliness key names.
+pub fn alive_host(key: &str) -> Option<&str> {
+    key.strip_prefix("conduit/alive/")
+}
+
 /// The key a bridge answers calls on.
 pub fn call_key(host: &str) -> String {
     format!("conduit/bridge/{host}/call")
