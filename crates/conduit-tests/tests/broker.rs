@@ -783,6 +783,47 @@ fn peak_rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// Resident memory of a process now (`VmRSS`), in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_mailboxs_queue_takes_memory_as_messages_use_it_not_as_it_is_sized() {
+    // An unbounded mailbox's front is a 2 MiB queue in shared memory, a
+    // default bounded one 256 KiB: a broker with thousands of idle
+    // mailboxes must not hold all of that (it did, every page faulted in
+    // at creation).
+    let b = Broker::start("lazy-queues", &[]);
+    let c = b.client();
+    let pid = b.kid.child.id();
+    c.create_mailbox("warm-up", MailboxOptions::default()).unwrap();
+    let before = rss_kib(pid);
+    let unbounded = MailboxOptions { capacity: Capacity::Unbounded, ..MailboxOptions::default() };
+    for i in 0..200 {
+        c.create_mailbox(&format!("u{i}"), unbounded).unwrap();
+        c.create_mailbox(&format!("b{i}"), MailboxOptions::default()).unwrap();
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 400 * 32, "400 idle mailboxes took {grown} KiB in the broker (over 32 KiB each)");
+    // Each works, and a message in each takes only the pages it touches.
+    for i in 0..200 {
+        for name in [format!("u{i}"), format!("b{i}")] {
+            c.send(&name, 1, name.as_bytes(), OnFull::NoWait).unwrap();
+        }
+    }
+    let grown = rss_kib(pid).saturating_sub(before);
+    assert!(grown < 400 * 32, "400 mailboxes holding a message each took {grown} KiB in the broker");
+    for i in 0..200 {
+        for name in [format!("u{i}"), format!("b{i}")] {
+            assert_eq!(c.recv(&name, 0, WaitFor::NoWait).unwrap().data, name.as_bytes());
+        }
+    }
+    cleanup(b.stop());
+}
+
 #[test]
 fn an_out_of_line_memory_bomb_is_refused_before_it_is_read() {
     let b = Broker::start("bomb", &[]);

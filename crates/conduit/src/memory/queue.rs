@@ -136,9 +136,11 @@ pub struct Queue {
 
 impl Queue {
     /// A queue of at most `capacity` messages (≥ 1) in a data area of
-    /// `bytes` (rounded up to a power of two, see [`Ring::new`]).
+    /// `bytes` (rounded up to a power of two, see [`Ring::new`]). Its
+    /// pages are taken as messages first reach them: an idle queue holds
+    /// about one page of memory, whatever its size.
     pub fn new(capacity: u32, bytes: usize) -> Result<Queue, Error> {
-        let ring = Ring::new(bytes)?;
+        let ring = Ring::new_lazy(bytes)?;
         let limit = u64::from(capacity.max(1));
         let m = ring.segment().mapping();
         m.atomic_u64(OFF_USER_LIMIT).store(limit, SeqCst);

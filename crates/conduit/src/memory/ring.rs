@@ -338,11 +338,22 @@ impl Ring {
     /// A new ring with a data area of at least `capacity` bytes (rounded up
     /// to a power of two, at least [`MIN_CAPACITY`]).
     pub fn new(capacity: usize) -> Result<Ring, Error> {
+        // Faulted in at once: a channel's ring is reused forever, and a
+        // first-touch fault on the hot path costs microseconds.
+        Ring::with_pages(capacity, true)
+    }
+
+    /// A new ring whose pages are taken only as they are first written
+    /// (what a mailbox's queue needs: a broker holds thousands, most of
+    /// them idle or nearly empty).
+    pub fn new_lazy(capacity: usize) -> Result<Ring, Error> {
+        Ring::with_pages(capacity, false)
+    }
+
+    fn with_pages(capacity: usize, populate: bool) -> Result<Ring, Error> {
         barrier::register();
         let cap = capacity.clamp(MIN_CAPACITY, MAX_CAPACITY).next_power_of_two();
-        // Faulted in at once: a ring is reused forever, and a first-touch
-        // fault on the hot path costs microseconds.
-        let seg = Segment::new_populated(DATA_OFFSET + cap)?;
+        let seg = if populate { Segment::new_populated(DATA_OFFSET + cap)? } else { Segment::new(DATA_OFFSET + cap)? };
         let m = seg.mapping();
         m.atomic_u64(OFF_CAPACITY).store(cap as u64, SeqCst);
         m.atomic_u32(OFF_VERSION).store(VERSION, SeqCst);
