@@ -69,6 +69,14 @@ fn run_helper(h: &TwoHosts, i: usize, role: &str, args: &str) -> Child {
         .unwrap()
 }
 
+/// Run helper `role` in host `i` to its end; it must succeed. Its lines.
+fn run_helper_to_end(h: &TwoHosts, i: usize, role: &str, args: &str) -> Vec<String> {
+    let mut child = run_helper(h, i, role, args);
+    let said: Vec<String> = lines(&mut child).collect();
+    assert!(child.wait().unwrap().success(), "helper {role}: {said:?}");
+    said
+}
+
 fn text(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -223,14 +231,10 @@ fn an_rpc_client_calls_a_service_of_the_other_host_through_the_same_stubs() {
     // name's port: carried to a's port like any message (where the
     // service's accepting thread skips what is not a connection), and b's
     // bridge goes on serving the name.
-    let mut garbage = run_helper(&h, 1, "garbage", "calc");
-    let said_garbage: Vec<String> = lines(&mut garbage).collect();
-    assert!(garbage.wait().unwrap().success(), "{said_garbage:?}");
+    let said_garbage = run_helper_to_end(&h, 1, "garbage", "calc");
     assert_eq!(said_garbage, ["> sent 3 frames that are not connections"]);
     // A client on b: the same `connect_rpc` and stubs, 200 calls.
-    let mut client = run_helper(&h, 1, "call", "calc");
-    let got: Vec<String> = lines(&mut client).collect();
-    assert!(client.wait().unwrap().success(), "{got:?}");
+    let got = run_helper_to_end(&h, 1, "call", "calc");
     assert_eq!(got.first().map(String::as_str), Some("> 200 calls right"), "{got:?}");
     assert_eq!(got.get(1).map(|l| l.replace("answered by", "serving as")), Some(pid.clone()), "a's process ran them");
     // The service killed: a client on b gets ServerDied, never a hang.
@@ -272,9 +276,7 @@ fn a_typed_sender_on_one_host_sends_to_a_receiver_on_the_other() {
     assert_eq!(got, ["> received 301 in order, nothing else"]);
     // The receiver's process has exited: its name goes on a, then on b,
     // and a sender on b learns it (Disconnected), never a hang.
-    let mut late = run_helper(&h, 1, "port-send-until-gone", "numbers");
-    let said: Vec<String> = lines(&mut late).collect();
-    assert!(late.wait().unwrap().success(), "{said:?}");
+    let said = run_helper_to_end(&h, 1, "port-send-until-gone", "numbers");
     assert_eq!(said.last().map(String::as_str), Some("> Disconnected"), "{said:?}");
 }
 
@@ -293,9 +295,7 @@ fn a_bridge_serves_only_what_it_exports_whatever_another_bridge_asks() {
     // A bridge that asks a's bridge directly, past what a exports: a send
     // and a receive on the mailbox `secret`, a message for the name
     // `secret-port`. All refused as if they did not exist; nothing reached.
-    let mut hostile = run_helper(&h, 1, "ask-past-only", "");
-    let said: Vec<String> = lines(&mut hostile).collect();
-    assert!(hostile.wait().unwrap().success(), "{said:?}");
+    let said = run_helper_to_end(&h, 1, "ask-past-only", "");
     assert_eq!(said, ["> call: not found, not found", "> port: not found"]);
     assert_eq!(h.conduit(0, &["recv", "--nowait", "secret"]).status.code(), Some(3), "nothing sent there");
     port.kill().unwrap();
